@@ -1,0 +1,42 @@
+"""Dataset store interface: each cycle's split is published as an immutable, content-hashed version."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from kotone_pipeline.domain.schemas import Pair
+
+SPLIT_FILES = {
+    "train": "train.jsonl",
+    "validation": "validation.jsonl",
+    "test": "test.jsonl",
+    "holdout": "holdout.jsonl",
+}
+
+
+class DatasetRef(BaseModel):
+    store: str  # "local" | "hf"
+    name: str  # dataset name / repo id
+    version: str  # content hash (local) or commit sha (hf): consumers always pin it
+    uri: str  # directory path (local) or https URL of the pinned revision (hf)
+    data_hash: str
+
+
+class DatasetStore(ABC):
+    name: str = "abstract"
+
+    @abstractmethod
+    def publish(self, cycle_id: str, splits: dict[str, list[Pair]], card: dict[str, Any]) -> DatasetRef:
+        """Publish splits (train, validation, test, holdout); idempotent for identical content."""
+
+    @abstractmethod
+    def load(self, ref: DatasetRef) -> dict[str, list[Pair]]:
+        """Load exactly the pinned version."""
+
+    @abstractmethod
+    def materialize_local(self, ref: DatasetRef, dest: Path) -> Path:
+        """A local directory with ``SPLIT_FILES`` for this version (download when remote)."""
