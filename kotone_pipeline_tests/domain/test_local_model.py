@@ -1,0 +1,175 @@
+"""The local model learns word cues, rounds half-up within 0..10, and round-trips through save/load."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.local_model import (
+    ESTIMATOR_FILE,
+    META_FILE,
+    LocalTextModel,
+    ModelLoadError,
+    parse_hparams,
+    to_dim_values,
+    training_data_hash,
+)
+from kotone_pipeline.domain.predictor import PredictInput, parse_completion
+from kotone_pipeline.domain.schemas import LocalHyperParams, Pair, Vector
+
+# One cue word per dim and level: a text states each dim's level, so a bag-of-words model can learn it.
+_LOW = {"energy": "still", "warmth": "cold", "brightness": "dark", "acousticness": "synthetic",
+        "complexity": "bare", "nostalgia": "futuristic"}  # fmt: skip
+_HIGH = {"energy": "driving", "warmth": "cosy", "brightness": "sparkling", "acousticness": "wooden",
+         "complexity": "layered", "nostalgia": "retro"}  # fmt: skip
+_LEVELS = {0: "utterly {low}", 2: "{low}", 5: "", 8: "{high}", 10: "utterly {high}"}
+
+
+def _cue_pairs(n: int, seed: int, source_type: str = "request_text") -> list[Pair]:
+    rng = random.Random(seed)
+    pairs = []
+    for i in range(n):
+        values = [rng.choice(list(_LEVELS)) for _ in DIMS]
+        words = [_LEVELS[v].format(low=_LOW[d], high=_HIGH[d]) for d, v in zip(DIMS, values, strict=True)]
+        text = f"tune {i}: " + ", ".join(w for w in words if w) + " please"
+        vector = Vector.from_values(values)
+        pairs.append(Pair(group_id=f"g{seed}-{i}", source_type=source_type, text=text, vector=vector))
+    return pairs
+
+
+def _mae(model: LocalTextModel, pairs: list[Pair]) -> float:
+    preds = model.predict([PredictInput(p.text, p.source_type) for p in pairs])
+    errors = [
+        abs(a - b)
+        for p, q in zip(pairs, preds, strict=True)
+        for a, b in zip(p.vector.values(), q.vector.values(), strict=True)
+    ]
+    return sum(errors) / len(errors)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[LocalTextModel, list[Pair]]:
+    train = _cue_pairs(300, seed=1) + _cue_pairs(60, seed=2, source_type="rule_prompt")
+    return LocalTextModel(model_id="test-local").fit(train, LocalHyperParams(alpha=0.3)), train
+
+
+def test_learns_cues_far_better_than_a_constant(fitted: tuple[LocalTextModel, list[Pair]]) -> None:
+    model, _ = fitted
+    test = _cue_pairs(100, seed=99)
+    # The constant 5 is off by 3.4 on average for levels drawn from {0,2,5,8,10}; the cues are exact.
+    constant_mae = sum(abs(v - 5) for p in test for v in p.vector.values()) / (len(test) * len(DIMS))
+    assert constant_mae > 2.5
+    assert _mae(model, test) < 0.5
+
+
+def test_predictions_are_valid_compact_json_in_input_order(fitted: tuple[LocalTextModel, list[Pair]]) -> None:
+    model, _ = fitted
+    inputs = [
+        PredictInput("utterly driving, utterly sparkling please", "request_text"),
+        PredictInput("utterly still, utterly dark please", "request_text"),
+    ]
+    loud, quiet = model.predict(inputs)
+    assert loud.vector is not None and quiet.vector is not None
+    assert loud.vector.energy > quiet.vector.energy and loud.vector.brightness > quiet.vector.brightness
+    for pred in (loud, quiet):
+        assert parse_completion(pred.raw) == pred.vector
+        assert " " not in pred.raw
+        assert pred.latency_ms > 0
+
+
+def test_unseen_source_type_falls_back_to_the_largest_sub_model(
+    fitted: tuple[LocalTextModel, list[Pair]],
+) -> None:
+    model, _ = fitted
+    text = "utterly driving please"
+    (unknown,) = model.predict([PredictInput(text, "voice_memo")])
+    (request,) = model.predict([PredictInput(text, "request_text")])
+    assert unknown.vector == request.vector
+
+
+def test_predict_empty_and_unfitted() -> None:
+    assert LocalTextModel().predict([]) == []
+    with pytest.raises(RuntimeError, match="not fitted"):
+        LocalTextModel().predict([PredictInput("x", "request_text")])
+    with pytest.raises(ValueError, match="zero training pairs"):
+        LocalTextModel().fit([])
+
+
+def test_to_dim_values_clips_and_rounds_half_up() -> None:
+    raw = np.array([[-3.2, 0.49, 0.5, 2.5, 9.5, 12.0]])
+    # Half-up: 0.5 -> 1 and 2.5 -> 3 (banker's rounding would give 0 and 2); clipping happens first.
+    assert to_dim_values(raw).tolist() == [[0, 0, 1, 3, 10, 10]]
+
+
+def test_save_load_round_trip_keeps_predictions_and_metadata(
+    fitted: tuple[LocalTextModel, list[Pair]], tmp_path
+) -> None:
+    model, train = fitted
+    model.save(tmp_path / "m", metrics={"validation": {"vector_mae": 0.1}})
+    meta = json.loads((tmp_path / "m" / META_FILE).read_text())
+    assert meta["hparams"]["alpha"] == 0.3
+    assert meta["train_rows"] == 360
+    assert meta["train_rows_by_source_type"] == {"request_text": 300, "rule_prompt": 60}
+    assert meta["training_data_hash"] == training_data_hash(train)
+    assert meta["metrics"]["validation"]["vector_mae"] == 0.1
+    assert {"scikit-learn", "numpy", "python"} <= set(meta["library_versions"])
+    assert meta["created_at"]
+
+    loaded = LocalTextModel.load(tmp_path / "m")
+    inputs = [PredictInput(p.text, p.source_type) for p in _cue_pairs(20, seed=5)]
+    assert [p.vector for p in loaded.predict(inputs)] == [p.vector for p in model.predict(inputs)]
+    assert loaded.model_id == "test-local"
+    assert loaded.hparams == LocalHyperParams(alpha=0.3)
+
+
+def test_training_data_hash_ignores_order_but_not_labels() -> None:
+    pairs = _cue_pairs(5, seed=3)
+    changed = [pairs[0].model_copy(update={"vector": Vector.neutral()}), *pairs[1:]]
+    assert training_data_hash(pairs) == training_data_hash(list(reversed(pairs)))
+    assert training_data_hash(pairs) != training_data_hash(changed)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: None, "model directory not found"),
+        (lambda d: d.mkdir(), "model.json missing"),
+        (lambda d: (d.mkdir(), (d / META_FILE).write_text("{not json")), "corrupt model metadata"),
+        (lambda d: (d.mkdir(), (d / META_FILE).write_text('{"kind": "other"}')), "not a kotone-local"),
+    ],
+)
+def test_load_rejects_missing_or_foreign_dirs(tmp_path, damage, message: str) -> None:
+    target = tmp_path / "model"
+    damage(target)
+    with pytest.raises(ModelLoadError, match=message):
+        LocalTextModel.load(target)
+
+
+def test_load_rejects_a_corrupt_or_missing_estimator(
+    fitted: tuple[LocalTextModel, list[Pair]], tmp_path
+) -> None:
+    model, _ = fitted
+    model.save(tmp_path / "m")
+    (tmp_path / "m" / ESTIMATOR_FILE).write_bytes(b"\x00garbage")
+    with pytest.raises(ModelLoadError, match="corrupt estimator"):
+        LocalTextModel.load(tmp_path / "m")
+    (tmp_path / "m" / ESTIMATOR_FILE).unlink()
+    with pytest.raises(ModelLoadError, match="estimator.joblib missing"):
+        LocalTextModel.load(tmp_path / "m")
+
+
+def test_parse_hparams() -> None:
+    assert parse_hparams(None) == LocalHyperParams()
+    assert parse_hparams('{"alpha": 2, "use_char": false}') == LocalHyperParams(alpha=2, use_char=False)
+    with pytest.raises(ValueError, match="unknown key.*learning_rate"):
+        parse_hparams('{"learning_rate": 0.1}')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        parse_hparams("{alpha: 1}")
+    with pytest.raises(ValueError, match="JSON object"):
+        parse_hparams("[1]")
+    with pytest.raises(ValueError, match="word_ngram_max"):
+        parse_hparams('{"word_ngram_max": 9}')
