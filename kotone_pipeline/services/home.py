@@ -1,0 +1,60 @@
+"""Where the embedded (local) world keeps its state: ``$KOTONE_HOME``, default ``./.kotone``.
+
+Layout::
+
+    $KOTONE_HOME/
+      cycles/<cycle_id>/   per-cycle working files
+      jobs/<job_id>/       local training jobs (LocalJobBackend)
+      datasets/<name>/<version>/   published dataset versions (LocalDatasetStore)
+      registry/            champion.json + champion_history.jsonl (ChampionRegistry)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kotone_pipeline.services.jobs import validate_cycle_id
+
+HOME_ENV = "KOTONE_HOME"
+DEFAULT_HOME = ".kotone"
+
+
+def kotone_home(create: bool = True) -> Path:
+    """The state root, read from the environment on every call so tests and CLIs can redirect it."""
+    raw = os.environ.get(HOME_ENV, "").strip() or DEFAULT_HOME
+    home = Path(raw).expanduser().absolute()
+    if create:
+        home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _subdir(name: str, create: bool) -> Path:
+    path = kotone_home(create=create) / name
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cycles_root(create: bool = True) -> Path:
+    return _subdir("cycles", create)
+
+
+def cycle_dir(cycle_id: str, create: bool = True) -> Path:
+    """``$KOTONE_HOME/cycles/<cycle_id>/``; the id is validated so it can never escape the root."""
+    path = cycles_root(create=create) / validate_cycle_id(cycle_id)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def jobs_root(create: bool = True) -> Path:
+    return _subdir("jobs", create)
+
+
+def datasets_root(create: bool = True) -> Path:
+    return _subdir("datasets", create)
+
+
+def registry_root(create: bool = True) -> Path:
+    return _subdir("registry", create)
