@@ -1,0 +1,58 @@
+"""The unpartitioned inputs of every cycle: catalog, base teacher pairs, frozen eval sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from kotone_pipeline.domain.base_data import build_base_set, load_eval_set
+from kotone_pipeline.domain.catalog import Catalog, load_catalog
+from kotone_pipeline.domain.jsonl import read_models, write_json, write_jsonl
+from kotone_pipeline.domain.quality import QualityReport
+from kotone_pipeline.domain.schemas import Pair
+from kotone_pipeline.domain.split import split_pairs
+from kotone_pipeline.services.artifacts import CycleArtifacts
+
+TEACHER_PAIRS_FILE = "teacher_pairs.jsonl"
+
+
+@dataclass
+class BaseData:
+    catalog: Catalog
+    teacher_pairs: list[Pair]
+    probe: list[Pair]
+    holdout: list[Pair]
+    split_seed: int
+
+    @cached_property
+    def base_train(self) -> list[Pair]:
+        """The teacher rows that the hash-stable split puts in train (augmentation's fallback source)."""
+        return split_pairs(self.teacher_pairs, seed=self.split_seed).splits["train"]
+
+    @cached_property
+    def eval_group_ids(self) -> set[str]:
+        return {p.group_id for p in self.probe} | {p.group_id for p in self.holdout}
+
+
+def write_teacher_pairs(artifacts: CycleArtifacts) -> tuple[list[Pair], QualityReport]:
+    pairs, report = build_base_set()
+    write_jsonl(artifacts.base_dir / TEACHER_PAIRS_FILE, pairs)
+    write_json(artifacts.base_dir / "quality_report.json", report.as_dict())
+    return pairs, report
+
+
+def load_base(artifacts: CycleArtifacts, split_seed: int) -> BaseData:
+    """Read the base set written by the ``teacher_pairs`` asset; build it when it is missing.
+
+    Generation is deterministic from committed parameters, so building here gives the same file the
+    asset would have written.
+    """
+    path = artifacts.base_dir / TEACHER_PAIRS_FILE
+    pairs = read_models(path, Pair).rows if path.is_file() else write_teacher_pairs(artifacts)[0]
+    return BaseData(
+        catalog=load_catalog(),
+        teacher_pairs=pairs,
+        probe=load_eval_set("probe"),
+        holdout=load_eval_set("holdout"),
+        split_seed=split_seed,
+    )

@@ -1,0 +1,84 @@
+"""Loop settings (DESIGN §4 defaults), read from ``KOTONE_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, Field, field_validator
+
+from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.schemas import GateThresholds
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class LoopConfig(BaseModel):
+    trainer: str = Field(default="local", description="local (scikit-learn) or lora (LLM SFT on HF Jobs)")
+    campaign_size: int = Field(default=2, ge=1, le=16, description="training runs per cycle")
+    hard_dim_k: int = Field(default=2, ge=1, le=6)
+    forced_hard_dims: list[str] = Field(default_factory=list)
+    hard_dims_source: str = Field(default="eval_rows", description="eval_rows or wandb_failures")
+    allow_stale: bool = False
+    add_ratio: float = 0.2
+    replay_ratio: float = 0.15
+    split_seed: int = 20261125
+    job_timeout_s: int = Field(default=1800, ge=60)
+    min_improvement: float = 0.005
+    max_dim_regression: float = 0.15
+    min_json_valid_rate: float = 0.98
+    nightly_cron: str = "0 2 * * *"
+    nightly_timezone: str = "UTC"
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, value: str) -> str:
+        if value not in {"local", "lora"}:
+            raise ValueError(f"trainer must be 'local' or 'lora', got {value!r}")
+        return value
+
+    @field_validator("hard_dims_source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if value not in {"eval_rows", "wandb_failures"}:
+            raise ValueError(f"hard_dims_source must be 'eval_rows' or 'wandb_failures', got {value!r}")
+        return value
+
+    @field_validator("forced_hard_dims")
+    @classmethod
+    def _forced(cls, value: list[str]) -> list[str]:
+        unknown = [d for d in value if d not in DIMS]
+        if unknown:
+            raise ValueError(f"unknown dim(s) in forced_hard_dims: {', '.join(unknown)}")
+        return value
+
+    def gate_thresholds(self) -> GateThresholds:
+        return GateThresholds(
+            min_improvement=self.min_improvement,
+            max_dim_regression=self.max_dim_regression,
+            min_json_valid_rate=self.min_json_valid_rate,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LoopConfig:
+        env = os.environ if env is None else env
+        names = {
+            "trainer": "KOTONE_TRAINER",
+            "campaign_size": "KOTONE_CAMPAIGN_SIZE",
+            "hard_dim_k": "KOTONE_HARD_DIM_K",
+            "hard_dims_source": "KOTONE_HARD_DIMS_SOURCE",
+            "add_ratio": "KOTONE_ADD_RATIO",
+            "replay_ratio": "KOTONE_REPLAY_RATIO",
+            "split_seed": "KOTONE_SPLIT_SEED",
+            "job_timeout_s": "KOTONE_JOB_TIMEOUT_S",
+            "min_improvement": "KOTONE_MIN_IMPROVEMENT",
+            "max_dim_regression": "KOTONE_MAX_DIM_REGRESSION",
+            "nightly_cron": "KOTONE_NIGHTLY_CRON",
+            "nightly_timezone": "KOTONE_NIGHTLY_TIMEZONE",
+        }
+        values: dict[str, object] = {field: env[var] for field, var in names.items() if env.get(var)}
+        if env.get("KOTONE_FORCED_HARD_DIMS"):
+            values["forced_hard_dims"] = [d.strip() for d in env["KOTONE_FORCED_HARD_DIMS"].split(",") if d.strip()]
+        if env.get("KOTONE_ALLOW_STALE"):
+            values["allow_stale"] = env["KOTONE_ALLOW_STALE"].strip().lower() in _TRUE
+        return cls.model_validate(values)

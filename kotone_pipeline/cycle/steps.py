@@ -1,0 +1,526 @@
+"""One cycle of the loop as plain functions over the artifact store and the service interfaces.
+
+The Dagster assets call exactly these functions (and only add metadata), and the plain-call
+benchmark runs them directly, so both measure the same work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kotone_pipeline.cycle.base import BaseData, load_base
+from kotone_pipeline.cycle.config import LoopConfig
+from kotone_pipeline.domain.augment import augment
+from kotone_pipeline.domain.baselines import ConstantBaseline, RuleBaseline
+from kotone_pipeline.domain.gate import decide_promotion
+from kotone_pipeline.domain.hard_dims import find_hard_dims
+from kotone_pipeline.domain.hparams import campaign_variants, next_local_hparams, next_lora_hparams
+from kotone_pipeline.domain.jsonl import iter_json_lines
+from kotone_pipeline.domain.metrics import evaluate, score_prediction_records
+from kotone_pipeline.domain.predictor import Predictor
+from kotone_pipeline.domain.schemas import (
+    EvalRow,
+    EvalSummary,
+    GateDecision,
+    HardDimReport,
+    LocalHyperParams,
+    LoraHyperParams,
+    Pair,
+)
+from kotone_pipeline.domain.split import check_leakage, split_pairs
+from kotone_pipeline.services.artifacts import CycleArtifacts
+from kotone_pipeline.services.champion import Champion, ChampionRegistry
+from kotone_pipeline.services.datasets import DatasetRef, DatasetStore
+from kotone_pipeline.services.jobs import JobBackend, JobSpec, JobState
+
+BASELINE_NAMES = ("baseline-constant", "baseline-rule")
+
+
+class LeakageError(RuntimeError):
+    pass
+
+
+class RunsNotFinishedError(RuntimeError):
+    pass
+
+
+def _stable_id(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:12]
+
+
+# --- champion ------------------------------------------------------------------------------------
+
+
+def load_predictor(model_uri: str) -> Predictor:
+    """A champion's predictor: a local model directory, or a LoRA adapter (needs the train extra)."""
+    path = Path(model_uri)
+    if (path / "model.json").is_file():
+        from kotone_pipeline.domain.local_model import LocalTextModel
+
+        return LocalTextModel.load(path)
+    from kotone_pipeline.services.lora_predictor import LoraPredictor
+
+    return LoraPredictor(model_uri)
+
+
+def champion_before(artifacts: CycleArtifacts, registry: ChampionRegistry, cycle_id: str) -> Champion | None:
+    """The champion this cycle started from, frozen at first use so re-runs give the same outputs."""
+    if artifacts.has_doc(cycle_id, "champion_before"):
+        doc = artifacts.read_doc(cycle_id, "champion_before")
+        return Champion.model_validate(doc["champion"]) if doc["champion"] else None
+    current = registry.current()
+    artifacts.write_doc(cycle_id, "champion_before", {"champion": current.model_dump(mode="json") if current else None})
+    return current
+
+
+# --- eval_summary ----------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalStep:
+    eval_id: str
+    current_model: str
+    champion: Champion | None
+    summaries: dict[str, dict[str, EvalSummary]]  # model name -> dataset -> summary
+    probe_rows: list[EvalRow]
+    holdout_rows: list[EvalRow]
+
+
+def _read_summaries(doc: dict[str, Any]) -> dict[str, dict[str, EvalSummary]]:
+    return {
+        name: {ds: EvalSummary.model_validate(s) for ds, s in by_ds.items()} for name, by_ds in doc["summaries"].items()
+    }
+
+
+def step_eval_summary(
+    artifacts: CycleArtifacts, registry: ChampionRegistry, config: LoopConfig, cycle_id: str
+) -> EvalStep:
+    """Evaluate the champion (or, while there is none, the baselines) on the frozen probe and holdout sets."""
+    base = load_base(artifacts, config.split_seed)
+    constant = ConstantBaseline(base.base_train)
+    models: dict[str, Predictor] = {
+        "baseline-constant": constant,
+        "baseline-rule": RuleBaseline(base.catalog, fallback=constant.vector),
+    }
+    champion = champion_before(artifacts, registry, cycle_id)
+    if champion is not None:
+        models["champion"] = load_predictor(champion.model_uri)
+    summaries: dict[str, dict[str, EvalSummary]] = {}
+    rows: dict[str, dict[str, list[EvalRow]]] = {}
+    for name, predictor in models.items():
+        for dataset, pairs in (("probe", base.probe), ("holdout", base.holdout)):
+            summary, eval_rows = evaluate(predictor, pairs, dataset=dataset)
+            summaries.setdefault(name, {})[dataset] = summary
+            rows.setdefault(name, {})[dataset] = eval_rows
+    if champion is not None:
+        current = "champion"
+    else:
+        current = min(BASELINE_NAMES, key=lambda n: summaries[n]["probe"].vector_mae)
+    eval_id = _stable_id(cycle_id, current, champion.model_uri if champion else "")
+    artifacts.write_rows(cycle_id, "eval_rows_probe", rows[current]["probe"])
+    artifacts.write_rows(cycle_id, "eval_rows_holdout", rows[current]["holdout"])
+    artifacts.write_doc(
+        cycle_id,
+        "eval_summary",
+        {
+            "cycle_id": cycle_id,
+            "eval_id": eval_id,
+            "current_model": current,
+            "current_model_id": models[current].model_id,
+            "champion": champion.model_dump(mode="json") if champion else None,
+            "summaries": {n: {ds: s.model_dump(mode="json") for ds, s in d.items()} for n, d in summaries.items()},
+        },
+    )
+    return EvalStep(eval_id, current, champion, summaries, rows[current]["probe"], rows[current]["holdout"])
+
+
+# --- hard_dims -------------------------------------------------------------------------------------
+
+
+def step_hard_dims(
+    artifacts: CycleArtifacts,
+    config: LoopConfig,
+    cycle_id: str,
+    failure_rows: Sequence[EvalRow] | None = None,
+    source: str = "eval_rows",
+) -> HardDimReport:
+    """Per-dim MAE on the probe rows (or on failures from the tracker); focus on the top-k dims."""
+    doc = artifacts.read_doc(cycle_id, "eval_summary")
+    rows = list(failure_rows) if failure_rows is not None else artifacts.read_eval_rows(cycle_id, "eval_rows_probe")
+    report = find_hard_dims(
+        rows,
+        k=config.hard_dim_k,
+        forced=config.forced_hard_dims or None,
+        model_id=doc["current_model_id"],
+        **({"source": source} if source != "eval_rows" and not config.forced_hard_dims else {}),
+    )
+    artifacts.write_doc(cycle_id, "hard_dims", report.model_dump(mode="json"))
+    return report
+
+
+# --- augmented_pairs -------------------------------------------------------------------------------
+
+
+def _earlier_augmented(artifacts: CycleArtifacts, earlier_cycles: Sequence[str]) -> list[Pair]:
+    pairs: list[Pair] = []
+    for cycle in earlier_cycles:
+        if artifacts.path(cycle, "augmented_pairs.jsonl").is_file():
+            pairs.extend(artifacts.read_pairs(cycle, "augmented_pairs"))
+    return pairs
+
+
+@dataclass
+class AugmentStep:
+    pairs: list[Pair]
+    counts: dict[str, Any]
+
+
+def step_augmented_pairs(
+    artifacts: CycleArtifacts, config: LoopConfig, cycle_id: str, earlier_cycles: Sequence[str]
+) -> AugmentStep:
+    """New request texts written for vectors pushed along the hard dims; replay rows for the rest."""
+    base = load_base(artifacts, config.split_seed)
+    eval_doc = artifacts.read_doc(cycle_id, "eval_summary")
+    report = HardDimReport.model_validate(artifacts.read_doc(cycle_id, "hard_dims"))
+    probe_rows = artifacts.read_eval_rows(cycle_id, "eval_rows_probe")
+    failing = sorted((r for r in probe_rows if r.row_mae > 0), key=lambda r: (-r.row_mae, r.pair_id))
+    existing = {p.text for p in (*base.teacher_pairs, *base.probe, *base.holdout)}
+    existing |= {p.text for p in _earlier_augmented(artifacts, earlier_cycles)}
+    result = augment(
+        failing,
+        base.base_train,
+        report.focus,
+        n_train_base=len(base.base_train),
+        cycle_id=cycle_id,
+        eval_run_id=eval_doc["eval_id"],
+        existing_texts=existing,
+        add_ratio=config.add_ratio,
+        replay_ratio=config.replay_ratio,
+    )
+    artifacts.write_rows(cycle_id, "augmented_pairs", result.pairs)
+    counts = dict(result.counts)
+    artifacts.write_doc(cycle_id, "augmented_pairs", {"cycle_id": cycle_id, "counts": counts, "focus": report.focus})
+    return AugmentStep(result.pairs, counts)
+
+
+# --- split_dataset ---------------------------------------------------------------------------------
+
+
+def eval_set_leaks(splits: dict[str, list[Pair]], base: BaseData) -> list[str]:
+    """Frozen eval groups and texts must never reach training data."""
+    eval_texts = {p.text.casefold() for p in (*base.probe, *base.holdout)}
+    problems = []
+    for name, pairs in splits.items():
+        for pair in pairs:
+            if pair.group_id in base.eval_group_ids:
+                problems.append(f"{name}: eval group {pair.group_id} in training data")
+            elif pair.text.casefold() in eval_texts:
+                problems.append(f"{name}: eval text of {pair.id} in training data")
+    return problems
+
+
+@dataclass
+class SplitStep:
+    dataset: DatasetRef
+    stats: dict[str, Any]
+    rows: dict[str, int]
+
+
+def step_split_dataset(
+    artifacts: CycleArtifacts,
+    store: DatasetStore,
+    config: LoopConfig,
+    cycle_id: str,
+    earlier_cycles: Sequence[str],
+) -> SplitStep:
+    """Base + every cycle's augmented rows so far, split group-aware, published as one immutable version."""
+    base = load_base(artifacts, config.split_seed)
+    pairs = [
+        *base.teacher_pairs,
+        *_earlier_augmented(artifacts, earlier_cycles),
+        *artifacts.read_pairs(cycle_id, "augmented_pairs"),
+    ]
+    result = split_pairs(pairs, seed=config.split_seed)
+    problems = check_leakage(result.splits) + eval_set_leaks(result.splits, base)
+    if problems:
+        raise LeakageError(f"split of cycle {cycle_id} leaks: " + "; ".join(problems[:10]))
+    splits = {**result.splits, "holdout": base.holdout}
+    stats = result.stats.model_dump(mode="json")
+    card = {
+        "cycle_id": cycle_id,
+        "split_seed": config.split_seed,
+        "stats": stats,
+        "sources": {"teacher": len(base.teacher_pairs), "earlier_cycles": list(earlier_cycles)},
+    }
+    ref = store.publish(cycle_id, splits, card)
+    rows = {name: len(split) for name, split in splits.items()}
+    artifacts.write_doc(
+        cycle_id, "split_dataset", {"cycle_id": cycle_id, "dataset": ref.model_dump(mode="json"), "stats": stats, "rows": rows}
+    )
+    return SplitStep(ref, stats, rows)
+
+
+# --- training_submission ---------------------------------------------------------------------------
+
+
+def _champion_hparams(artifacts: CycleArtifacts, champion: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not champion or not champion.get("cycle_id"):
+        return None
+    try:
+        doc = artifacts.read_doc(champion["cycle_id"], "training_submission")
+    except FileNotFoundError:
+        return None
+    return next((r["hparams"] for r in doc["runs"] if r["run_id"] == champion.get("run_id")), None)
+
+
+def step_training_submission(
+    artifacts: CycleArtifacts, backend: JobBackend, config: LoopConfig, cycle_id: str
+) -> dict[str, Any]:
+    """Next hyper-parameters from the rules, then one job per campaign run (adopting existing jobs)."""
+    split_doc = artifacts.read_doc(cycle_id, "split_dataset")
+    eval_doc = artifacts.read_doc(cycle_id, "eval_summary")
+    hard = HardDimReport.model_validate(artifacts.read_doc(cycle_id, "hard_dims"))
+    summaries = _read_summaries(eval_doc)
+    candidate = summaries.get("champion", {}).get("holdout")
+    baseline = min((summaries[n]["holdout"] for n in BASELINE_NAMES), key=lambda s: s.vector_mae)
+    current = _champion_hparams(artifacts, eval_doc["champion"]) or {}
+    if config.trainer == "local":
+        decision = next_local_hparams(LocalHyperParams(**current), candidate, baseline, hard.focus)
+        variants = [v.model_dump() for v in campaign_variants(LocalHyperParams(**decision.next), config.campaign_size)]
+    else:
+        decision = next_lora_hparams(LoraHyperParams(**current), candidate, baseline, hard.focus)
+        variants = [
+            {**decision.next, "learning_rate": decision.next["learning_rate"] * factor}
+            for factor in (1.0, 0.5, 2.0, 0.25, 4.0)[: config.campaign_size]
+        ]
+    dataset = DatasetRef.model_validate(split_doc["dataset"])
+    runs = []
+    for index, hparams in enumerate(variants):
+        spec = JobSpec(
+            cycle_id=cycle_id,
+            run_id=f"r{index}",
+            trainer=config.trainer,  # type: ignore[arg-type]
+            hparams=hparams,
+            dataset=dataset,
+            timeout_s=config.job_timeout_s,
+        )
+        state = backend.submit(spec)
+        runs.append({"run_id": spec.run_id, "hparams": hparams, **_state_fields(state)})
+    doc = {
+        "cycle_id": cycle_id,
+        "trainer": config.trainer,
+        "backend": backend.name,
+        "dataset": dataset.model_dump(mode="json"),
+        "hparams_decision": decision.model_dump(mode="json"),
+        "runs": runs,
+    }
+    artifacts.write_doc(cycle_id, "training_submission", doc)
+    return doc
+
+
+def _state_fields(state: JobState) -> dict[str, Any]:
+    return {
+        "job_id": state.job_id,
+        "stage": state.stage,
+        "url": state.url,
+        "adopted": state.adopted,
+        "created_at": state.created_at,
+    }
+
+
+# --- polling (sensor) ------------------------------------------------------------------------------
+
+
+@dataclass
+class PollResult:
+    finished: dict[str, list[JobState]] = field(default_factory=dict)
+    running: dict[str, list[JobState]] = field(default_factory=dict)
+
+
+def open_cycles(artifacts: CycleArtifacts) -> dict[str, list[str]]:
+    """Cycles whose jobs were submitted but not yet validated -> their job ids."""
+    result = {}
+    for cycle in artifacts.cycles_on_disk():
+        if artifacts.has_doc(cycle, "training_submission") and not artifacts.has_doc(cycle, "validation_snapshot"):
+            doc = artifacts.read_doc(cycle, "training_submission")
+            result[cycle] = [r["job_id"] for r in doc["runs"]]
+    return result
+
+
+def poll_jobs(backend: JobBackend, cycles: dict[str, list[str]]) -> PollResult:
+    """All open cycles in one backend call; a job the backend does not know counts as still running."""
+    all_ids = [job_id for ids in cycles.values() for job_id in ids]
+    states = backend.statuses(all_ids) if all_ids else {}
+    result = PollResult()
+    for cycle, ids in cycles.items():
+        known = [states[i] for i in ids if i in states]
+        if len(known) == len(ids) and all(s.terminal for s in known):
+            result.finished[cycle] = known
+        else:
+            result.running[cycle] = known
+    return result
+
+
+# --- validation_snapshot ---------------------------------------------------------------------------
+
+
+def read_prediction_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    records, problems = [], []
+    if not path.is_file():
+        return records, [f"{path}: missing"]
+    for lineno, _, obj, error in iter_json_lines(path):
+        if error or obj is None:
+            problems.append(f"{path}:{lineno}: {error}")
+        else:
+            records.append(obj)
+    return records, problems
+
+
+def step_validation_snapshot(
+    artifacts: CycleArtifacts, backend: JobBackend, store: DatasetStore, cycle_id: str
+) -> dict[str, Any]:
+    """Per run: status, timings, cost and metrics on validation and holdout; best = lowest validation MAE."""
+    submission = artifacts.read_doc(cycle_id, "training_submission")
+    job_ids = [r["job_id"] for r in submission["runs"]]
+    states = backend.statuses(job_ids)
+    pending = [j for j in job_ids if j not in states or not states[j].terminal]
+    if pending:
+        raise RunsNotFinishedError(f"cycle {cycle_id}: runs not finished yet: {', '.join(pending)}")
+    splits = store.load(DatasetRef.model_validate(submission["dataset"]))
+    runs = []
+    for run in submission["runs"]:
+        state = states[run["job_id"]]
+        entry: dict[str, Any] = {
+            "run_id": run["run_id"],
+            "job_id": state.job_id,
+            "stage": state.stage,
+            "message": state.message,
+            "hparams": run["hparams"],
+            "url": state.url,
+            "started_at": state.started_at,
+            "finished_at": state.finished_at,
+            "running_s": state.running_s,
+            "cost_usd": state.cost_usd,
+        }
+        if state.stage == "COMPLETED":
+            out = backend.fetch_outputs(state, artifacts.path(cycle_id, f"runs/{run['run_id']}"))
+            problems: list[str] = []
+            for dataset in ("validation", "holdout"):
+                records, bad = read_prediction_records(out / f"predictions_{dataset}.jsonl")
+                problems += bad
+                summary, _ = score_prediction_records(
+                    splits[dataset], records, model_id=f"{cycle_id}/{run['run_id']}", dataset=dataset
+                )
+                entry[dataset] = summary.model_dump(mode="json")
+            entry["model_uri"] = state.output_uri if state.output_uri and "@" in state.output_uri else str(out / "model")
+            entry["problems"] = problems
+        else:
+            entry["log_tail"] = backend.logs_tail(state.job_id, 20)
+        runs.append(entry)
+    completed = [r for r in runs if "validation" in r]
+    best = min(completed, key=lambda r: (r["validation"]["vector_mae"], r["run_id"]), default=None)
+    doc = {
+        "cycle_id": cycle_id,
+        "runs": runs,
+        "best_run_id": best["run_id"] if best else None,
+        "completed": len(completed),
+        "failed": len(runs) - len(completed),
+        "total_cost_usd": sum(r.get("cost_usd") or 0.0 for r in runs),
+    }
+    artifacts.write_doc(cycle_id, "validation_snapshot", doc)
+    return doc
+
+
+# --- promotion_decision ----------------------------------------------------------------------------
+
+
+def step_promotion_decision(
+    artifacts: CycleArtifacts,
+    registry: ChampionRegistry,
+    config: LoopConfig,
+    cycle_id: str,
+    force_reason: str | None = None,
+) -> GateDecision:
+    """The gate decides; only a promoting decision changes the registry (atomically)."""
+    snapshot = artifacts.read_doc(cycle_id, "validation_snapshot")
+    eval_doc = artifacts.read_doc(cycle_id, "eval_summary")
+    summaries = _read_summaries(eval_doc)
+    best = next((r for r in snapshot["runs"] if r["run_id"] == snapshot["best_run_id"]), None)
+    champion = eval_doc["champion"]
+    decision = decide_promotion(
+        candidate_run_id=f"{cycle_id}/{best['run_id']}" if best else None,
+        candidate=EvalSummary.model_validate(best["holdout"]) if best else None,
+        champion_id=champion["model_id"] if champion else None,
+        champion=summaries["champion"]["holdout"] if champion else None,
+        baselines={n: summaries[n]["holdout"] for n in BASELINE_NAMES},
+        thresholds=config.gate_thresholds(),
+        force_reason=force_reason or None,
+        candidate_model_ref=best["model_uri"] if best else None,
+    )
+    decision_id = f"{cycle_id}/{best['run_id']}" if best else f"{cycle_id}/none"
+    if decision.promote and best is not None:
+        registry.promote(
+            Champion(
+                model_id=decision_id,
+                model_uri=best["model_uri"],
+                cycle_id=cycle_id,
+                run_id=best["run_id"],
+                holdout_mae=best["holdout"]["vector_mae"],
+                per_dim_mae=best["holdout"]["per_dim_mae"],
+                decision_reason="; ".join(decision.reasons),
+                forced=decision.forced,
+            ),
+            decision_id=decision_id,
+        )
+    after = registry.current()
+    artifacts.write_doc(
+        cycle_id,
+        "promotion_decision",
+        {
+            "cycle_id": cycle_id,
+            "decision_id": decision_id,
+            "decision": decision.model_dump(mode="json"),
+            "champion_before": champion,
+            "champion_after": after.model_dump(mode="json") if after else None,
+        },
+    )
+    return decision
+
+
+# --- the whole cycle without Dagster (benchmark baseline, headless fallback) -----------------------
+
+
+def run_cycle_plain(
+    artifacts: CycleArtifacts,
+    backend: JobBackend,
+    store: DatasetStore,
+    registry: ChampionRegistry,
+    config: LoopConfig,
+    cycle_id: str,
+    earlier_cycles: Sequence[str],
+    poll_interval_s: float = 0.2,
+    timeout_s: float = 600,
+) -> GateDecision:
+    step_eval_summary(artifacts, registry, config, cycle_id)
+    step_hard_dims(artifacts, config, cycle_id)
+    step_augmented_pairs(artifacts, config, cycle_id, earlier_cycles)
+    step_split_dataset(artifacts, store, config, cycle_id, earlier_cycles)
+    submission = step_training_submission(artifacts, backend, config, cycle_id)
+    deadline = time.monotonic() + timeout_s
+    job_ids = [r["job_id"] for r in submission["runs"]]
+    while not poll_jobs(backend, {cycle_id: job_ids}).finished:
+        if time.monotonic() > deadline:
+            raise RunsNotFinishedError(f"cycle {cycle_id}: jobs still running after {timeout_s:.0f}s")
+        time.sleep(poll_interval_s)
+    step_validation_snapshot(artifacts, backend, store, cycle_id)
+    return step_promotion_decision(artifacts, registry, config, cycle_id)
+
+
+def describe(doc: Any) -> str:
+    return json.dumps(doc, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,36 @@
+"""The Dagster code location: ``dagster dev -w workspace.yaml`` (or ``kotone dev``) loads ``defs``."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from kotone_pipeline.orchestration.assets import base, cycle, validation
+from kotone_pipeline.orchestration.checks import all_checks
+from kotone_pipeline.orchestration.jobs import base_job, cycle_job, validation_job
+from kotone_pipeline.orchestration.resources import resources_from_env
+from kotone_pipeline.orchestration.sensors import nightly_cycle_sensor, training_jobs_sensor
+
+
+def build_definitions() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[
+            base.catalog,
+            base.teacher_pairs,
+            base.eval_sets,
+            cycle.eval_summary,
+            cycle.hard_dims,
+            cycle.augmented_pairs,
+            cycle.split_dataset,
+            cycle.training_submission,
+            validation.trained_models,
+            validation.validation_snapshot,
+            validation.promotion_decision,
+        ],
+        asset_checks=all_checks,
+        jobs=[base_job, cycle_job, validation_job],
+        sensors=[training_jobs_sensor, nightly_cycle_sensor],
+        resources=resources_from_env(),
+    )
+
+
+defs = build_definitions()

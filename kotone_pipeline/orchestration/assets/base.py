@@ -1,0 +1,73 @@
+"""Unpartitioned assets: the part catalog, the base teacher set, the frozen eval sets."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from kotone_pipeline.cycle.base import TEACHER_PAIRS_FILE, load_base, write_teacher_pairs
+from kotone_pipeline.domain.catalog import load_catalog
+from kotone_pipeline.domain.dims import SLOTS
+from kotone_pipeline.domain.paths import data_dir
+from kotone_pipeline.domain.split import split_pairs
+from kotone_pipeline.orchestration.metadata import dataset_metadata, md_table, path_value
+from kotone_pipeline.orchestration.resources import KotoneHomeResource, LoopSettings
+
+
+@dg.asset(group_name="base", kinds={"json"}, description="The 45 catalog parts (data/catalog.json), validated.")
+def catalog() -> dg.MaterializeResult:
+    parts = load_catalog()
+    rows = [[slot, len(parts.by_slot[slot]), ", ".join(p.part_id for p in parts.by_slot[slot][:4]) + " …"] for slot in SLOTS]
+    return dg.MaterializeResult(
+        metadata={
+            "parts": dg.MetadataValue.int(len(parts.parts)),
+            "by_slot": dg.MetadataValue.md(md_table(["slot", "parts", "examples"], rows)),
+            "path": path_value(data_dir() / "catalog.json"),
+        }
+    )
+
+
+@dg.asset(
+    group_name="base",
+    deps=[catalog],
+    kinds={"jsonl"},
+    description="Base training pairs from the synthetic teacher, through the quality filter.",
+)
+def teacher_pairs(kotone_home: KotoneHomeResource, loop_settings: LoopSettings) -> dg.MaterializeResult:
+    artifacts = kotone_home.artifacts()
+    pairs, report = write_teacher_pairs(artifacts)
+    stats = split_pairs(pairs, seed=loop_settings.split_seed).stats
+    quality = report.as_dict()
+    return dg.MaterializeResult(
+        metadata={
+            **dataset_metadata(len(pairs), stats.data_hash),
+            "groups": dg.MetadataValue.int(len({p.group_id for p in pairs})),
+            "quality_report": dg.MetadataValue.md(md_table(["reason", "rows"], sorted(quality.items()))),
+            "path": path_value(artifacts.base_dir / TEACHER_PAIRS_FILE),
+        }
+    )
+
+
+@dg.asset(
+    group_name="base",
+    deps=[teacher_pairs],
+    kinds={"jsonl"},
+    description="Frozen eval sets: probe (mined for hard cases) and holdout (promotion gate only).",
+)
+def eval_sets(kotone_home: KotoneHomeResource, loop_settings: LoopSettings) -> dg.MaterializeResult:
+    base = load_base(kotone_home.artifacts(), loop_settings.split_seed)
+    training_groups = {p.group_id for p in base.teacher_pairs}
+    overlap = sorted(base.eval_group_ids & training_groups)
+    if overlap:
+        raise dg.Failure(f"eval groups found in the teacher set: {', '.join(overlap[:10])}")
+    rows = [
+        [name, len(pairs), len({p.group_id for p in pairs})]
+        for name, pairs in (("probe", base.probe), ("holdout", base.holdout))
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "sets": dg.MetadataValue.md(md_table(["set", "rows", "groups"], rows)),
+            "dagster/row_count": dg.MetadataValue.int(len(base.probe) + len(base.holdout)),
+            "probe_path": path_value(data_dir() / "eval" / "probe.jsonl"),
+            "holdout_path": path_value(data_dir() / "eval" / "holdout.jsonl"),
+        }
+    )

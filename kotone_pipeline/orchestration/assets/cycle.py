@@ -1,0 +1,191 @@
+"""Partitioned assets of one cycle, up to the training submission."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from kotone_pipeline.cycle import steps
+from kotone_pipeline.orchestration.metadata import (
+    dataset_metadata,
+    md_table,
+    metrics_table,
+    path_value,
+    per_dim_table,
+)
+from kotone_pipeline.orchestration.partitions import cycles
+from kotone_pipeline.orchestration.resources import (
+    ChampionRegistryResource,
+    DatasetStoreResource,
+    JobBackendResource,
+    KotoneHomeResource,
+    LoopSettings,
+)
+
+
+def earlier_cycles(context: dg.AssetExecutionContext) -> list[str]:
+    """Cycles created before this one (dynamic partitions keep insertion order)."""
+    keys = list(context.instance.get_dynamic_partitions(cycles.name))
+    key = context.partition_key
+    return keys[: keys.index(key)] if key in keys else keys
+
+
+@dg.asset(
+    partitions_def=cycles,
+    group_name="cycle",
+    deps=["eval_sets", "teacher_pairs"],
+    kinds={"json"},
+    description="The champion (or the baselines while there is none) on the frozen probe and holdout sets.",
+)
+def eval_summary(
+    context: dg.AssetExecutionContext,
+    kotone_home: KotoneHomeResource,
+    champion_registry: ChampionRegistryResource,
+    loop_settings: LoopSettings,
+) -> dg.MaterializeResult:
+    artifacts = kotone_home.artifacts()
+    result = steps.step_eval_summary(
+        artifacts, champion_registry.get_registry(), loop_settings.config(), context.partition_key
+    )
+    flat = {f"{name} / {ds}": s for name, by_ds in result.summaries.items() for ds, s in by_ds.items()}
+    holdout = {name: by_ds["holdout"] for name, by_ds in result.summaries.items()}
+    current_holdout = result.summaries[result.current_model]["holdout"]
+    return dg.MaterializeResult(
+        metadata={
+            "current_model": dg.MetadataValue.text(result.current_model),
+            "champion": dg.MetadataValue.text(result.champion.model_id if result.champion else "none (baselines)"),
+            "holdout_vector_mae": dg.MetadataValue.float(current_holdout.vector_mae),
+            "probe_vector_mae": dg.MetadataValue.float(result.summaries[result.current_model]["probe"].vector_mae),
+            "metrics": dg.MetadataValue.md(metrics_table(flat)),
+            "per_dim_mae_holdout": dg.MetadataValue.md(per_dim_table(holdout)),
+            "eval_id": dg.MetadataValue.text(result.eval_id),
+            "path": path_value(artifacts.path(context.partition_key, "eval_summary.json")),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=cycles,
+    group_name="cycle",
+    deps=[eval_summary],
+    kinds={"json"},
+    description="The champion's hardest dims on the probe set (top-k by MAE unless forced).",
+)
+def hard_dims(
+    context: dg.AssetExecutionContext, kotone_home: KotoneHomeResource, loop_settings: LoopSettings
+) -> dg.MaterializeResult:
+    artifacts = kotone_home.artifacts()
+    report = steps.step_hard_dims(artifacts, loop_settings.config(), context.partition_key)
+    by_dim = sorted(report.by_dim.items(), key=lambda kv: -kv[1])
+    failures = [[f.source_type, f.text[:80], f.row_mae] for f in report.top_failures[:10]]
+    return dg.MaterializeResult(
+        metadata={
+            "focus": dg.MetadataValue.json(report.focus),
+            "source": dg.MetadataValue.text(report.source),
+            "by_dim": dg.MetadataValue.md(
+                md_table(["dim", "probe MAE", "focus"], [[d, v, "yes" if d in report.focus else ""] for d, v in by_dim])
+            ),
+            "top_failures": dg.MetadataValue.md(md_table(["source_type", "text", "row MAE"], failures)),
+            "path": path_value(artifacts.path(context.partition_key, "hard_dims.json")),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=cycles,
+    group_name="cycle",
+    deps=[hard_dims],
+    kinds={"jsonl"},
+    description="Targeted training pairs: failing probe vectors pushed along the hard dims, with new text.",
+)
+def augmented_pairs(
+    context: dg.AssetExecutionContext, kotone_home: KotoneHomeResource, loop_settings: LoopSettings
+) -> dg.MaterializeResult:
+    artifacts = kotone_home.artifacts()
+    result = steps.step_augmented_pairs(artifacts, loop_settings.config(), context.partition_key, earlier_cycles(context))
+    by_origin = {}
+    for pair in result.pairs:
+        by_origin[pair.origin] = by_origin.get(pair.origin, 0) + 1
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(len(result.pairs)),
+            "dagster/column_schema": dataset_metadata(0, "")["dagster/column_schema"],
+            "by_origin": dg.MetadataValue.json(by_origin),
+            "counts": dg.MetadataValue.json(result.counts),
+            "path": path_value(artifacts.path(context.partition_key, "augmented_pairs.jsonl")),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=cycles,
+    group_name="cycle",
+    deps=[augmented_pairs, "teacher_pairs", "eval_sets"],
+    kinds={"jsonl"},
+    description="Leak-free group-aware train/validation/test split, published as an immutable version.",
+)
+def split_dataset(
+    context: dg.AssetExecutionContext,
+    kotone_home: KotoneHomeResource,
+    dataset_store: DatasetStoreResource,
+    loop_settings: LoopSettings,
+) -> dg.MaterializeResult:
+    artifacts = kotone_home.artifacts()
+    result = steps.step_split_dataset(
+        artifacts, dataset_store.get_store(), loop_settings.config(), context.partition_key, earlier_cycles(context)
+    )
+    counts = result.stats["counts"]
+    count_rows = [
+        [split, source_type, origin, n]
+        for split, by_type in counts.items()
+        for source_type, by_origin in by_type.items()
+        for origin, n in by_origin.items()
+    ]
+    dim_rows = [
+        [split, dim, s["mean"], s["min"], s["max"]] for split, by_dim in result.stats["dim_stats"].items() for dim, s in by_dim.items()
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            **dataset_metadata(sum(result.rows.values()), result.dataset.data_hash),
+            "rows_by_split": dg.MetadataValue.json(result.rows),
+            "counts": dg.MetadataValue.md(md_table(["split", "source_type", "origin", "rows"], count_rows)),
+            "dim_stats": dg.MetadataValue.md(md_table(["split", "dim", "mean", "min", "max"], dim_rows)),
+            "dataset_version": dg.MetadataValue.text(result.dataset.version),
+            "dataset_uri": dg.MetadataValue.url(result.dataset.uri)
+            if result.dataset.uri.startswith("http")
+            else path_value(result.dataset.uri),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=cycles,
+    group_name="cycle",
+    deps=[split_dataset, eval_summary, hard_dims],
+    kinds={"python"},
+    pool="training_submission",
+    description="One training job per campaign run (never two per run), with next hyper-parameters and reasons.",
+)
+def training_submission(
+    context: dg.AssetExecutionContext,
+    kotone_home: KotoneHomeResource,
+    job_backend: JobBackendResource,
+    loop_settings: LoopSettings,
+) -> dg.MaterializeResult:
+    artifacts = kotone_home.artifacts()
+    doc = steps.step_training_submission(
+        artifacts, job_backend.get_backend(), loop_settings.config(), context.partition_key
+    )
+    decision = doc["hparams_decision"]
+    runs = [[r["run_id"], r["job_id"], r["stage"], "adopted" if r["adopted"] else "new", r["url"] or ""] for r in doc["runs"]]
+    hparams = [[r["run_id"], ", ".join(f"{k}={v}" for k, v in sorted(r["hparams"].items()))] for r in doc["runs"]]
+    return dg.MaterializeResult(
+        metadata={
+            "runs": dg.MetadataValue.md(md_table(["run", "job id", "stage", "submission", "url"], runs)),
+            "hparams": dg.MetadataValue.md(md_table(["run", "hyper-parameters"], hparams)),
+            "hparams_patch": dg.MetadataValue.json(decision["patch"]),
+            "hparams_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision["reasons"]) or "-"),
+            "job_ids": dg.MetadataValue.json([r["job_id"] for r in doc["runs"]]),
+            "backend": dg.MetadataValue.text(doc["backend"]),
+            "new_jobs": dg.MetadataValue.int(sum(not r["adopted"] for r in doc["runs"])),
+        }
+    )

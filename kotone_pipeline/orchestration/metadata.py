@@ -1,0 +1,78 @@
+"""Builders for the metadata people read in the Dagster UI (markdown tables, schemas, links)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.schemas import EvalSummary
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def metrics_table(summaries: Mapping[str, EvalSummary]) -> str:
+    """One row per model/dataset: the headline metrics side by side."""
+    headers = ["model", "dataset", "rows", "vector_mae", "mae_raw", "mse_norm", "mean_r2", "exact", "within_1", "json_valid", "p95 ms"]
+    rows = [
+        [
+            name,
+            s.dataset,
+            s.rows,
+            s.vector_mae,
+            s.mae_raw,
+            s.mse_norm,
+            s.mean_r2,
+            s.exact_match_rate,
+            s.within_one_rate,
+            s.json_valid_rate,
+            s.p95_latency_ms,
+        ]
+        for name, s in summaries.items()
+    ]
+    return md_table(headers, rows)
+
+
+def per_dim_table(summaries: Mapping[str, EvalSummary]) -> str:
+    headers = ["dim", *summaries.keys()]
+    rows = [[dim, *(s.per_dim_mae.get(dim, float("nan")) for s in summaries.values())] for dim in DIMS]
+    return md_table(headers, rows)
+
+
+def pair_column_schema() -> dg.TableSchema:
+    columns = [
+        dg.TableColumn("id", "string", description="stable hash of source_type + normalized text"),
+        dg.TableColumn("group_id", "string", description="source item; all its rows share one split"),
+        dg.TableColumn("source_type", "string", description="request_text | rule_prompt"),
+        dg.TableColumn("text", "string"),
+        *(dg.TableColumn(f"vector.{dim}", "int", description="0..10") for dim in DIMS),
+        dg.TableColumn("parts", "json", description="slot -> part id (rule prompts)"),
+        dg.TableColumn("origin", "string", description="teacher | augmented | replay | imported"),
+        dg.TableColumn("cycle", "string"),
+        dg.TableColumn("parent_id", "string", description="source pair of an augmented/replay row"),
+    ]
+    return dg.TableSchema(columns=columns)
+
+
+def dataset_metadata(rows: int, data_hash: str) -> dict[str, Any]:
+    return {
+        "dagster/row_count": dg.MetadataValue.int(rows),
+        "dagster/column_schema": pair_column_schema(),
+        "data_hash": dg.MetadataValue.text(data_hash),
+    }
+
+
+def path_value(path: Any) -> dg.MetadataValue:
+    return dg.MetadataValue.path(str(path))

@@ -1,0 +1,147 @@
+"""Dagster resources: thin configurable wrappers that build the domain's service implementations.
+
+Every setting comes from configuration (environment variables via ``resources_from_env``), so the same
+graph runs on the embedded default and in production without code changes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from kotone_pipeline.cycle.config import LoopConfig
+from kotone_pipeline.services.artifacts import CycleArtifacts
+from kotone_pipeline.services.champion import ChampionRegistry
+from kotone_pipeline.services.datasets import DatasetStore
+from kotone_pipeline.services.jobs import JobBackend
+
+
+def resolve_home(home: str = "") -> Path:
+    return Path(home or os.environ.get("KOTONE_HOME") or ".kotone").resolve()
+
+
+class KotoneHomeResource(dg.ConfigurableResource):
+    """Root of all local state (``KOTONE_HOME``, default ``./.kotone``)."""
+
+    home: str = ""
+
+    def artifacts(self) -> CycleArtifacts:
+        return CycleArtifacts(resolve_home(self.home))
+
+
+class LoopSettings(dg.ConfigurableResource):
+    """Knobs of the improvement loop; mirrors ``LoopConfig`` field by field (a test keeps them equal)."""
+
+    trainer: str = "local"
+    campaign_size: int = 2
+    hard_dim_k: int = 2
+    forced_hard_dims: list[str] = Field(default_factory=list)
+    hard_dims_source: str = "eval_rows"
+    allow_stale: bool = False
+    add_ratio: float = 0.2
+    replay_ratio: float = 0.15
+    split_seed: int = 20261125
+    job_timeout_s: int = 1800
+    min_improvement: float = 0.005
+    max_dim_regression: float = 0.15
+    min_json_valid_rate: float = 0.98
+    nightly_cron: str = "0 2 * * *"
+    nightly_timezone: str = "UTC"
+
+    def config(self) -> LoopConfig:
+        return LoopConfig(**{name: getattr(self, name) for name in LoopConfig.model_fields})
+
+
+class JobBackendResource(dg.ConfigurableResource):
+    """Where training runs: ``local`` subprocesses (default) or ``hf`` (Hugging Face Jobs)."""
+
+    kind: str = "local"
+    home: str = ""
+    hf_namespace: str = ""
+    hf_token: str | None = None
+    hf_endpoint: str | None = None
+    hf_flavor: str = "a10g-small"
+    hf_budget_usd_per_cycle: float = 10.0
+    hf_scheduling_limit_s: int = 3600
+
+    def get_backend(self) -> JobBackend:
+        if self.kind == "local":
+            from kotone_pipeline.services.local_jobs import LocalJobBackend
+
+            return LocalJobBackend(CycleArtifacts(resolve_home(self.home)).jobs_dir)
+        if self.kind == "hf":
+            from kotone_pipeline.services.hf_jobs import HfJobsBackend
+
+            return HfJobsBackend(
+                namespace=self.hf_namespace,
+                token=self.hf_token,
+                endpoint=self.hf_endpoint,
+                flavor=self.hf_flavor,
+                budget_usd_per_cycle=self.hf_budget_usd_per_cycle,
+                scheduling_limit_s=self.hf_scheduling_limit_s,
+            )
+        raise ValueError(f"unknown job backend {self.kind!r}: use 'local' or 'hf'")
+
+
+class DatasetStoreResource(dg.ConfigurableResource):
+    """Where split datasets are published: ``local`` directories or an ``hf`` dataset repo."""
+
+    kind: str = "local"
+    home: str = ""
+    hf_repo_id: str = ""
+    hf_token: str | None = None
+    hf_endpoint: str | None = None
+
+    def get_store(self) -> DatasetStore:
+        if self.kind == "local":
+            from kotone_pipeline.services.local_datasets import LocalDatasetStore
+
+            return LocalDatasetStore(CycleArtifacts(resolve_home(self.home)).datasets_dir)
+        if self.kind == "hf":
+            from kotone_pipeline.services.hf_datasets import HfHubDatasetStore
+
+            return HfHubDatasetStore(repo_id=self.hf_repo_id, token=self.hf_token, endpoint=self.hf_endpoint)
+        raise ValueError(f"unknown dataset store {self.kind!r}: use 'local' or 'hf'")
+
+
+class ChampionRegistryResource(dg.ConfigurableResource):
+    """The champion registry; only the ``promotion_decision`` asset changes it."""
+
+    home: str = ""
+
+    def get_registry(self) -> ChampionRegistry:
+        return ChampionRegistry(CycleArtifacts(resolve_home(self.home)).registry_dir)
+
+
+def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Build every resource from ``KOTONE_*`` variables (see the README's configuration table)."""
+    env = os.environ if env is None else env
+    home = env.get("KOTONE_HOME", "")
+    secret_token = dg.EnvVar("HF_TOKEN") if env.get("HF_TOKEN") else None
+    settings = LoopSettings(**LoopConfig.from_env(env).model_dump())
+    return {
+        "kotone_home": KotoneHomeResource(home=home),
+        "loop_settings": settings,
+        "job_backend": JobBackendResource(
+            kind=env.get("KOTONE_JOB_BACKEND", "local"),
+            home=home,
+            hf_namespace=env.get("KOTONE_HF_NAMESPACE", ""),
+            hf_token=secret_token,
+            hf_endpoint=env.get("HF_ENDPOINT") or None,
+            hf_flavor=env.get("KOTONE_HF_FLAVOR", "a10g-small"),
+            hf_budget_usd_per_cycle=float(env.get("KOTONE_HF_BUDGET_USD", "10")),
+            hf_scheduling_limit_s=int(env.get("KOTONE_HF_SCHEDULING_LIMIT_S", "3600")),
+        ),
+        "dataset_store": DatasetStoreResource(
+            kind=env.get("KOTONE_DATASET_STORE", "local"),
+            home=home,
+            hf_repo_id=env.get("KOTONE_HF_DATASET_REPO", ""),
+            hf_token=secret_token,
+            hf_endpoint=env.get("HF_ENDPOINT") or None,
+        ),
+        "champion_registry": ChampionRegistryResource(home=home),
+    }

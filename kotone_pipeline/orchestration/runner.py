@@ -1,0 +1,171 @@
+"""Headless driver: run whole cycles through Dagster in-process (``kotone demo``, tests, benchmarks).
+
+It does what the daemon does in production — materialize the cycle job, tick the training sensor
+until it requests validation, run what it requests — against a persistent local instance.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import BaseModel
+
+from kotone_pipeline.orchestration.partitions import cycles
+from kotone_pipeline.orchestration.resources import resolve_home
+from kotone_pipeline.orchestration.sensors import training_jobs_sensor
+from kotone_pipeline.services.artifacts import CycleArtifacts
+from kotone_pipeline.services.jobs import validate_cycle_id
+
+REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
+
+
+def dagster_home(home: Path | None = None) -> Path:
+    """``DAGSTER_HOME`` if set, else ``$KOTONE_HOME/dagster``, holding a copy of the repo's dagster.yaml."""
+    target = Path(os.environ.get("DAGSTER_HOME") or (resolve_home(str(home or "")) / "dagster")).resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    config = target / "dagster.yaml"
+    if not config.exists() and REPO_DAGSTER_YAML.is_file():
+        shutil.copyfile(REPO_DAGSTER_YAML, config)
+    return target
+
+
+def open_instance(home: Path | None = None) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(str(dagster_home(home)))
+
+
+class CycleReport(BaseModel):
+    cycle_id: str
+    champion_before: str | None
+    champion_holdout_mae_before: float | None
+    reference_holdout_mae_before: float
+    candidate_holdout_mae: float | None
+    champion_holdout_mae_after: float | None
+    champion_after: str | None
+    hard_dims: list[str]
+    rows_added: int
+    decision: str
+    reasons: list[str]
+    wall_s: float
+
+
+class CycleRunner:
+    def __init__(
+        self,
+        defs: dg.Definitions,
+        instance: dg.DagsterInstance,
+        progress: Callable[[str], None] = lambda _msg: None,
+        poll_interval_s: float = 0.5,
+    ) -> None:
+        self.defs = defs
+        self.instance = instance
+        self.progress = progress
+        self.poll_interval_s = poll_interval_s
+        self.resources = dict(defs.resources or {})
+        self.artifacts = CycleArtifacts(resolve_home(self.resources["kotone_home"].home))
+        self._cursor: str | None = None
+        self._done_run_keys: set[str] = set()
+
+    # --- partitions ------------------------------------------------------------------------------
+    def new_cycle(self, cycle_id: str | None = None) -> str:
+        existing = list(self.instance.get_dynamic_partitions(cycles.name))
+        if cycle_id is None:
+            cycle_id = f"cycle-{len(existing) + 1:03d}"
+            while cycle_id in existing:
+                cycle_id = f"{cycle_id}-x"
+        validate_cycle_id(cycle_id)
+        if cycle_id not in existing:
+            self.instance.add_dynamic_partitions(cycles.name, [cycle_id])
+        return cycle_id
+
+    def cycles(self) -> list[str]:
+        return list(self.instance.get_dynamic_partitions(cycles.name))
+
+    # --- execution -------------------------------------------------------------------------------
+    def _execute(self, job_name: str, partition_key: str | None = None) -> None:
+        job = self.defs.resolve_job_def(job_name)
+        result = job.execute_in_process(instance=self.instance, partition_key=partition_key, raise_on_error=False)
+        if not result.success:
+            failures = [
+                f"{e.step_key}: {e.event_specific_data.error.message.strip().splitlines()[-1]}"  # type: ignore[union-attr]
+                for e in result.all_events
+                if e.is_step_failure and e.event_specific_data and getattr(e.event_specific_data, "error", None)
+            ]
+            raise RuntimeError(f"{job_name} failed for {partition_key or 'base'}: " + "; ".join(failures or ["see the run logs"]))
+
+    def ensure_base(self) -> None:
+        keys = [dg.AssetKey(k) for k in ("catalog", "teacher_pairs", "eval_sets")]
+        if all(self.instance.get_latest_materialization_event(k) for k in keys):
+            return
+        self.progress("materializing base assets (catalog, teacher_pairs, eval_sets)")
+        self._execute("base_job")
+
+    def tick_sensor(self) -> int:
+        """One evaluation of training_jobs_sensor; runs what it requests. Returns runs started."""
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self._cursor, resources=self.resources, definitions=self.defs
+        )
+        result = training_jobs_sensor(context)
+        self._cursor = context.cursor
+        if not isinstance(result, dg.SensorResult):
+            return 0
+        for event in result.asset_events or []:
+            self.instance.report_runless_asset_event(event)
+        started = 0
+        for request in result.run_requests or []:
+            if request.run_key in self._done_run_keys:
+                continue
+            self._done_run_keys.add(request.run_key)
+            self.progress(f"sensor: jobs finished for {request.partition_key}; running validation_job")
+            self._execute("validation_job", request.partition_key)
+            started += 1
+        return started
+
+    def run_cycle(self, cycle_id: str, timeout_s: float = 900) -> CycleReport:
+        start = time.monotonic()
+        self.ensure_base()
+        cycle_id = self.new_cycle(cycle_id)
+        self.progress(f"[{cycle_id}] eval_summary -> hard_dims -> augmented_pairs -> split_dataset -> training_submission")
+        self._execute("cycle_job", cycle_id)
+        deadline = start + timeout_s
+        while not self.artifacts.has_doc(cycle_id, "promotion_decision"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cycle {cycle_id} did not finish within {timeout_s:.0f}s")
+            if not self.tick_sensor():
+                time.sleep(self.poll_interval_s)
+        return self.report(cycle_id, wall_s=time.monotonic() - start)
+
+    # --- reporting -------------------------------------------------------------------------------
+    def report(self, cycle_id: str, wall_s: float) -> CycleReport:
+        arts = self.artifacts
+        eval_doc = arts.read_doc(cycle_id, "eval_summary")
+        decision_doc = arts.read_doc(cycle_id, "promotion_decision")
+        hard = arts.read_doc(cycle_id, "hard_dims")
+        decision: dict[str, Any] = decision_doc["decision"]
+        before, after = decision_doc["champion_before"], decision_doc["champion_after"]
+        champion_mae_before = eval_doc["summaries"]["champion"]["holdout"]["vector_mae"] if before else None
+        if after is None:
+            mae_after = None
+        elif before and after["model_id"] == before["model_id"]:
+            mae_after = champion_mae_before
+        else:
+            mae_after = decision["candidate_holdout_mae"]
+        return CycleReport(
+            cycle_id=cycle_id,
+            champion_before=before["model_id"] if before else None,
+            champion_holdout_mae_before=champion_mae_before,
+            reference_holdout_mae_before=decision["reference_holdout_mae"],
+            candidate_holdout_mae=decision["candidate_holdout_mae"],
+            champion_holdout_mae_after=mae_after,
+            champion_after=after["model_id"] if after else None,
+            hard_dims=hard["focus"],
+            rows_added=len(arts.read_pairs(cycle_id, "augmented_pairs")),
+            decision="promote" if decision["promote"] else "keep",
+            reasons=decision["reasons"],
+            wall_s=round(wall_s, 2),
+        )

@@ -1,0 +1,119 @@
+"""Sensors: poll training jobs of every open cycle; open a nightly cycle on a cron gate (DESIGN §5)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+import dagster as dg
+from dagster._utils.schedules import get_latest_completed_cron_tick
+
+from kotone_pipeline.cycle import steps
+from kotone_pipeline.orchestration.jobs import cycle_job, validation_job
+from kotone_pipeline.orchestration.partitions import cycles
+from kotone_pipeline.orchestration.resources import JobBackendResource, KotoneHomeResource, LoopSettings
+from kotone_pipeline.services.jobs import JobBackendError
+
+MAX_REMEMBERED_CYCLES = 500
+
+
+def _load_cursor(raw: str | None) -> dict[str, Any]:
+    try:
+        cursor = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        cursor = {}
+    cursor.setdefault("reported", {})
+    cursor.setdefault("errors", 0)
+    return cursor
+
+
+def validation_run_key(cycle_id: str, job_ids: list[str]) -> str:
+    digest = hashlib.sha256("\n".join(sorted(job_ids)).encode()).hexdigest()[:12]
+    return f"validate:{cycle_id}:{digest}"
+
+
+@dg.sensor(
+    job=validation_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Polls the jobs of all open cycles in one backend call; reports trained_models and requests validation.",
+)
+def training_jobs_sensor(
+    context: dg.SensorEvaluationContext, kotone_home: KotoneHomeResource, job_backend: JobBackendResource
+) -> dg.SensorResult | dg.SkipReason:
+    cursor = _load_cursor(context.cursor)
+    artifacts = kotone_home.artifacts()
+    open_cycles = {c: ids for c, ids in steps.open_cycles(artifacts).items() if c not in cursor["reported"]}
+    if not open_cycles:
+        return dg.SkipReason("no cycle is waiting for training jobs")
+    try:
+        poll = steps.poll_jobs(job_backend.get_backend(), open_cycles)
+    except JobBackendError as exc:
+        # A backend hiccup must not fail the tick or lose state: count it and try again next tick.
+        cursor["errors"] += 1
+        cursor["last_error"] = str(exc)[:300]
+        context.update_cursor(json.dumps(cursor, sort_keys=True))
+        return dg.SkipReason(f"job backend unavailable ({'transient' if exc.transient else 'permanent'}): {exc}")
+    events, requests = [], []
+    for cycle_id, states in sorted(poll.finished.items()):
+        job_ids = [s.job_id for s in states]
+        run_key = validation_run_key(cycle_id, job_ids)
+        rows = "\n".join(
+            f"| {s.run_id} | {s.job_id} | {s.stage} | {s.running_s or ''} | {s.cost_usd or 0.0} | {s.url or ''} |" for s in states
+        )
+        events.append(
+            dg.AssetMaterialization(
+                asset_key="trained_models",
+                partition=cycle_id,
+                metadata={
+                    "runs": dg.MetadataValue.md(
+                        "| run | job | stage | running s | cost USD | url |\n|---|---|---|---|---|---|\n" + rows
+                    ),
+                    "completed": dg.MetadataValue.int(sum(s.stage == "COMPLETED" for s in states)),
+                    "failed": dg.MetadataValue.int(sum(s.stage != "COMPLETED" for s in states)),
+                    "job_ids": dg.MetadataValue.json(job_ids),
+                },
+            )
+        )
+        requests.append(dg.RunRequest(run_key=run_key, partition_key=cycle_id, tags={"kotone/cycle": cycle_id}))
+        cursor["reported"][cycle_id] = run_key
+    if len(cursor["reported"]) > MAX_REMEMBERED_CYCLES:
+        # Validated cycles no longer show up as open, so forgetting the oldest is safe.
+        for old in sorted(cursor["reported"])[: len(cursor["reported"]) - MAX_REMEMBERED_CYCLES]:
+            del cursor["reported"][old]
+    cursor["open"] = sorted(poll.running)
+    context.update_cursor(json.dumps(cursor, sort_keys=True))
+    if not requests:
+        return dg.SkipReason(f"waiting for jobs of {len(poll.running)} cycle(s): {', '.join(sorted(poll.running))}")
+    return dg.SensorResult(run_requests=requests, asset_events=events)
+
+
+def nightly_cycle_id(tick: dt.datetime) -> str:
+    return f"nightly-{tick:%Y%m%d}"
+
+
+@dg.sensor(
+    job=cycle_job,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Opens one nightly-YYYYMMDD cycle per night after the cron time (KOTONE_NIGHTLY_CRON); waits while an earlier cycle's jobs run.",
+)
+def nightly_cycle_sensor(
+    context: dg.SensorEvaluationContext,
+    kotone_home: KotoneHomeResource,
+    loop_settings: LoopSettings,
+) -> dg.SensorResult | dg.SkipReason:
+    now = dt.datetime.now(dt.UTC)
+    tick = get_latest_completed_cron_tick(loop_settings.nightly_cron, now, loop_settings.nightly_timezone)
+    cycle_id = nightly_cycle_id(tick)
+    if context.instance.has_dynamic_partition(cycles.name, cycle_id):
+        return dg.SkipReason(f"{cycle_id} already exists")
+    unfinished = sorted(steps.open_cycles(kotone_home.artifacts()))
+    if unfinished:
+        return dg.SkipReason(f"skipping {cycle_id}: earlier cycle(s) still have unfinished jobs: {', '.join(unfinished)}")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=cycle_id, partition_key=cycle_id, tags={"kotone/cycle": cycle_id})],
+        dynamic_partitions_requests=[cycles.build_add_request([cycle_id])],
+    )

@@ -1,0 +1,95 @@
+"""Two full local cycles through Dagster in a temporary KOTONE_HOME (real subprocess jobs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from kotone_pipeline.orchestration.runner import CycleRunner
+from kotone_pipeline.orchestration.resources import resources_from_env
+from kotone_pipeline.definitions import build_definitions
+from kotone_pipeline.services.artifacts import CycleArtifacts
+
+
+@pytest.fixture(scope="module")
+def two_cycles(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("kotone")
+    defs = build_definitions()
+    defs = dg.Definitions.merge(defs, dg.Definitions(resources=resources_from_env({"KOTONE_HOME": str(home)})))
+    with dg.instance_for_test() as instance:
+        runner = CycleRunner(defs, instance, poll_interval_s=0.2)
+        first = runner.run_cycle("c1")
+        registry_after_first = (home / "registry" / "champion.json").read_text() if (home / "registry" / "champion.json").exists() else None
+        second = runner.run_cycle("c2")
+        yield {
+            "home": home,
+            "first": first,
+            "second": second,
+            "registry_after_first": registry_after_first,
+            "instance": instance,
+            "runner": runner,
+        }
+
+
+def test_first_cycle_has_no_champion_and_promotes_over_baselines(two_cycles) -> None:
+    first = two_cycles["first"]
+    assert first.champion_before is None
+    assert first.champion_holdout_mae_before is None
+    assert first.candidate_holdout_mae is not None
+    # The local model beats the best baseline by far on this data, so the gate promotes it.
+    assert first.decision == "promote", first.reasons
+    assert first.candidate_holdout_mae < first.reference_holdout_mae_before
+
+
+def test_second_cycle_evaluates_the_first_cycles_champion(two_cycles) -> None:
+    first, second = two_cycles["first"], two_cycles["second"]
+    assert second.champion_before == first.champion_after
+    arts = CycleArtifacts(two_cycles["home"])
+    eval_doc = arts.read_doc("c2", "eval_summary")
+    assert eval_doc["current_model"] == "champion"
+    assert eval_doc["champion"]["cycle_id"] == "c1"
+    # The champion's holdout MAE measured in cycle 2 equals what the gate saw for it in cycle 1.
+    assert eval_doc["summaries"]["champion"]["holdout"]["vector_mae"] == pytest.approx(first.candidate_holdout_mae)
+
+
+def test_champion_never_gets_worse_and_registry_changed_only_through_the_gate(two_cycles) -> None:
+    home: Path = two_cycles["home"]
+    history = [json.loads(line) for line in (home / "registry" / "champion_history.jsonl").read_text().splitlines()]
+    arts = CycleArtifacts(home)
+    promoted_ids = [
+        arts.read_doc(c, "promotion_decision")["decision_id"]
+        for c in ("c1", "c2")
+        if arts.read_doc(c, "promotion_decision")["decision"]["promote"]
+    ]
+    assert [h["model_id"] for h in history] == promoted_ids
+    maes = [h["holdout_mae"] for h in history]
+    assert maes == sorted(maes, reverse=True)
+
+
+def test_every_cycle_asset_was_materialized_with_lineage(two_cycles) -> None:
+    instance: dg.DagsterInstance = two_cycles["instance"]
+    for key in ["eval_summary", "hard_dims", "augmented_pairs", "split_dataset", "training_submission", "trained_models", "validation_snapshot", "promotion_decision"]:
+        for cycle in ("c1", "c2"):
+            assert cycle in instance.get_materialized_partitions(dg.AssetKey(key)), f"{key} not materialized for {cycle}"
+
+
+def test_second_cycle_trains_on_first_cycles_augmented_rows(two_cycles) -> None:
+    arts = CycleArtifacts(two_cycles["home"])
+    rows_c1 = arts.read_doc("c1", "split_dataset")["rows"]
+    rows_c2 = arts.read_doc("c2", "split_dataset")["rows"]
+    added = len(arts.read_pairs("c2", "augmented_pairs"))
+    assert rows_c2["train"] == rows_c1["train"] + added
+
+
+def test_rematerializing_a_submitted_partition_submits_nothing_new(two_cycles) -> None:
+    runner: CycleRunner = two_cycles["runner"]
+    home: Path = two_cycles["home"]
+    jobs_before = sorted(p.name for p in (home / "jobs").iterdir())
+    runner._execute("cycle_job", "c1")
+    jobs_after = sorted(p.name for p in (home / "jobs").iterdir())
+    assert jobs_after == jobs_before
+    doc = CycleArtifacts(home).read_doc("c1", "training_submission")
+    assert all(run["adopted"] for run in doc["runs"])

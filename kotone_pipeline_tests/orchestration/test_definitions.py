@@ -1,0 +1,69 @@
+"""Snapshot of the asset graph: keys, deps, partitions, groups, checks, jobs and sensors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from kotone_pipeline.cycle.config import LoopConfig
+from kotone_pipeline.definitions import defs
+from kotone_pipeline.orchestration.resources import LoopSettings, resources_from_env
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
+
+
+def graph_snapshot(definitions: dg.Definitions) -> dict:
+    graph = definitions.resolve_asset_graph()
+    assets = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        assets[key.to_user_string()] = {
+            "deps": sorted(k.to_user_string() for k in node.parent_keys),
+            "partitions": node.partitions_def.name if isinstance(node.partitions_def, dg.DynamicPartitionsDefinition) else None,
+            "group": node.group_name,
+            "materializable": node.is_materializable,
+        }
+    checks = sorted(
+        f"{ck.asset_key.to_user_string()}:{ck.name}" + (" (blocking)" if graph.get(ck).blocking else "")
+        for ck in graph.asset_check_keys
+    )
+    jobs = sorted(j.name for j in definitions.jobs or [])
+    sensors = sorted(s.name for s in definitions.sensors or [])
+    return {"assets": assets, "checks": checks, "jobs": jobs, "sensors": sensors}
+
+
+def test_asset_graph_matches_snapshot() -> None:
+    current = graph_snapshot(defs)
+    if os.environ.get("UPDATE_SNAPSHOTS") or not SNAPSHOT.exists():
+        SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    expected = json.loads(SNAPSHOT.read_text())
+    assert current == expected, "asset graph changed; review and rerun with UPDATE_SNAPSHOTS=1"
+
+
+def test_lineage_runs_from_eval_to_promotion() -> None:
+    assets = graph_snapshot(defs)["assets"]
+    chain = ["eval_summary", "hard_dims", "augmented_pairs", "split_dataset", "training_submission", "trained_models", "validation_snapshot", "promotion_decision"]
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
+        assert upstream in assets[downstream]["deps"], f"{downstream} should depend on {upstream}"
+    for name in chain:
+        assert assets[name]["partitions"] == "cycles"
+    assert assets["trained_models"]["materializable"] is False  # reported by the sensor
+
+
+def test_definitions_validate_and_loop_settings_mirror_config() -> None:
+    dg.Definitions.validate_loadable(defs)
+    assert set(LoopSettings.model_fields) >= set(LoopConfig.model_fields)
+
+
+def test_resources_from_env_switch_backends_and_keep_tokens_out_of_config() -> None:
+    resources = resources_from_env(
+        {"KOTONE_JOB_BACKEND": "hf", "KOTONE_DATASET_STORE": "hf", "HF_TOKEN": "hf_secret_value", "KOTONE_CAMPAIGN_SIZE": "3"}
+    )
+    assert resources["job_backend"].kind == "hf"
+    assert resources["dataset_store"].kind == "hf"
+    assert resources["loop_settings"].campaign_size == 3
+    # The token is an EnvVar reference, resolved at run time, never a literal in the config.
+    assert "hf_secret_value" not in repr(resources["job_backend"].hf_token)
