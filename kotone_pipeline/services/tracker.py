@@ -1,0 +1,535 @@
+"""Experiment tracking behind a small interface: W&B online, W&B offline (synced later) or disabled.
+
+Mode (``tracker_mode_from_env``): ``KOTONE_WANDB_MODE`` (online | offline | disabled) wins; otherwise
+``online`` when ``WANDB_API_KEY`` is set, else ``offline``. Offline runs are written by wandb itself
+under ``<root_dir>/wandb/offline-run-*`` (pass ``$KOTONE_HOME`` as root_dir) and never touch the
+network; upload them later with ``wandb sync <run dir>``. Disabled writes nothing at all.
+
+Nothing secret is ever logged: config and summaries go through ``redact`` (drops keys that look like
+tokens, keys, secrets or passwords, and masks any value that contains a secret from the environment).
+
+The convenience functions at the bottom turn the domain results (``EvalSummary``, ``EvalRow``,
+``HardDimReport``, ``SplitStats``, ``GateDecision``) into metric dicts and tables, so that an asset
+logs each of them in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, get_args
+
+import pandas as pd
+from pydantic import BaseModel
+
+from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.schemas import (
+    EvalRow,
+    EvalSummary,
+    FailureExample,
+    GateDecision,
+    HardDimReport,
+    SplitStats,
+)
+from kotone_pipeline.services.jobs import validate_cycle_id
+
+TrackerMode = Literal["online", "offline", "disabled"]
+TRACKER_MODES: tuple[str, ...] = get_args(TrackerMode)
+MODE_ENV = "KOTONE_WANDB_MODE"
+PROJECT_ENV = "KOTONE_WANDB_PROJECT"
+DEFAULT_PROJECT = "kotone"
+DEFAULT_HOST = "https://api.wandb.ai"
+
+# Table names shared with wandb_failures.py, which reads the failure table back from the last run.
+PREDICTIONS_TABLE = "predictions"
+TOP_FAILURES_TABLE = "top_failures"
+
+_SECRET_KEY = re.compile(r"token|key|secret|password", re.IGNORECASE)
+_MASK = "***"
+
+
+class TrackerUnavailableError(RuntimeError):
+    """The tracking service could not be reached or used; the message says where and why."""
+
+
+def tracker_mode_from_env(env: Mapping[str, str]) -> TrackerMode:
+    explicit = env.get(MODE_ENV, "").strip().lower()
+    if explicit:
+        if explicit not in TRACKER_MODES:
+            raise ValueError(f"{MODE_ENV}={explicit!r} is not one of {', '.join(TRACKER_MODES)}")
+        return explicit  # type: ignore[return-value]
+    return "online" if env.get("WANDB_API_KEY", "").strip() else "offline"
+
+
+def wandb_host(env: Mapping[str, str]) -> str:
+    return env.get("WANDB_BASE_URL", "").strip().rstrip("/") or DEFAULT_HOST
+
+
+# ---------------------------------------------------------------------------------------------- redaction
+
+
+def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
+    """Values of environment variables whose names look secret (HF_TOKEN, WANDB_API_KEY, ...)."""
+    env = os.environ if env is None else env
+    # Short values would mask ordinary words; real tokens are long.
+    return [v for k, v in env.items() if _SECRET_KEY.search(k) and len(v.strip()) >= 8]
+
+
+def redact(obj: Any, secrets: Sequence[str] | None = None) -> Any:
+    """Drop keys matching token/key/secret/password (recursively); mask strings containing a secret."""
+    secrets = secret_values() if secrets is None else secrets
+    if isinstance(obj, Mapping):
+        return {k: redact(v, secrets) for k, v in obj.items() if not _SECRET_KEY.search(str(k))}
+    if isinstance(obj, list | tuple):
+        return [redact(v, secrets) for v in obj]
+    if isinstance(obj, str) and any(s in obj for s in secrets):
+        return _MASK
+    return obj
+
+
+def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts become ``a/b/c`` keys (W&B groups charts by the ``/`` prefix)."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def _cell(value: Any, secrets: Sequence[str]) -> Any:
+    """Table cells must be scalars; lists and dicts are stored as JSON text."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if isinstance(value, dict | list | tuple):
+        value = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if isinstance(value, str) and any(s in value for s in secrets):
+        return _MASK
+    return value
+
+
+def to_frame(data: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    frame = data.copy() if isinstance(data, pd.DataFrame) else pd.DataFrame(list(data))
+    secrets = secret_values()
+    for column in frame.columns:
+        # pandas 3 stores text as a string dtype, older versions as object: check anything non-numeric.
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            frame[column] = frame[column].map(lambda v: _cell(v, secrets))
+    return frame
+
+
+# ------------------------------------------------------------------------------------------- interface
+
+
+class RunLink(BaseModel):
+    """Where a finished run can be found: a URL online, a local directory offline, nothing disabled."""
+
+    mode: TrackerMode
+    run_id: str | None = None
+    url: str | None = None
+    run_dir: str | None = None
+    project: str | None = None
+    entity: str | None = None
+    group: str | None = None
+    name: str | None = None
+
+    @property
+    def sync_command(self) -> str | None:
+        return f"wandb sync {self.run_dir}" if self.mode == "offline" and self.run_dir else None
+
+    def as_metadata(self) -> dict[str, str]:
+        """Plain values for an asset's metadata (the Dagster layer wraps ``wandb_url`` as a URL)."""
+        meta = {"wandb_mode": self.mode}
+        if self.run_id:
+            meta["wandb_run_id"] = self.run_id
+        if self.url:
+            meta["wandb_url"] = self.url
+        if self.run_dir:
+            meta["wandb_run_dir"] = self.run_dir
+        if self.sync_command:
+            meta["wandb_sync_command"] = self.sync_command
+        return meta
+
+
+class TrackerRun(ABC):
+    """One tracked run; use as a context manager or call ``finish()`` exactly when done."""
+
+    def __init__(self) -> None:
+        self._link: RunLink | None = None
+
+    def log_metrics(self, metrics: Mapping[str, Any], prefix: str = "") -> None:
+        values = flatten(redact(dict(metrics)), prefix)
+        bad = [k for k, v in values.items() if isinstance(v, bool) or not isinstance(v, numbers.Real)]
+        if bad:
+            raise TypeError(f"metrics must be numbers; not numeric: {', '.join(sorted(bad))}")
+        self._require_open()
+        self._log_metrics(values)
+
+    def log_table(self, name: str, data: pd.DataFrame | Sequence[Mapping[str, Any]]) -> None:
+        if not name or "/" in name:
+            raise ValueError(f"table name must be non-empty and contain no '/': {name!r}")
+        self._require_open()
+        self._log_table(name, to_frame(data))
+
+    def log_summary(self, values: Mapping[str, Any]) -> None:
+        self._require_open()
+        self._log_summary(flatten(redact(dict(values))))
+
+    def finish(self, exit_code: int = 0) -> RunLink:
+        if self._link is None:
+            self._link = self._finish(exit_code)
+        return self._link
+
+    def _require_open(self) -> None:
+        if self._link is not None:
+            raise RuntimeError("this run is already finished")
+
+    def __enter__(self) -> TrackerRun:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.finish(exit_code=1 if exc_type else 0)
+
+    @abstractmethod
+    def _log_metrics(self, values: dict[str, int | float]) -> None: ...
+
+    @abstractmethod
+    def _log_table(self, name: str, frame: pd.DataFrame) -> None: ...
+
+    @abstractmethod
+    def _log_summary(self, values: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def _finish(self, exit_code: int) -> RunLink: ...
+
+
+class Tracker(ABC):
+    mode: TrackerMode
+
+    @abstractmethod
+    def start(self, cycle_id: str, name: str, job_type: str, config: Mapping[str, Any]) -> TrackerRun:
+        """Open a run in the cycle's group; ``config`` is redacted before it is stored."""
+
+
+# -------------------------------------------------------------------------------------- implementations
+
+
+class _DisabledRun(TrackerRun):
+    """Validates what it is given (so bugs show in every mode) and stores nothing."""
+
+    def _log_metrics(self, values: dict[str, int | float]) -> None:
+        pass
+
+    def _log_table(self, name: str, frame: pd.DataFrame) -> None:
+        pass
+
+    def _log_summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def _finish(self, exit_code: int) -> RunLink:
+        return RunLink(mode="disabled")
+
+
+class _WandbRun(TrackerRun):
+    def __init__(self, sdk: Any, run: Any, mode: TrackerMode) -> None:
+        super().__init__()
+        self._sdk = sdk
+        self._run = run
+        self._mode = mode
+
+    def _log_metrics(self, values: dict[str, int | float]) -> None:
+        self._run.log(values)
+
+    def _log_table(self, name: str, frame: pd.DataFrame) -> None:
+        self._run.log({name: self._sdk.Table(dataframe=frame)})
+
+    def _log_summary(self, values: dict[str, Any]) -> None:
+        self._run.summary.update(values)
+
+    def _finish(self, exit_code: int) -> RunLink:
+        run = self._run
+        link = RunLink(
+            mode=self._mode,
+            run_id=run.id,
+            url=run.url if self._mode == "online" else None,
+            run_dir=str(Path(run.settings.sync_dir)) if self._mode == "offline" else None,
+            project=run.project,
+            entity=(run.entity or None) if self._mode == "online" else None,
+            group=run.group,
+            name=run.name,
+        )
+        run.finish(exit_code=exit_code)
+        return link
+
+
+def default_wandb_handle() -> dict[str, Any]:
+    """The same shape as dagster-wandb's ``wandb_resource`` yields, built from the environment."""
+    import wandb
+
+    return {"sdk": wandb, "api": None, "host": wandb_host(os.environ)}
+
+
+class WandbTracker(Tracker):
+    """W&B runs; one run per asset materialization, grouped by cycle id.
+
+    api_factory: returns the W&B handle to use online. In Dagster, pass dagster-wandb's
+    ``wandb_resource`` value (``{"sdk": wandb, "api": ..., "host": ...}``, already logged in with the
+    configured API key and host) so that authentication is configured in one place, e.g.
+    ``WandbTracker("online", ..., api_factory=lambda: context.resources.wandb_resource)``.
+    Without it the ``wandb`` module is used and reads ``WANDB_API_KEY`` / ``WANDB_BASE_URL`` itself.
+    Offline mode ignores it: it never logs in and never needs a key.
+    """
+
+    def __init__(
+        self,
+        mode: TrackerMode,
+        project: str,
+        entity: str | None = None,
+        root_dir: Path | str = ".",
+        *,
+        api_factory: Callable[[], Mapping[str, Any]] | None = None,
+        init_timeout_s: float = 90.0,
+    ) -> None:
+        if mode not in TRACKER_MODES:
+            raise ValueError(f"tracker mode {mode!r} is not one of {', '.join(TRACKER_MODES)}")
+        self.mode = mode
+        self.project = project
+        self.entity = entity
+        self.root_dir = Path(root_dir)
+        self._api_factory = api_factory
+        self._init_timeout_s = init_timeout_s
+
+    def start(self, cycle_id: str, name: str, job_type: str, config: Mapping[str, Any]) -> TrackerRun:
+        validate_cycle_id(cycle_id)
+        clean_config = redact(dict(config))
+        if self.mode == "disabled":
+            return _DisabledRun()
+        if self.mode == "online" and self._api_factory is not None:
+            handle = self._api_factory()
+        else:
+            handle = default_wandb_handle()
+        sdk = handle["sdk"]
+        host = handle.get("host") or wandb_host(os.environ)
+        extra: dict[str, Any] = {}
+        if self.mode == "offline":
+            # Belt and braces with settings(silent=True): child processes of this one stay quiet too.
+            os.environ.setdefault("WANDB_SILENT", "true")
+            # wandb stages logged tables under its data dir and `wandb sync` uploads them from there;
+            # keeping it beside the runs makes the offline directory self-contained.
+            os.environ.setdefault("WANDB_DATA_DIR", str(self.root_dir / "wandb" / "data"))
+        else:
+            extra["base_url"] = host
+        settings = sdk.Settings(
+            silent=True,
+            console="off",  # stdout may carry anything; only what we log explicitly goes to W&B
+            x_disable_stats=True,  # orchestration runs are short; system metrics are noise here
+            init_timeout=self._init_timeout_s,
+            **extra,
+        )
+        try:
+            run = sdk.init(
+                project=self.project,
+                entity=self.entity if self.mode == "online" else None,
+                group=cycle_id,
+                job_type=job_type,
+                name=name,
+                config=clean_config,
+                dir=str(self.root_dir),
+                mode=self.mode,
+                reinit="create_new",
+                settings=settings,
+            )
+        except (sdk.errors.CommError, sdk.errors.UsageError) as exc:
+            if self.mode != "online":
+                raise
+            raise TrackerUnavailableError(
+                f"W&B unreachable at {host}: {exc}; set KOTONE_WANDB_MODE=offline to log locally"
+            ) from exc
+        return _WandbRun(sdk, run, self.mode)
+
+
+def tracker_from_env(env: Mapping[str, str], home: Path) -> WandbTracker:
+    """The tracker the pipeline uses: mode, project and entity from the environment; runs under home."""
+    return WandbTracker(
+        tracker_mode_from_env(env),
+        project=env.get(PROJECT_ENV, "").strip() or DEFAULT_PROJECT,
+        entity=env.get("WANDB_ENTITY", "").strip() or None,
+        root_dir=home,
+    )
+
+
+# ------------------------------------------------------------------------------ domain -> metrics/tables
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def eval_metrics(summary: EvalSummary) -> dict[str, float]:
+    """Headline metrics, per-dim MAE and R², MAE by source type; log with a prefix such as ``eval``."""
+    out: dict[str, float] = {
+        "rows": summary.rows,
+        "vector_mae": summary.vector_mae,
+        "mae_raw": summary.mae_raw,
+        "mse_norm": summary.mse_norm,
+        "mean_r2": summary.mean_r2,
+        "exact_match_rate": summary.exact_match_rate,
+        "within_one_rate": summary.within_one_rate,
+        "json_valid_rate": summary.json_valid_rate,
+        "p50_latency_ms": summary.p50_latency_ms,
+        "p95_latency_ms": summary.p95_latency_ms,
+    }
+    out.update({f"per_dim_mae/{d}": v for d, v in summary.per_dim_mae.items()})
+    out.update({f"per_dim_r2/{d}": v for d, v in summary.per_dim_r2.items()})
+    out.update({f"mae_by_source_type/{s}": v for s, v in summary.by_source_type.items()})
+    # R² is NaN for a constant target; W&B charts choke on NaN, so such entries are left out.
+    return {k: v for k, v in out.items() if _finite(float(v)) is not None}
+
+
+def per_dim_table(per_dim_mae: Mapping[str, float], focus: Sequence[str] = ()) -> pd.DataFrame:
+    """dim, MAE, rank (1 = worst), focus flag; in DIMS order."""
+    ranked = sorted(per_dim_mae, key=lambda d: (-per_dim_mae[d], DIMS.index(d)))
+    return pd.DataFrame(
+        [
+            {"dim": d, "mae": float(per_dim_mae[d]), "rank": ranked.index(d) + 1, "focus": d in focus}
+            for d in DIMS
+            if d in per_dim_mae
+        ]
+    )
+
+
+def predictions_table(rows: Sequence[EvalRow]) -> pd.DataFrame:
+    """One line per scored prediction: target, prediction and signed error per dim."""
+    records = []
+    for row in rows:
+        record: dict[str, Any] = {
+            "pair_id": row.pair_id,
+            "group_id": row.group_id,
+            "source_type": row.source_type,
+            "text": row.text,
+            "valid": row.valid,
+            "row_mae": row.row_mae,
+            "latency_ms": row.latency_ms,
+        }
+        target, prediction = row.target.as_dict(), row.prediction.as_dict()
+        for d in DIMS:
+            record[f"target_{d}"] = target[d]
+            record[f"pred_{d}"] = prediction[d]
+            record[f"err_{d}"] = prediction[d] - target[d]
+        records.append(record)
+    return pd.DataFrame(records, columns=_prediction_columns())
+
+
+def _prediction_columns() -> list[str]:
+    base = ["pair_id", "group_id", "source_type", "text", "valid", "row_mae", "latency_ms"]
+    return base + [f"{kind}_{d}" for d in DIMS for kind in ("target", "pred", "err")]
+
+
+FAILURE_COLUMNS: tuple[str, ...] = (
+    "rank",
+    "pair_id",
+    "source_type",
+    "text",
+    "row_mae",
+    *(f"target_{d}" for d in DIMS),
+    *(f"pred_{d}" for d in DIMS),
+)
+
+
+def failures_table(failures: Sequence[FailureExample]) -> pd.DataFrame:
+    """The failing rows, worst first; the layout ``wandb_failures.failures_from_table`` reads back."""
+    records = []
+    for rank, failure in enumerate(failures, start=1):
+        record: dict[str, Any] = {
+            "rank": rank,
+            "pair_id": failure.pair_id,
+            "source_type": failure.source_type,
+            "text": failure.text,
+            "row_mae": failure.row_mae,
+        }
+        record.update({f"target_{d}": v for d, v in failure.target.as_dict().items()})
+        record.update({f"pred_{d}": v for d, v in failure.prediction.as_dict().items()})
+        records.append(record)
+    return pd.DataFrame(records, columns=list(FAILURE_COLUMNS))
+
+
+def top_failures(rows: Sequence[EvalRow], limit: int = 20) -> list[FailureExample]:
+    """The ``limit`` worst rows by row MAE (ties by pair id, so the table is deterministic)."""
+    worst = sorted(rows, key=lambda r: (-r.row_mae, r.pair_id))[:limit]
+    return [
+        FailureExample(
+            pair_id=r.pair_id,
+            source_type=r.source_type,
+            text=r.text,
+            target=r.target,
+            prediction=r.prediction,
+            row_mae=r.row_mae,
+        )
+        for r in worst
+    ]
+
+
+def hard_dims_metrics(report: HardDimReport) -> dict[str, float]:
+    out: dict[str, float] = {f"mae/{d}": v for d, v in report.by_dim.items()}
+    out["k"] = report.k
+    out["top_failures"] = len(report.top_failures)
+    return out
+
+
+def hard_dims_summary(report: HardDimReport) -> dict[str, Any]:
+    """Non-numeric facts for the run summary (W&B charts only numbers)."""
+    return {
+        "hard_dims/focus": ", ".join(report.focus),
+        "hard_dims/source": report.source,
+        "hard_dims/eval_model_id": report.eval_model_id,
+    }
+
+
+def split_metrics(stats: SplitStats) -> dict[str, float]:
+    out: dict[str, float] = {f"rows/{s}": n for s, n in stats.rows.items()}
+    out.update({f"groups/{s}": n for s, n in stats.groups.items()})
+    for split, by_source in stats.counts.items():
+        for source_type, by_origin in by_source.items():
+            for origin, n in by_origin.items():
+                out[f"counts/{split}/{source_type}/{origin}"] = n
+    for split, by_dim in stats.dim_stats.items():
+        for dim, dim_stats in by_dim.items():
+            out[f"dim_mean/{split}/{dim}"] = dim_stats.mean
+    return out
+
+
+def gate_metrics(decision: GateDecision) -> dict[str, float]:
+    out: dict[str, float] = {
+        "promote": int(decision.promote),
+        "forced": int(decision.forced),
+        "reference_holdout_mae": decision.reference_holdout_mae,
+    }
+    if decision.candidate_holdout_mae is not None:
+        out["candidate_holdout_mae"] = decision.candidate_holdout_mae
+        out["improvement"] = decision.reference_holdout_mae - decision.candidate_holdout_mae
+    if decision.json_valid_rate is not None:
+        out["json_valid_rate"] = decision.json_valid_rate
+    out.update({f"dim_delta/{d}": v for d, v in decision.per_dim_delta.items()})
+    return out
+
+
+def gate_summary(decision: GateDecision) -> dict[str, Any]:
+    return {
+        "gate/decision": "promote" if decision.promote else "keep",
+        "gate/reference": f"{decision.reference_kind}:{decision.reference_id}",
+        "gate/candidate_run_id": decision.candidate_run_id or "",
+        "gate/reasons": "\n".join(decision.reasons),
+    }
