@@ -1,0 +1,762 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#   "torch==2.13.0",
+#   "transformers==5.24.0",
+#   "trl==1.16.0",
+#   "peft==0.21.2",
+#   "accelerate==1.15.0",
+#   "datasets>=5,<6",
+#   "huggingface_hub>=2,<3",
+#   "wandb==0.29.0",
+# ]
+# ///
+"""LoRA SFT of a small instruct LLM on Kotone pairs; then predicts the validation and holdout splits.
+
+Run as a uv script on Hugging Face Jobs (``uv run <pinned resolve URL> ...``) or locally:
+
+    uv run train_lora.py --dataset-repo ORG/NAME --dataset-revision SHA \\
+        --output-repo ORG/MODEL --output-revision cycle-ID-RUN --output-dir out
+
+Outputs in ``--output-dir``: ``model/`` (the LoRA adapter and tokenizer), ``predictions_validation.jsonl``,
+``predictions_holdout.jsonl`` (``{"pair_id", "raw", "prediction", "latency_ms"}`` per pair) and
+``run.json``; with ``--output-repo`` the directory is uploaded to that model repo on the branch
+``--output-revision``. Secrets (HF_TOKEN, WANDB_API_KEY) are read from the environment only.
+
+The module's top level imports the standard library only: the pipeline imports ``build_prompt``,
+``format_completion`` and ``parse_completion`` from here, so training and prediction share one prompt.
+Exit codes: 0 done, 2 bad input (one ``error:`` line, no traceback), 1 training or upload failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+# --- the one prompt ----------------------------------------------------------------------------------
+
+DIMS: tuple[str, ...] = ("energy", "warmth", "brightness", "acousticness", "complexity", "nostalgia")
+DIM_SCALE: dict[str, tuple[str, str]] = {
+    "energy": ("silent, still", "intense, driving"),
+    "warmth": ("mechanical, cold", "warm, cosy"),
+    "brightness": ("dark", "bright, sparkling"),
+    "acousticness": ("electronic", "acoustic"),
+    "complexity": ("simple, bare", "complex, layered"),
+    "nostalgia": ("futuristic", "nostalgic"),
+}
+SOURCE_DESCRIPTIONS: dict[str, str] = {
+    "request_text": "a customer's free-text request",
+    "rule_prompt": "the four catalog parts a player picked, one per slot (style, instrument, mood, gimmick)",
+}
+_SOURCE_LIST = ", ".join(SOURCE_DESCRIPTIONS)
+# Bump whenever build_prompt/build_messages change: run.json records it, so results stay comparable.
+PROMPT_VERSION = "kotone-prompt-v1"
+# An explicit system message keeps chat templates from inserting their own default one (some carry
+# today's date), which would make the prompt differ between training and prediction.
+SYSTEM_PROMPT = "You rate music commissions. You answer with one compact JSON object and nothing else."
+
+
+def build_prompt(text: str, source_type: str) -> str:
+    """The user prompt: instruction, the six dims with their 0..10 meaning, then the commission."""
+    if source_type not in SOURCE_DESCRIPTIONS:
+        raise ValueError(f"source_type: expected one of {_SOURCE_LIST}, got {source_type!r}")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("text: expected a non-empty string")
+    scale = "\n".join(f"- {dim}: 0 = {low}; 10 = {high}" for dim, (low, high) in DIM_SCALE.items())
+    keys = ", ".join(DIMS)
+    return (
+        "Rate this music commission on six hidden music parameters, each an integer from 0 to 10.\n"
+        f"{scale}\n"
+        f"Reply with only a compact JSON object with the keys {keys}, in this order, and integer values.\n\n"
+        f"Commission ({SOURCE_DESCRIPTIONS[source_type]}):\n"
+        f"{text.strip()}"
+    )
+
+
+def build_messages(text: str, source_type: str) -> list[dict[str, str]]:
+    """The chat form of the prompt, used when the tokenizer has a chat template."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": build_prompt(text, source_type)},
+    ]
+
+
+def _dim_int(value: Any) -> int | None:
+    """An int 0..10 (integral floats accepted, bools rejected), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value) if 0 <= value <= 10 else None
+
+
+def check_vector(vector: Any) -> dict[str, int]:
+    """The six dims as ints in DIMS order; ValueError naming the field otherwise."""
+    if hasattr(vector, "as_dict"):  # a kotone Vector
+        vector = vector.as_dict()
+    if not isinstance(vector, Mapping):
+        raise ValueError(f"vector: expected an object with the six dims, got {type(vector).__name__}")
+    missing = [d for d in DIMS if d not in vector]
+    if missing:
+        raise ValueError(f"vector: missing dim(s) {', '.join(missing)}")
+    extra = sorted(set(vector) - set(DIMS))
+    if extra:
+        raise ValueError(f"vector: unknown field(s) {', '.join(map(str, extra))}")
+    out = {}
+    for dim in DIMS:
+        value = _dim_int(vector[dim])
+        if value is None:
+            raise ValueError(f"vector.{dim}: expected an integer 0..10, got {vector[dim]!r}")
+        out[dim] = value
+    return out
+
+
+def format_completion(vector: Any) -> str:
+    """The compact JSON completion, dims in DIMS order: ``{"energy":7,...}``."""
+    return json.dumps(check_vector(vector), separators=(",", ":"))
+
+
+def parse_completion(raw: str | None) -> dict[str, int] | None:
+    """The six dims from model output, or None unless it holds exactly the six dims as ints 0..10."""
+    if not raw:
+        return None
+    text = raw.strip()
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        obj = json.loads(text[start : end + 1])
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(obj, dict) or set(obj) != set(DIMS):
+        return None
+    values = {dim: _dim_int(obj[dim]) for dim in DIMS}
+    if any(v is None for v in values.values()):
+        return None
+    return values  # type: ignore[return-value]
+
+
+# --- inputs --------------------------------------------------------------------------------------------
+
+DEFAULT_BASE_MODEL = "mistralai/Ministral-3-3B-Instruct-2512"
+DEFAULT_HPARAMS: dict[str, float | int] = {
+    "learning_rate": 2e-5,
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "epochs": 2,
+    "batch_size": 2,
+    "grad_accum": 8,
+    "max_length": 768,
+}
+SPLIT_FILES = {
+    "train": "train.jsonl",
+    "validation": "validation.jsonl",
+    "test": "test.jsonl",
+    "holdout": "holdout.jsonl",
+}
+REQUIRED_SPLITS = ("train", "validation", "holdout")
+PREDICTED_SPLITS = ("validation", "holdout")
+MODEL_SUBDIR = "model"
+TRAINER_SUBDIR = "_trainer"  # checkpoints and trainer logs: never uploaded
+MAX_NEW_TOKENS = 48  # the completion is ~40 tokens; a longer answer is invalid anyway
+SHA_PATTERN = re.compile(r"^[0-9a-f]{40}$")
+BRANCH_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+REPO_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+MAX_REPORTED_PROBLEMS = 20
+
+
+class BadInput(ValueError):
+    """Input the script cannot use: reported as one message, exit code 2."""
+
+
+def log(message: str) -> None:
+    print(f"[train_lora] {message}", file=sys.stderr, flush=True)
+
+
+def parse_hparams(raw: str | None) -> dict[str, float | int]:
+    """DESIGN §4 defaults patched by a JSON object; unknown keys and bad values are rejected."""
+    hparams = dict(DEFAULT_HPARAMS)
+    if raw is None or not raw.strip():
+        return hparams
+    try:
+        patch = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"--hparams: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(patch, dict):
+        raise BadInput(f"--hparams: expected a JSON object, got {type(patch).__name__}")
+    unknown = sorted(set(patch) - set(DEFAULT_HPARAMS))
+    if unknown:
+        raise BadInput(f"--hparams: unknown key(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_HPARAMS)}")
+    for key, value in patch.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise BadInput(f"--hparams.{key}: expected a number, got {value!r}")
+        if key in ("learning_rate", "lora_dropout"):
+            value = float(value)
+        elif float(value).is_integer():
+            value = int(value)
+        else:
+            raise BadInput(f"--hparams.{key}: expected an integer, got {value!r}")
+        hparams[key] = value
+    if not 0 < hparams["learning_rate"] < 1:
+        raise BadInput(f"--hparams.learning_rate: expected 0 < lr < 1, got {hparams['learning_rate']!r}")
+    if not 0 <= hparams["lora_dropout"] < 1:
+        raise BadInput(f"--hparams.lora_dropout: expected 0 <= dropout < 1, got {hparams['lora_dropout']!r}")
+    for key in ("lora_r", "lora_alpha", "epochs", "batch_size", "grad_accum", "max_length"):
+        if hparams[key] < 1:
+            raise BadInput(f"--hparams.{key}: expected an integer >= 1, got {hparams[key]!r}")
+    return hparams
+
+
+def _row_problem(obj: Any) -> str | None:
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {type(obj).__name__}"
+    if not isinstance(obj.get("id"), str) or not obj["id"]:
+        return "id: expected a non-empty string"
+    if obj.get("source_type") not in SOURCE_DESCRIPTIONS:
+        return f"source_type: expected one of {_SOURCE_LIST}, got {obj.get('source_type')!r}"
+    if not isinstance(obj.get("text"), str) or not obj["text"].strip():
+        return "text: expected a non-empty string"
+    try:
+        obj["vector"] = check_vector(obj.get("vector"))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def validate_rows(numbered_rows: Iterable[tuple[int, Any]], where: str) -> list[dict[str, Any]]:
+    """Keep the Pair fields training needs; every bad row is reported as ``where:line: reason``."""
+    good, problems = [], []
+    for lineno, obj in numbered_rows:
+        problem = _row_problem(obj)
+        if problem:
+            problems.append(f"{where}:{lineno}: {problem}")
+        else:
+            good.append({k: obj[k] for k in ("id", "source_type", "text", "vector")})
+    if problems:
+        raise BadInput(_problem_report(where, problems))
+    return good
+
+
+def _problem_report(where: str, problems: list[str]) -> str:
+    shown = "\n".join(problems[:MAX_REPORTED_PROBLEMS])
+    more = len(problems) - MAX_REPORTED_PROBLEMS
+    return f"{where}: {len(problems)} bad line(s)\n{shown}" + (f"\n... and {more} more" if more > 0 else "")
+
+
+def read_split_file(path: Path) -> list[dict[str, Any]]:
+    """Pair rows of one JSONL file; blank lines are skipped, every bad line is reported."""
+    numbered: list[tuple[int, Any]] = []
+    problems = []
+    try:
+        with path.open("r", encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    numbered.append((lineno, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    problems.append(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}: not valid UTF-8 ({exc.reason})") from exc
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if problems:
+        raise BadInput(_problem_report(str(path), problems))
+    return validate_rows(numbered, str(path))
+
+
+def load_dataset_dir(directory: Path) -> dict[str, list[dict[str, Any]]]:
+    """Split name -> rows for every split file present; train, validation and holdout are required."""
+    if not directory.is_dir():
+        raise BadInput(f"{directory}: dataset directory not found")
+    found = {split: _find_split_file(directory, name) for split, name in SPLIT_FILES.items()}
+    missing = [SPLIT_FILES[s] for s in REQUIRED_SPLITS if found[s] is None]
+    if missing:
+        raise BadInput(f"{directory}: missing split file(s) {', '.join(missing)}")
+    splits = {split: read_split_file(path) for split, path in found.items() if path is not None}
+    if not splits["train"]:
+        raise BadInput(f"{found['train']}: no training pairs")
+    return splits
+
+
+def _find_split_file(directory: Path, name: str) -> Path | None:
+    """The split file at the top of the directory or, for a Hub snapshot, in exactly one sub-folder."""
+    if (directory / name).is_file():
+        return directory / name
+    matches = sorted(p for p in directory.rglob(name) if p.is_file())
+    if len(matches) > 1:
+        raise BadInput(f"{directory}: {name} found more than once ({', '.join(str(m) for m in matches)})")
+    return matches[0] if matches else None
+
+
+def download_dataset(repo: str, revision: str, dest: Path) -> Path:
+    """The pinned dataset commit's JSONL split files, downloaded to ``dest``."""
+    from huggingface_hub import snapshot_download
+
+    log(f"downloading dataset {repo}@{revision}")
+    return Path(
+        snapshot_download(
+            repo_id=repo,
+            repo_type="dataset",
+            revision=revision,
+            allow_patterns=["*.jsonl"],
+            local_dir=str(dest),
+            token=os.environ.get("HF_TOKEN") or None,
+        )
+    )
+
+
+# --- the model -------------------------------------------------------------------------------------------
+
+# Attention and MLP projections of the language model; the vision tower and projector of a multimodal
+# base (Ministral 3 is Mistral3ForConditionalGeneration) are left frozen: this is a text-only task.
+LORA_TARGET_REGEX = (
+    r"^(?!.*(?:vision|multi_modal_projector)).*\.(?:q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+)
+HEAVY_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate")
+
+
+def require_heavy_packages() -> dict[str, str]:
+    """Versions of the training packages; BadInput naming the missing ones."""
+    import importlib
+
+    versions, missing = {}, []
+    for name in HEAVY_PACKAGES:
+        try:
+            versions[name] = importlib.import_module(name).__version__
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise BadInput(
+            f"missing package(s) {', '.join(missing)}: run this file with `uv run` (its dependencies are "
+            "declared inline) or install requirements-train.txt"
+        )
+    return versions
+
+
+def uses_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None, subfolder: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    token = os.environ.get("HF_TOKEN") or None
+    extra = {"subfolder": subfolder} if subfolder else {}
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, token=token, **extra)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(name_or_path: str, revision: str | None = None, for_training: bool = False) -> Any:
+    """Causal LM, or an image-text-to-text model used on text; FP8 checkpoints are dequantized to bf16."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    token = os.environ.get("HF_TOKEN") or None
+    kwargs: dict[str, Any] = {"revision": revision, "token": token}
+    kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    config = AutoConfig.from_pretrained(name_or_path, revision=revision, token=token)
+    quant = getattr(config, "quantization_config", None)
+    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    if str(method).lower().endswith("fp8"):
+        # LoRA needs trainable-dtype base weights; the FP8 checkpoint is dequantized while loading.
+        from transformers import FineGrainedFP8Config
+
+        kwargs["quantization_config"] = FineGrainedFP8Config(dequantize=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except ValueError:  # e.g. mistral3: registered for image-text-to-text only
+        model = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    if not for_training:
+        model.eval()
+    return model
+
+
+def encode_prompt(tokenizer: Any, text: str, source_type: str) -> list[int]:
+    """Token ids the model sees before its answer: the same ids TRL builds for the prompt in training."""
+    if uses_chat_template(tokenizer):
+        encoded = tokenizer.apply_chat_template(
+            build_messages(text, source_type), add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(encoded["input_ids"])
+    return list(tokenizer(text=build_prompt(text, source_type))["input_ids"])
+
+
+def training_example(row: Mapping[str, Any], chat: bool) -> dict[str, Any]:
+    """A TRL prompt-completion row (conversational when the tokenizer has a chat template)."""
+    completion = format_completion(row["vector"])
+    if chat:
+        return {
+            "prompt": build_messages(row["text"], row["source_type"]),
+            "completion": [{"role": "assistant", "content": completion}],
+        }
+    return {"prompt": build_prompt(row["text"], row["source_type"]), "completion": completion}
+
+
+def fits_max_length(tokenizer: Any, row: Mapping[str, Any], max_length: int) -> bool:
+    """TRL truncates from the right: an over-long row would lose its completion and teach nothing."""
+    completion_ids = tokenizer(text=format_completion(row["vector"]), add_special_tokens=False)["input_ids"]
+    margin = 8  # end-of-turn and eos tokens the template adds around the completion
+    prompt_ids = encode_prompt(tokenizer, row["text"], row["source_type"])
+    return len(prompt_ids) + len(completion_ids) + margin <= max_length
+
+
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    train_rows: Sequence[Mapping[str, Any]],
+    hparams: Mapping[str, Any],
+    trainer_dir: Path,
+    max_steps: int | None = None,
+    run_name: str | None = None,
+) -> Any:
+    """TRL SFTTrainer + peft LoRA, loss on the completion tokens only, DESIGN §4 hyper-parameters."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    chat = uses_chat_template(tokenizer)
+    dataset = Dataset.from_list([training_example(row, chat) for row in train_rows])
+    cuda = torch.cuda.is_available()
+    report_to = ["wandb"] if os.environ.get("WANDB_API_KEY") else "none"
+    if report_to != "none":
+        os.environ.setdefault("WANDB_PROJECT", "kotone")
+    config = SFTConfig(
+        output_dir=str(trainer_dir),
+        learning_rate=float(hparams["learning_rate"]),
+        num_train_epochs=float(hparams["epochs"]),
+        max_steps=max_steps if max_steps else -1,
+        per_device_train_batch_size=int(hparams["batch_size"]),
+        gradient_accumulation_steps=int(hparams["grad_accum"]),
+        max_length=int(hparams["max_length"]),
+        completion_only_loss=True,
+        packing=False,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.03,  # a float < 1 is a ratio of the total steps
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=report_to,
+        run_name=run_name,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=cuda,  # memory on the GPU; on CPU (smoke tests) it only costs time
+        use_cpu=not cuda,
+        seed=42,
+        data_seed=42,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    lora = LoraConfig(
+        r=int(hparams["lora_r"]),
+        lora_alpha=int(hparams["lora_alpha"]),
+        lora_dropout=float(hparams["lora_dropout"]),
+        target_modules=LORA_TARGET_REGEX,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return SFTTrainer(
+        model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora
+    )
+
+
+def generate_completions(
+    model: Any, tokenizer: Any, items: Sequence[tuple[str, str]], max_new_tokens: int = MAX_NEW_TOKENS
+) -> list[str]:
+    """Greedy answers for (text, source_type) items, decoded without special tokens, one batch."""
+    import torch
+
+    prompts = [encode_prompt(tokenizer, text, source_type) for text, source_type in items]
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # Left padding: every answer then starts at the same position.
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        output = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=pad,
+            use_cache=True,
+        )
+    return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in output]
+
+
+def predict_rows(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[Mapping[str, Any]],
+    batch_size: int = 8,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> list[dict[str, Any]]:
+    """One prediction record per row: ``{"pair_id", "raw", "prediction", "latency_ms"}``."""
+    records = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        clock = time.perf_counter()
+        items = [(r["text"], r["source_type"]) for r in batch]
+        raws = generate_completions(model, tokenizer, items, max_new_tokens)
+        latency_ms = (time.perf_counter() - clock) * 1000 / len(batch)
+        for row, raw in zip(batch, raws, strict=True):
+            vector = parse_completion(raw)
+            records.append({"pair_id": row["id"], "raw": raw, "prediction": vector, "latency_ms": latency_ms})
+    return records
+
+
+# --- outputs -----------------------------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file next to ``path`` and rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def upload_outputs(output_dir: Path, repo: str, revision: str) -> str:
+    """Upload the run directory to ``repo`` on branch ``revision`` (created from main); the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=os.environ.get("HF_TOKEN") or None)
+    api.create_repo(repo, repo_type="model", private=True, exist_ok=True)
+    api.create_branch(repo, branch=revision, repo_type="model", exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=repo,
+        repo_type="model",
+        folder_path=str(output_dir),
+        revision=revision,
+        commit_message=f"kotone LoRA run {revision}",
+        ignore_patterns=[f"{TRAINER_SUBDIR}/**", ".*"],
+    )
+    return str(getattr(commit, "commit_url", commit))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")  # noqa: UP017 (script supports 3.10)
+
+
+def _script_sha256() -> str | None:
+    try:
+        return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+# --- CLI -------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="train_lora.py", description=__doc__.split("\n")[0])
+    source = parser.add_argument_group("dataset (either a pinned Hub commit or a local directory)")
+    source.add_argument("--dataset-repo", help="Hub dataset repo id (ORG/NAME)")
+    source.add_argument("--dataset-revision", help="the dataset commit sha (40 hex digits)")
+    source.add_argument("--dataset-dir", type=Path, help="directory with train/validation/test/holdout.jsonl")
+    parser.add_argument("--base-model", default=DEFAULT_BASE_MODEL, help="base model repo id")
+    parser.add_argument("--base-revision", default=None, help="base model revision")
+    parser.add_argument("--hparams", default=None, help="JSON object patching the LoRA hyper-parameters")
+    parser.add_argument("--output-dir", type=Path, default=Path("outputs"), help="local output directory")
+    parser.add_argument("--output-repo", default=None, help="Hub model repo to upload the run directory to")
+    parser.add_argument("--output-revision", default=None, help="branch for this run, e.g. cycle-ID-RUN")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    parser.add_argument("--predict-batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="answer length limit")
+    parser.add_argument("--model-dir", default=None, help="load the base model from here instead (tests)")
+    parser.add_argument("--tokenizer-dir", default=None, help="load the tokenizer from here instead (tests)")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.dataset_dir is not None and (args.dataset_repo or args.dataset_revision):
+        raise BadInput("give either --dataset-dir or --dataset-repo with --dataset-revision, not both")
+    if args.dataset_dir is None:
+        if not args.dataset_repo or not args.dataset_revision:
+            raise BadInput("give --dataset-dir, or --dataset-repo together with --dataset-revision")
+        if not REPO_PATTERN.match(args.dataset_repo):
+            raise BadInput(f"--dataset-repo: expected ORG/NAME, got {args.dataset_repo!r}")
+        if not SHA_PATTERN.match(args.dataset_revision):
+            raise BadInput(
+                "--dataset-revision: expected a pinned commit sha (40 lowercase hex digits), "
+                f"got {args.dataset_revision!r}"
+            )
+    if args.output_repo is not None:
+        if not REPO_PATTERN.match(args.output_repo):
+            raise BadInput(f"--output-repo: expected ORG/NAME, got {args.output_repo!r}")
+        if not args.output_revision:
+            raise BadInput("--output-repo needs --output-revision (a branch unique to this cycle and run)")
+    if args.output_revision is not None and (
+        not BRANCH_PATTERN.match(args.output_revision) or args.output_revision == "main"
+    ):
+        raise BadInput(
+            f"--output-revision: expected a branch name unique to the run (not main), "
+            f"got {args.output_revision!r}"
+        )
+    if args.max_steps is not None and args.max_steps < 1:
+        raise BadInput(f"--max-steps: expected an integer >= 1, got {args.max_steps}")
+    for option in ("predict_batch_size", "max_new_tokens"):
+        value = getattr(args, option)
+        if value < 1:
+            raise BadInput(f"--{option.replace('_', '-')}: expected an integer >= 1, got {value}")
+
+
+def run(args: argparse.Namespace, hparams: dict[str, Any], run_record: dict[str, Any]) -> dict[str, Any]:
+    """Load, train, predict, write; fills ``run_record`` as it goes (it is written even on failure)."""
+    clock = time.perf_counter()
+    timings = run_record["timings_s"]
+    if args.dataset_dir is not None:
+        splits = load_dataset_dir(args.dataset_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="kotone-dataset-") as tmp:
+            splits = load_dataset_dir(download_dataset(args.dataset_repo, args.dataset_revision, Path(tmp)))
+    timings["data_s"] = round(time.perf_counter() - clock, 3)
+    run_record["rows"] = {split: len(rows) for split, rows in splits.items()}
+    log("rows: " + ", ".join(f"{s}={n}" for s, n in run_record["rows"].items()))
+    run_record["library_versions"] = require_heavy_packages()
+
+    import torch
+
+    run_record["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    clock = time.perf_counter()
+    tokenizer = load_tokenizer(args.tokenizer_dir or args.model_dir or args.base_model, args.base_revision)
+    model = load_base_model(args.model_dir or args.base_model, args.base_revision, for_training=True)
+    timings["load_s"] = round(time.perf_counter() - clock, 3)
+    run_record["prompt_format"] = "chat" if uses_chat_template(tokenizer) else "plain"
+
+    max_length = int(hparams["max_length"])
+    train_rows = [row for row in splits["train"] if fits_max_length(tokenizer, row, max_length)]
+    dropped = run_record["rows_dropped_too_long"] = len(splits["train"]) - len(train_rows)
+    if dropped:
+        log(f"dropped {dropped} training row(s) longer than max_length {max_length}")
+    if not train_rows:
+        raise BadInput(f"every training row is longer than max_length {max_length} tokens")
+
+    clock = time.perf_counter()
+    trainer_dir = args.output_dir / TRAINER_SUBDIR
+    trainer = build_trainer(
+        model, tokenizer, train_rows, hparams, trainer_dir, args.max_steps, args.output_revision
+    )
+    result = trainer.train()
+    timings["train_s"] = round(time.perf_counter() - clock, 3)
+    run_record["steps"] = int(trainer.state.global_step)
+    run_record["epochs_completed"] = float(trainer.state.epoch or 0.0)
+    run_record["train_loss"] = float(result.training_loss)
+    run_record["trainable_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    log(f"trained {run_record['steps']} steps in {timings['train_s']:.1f} s, loss {result.training_loss:.4g}")
+    if os.environ.get("WANDB_API_KEY"):
+        import wandb
+
+        run_record["wandb_url"] = wandb.run.url if wandb.run is not None else None
+
+    model_dir = args.output_dir / MODEL_SUBDIR
+    trainer.model.save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+
+    model = trainer.model
+    model.eval()
+    for split in PREDICTED_SPLITS:
+        clock = time.perf_counter()
+        records = predict_rows(model, tokenizer, splits[split], args.predict_batch_size, args.max_new_tokens)
+        timings[f"predict_{split}_s"] = round(time.perf_counter() - clock, 3)
+        write_jsonl(args.output_dir / f"predictions_{split}.jsonl", records)
+        valid = sum(r["prediction"] is not None for r in records)
+        run_record.setdefault("json_valid", {})[split] = f"{valid}/{len(records)}"
+        log(f"{split}: {valid}/{len(records)} valid predictions in {timings[f'predict_{split}_s']:.1f} s")
+    return run_record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    started = time.perf_counter()
+    record: dict[str, Any] = {"status": "running", "started_at": _now(), "timings_s": {}}
+    try:
+        check_args(args)
+        hparams = parse_hparams(args.hparams)
+        record.update(
+            {
+                "prompt_version": PROMPT_VERSION,
+                "base_model": args.base_model,
+                "base_revision": args.base_revision,
+                "dataset": {
+                    "repo": args.dataset_repo,
+                    "revision": args.dataset_revision,
+                    "dir": str(args.dataset_dir) if args.dataset_dir else None,
+                },
+                "hparams": hparams,
+                "max_steps": args.max_steps,
+                "output": {"repo": args.output_repo, "revision": args.output_revision},
+                "script_sha256": _script_sha256(),
+            }
+        )
+        try:
+            args.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"--output-dir {args.output_dir}: cannot create ({exc.strerror or exc})") from exc
+        run(args, hparams, record)
+        record["status"] = "completed"
+        exit_code = 0
+    except BadInput as exc:
+        log(f"error: {exc}")
+        record.update(status="failed", error=str(exc))
+        exit_code = EXIT_BAD_INPUT
+    except Exception as exc:  # a training or I/O failure in a remote job: the traceback is the evidence
+        traceback.print_exc()
+        log(f"error: training failed: {type(exc).__name__}: {exc}")
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        exit_code = EXIT_FAILED
+    record["finished_at"] = _now()
+    record["timings_s"]["total_s"] = round(time.perf_counter() - started, 3)
+    try:
+        write_json(args.output_dir / "run.json", record)
+    except OSError as exc:
+        log(f"error: cannot write {args.output_dir / 'run.json'}: {exc.strerror or exc}")
+        return exit_code or EXIT_FAILED
+    if args.output_repo and exit_code != EXIT_BAD_INPUT:
+        try:
+            url = upload_outputs(args.output_dir, args.output_repo, args.output_revision)
+            log(f"uploaded {args.output_dir} to {args.output_repo}@{args.output_revision}: {url}")
+        except Exception as exc:
+            target = f"{args.output_repo}@{args.output_revision}"
+            log(f"error: upload to {target} failed: {type(exc).__name__}: {exc}")
+            return EXIT_FAILED
+    log(f"run {record['status']} in {record['timings_s']['total_s']:.1f} s; outputs in {args.output_dir}")
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
