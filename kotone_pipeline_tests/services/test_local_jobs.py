@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,8 +60,12 @@ def fake_trainer(tmp_path: Path) -> list[str]:
 
 
 @pytest.fixture
-def backend(tmp_path: Path, fake_trainer: list[str]) -> LocalJobBackend:
-    return LocalJobBackend(tmp_path / "jobs", command=fake_trainer)
+def backend(tmp_path: Path, fake_trainer: list[str]) -> Iterator[LocalJobBackend]:
+    backend = LocalJobBackend(tmp_path / "jobs", command=fake_trainer)
+    yield backend
+    for state in backend.jobs():  # a failed test must not leave long sleepers behind
+        if not state.terminal:
+            backend.cancel(state.job_id)
 
 
 def spec(run_id: str = "r1", cycle_id: str = "c1", **kwargs: object) -> JobSpec:
