@@ -1,0 +1,622 @@
+"""Hugging Face Jobs backend (DESIGN §1 production, §6): one uv job per training run.
+
+- ``submit`` looks the run up by its labels first and adopts what exists; a create that fails ambiguously
+  (5xx, timeout) is reconciled by listing by labels, never retried blindly. A budget per cycle refuses a
+  job whose worst case (timeout x hourly price) would exceed what the cycle has left.
+- The job runs the training script from its pinned ``resolve/<dataset sha>/`` URL (published in the cycle's
+  dataset commit) with ``uv run``; HF_TOKEN and WANDB_API_KEY travel only as job *secrets*.
+- ``statuses`` makes one list request per sensor tick (all jobs with the project label), cancels jobs stuck
+  in SCHEDULING past a limit, and puts the log tail of failed jobs into the message.
+- The job writes its outputs to the model repo branch ``cycle-<id>-<run>``; ``fetch_outputs`` downloads
+  them from the commit that branch points to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, JobInfo, hf_hub_download
+from huggingface_hub._jobs_api import DEFAULT_UV_IMAGE
+from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+from kotone_pipeline.services.hf_common import (
+    TRAINING_SCRIPT_PATH_IN_REPO,
+    Redactor,
+    RetryPolicy,
+    describe_error,
+    env_secrets,
+    http_status,
+    install_request_timeout,
+    is_ambiguous,
+    is_default_endpoint,
+    is_transient,
+    resolve_endpoint,
+    resolve_token,
+)
+from kotone_pipeline.services.jobs import (
+    JobBackend,
+    JobBackendError,
+    JobSpec,
+    JobState,
+    is_terminal,
+    validate_cycle_id,
+    validate_run_id,
+)
+
+log = logging.getLogger(__name__)
+
+# USD per hour (hf_api_notes.md, late 2026); ``refresh_prices`` replaces them with list_jobs_hardware's.
+FLAVOR_PRICES_USD_PER_HOUR: dict[str, float] = {
+    "cpu-basic": 0.01,
+    "cpu-upgrade": 0.03,
+    "t4-small": 0.40,
+    "t4-medium": 0.60,
+    "l4x1": 0.80,
+    "a10g-small": 1.00,
+    "a10g-large": 1.50,
+    "l40sx1": 1.80,
+    "a100-large": 2.50,
+    "h200": 5.00,
+}
+# Files a training run must leave in its output revision; metrics.json is written by some trainers only.
+REQUIRED_OUTPUTS = ("predictions_validation.jsonl", "predictions_holdout.jsonl", "run.json")
+OPTIONAL_OUTPUTS = ("metrics.json",)
+# Non-secret env names that look like credentials are refused: secrets go as job secrets only.
+_SECRETISH = ("TOKEN", "SECRET", "PASSW", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE_KEY")
+
+
+class BudgetExceededError(JobBackendError):
+    """The run's worst-case cost does not fit in what the cycle has left; no job was created."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """Where a run writes its outputs: a model repo branch unique to (cycle, run)."""
+
+    repo_id: str
+    revision: str
+
+    @property
+    def uri(self) -> str:
+        return f"{self.repo_id}@{self.revision}"
+
+    @classmethod
+    def parse(cls, uri: str) -> OutputTarget:
+        repo_id, sep, revision = uri.rpartition("@")
+        if not sep or not repo_id or not revision:
+            raise JobBackendError(f"output uri {uri!r} is not <repo>@<revision>", transient=False)
+        return cls(repo_id, revision)
+
+
+def default_script_args(spec: JobSpec, output: OutputTarget) -> list[str]:
+    """Arguments of ``kotone_pipeline/training/train_lora.py``, in ``--name=value`` form.
+
+    The ``=`` form matters: ``run_uv_job`` uploads any argument that names an existing local file.
+    """
+    args = [
+        f"--dataset-repo={spec.dataset.name}",
+        f"--dataset-revision={spec.dataset.version}",
+        f"--output-repo={output.repo_id}",
+        f"--output-revision={output.revision}",
+    ]
+    if spec.hparams:
+        args.append(f"--hparams={json.dumps(spec.hparams, sort_keys=True, separators=(',', ':'))}")
+    return args
+
+
+class HfJobsBackend(JobBackend):
+    name = "hf"
+
+    def __init__(
+        self,
+        namespace: str = "",
+        token: str | None = None,
+        endpoint: str | None = None,
+        *,
+        flavor: str = "a10g-small",
+        scheduling_limit_s: float = 3600.0,
+        budget_usd_per_cycle: float = 10.0,
+        max_timeout_s: int = 6 * 3600,
+        output_repo: str | None = None,
+        project: str = "kotone",
+        image: str = DEFAULT_UV_IMAGE,
+        script_path_in_repo: str = TRAINING_SCRIPT_PATH_IN_REPO,
+        script_url_resolver: Callable[[JobSpec], str] | None = None,
+        script_args: Callable[[JobSpec, OutputTarget], list[str]] = default_script_args,
+        secret_source: Mapping[str, str] | None = None,
+        prices: Mapping[str, float] | None = None,
+        retry: RetryPolicy | None = None,
+        log_tail_lines: int = 50,
+        api: HfApi | None = None,
+    ) -> None:
+        self.endpoint = resolve_endpoint(endpoint or (api.endpoint if api is not None else None))
+        self._token = resolve_token(token)
+        self.api = api or HfApi(endpoint=self.endpoint, token=self._token)
+        self._namespace = namespace
+        self.flavor = flavor
+        self.scheduling_limit_s = float(scheduling_limit_s)
+        self.budget_usd_per_cycle = float(budget_usd_per_cycle)
+        self.max_timeout_s = int(max_timeout_s)
+        self._output_repo = output_repo
+        self.project = project
+        self.image = image
+        self.script_path_in_repo = script_path_in_repo
+        self.script_url_resolver = script_url_resolver or self._pinned_script_url
+        self.script_args = script_args
+        self._secret_source = secret_source
+        self.prices = dict(prices or FLAVOR_PRICES_USD_PER_HOUR)
+        self.retry = retry or RetryPolicy()
+        self.log_tail_lines = log_tail_lines
+        self.redact = Redactor(
+            [self._token, *env_secrets(dict(secret_source) if secret_source else None).values()]
+        )
+        self._log_tails: dict[str, str] = {}
+        self._cancel_reasons: dict[str, str] = {}
+        self.list_calls = 0  # list requests issued (first pages): a sensor tick should make exactly one
+        install_request_timeout(self.retry.request_timeout_s)
+        if flavor not in self.prices:
+            raise ValueError(f"unknown flavor {flavor!r}: known flavors are {', '.join(sorted(self.prices))}")
+
+    # -- configuration --------------------------------------------------------------------------------------
+
+    @property
+    def namespace(self) -> str:
+        if not self._namespace:
+            who = self._read("whoami", lambda: self.api.whoami(token=self._need_token()))
+            self._namespace = str(who["name"])
+        return self._namespace
+
+    @property
+    def output_repo(self) -> str:
+        return self._output_repo or f"{self.namespace}/{self.project}-runs"
+
+    def output_target(self, cycle_id: str, run_id: str) -> OutputTarget:
+        return OutputTarget(
+            self.output_repo, f"cycle-{validate_cycle_id(cycle_id)}-{validate_run_id(run_id)}"
+        )
+
+    def _need_token(self) -> str:
+        if not self._token:
+            raise JobBackendError("no Hugging Face token: set HF_TOKEN or pass token=", transient=False)
+        return self._token
+
+    def _pinned_script_url(self, spec: JobSpec) -> str:
+        ref = spec.dataset
+        if ref.store != "hf":
+            raise JobBackendError(
+                f"HF Jobs need a dataset published to the Hub (got store {ref.store!r}); "
+                "use the hf dataset store",
+                transient=False,
+            )
+        return f"{self.endpoint}/datasets/{ref.name}/resolve/{ref.version}/{self.script_path_in_repo}"
+
+    def price_per_hour(self, flavor: str | None) -> float:
+        if flavor not in self.prices:
+            log.warning("no price known for flavor %r: counting it as the most expensive one", flavor)
+            return max(self.prices.values())
+        return self.prices[flavor]
+
+    def refresh_prices(self) -> dict[str, float]:
+        """Replace the price table with the Hub's current one (``list_jobs_hardware``)."""
+        hardware = self._read("list hardware", lambda: self.api.list_jobs_hardware(token=self._need_token()))
+        factor = {"second": 3600, "minute": 60, "hour": 1}
+        for item in hardware:
+            if item.unit_label in factor:
+                self.prices[item.name] = float(item.unit_cost_usd) * factor[item.unit_label]
+        return dict(self.prices)
+
+    # -- JobBackend -----------------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> JobState:
+        validate_cycle_id(spec.cycle_id)
+        validate_run_id(spec.run_id)
+        cycle_jobs = self._list({"kotone-project": self.project, "kotone-cycle": spec.cycle_id})
+        mine = [
+            (info, raw) for info, raw in cycle_jobs if (info.labels or {}).get("kotone-run") == spec.run_id
+        ]
+        if mine:
+            # Adopt whatever stage it is in: a failed run is retried under a new run id, never resubmitted.
+            return self._state(*mine[0], adopted=True)
+        self._check_timeout(spec)
+        self._check_budget(spec, cycle_jobs)
+        self._check_env(spec)
+        output = self.output_target(spec.cycle_id, spec.run_id)
+        self._prepare_output(output)
+        try:
+            info = self._create(spec, output)
+        except Exception as exc:
+            if http_status(exc) is not None and not is_ambiguous(exc):
+                raise JobBackendError(
+                    f"HF Jobs refused the job for {spec.cycle_id}/{spec.run_id}: "
+                    f"{describe_error(exc, self.redact)}",
+                    transient=is_transient(exc),
+                ) from None
+            return self._reconcile_after_failed_create(spec, exc)
+        return self._state(info, None)
+
+    def find(self, cycle_id: str, run_id: str) -> JobState | None:
+        found = self._list({"kotone-project": self.project, "kotone-cycle": cycle_id, "kotone-run": run_id})
+        return self._state(*found[0]) if found else None
+
+    def jobs(self, cycle_id: str | None = None) -> list[JobState]:
+        """Every job of the project (of one cycle when given), oldest first."""
+        labels = {"kotone-project": self.project}
+        if cycle_id is not None:
+            labels["kotone-cycle"] = cycle_id
+        return [self._state(info, raw) for info, raw in self._list(labels)]
+
+    def statuses(self, job_ids: list[str]) -> dict[str, JobState]:
+        """One list request (all jobs with the project label); ids unknown to it are inspected one by one,
+        and ids the Hub does not know at all are left out of the answer."""
+        wanted = set(job_ids)
+        if not wanted:
+            return {}
+        listed = {info.id: (info, raw) for info, raw in self._list({"kotone-project": self.project})}
+        result: dict[str, JobState] = {}
+        for job_id in job_ids:
+            if job_id in listed:
+                info, raw = listed[job_id]
+            else:
+                found = self._inspect(job_id)
+                if found is None:
+                    continue
+                info, raw = found, None
+            result[job_id] = self._observe(info, raw)
+        return result
+
+    def cancel(self, job_id: str) -> None:
+        self._read(
+            f"cancel job {job_id}",
+            lambda: self.api.cancel_job(job_id=job_id, namespace=self.namespace, token=self._need_token()),
+        )
+
+    def logs_tail(self, job_id: str, lines: int = 50) -> str:
+        def fetch() -> list[str]:
+            return list(
+                self.api.fetch_job_logs(
+                    job_id=job_id,
+                    namespace=self.namespace,
+                    follow=False,
+                    tail=lines,
+                    token=self._need_token(),
+                )
+            )
+
+        return self.redact("\n".join(self._read(f"logs of job {job_id}", fetch)[-lines:]))
+
+    def fetch_outputs(self, state: JobState, dest: Path) -> Path:
+        """Download the run's outputs from the commit its output branch points to now (recorded in
+        ``outputs_revision.txt`` beside them)."""
+        if not state.output_uri:
+            raise JobBackendError(f"job {state.job_id} has no output location", transient=False)
+        target = OutputTarget.parse(state.output_uri)
+        info = self._read(
+            f"output revision {target.uri}",
+            lambda: self.api.model_info(target.repo_id, revision=target.revision, token=self._need_token()),
+        )
+        sha = str(info.sha)
+        dest = Path(dest).absolute()
+        dest.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="kotone-hf-outputs-") as cache:
+            missing = []
+            for name in (*REQUIRED_OUTPUTS, *OPTIONAL_OUTPUTS):
+                try:
+                    path = self._read(
+                        f"{name} of {target.uri}", self._download, target.repo_id, name, sha, cache
+                    )
+                except RemoteEntryNotFoundError:
+                    if name in REQUIRED_OUTPUTS:
+                        missing.append(name)
+                    continue
+                tmp = dest / f".{name}.tmp"
+                shutil.copyfile(path, tmp)
+                tmp.replace(dest / name)
+        if missing:
+            raise JobBackendError(
+                f"job {state.job_id}: {target.uri} (commit {sha}) lacks {', '.join(missing)}", transient=False
+            )
+        (dest / "outputs_revision.txt").write_text(f"{target.repo_id}@{sha}\n", encoding="utf-8")
+        return dest
+
+    # -- submission internals ----------------------------------------------------------------------------
+
+    def _check_timeout(self, spec: JobSpec) -> None:
+        if not 0 < spec.timeout_s <= self.max_timeout_s:
+            raise JobBackendError(
+                f"timeout {spec.timeout_s}s for {spec.cycle_id}/{spec.run_id} "
+                f"is outside 1..{self.max_timeout_s}s",
+                transient=False,
+            )
+
+    def _check_env(self, spec: JobSpec) -> None:
+        leaked = sorted(k for k in spec.env if any(word in k.upper() for word in _SECRETISH))
+        if leaked:
+            raise JobBackendError(
+                f"env of {spec.cycle_id}/{spec.run_id} names secret-like variables {', '.join(leaked)}: "
+                "secrets go to jobs as secrets only (HF_TOKEN, WANDB_API_KEY are passed automatically)",
+                transient=False,
+            )
+
+    def _check_budget(self, spec: JobSpec, cycle_jobs: list[tuple[JobInfo, dict[str, Any]]]) -> None:
+        """Spent (finished jobs) + committed (open jobs at their timeout) + this worst case <= budget."""
+        committed = 0.0
+        for info, raw in cycle_jobs:
+            price = self.price_per_hour(_flavor(info))
+            if is_terminal(info.status.stage):
+                committed += (_running_s(info) or 0.0) * price / 3600
+            else:
+                timeout = float(raw.get("timeoutSeconds") or self.max_timeout_s)
+                committed += max(timeout, _running_s(info) or 0.0) * price / 3600
+        worst = spec.timeout_s * self.price_per_hour(self.flavor) / 3600
+        if committed + worst > self.budget_usd_per_cycle + 1e-9:
+            raise BudgetExceededError(
+                f"budget: run {spec.run_id} of cycle {spec.cycle_id} could cost up to ${worst:.2f} "
+                f"({spec.timeout_s}s on {self.flavor} at ${self.price_per_hour(self.flavor):.2f}/h), "
+                f"and the cycle has already spent or committed ${committed:.2f} "
+                f"of ${self.budget_usd_per_cycle:.2f}; no job created"
+            )
+
+    def _prepare_output(self, output: OutputTarget) -> None:
+        """Create the private output repo and the run's branch (both idempotent, so safe to retry)."""
+        token = self._need_token()
+        self._read(
+            f"create {output.repo_id}",
+            lambda: self.api.create_repo(
+                output.repo_id, repo_type="model", private=True, exist_ok=True, token=token
+            ),
+        )
+        self._read(
+            f"create branch {output.uri}",
+            lambda: self.api.create_branch(
+                output.repo_id, branch=output.revision, repo_type="model", exist_ok=True, token=token
+            ),
+        )
+
+    def _job_env(self, spec: JobSpec, output: OutputTarget) -> dict[str, str]:
+        env = dict(spec.env)
+        env.update(
+            {
+                "KOTONE_PROJECT": self.project,
+                "KOTONE_CYCLE": spec.cycle_id,
+                "KOTONE_RUN": spec.run_id,
+                "KOTONE_TRAINER": spec.trainer,
+                "KOTONE_DATASET_REPO": spec.dataset.name,
+                "KOTONE_DATASET_REVISION": spec.dataset.version,
+                "KOTONE_OUTPUT_REPO": output.repo_id,
+                "KOTONE_OUTPUT_REVISION": output.revision,
+            }
+        )
+        if not is_default_endpoint(self.endpoint):
+            env["HF_ENDPOINT"] = self.endpoint  # the job talks to the same Hub as we do
+        return env
+
+    def _job_secrets(self) -> dict[str, str]:
+        secrets = env_secrets(dict(self._secret_source) if self._secret_source is not None else None)
+        secrets.setdefault(
+            "HF_TOKEN", self._need_token()
+        )  # the job reads the private dataset, writes outputs
+        for value in secrets.values():
+            self.redact.add(value)
+        return secrets
+
+    def _create(self, spec: JobSpec, output: OutputTarget) -> JobInfo:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*run_uv_job.*experimental")
+            return self._run_uv_job(spec, output)
+
+    def _run_uv_job(self, spec: JobSpec, output: OutputTarget) -> JobInfo:
+        return self.api.run_uv_job(
+            self.script_url_resolver(spec),
+            script_args=self.script_args(spec, output),
+            image=self.image,
+            env=self._job_env(spec, output),
+            secrets=self._job_secrets(),
+            flavor=self.flavor,
+            timeout=int(spec.timeout_s),
+            labels=spec.labels(self.project),
+            name=f"{self.project}-{spec.cycle_id}-{spec.run_id}",
+            namespace=self.namespace,
+            token=self._need_token(),
+        )
+
+    def _reconcile_after_failed_create(self, spec: JobSpec, exc: BaseException) -> JobState:
+        """The create may have worked: look the run up by its labels before anyone retries."""
+        error = describe_error(exc, self.redact)
+        try:
+            found = self._list(
+                {"kotone-project": self.project, "kotone-cycle": spec.cycle_id, "kotone-run": spec.run_id}
+            )
+        except JobBackendError as list_error:
+            raise JobBackendError(
+                f"job creation for {spec.cycle_id}/{spec.run_id} failed ({error}) "
+                f"and the lookup by labels failed "
+                f"too ({list_error}); the outcome is unknown, the next submit looks it up again",
+                transient=True,
+            ) from None
+        if found:
+            log.warning(
+                "create of %s/%s failed (%s) but the job exists: adopted", spec.cycle_id, spec.run_id, error
+            )
+            return self._state(*found[0], adopted=True)
+        raise JobBackendError(
+            f"job creation for {spec.cycle_id}/{spec.run_id} failed ({error}) and no job exists for the run; "
+            "a later submit may try again",
+            transient=is_transient(exc),
+        ) from None
+
+    # -- reads ----------------------------------------------------------------------------------------------
+
+    def _read(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Bounded retries on transient errors; every failure surfaces as a secret-free JobBackendError."""
+        try:
+            return self.retry.call(fn, *args)
+        except JobBackendError:
+            raise
+        except RemoteEntryNotFoundError:
+            raise  # the caller decides whether a missing file is an error
+        except Exception as exc:
+            raise JobBackendError(
+                f"{what}: {describe_error(exc, self.redact)}", transient=is_transient(exc)
+            ) from None
+
+    def _list(self, labels: dict[str, str]) -> list[tuple[JobInfo, dict[str, Any]]]:
+        """Jobs with all these labels, oldest first, each with its raw JSON (for fields JobInfo drops).
+
+        The request is the one ``HfApi.list_jobs`` sends, issued here so that our bounded retry is the only
+        one: list_jobs' pagination retries every page up to five more times with waits of up to 8 s.
+        """
+        token = self._need_token()
+        url = f"{self.endpoint}/api/jobs/{self.namespace}"
+        params = [("label", f"{key}={value}") for key, value in labels.items()]
+        headers = build_hf_headers(token=token)
+
+        def fetch() -> list[dict[str, Any]]:
+            self.list_calls += 1
+            items: list[dict[str, Any]] = []
+            next_url: str | None = url
+            query: list[tuple[str, str]] | None = params
+            while next_url is not None:
+                response = get_session().get(
+                    next_url, params=query, headers=headers, timeout=self.retry.request_timeout_s
+                )
+                hf_raise_for_status(response)
+                items.extend(response.json())
+                next_url = response.links.get("next", {}).get("url")
+                query = None  # the next link carries the query
+            return items
+
+        raws = self._read(f"list jobs {labels}", fetch)
+        jobs = [(JobInfo(**raw, endpoint=self.endpoint), raw) for raw in raws]
+        return sorted(jobs, key=lambda pair: pair[0].created_at or datetime.min.replace(tzinfo=UTC))
+
+    def _inspect(self, job_id: str) -> JobInfo | None:
+        """The job, or None when the Hub does not know it (404)."""
+
+        def fetch() -> JobInfo | None:
+            try:
+                return self.api.inspect_job(job_id=job_id, namespace=self.namespace, token=self._need_token())
+            except HfHubHTTPError as exc:
+                if http_status(exc) == 404:
+                    return None
+                raise
+
+        return self._read(f"inspect job {job_id}", fetch)
+
+    def _download(self, repo_id: str, filename: str, revision: str, cache_dir: str) -> str:
+        return hf_hub_download(
+            repo_id,
+            filename,
+            revision=revision,
+            cache_dir=cache_dir,
+            endpoint=self.endpoint,
+            token=self._need_token(),
+        )
+
+    # -- state mapping -----------------------------------------------------------------------------------
+
+    def _observe(self, info: JobInfo, raw: dict[str, Any] | None) -> JobState:
+        """The state for a sensor: cancels a job stuck in SCHEDULING, adds the log tail of a failed job."""
+        stage = str(info.status.stage).upper()
+        if stage == "SCHEDULING":
+            waited = _scheduling_s(info)
+            if waited is not None and waited > self.scheduling_limit_s:
+                return self._cancel_stuck(info, raw, waited)
+        state = self._state(info, raw)
+        if info.id in self._cancel_reasons and stage in ("CANCELED", "SCHEDULING"):
+            state.message = self._cancel_reasons[info.id]
+        if stage == "ERROR":
+            state.message = self._with_log_tail(info.id, state.message)
+        return state
+
+    def _cancel_stuck(self, info: JobInfo, raw: dict[str, Any] | None, waited: float) -> JobState:
+        reason = (
+            f"cancelled by kotone: stuck in SCHEDULING for {waited:.0f}s "
+            f"(limit {self.scheduling_limit_s:.0f}s, flavor {_flavor(info)})"
+        )
+        state = self._state(info, raw)
+        try:
+            self.cancel(info.id)
+        except JobBackendError as exc:
+            state.message = f"stuck in SCHEDULING for {waited:.0f}s; cancel failed ({exc}), will retry"
+            return state
+        self._cancel_reasons[info.id] = reason
+        state.stage = "CANCELED"
+        state.message = reason
+        state.finished_at = state.finished_at or datetime.now(UTC).isoformat(timespec="seconds")
+        return state
+
+    def _with_log_tail(self, job_id: str, message: str | None) -> str:
+        if job_id not in self._log_tails:
+            try:
+                self._log_tails[job_id] = self.logs_tail(job_id, self.log_tail_lines)
+            except JobBackendError as exc:
+                return f"{message or 'job failed'}\n(log tail unavailable: {exc})"
+        tail = self._log_tails[job_id]
+        return f"{message or 'job failed'}\n--- last {self.log_tail_lines} log lines ---\n{tail}"
+
+    def _state(self, info: JobInfo, raw: dict[str, Any] | None, *, adopted: bool = False) -> JobState:
+        labels = info.labels or {}
+        cycle_id = labels.get("kotone-cycle", "")
+        run_id = labels.get("kotone-run", "")
+        running = _running_s(info)
+        price = self.price_per_hour(_flavor(info))
+        output = self.output_target(cycle_id, run_id).uri if cycle_id and run_id else None
+        return JobState(
+            job_id=info.id,
+            cycle_id=cycle_id,
+            run_id=run_id,
+            backend=self.name,
+            stage=str(info.status.stage).upper(),
+            message=self.redact(info.status.message) if info.status.message else None,
+            created_at=_iso(info.created_at),
+            started_at=_iso(info.started_at),
+            finished_at=_iso(info.finished_at),
+            running_s=running,
+            cost_usd=round((running or 0.0) * price / 3600, 6),
+            url=f"{self.endpoint}/jobs/{info.owner.name}/{info.id}",
+            output_uri=output,
+            adopted=adopted,
+        )
+
+
+def _flavor(info: JobInfo) -> str | None:
+    return str(info.flavor.value if hasattr(info.flavor, "value") else info.flavor) if info.flavor else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="milliseconds") if value else None
+
+
+def _running_s(info: JobInfo) -> float | None:
+    """Server-side running seconds when given; else from the timestamps (still running: until now)."""
+    if info.durations is not None and info.durations.running_secs is not None:
+        return float(info.durations.running_secs)
+    if info.started_at is None:
+        return None
+    end = info.finished_at or datetime.now(UTC)
+    return max(0.0, (end - info.started_at).total_seconds())
+
+
+def _scheduling_s(info: JobInfo) -> float | None:
+    """Seconds spent waiting for hardware, by the server's clock when it says so."""
+    if info.durations is not None:
+        if info.durations.scheduling_secs is not None:
+            return float(info.durations.scheduling_secs)
+        if info.durations.total_secs is not None:
+            return float(info.durations.total_secs)
+    if info.created_at is None:
+        return None
+    return max(0.0, (datetime.now(UTC) - info.created_at).total_seconds())

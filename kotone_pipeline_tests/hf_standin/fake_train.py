@@ -1,0 +1,97 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = ["huggingface_hub>=2,<3"]
+# ///
+"""A stand-in for ``train_lora.py`` with the same command line: it downloads the pinned dataset from the Hub,
+"trains" a per-dim median predictor, predicts validation and holdout, and uploads its outputs to the run's
+output branch. ``--hparams '{"fail": true}'`` makes it fail after printing a few log lines;
+``{"sleep_s": N}`` makes it run for N seconds first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DIMS = ("energy", "warmth", "brightness", "acousticness", "complexity", "nostalgia")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset-repo", required=True)
+    parser.add_argument("--dataset-revision", required=True)
+    parser.add_argument("--output-repo", required=True)
+    parser.add_argument("--output-revision", required=True)
+    parser.add_argument("--hparams", default="{}")
+    args = parser.parse_args()
+    hparams = json.loads(args.hparams)
+    print(
+        f"fake trainer: {args.dataset_repo}@{args.dataset_revision} "
+        f"-> {args.output_repo}@{args.output_revision}"
+    )
+    print(
+        f"secrets present: HF_TOKEN={bool(os.environ.get('HF_TOKEN'))} "
+        f"WANDB={bool(os.environ.get('WANDB_API_KEY'))}"
+    )
+    time.sleep(float(hparams.get("sleep_s", 0)))
+    if hparams.get("fail"):
+        for step in range(5):
+            print(f"step {step}: loss nan")
+        print("RuntimeError: CUDA out of memory (fake)", file=sys.stderr)
+        return 1
+
+    from huggingface_hub import HfApi, snapshot_download
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(
+            snapshot_download(
+                args.dataset_repo,
+                repo_type="dataset",
+                revision=args.dataset_revision,
+                allow_patterns=["*.jsonl"],
+                local_dir=tmp,
+            )
+        )
+        splits = {
+            name: [
+                json.loads(line)
+                for line in (data / "splits" / f"{name}.jsonl").read_text().splitlines()
+                if line
+            ]
+            for name in ("train", "validation", "holdout")
+        }
+    median = {d: int(statistics.median_low(r["vector"][d] for r in splits["train"])) for d in DIMS}
+    out = Path("outputs")
+    out.mkdir(exist_ok=True)
+    for split in ("validation", "holdout"):
+        lines = [
+            json.dumps(
+                {"pair_id": r["id"], "raw": json.dumps(median), "prediction": median, "latency_ms": 1.0}
+            )
+            for r in splits[split]
+        ]
+        (out / f"predictions_{split}.jsonl").write_text("".join(line + "\n" for line in lines))
+    rows = {name: len(rows) for name, rows in splits.items()}
+    (out / "run.json").write_text(json.dumps({"status": "completed", "rows": rows, "hparams": hparams}))
+    (out / "metrics.json").write_text(json.dumps({"train_median": median}))
+    api = HfApi()
+    api.create_repo(args.output_repo, repo_type="model", private=True, exist_ok=True)
+    api.create_branch(args.output_repo, branch=args.output_revision, exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=args.output_repo,
+        folder_path=str(out),
+        revision=args.output_revision,
+        commit_message="fake run",
+    )
+    print(f"uploaded outputs: {commit.oid}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

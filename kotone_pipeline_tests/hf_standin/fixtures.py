@@ -1,0 +1,76 @@
+"""Pytest fixtures and helpers for tests that drive the real huggingface_hub client against the stand-in.
+
+Import the fixtures into a test module: ``from kotone_pipeline_tests.hf_standin.fixtures import hf_standin``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import huggingface_hub.constants
+import pytest
+
+from kotone_pipeline.domain.schemas import Pair, Vector
+from kotone_pipeline.services.hf_common import RetryPolicy
+from kotone_pipeline_tests.hf_standin.server import HubStandIn
+
+USER = "kotone-bot"
+TOKEN = "hf_StandInSecretToken0123456789abcdef"
+WANDB_KEY = "wandb-standin-secret-key-9876543210"
+FAKE_TRAIN_SCRIPT = Path(__file__).with_name("fake_train.py")
+# Short waits and timeouts: faults resolve in milliseconds, a bound is reached in well under a second.
+FAST_RETRY = RetryPolicy(
+    attempts=3, initial_wait_s=0.01, max_wait_s=0.05, jitter_s=0.01, request_timeout_s=1.0
+)
+
+
+@pytest.fixture
+def hf_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandIn]:
+    # Xet storage cannot be served by a stand-in: uploads must use plain LFS (read at call time).
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    for name in ("HF_TOKEN", "WANDB_API_KEY", "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    hub = HubStandIn({TOKEN: USER}).start()
+    try:
+        yield hub
+    finally:
+        hub.stop()
+
+
+def make_splits(n_train: int = 8, n_eval: int = 3) -> dict[str, list[Pair]]:
+    """Small, valid splits with extreme values (0, 10), rule prompts with parts, and nested meta."""
+
+    def pair(split: str, i: int) -> Pair:
+        values = [(i + k * 3) % 11 for k in range(6)]
+        rule = i % 2 == 1
+        return Pair(
+            id="",
+            group_id=f"g-{split}-{i // 2}",
+            source_type="rule_prompt" if rule else "request_text",
+            text=f"{split} commission number {i}: a hushed, warm tune for a lantern-lit alley",
+            vector=Vector.from_values(values),
+            parts={"style": f"st{i}", "instrument": f"in{i}", "mood": "m1", "gimmick": "gm2"}
+            if rule
+            else None,
+            origin="teacher",
+            cycle="c1" if split == "train" else None,
+            meta={"seed": i, "score": 0.25 * i, "tags": ["a", "b"]},
+        )
+
+    counts = {"train": n_train, "validation": n_eval, "test": n_eval, "holdout": n_eval}
+    return {split: [pair(split, i) for i in range(n)] for split, n in counts.items()}
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.05) -> Any:
+    """Poll until ``predicate()`` is truthy; its value, or AssertionError after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        time.sleep(interval_s)
