@@ -324,6 +324,10 @@ class WandbTracker(Tracker):
         sdk = handle["sdk"]
         host = handle.get("host") or wandb_host(os.environ)
         extra: dict[str, Any] = {}
+        # When weave has been imported anywhere in the process, wandb.init calls weave.init for the
+        # run's project, which logs in (an interactive prompt without a key) and needs the network.
+        # Tracing is explicit here (weave_tracing.trace_evaluation), so that side door stays shut.
+        os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
         if self.mode == "offline":
             # Belt and braces with settings(silent=True): child processes of this one stay quiet too.
             os.environ.setdefault("WANDB_SILENT", "true")

@@ -247,6 +247,25 @@ def test_no_secret_in_any_written_file(offline_run: tuple[Path, RunLink, float])
         assert FAKE_HF.encode() not in data, path
 
 
+def test_offline_run_does_not_wake_weave_when_it_is_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # wandb.init calls weave.init whenever weave is imported, unless WANDB_DISABLE_WEAVE is set; offline
+    # that means an API-key prompt. Start from an environment without the switch.
+    import weave  # noqa: F401
+
+    monkeypatch.setenv("WANDB_DISABLE_WEAVE", "1")
+    monkeypatch.delenv("WANDB_DISABLE_WEAVE")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "data"))
+    with WandbTracker("offline", project="p", root_dir=tmp_path).start("c1", "n", "eval", {}) as run:
+        run.log_metrics({"a": 1.0})
+    err = capfd.readouterr().err
+    assert "API key" not in err and "Logging into Weights" not in err
+    assert run.finish().run_dir
+
+
 def test_finished_run_refuses_more_logging(tmp_path: Path) -> None:
     run = WandbTracker("disabled", project="p", root_dir=tmp_path).start("c1", "n", "eval", {})
     run.finish()
