@@ -154,6 +154,7 @@ def offline_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
     root = tmp_path_factory.mktemp("kotone_home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_SILENT", "true")
+        mp.setenv("WANDB_DISABLE_WEAVE", "true")  # what start() sets by default; kept out of later tests
         mp.setenv("WANDB_API_KEY", FAKE_KEY)  # present but must never be used or written offline
         mp.setenv("HF_TOKEN", FAKE_HF)
         mp.setenv("WANDB_DATA_DIR", str(root / "wandb" / "data"))
@@ -303,6 +304,7 @@ def test_online_mode_with_unreachable_server_fails_clearly(
 ) -> None:
     host = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DISABLE_WEAVE", "true")
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     monkeypatch.setenv("WANDB_BASE_URL", host)
     tracker = WandbTracker("online", project="p", entity="e", root_dir=tmp_path, init_timeout_s=2)
