@@ -1,0 +1,165 @@
+"""Promotion gate (DESIGN §4): promote the candidate only if it is measurably better on the holdout.
+
+Every summary passed here is on the frozen holdout set. The reference is the champion, or the best
+baseline (lowest holdout vector_mae) when there is no champion yet. The candidate is promoted iff
+
+* it was scored on the same holdout set as the reference (same dataset name and row count),
+* its vector_mae is below the reference's by at least ``min_improvement``,
+* no dim's MAE is worse than the reference's by more than ``max_dim_regression``,
+* its json_valid_rate is at least ``min_json_valid_rate``.
+
+Each check adds one reason line, pass or fail, with the numbers. A forced promotion promotes
+whatever the checks say and records its reason first, followed by what the checks said.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.schemas import EvalSummary, GateDecision, GateThresholds
+
+# Float slack for threshold comparisons: 1.000 - 0.995 is 0.00499999... in binary floating point.
+_EPS = 1e-9
+
+
+def _reference(
+    champion_id: str | None, champion: EvalSummary | None, baselines: Mapping[str, EvalSummary]
+) -> tuple[str, str, EvalSummary]:
+    if champion is not None:
+        return "champion", champion_id or champion.model_id, champion
+    if not baselines:
+        raise ValueError("the promotion gate needs a reference: a champion or at least one baseline")
+    name = min(baselines, key=lambda n: (baselines[n].vector_mae, n))
+    return "baseline", name, baselines[name]
+
+
+def _checks(
+    candidate: EvalSummary, reference: EvalSummary, ref_label: str, th: GateThresholds
+) -> list[tuple[bool, str]]:
+    out: list[tuple[bool, str]] = []
+
+    same_set = candidate.dataset == reference.dataset and candidate.rows == reference.rows
+    out.append(
+        (
+            same_set,
+            f"same holdout set: candidate {candidate.dataset!r} ({candidate.rows} rows) vs "
+            f"{ref_label} {reference.dataset!r} ({reference.rows} rows)",
+        )
+    )
+
+    gain = reference.vector_mae - candidate.vector_mae
+    improved = gain > 0 and gain >= th.min_improvement - _EPS
+    out.append(
+        (
+            improved,
+            f"holdout vector_mae {candidate.vector_mae:.4f} vs {ref_label} {reference.vector_mae:.4f}: "
+            f"improvement {gain:+.4f} (needs >= {th.min_improvement:.4f})",
+        )
+    )
+
+    deltas = {d: candidate.per_dim_mae[d] - reference.per_dim_mae[d] for d in DIMS}
+    regressed = {d: v for d, v in deltas.items() if v > th.max_dim_regression + _EPS}
+    worst = max(DIMS, key=lambda d: deltas[d])
+    if regressed:
+        listed = ", ".join(f"{d} {v:+.3f}" for d, v in sorted(regressed.items(), key=lambda kv: -kv[1]))
+        text = f"per-dim regression over {th.max_dim_regression:.3f} on {listed}"
+    else:
+        text = f"no dim worse by more than {th.max_dim_regression:.3f} (worst: {worst} {deltas[worst]:+.3f})"
+    out.append((not regressed, text))
+
+    valid_ok = candidate.json_valid_rate >= th.min_json_valid_rate
+    out.append(
+        (valid_ok, f"json_valid_rate {candidate.json_valid_rate:.3f} (needs >= {th.min_json_valid_rate:.3f})")
+    )
+    return out
+
+
+def decide_promotion(
+    candidate_run_id: str | None,
+    candidate: EvalSummary | None,
+    champion_id: str | None,
+    champion: EvalSummary | None,
+    baselines: Mapping[str, EvalSummary],
+    thresholds: GateThresholds | None = None,
+    force_reason: str | None = None,
+    candidate_model_ref: str | None = None,
+) -> GateDecision:
+    """Promote or keep; the reasons say which checks passed and failed, with numbers."""
+    th = thresholds if thresholds is not None else GateThresholds()
+    ref_kind, ref_id, reference = _reference(champion_id, champion, baselines)
+    ref_label = f"{ref_kind} {ref_id!r}"
+    force_reason = force_reason.strip() if force_reason else None
+
+    if candidate is None:
+        reasons = [f"keep: no candidate run to judge; the {ref_label} stays"]
+        if force_reason:
+            reasons.append(
+                f"forced promotion requested ({force_reason}) but there is no candidate to promote"
+            )
+        return GateDecision(
+            promote=False,
+            candidate_run_id=candidate_run_id,
+            candidate_model_ref=candidate_model_ref,
+            reference_kind=ref_kind,  # type: ignore[arg-type]
+            reference_id=ref_id,
+            candidate_holdout_mae=None,
+            reference_holdout_mae=reference.vector_mae,
+            thresholds=th,
+            reasons=reasons,
+        )
+
+    checks = _checks(candidate, reference, ref_label, th)
+    passed = all(ok for ok, _ in checks)
+    lines = [f"{'pass' if ok else 'FAIL'}: {text}" for ok, text in checks]
+    verdict = f"promote over the {ref_label}" if passed else f"keep the {ref_label}"
+    if force_reason:
+        reasons = [
+            f"forced: {force_reason}",
+            f"the checks alone would {'promote' if passed else 'keep the ' + ref_label}",
+            *lines,
+        ]
+        promote = True
+    else:
+        failed = sum(1 for ok, _ in checks if not ok)
+        reasons = [
+            f"{verdict}: all {len(checks)} checks pass" if passed else f"{verdict}: {failed} check(s) fail",
+            *lines,
+        ]
+        promote = passed
+    return GateDecision(
+        promote=promote,
+        forced=bool(force_reason),
+        candidate_run_id=candidate_run_id,
+        candidate_model_ref=candidate_model_ref,
+        reference_kind=ref_kind,  # type: ignore[arg-type]
+        reference_id=ref_id,
+        candidate_holdout_mae=candidate.vector_mae,
+        reference_holdout_mae=reference.vector_mae,
+        per_dim_delta={d: candidate.per_dim_mae[d] - reference.per_dim_mae[d] for d in DIMS},
+        json_valid_rate=candidate.json_valid_rate,
+        thresholds=th,
+        reasons=reasons,
+    )
+
+
+def decision_markdown(decision: GateDecision) -> str:
+    """The decision for the Dagster UI: verdict, the MAE comparison, per-dim deltas and every reason."""
+    verdict = "PROMOTE" if decision.promote else "KEEP"
+    if decision.forced:
+        verdict += " (forced)"
+    cand = "—" if decision.candidate_holdout_mae is None else f"{decision.candidate_holdout_mae:.4f}"
+    lines = [
+        f"**Decision: {verdict}**",
+        "",
+        "| | model | holdout vector_mae |",
+        "|---|---|---:|",
+        f"| candidate | {decision.candidate_run_id or '—'} | {cand} |",
+        f"| reference ({decision.reference_kind}) | {decision.reference_id} "
+        f"| {decision.reference_holdout_mae:.4f} |",
+    ]
+    if decision.per_dim_delta:
+        lines += ["", "| dim | MAE delta (candidate − reference) |", "|---|---:|"]
+        lines += [f"| {d} | {decision.per_dim_delta[d]:+.3f} |" for d in DIMS if d in decision.per_dim_delta]
+    lines += ["", "Reasons:", *[f"- {r}" for r in decision.reasons]]
+    return "\n".join(lines) + "\n"
