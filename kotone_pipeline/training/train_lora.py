@@ -364,26 +364,42 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, subfolder: st
     return tokenizer
 
 
+def dequantizing_config(quantization: Any) -> Any:
+    """The checkpoint's own quantization config set to dequantize on load (FP8 -> bf16), or None.
+
+    Built from the checkpoint's config rather than a fresh one: transformers copies the loading
+    attributes over the checkpoint's, and a fresh config would wipe its ``modules_to_not_convert``.
+    """
+    if not quantization:
+        return None
+    from transformers.quantizers.auto import AutoQuantizationConfig
+
+    config = quantization
+    if isinstance(quantization, dict):
+        config = AutoQuantizationConfig.from_dict(dict(quantization))
+    if not hasattr(config, "dequantize"):
+        return None  # e.g. bitsandbytes 4-bit: LoRA trains on top of it as it is (QLoRA)
+    config.dequantize = True  # LoRA needs base weights in a compute dtype
+    return config
+
+
 def load_base_model(name_or_path: str, revision: str | None = None, for_training: bool = False) -> Any:
     """Causal LM, or an image-text-to-text model used on text; FP8 checkpoints are dequantized to bf16."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     token = os.environ.get("HF_TOKEN") or None
-    kwargs: dict[str, Any] = {"revision": revision, "token": token}
-    kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    kwargs: dict[str, Any] = {"revision": revision, "token": token, "dtype": dtype}
     config = AutoConfig.from_pretrained(name_or_path, revision=revision, token=token)
-    quant = getattr(config, "quantization_config", None)
-    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
-    if str(method).lower().endswith("fp8"):
-        # LoRA needs trainable-dtype base weights; the FP8 checkpoint is dequantized while loading.
-        from transformers import FineGrainedFP8Config
-
-        kwargs["quantization_config"] = FineGrainedFP8Config(dequantize=True)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-    except ValueError:  # e.g. mistral3: registered for image-text-to-text only
-        model = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+    quantization = dequantizing_config(getattr(config, "quantization_config", None))
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    # Ministral 3 (mistral3) is registered for image-text-to-text only; used on text here.
+    causal = type(config) in MODEL_FOR_CAUSAL_LM_MAPPING
+    auto = AutoModelForCausalLM if causal else AutoModelForImageTextToText
+    model = auto.from_pretrained(name_or_path, **kwargs)
     if torch.cuda.is_available():
         model = model.to("cuda")
     if not for_training:

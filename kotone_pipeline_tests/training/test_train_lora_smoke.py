@@ -243,3 +243,35 @@ def test_multimodal_base_gets_lora_on_the_language_model_only(tmp_path):
     assert type(model).__name__ == "Mistral3ForConditionalGeneration"
     assert len(adapted) == 2 * 7  # two layers x (q, k, v, o, gate, up, down)
     assert all(".language_model." in name for name in adapted)
+
+
+def test_fp8_checkpoint_is_dequantized_for_lora(tmp_path):
+    """The default base ships FP8 weights; LoRA needs them in a compute dtype (and this must work on CPU)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    fp8 = dict(weights)
+    for name, tensor in weights.items():
+        if name.endswith("_proj.weight"):  # block-quantized like a FineGrainedFP8 checkpoint, scale 1
+            fp8[name] = tensor.to(torch.float8_e4m3fn)
+            fp8[name.removesuffix("weight") + "weight_scale_inv"] = torch.ones((1, 1))
+    save_file(fp8, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    config_path = tmp_path / "config.json"
+    quantization = {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
+    saved = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**saved, "quantization_config": quantization}))
+
+    model = script.load_base_model(str(tmp_path), for_training=True)
+
+    q_proj = model.model.layers[0].self_attn.q_proj
+    assert type(q_proj) is torch.nn.Linear and q_proj.weight.dtype == torch.float32
+    expected = weights["model.layers.0.self_attn.q_proj.weight"].to(torch.float8_e4m3fn).float()
+    assert torch.equal(q_proj.weight, expected)
