@@ -304,6 +304,11 @@ def _find_split_file(directory: Path, name: str) -> Path | None:
     return matches[0] if matches else None
 
 
+def hub_endpoint() -> str | None:
+    """HF_ENDPOINT read at call time (huggingface_hub reads it once, at import): a stand-in Hub in tests."""
+    return os.environ.get("HF_ENDPOINT") or None
+
+
 def download_dataset(repo: str, revision: str, dest: Path) -> Path:
     """The pinned dataset commit's JSONL split files, downloaded to ``dest``."""
     from huggingface_hub import snapshot_download
@@ -317,6 +322,7 @@ def download_dataset(repo: str, revision: str, dest: Path) -> Path:
             allow_patterns=["*.jsonl"],
             local_dir=str(dest),
             token=os.environ.get("HF_TOKEN") or None,
+            endpoint=hub_endpoint(),
         )
     )
 
@@ -570,7 +576,7 @@ def upload_outputs(output_dir: Path, repo: str, revision: str) -> str:
     """Upload the run directory to ``repo`` on branch ``revision`` (created from main); the commit URL."""
     from huggingface_hub import HfApi
 
-    api = HfApi(token=os.environ.get("HF_TOKEN") or None)
+    api = HfApi(token=os.environ.get("HF_TOKEN") or None, endpoint=hub_endpoint())
     api.create_repo(repo, repo_type="model", private=True, exist_ok=True)
     api.create_branch(repo, branch=revision, repo_type="model", exist_ok=True)
     commit = api.upload_folder(
