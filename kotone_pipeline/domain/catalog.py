@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import (
@@ -101,19 +100,6 @@ def default_catalog_path() -> Path:
 def load_catalog(path: Path | str | None = None) -> Catalog:
     """Read and validate the catalog; any problem raises ``CatalogError`` naming the file."""
     path = Path(path) if path is not None else default_catalog_path()
-    return _load_catalog_cached(path.resolve(), _mtime(path))
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return -1
-
-
-@lru_cache(maxsize=8)
-def _load_catalog_cached(path: Path, _mtime_ns: float) -> Catalog:
-    # Cached per (path, mtime): the catalog is read on every filter/baseline call but rarely changes.
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

