@@ -1,0 +1,61 @@
+"""Shared CLI plumbing: bad input ends a command with one clear message and a non-zero exit code."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from kotone_pipeline.domain.jsonl import DataFileError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Results go to stdout; progress and status lines to stderr, so machine-readable stdout stays clean.
+console = Console()
+status_console = Console(stderr=True)
+
+EXIT_BAD_INPUT = 2
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print ``error: message`` to stderr; return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def check_scale(value: int | None) -> int | None:
+    """Typer callback for ``--scale``: only 10 and 100 exist."""
+    if value is not None and value not in (10, 100):
+        raise typer.BadParameter(f"must be 10 or 100, got {value}")
+    return value
+
+
+def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Wrap a command so user errors print as one message (a data file's bad lines each on a line).
+
+    "User errors" are the input being wrong: ValueError (DataFileError, ModelLoadError, pydantic's
+    ValidationError, bad arguments) and OSError. Anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except DataFileError as exc:
+            raise fail(str(exc)) from None
+        except FileNotFoundError as exc:
+            raise fail(f"{exc.filename}: not found") from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise fail(f"{where}{exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper

@@ -1,0 +1,100 @@
+"""``kotone data generate|import``: make the base set, bring in the predecessor's data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from kotone_pipeline.cli._common import check_scale, console, fail, handle_errors, status_console
+from kotone_pipeline.domain import base_data
+from kotone_pipeline.domain.importer import import_file
+from kotone_pipeline.domain.jsonl import DataFileError, rejected_path, write_json, write_jsonl, write_rejected
+from kotone_pipeline.domain.quality import QualityReport
+from kotone_pipeline.services.home import kotone_home
+
+app = typer.Typer(help="Generate and import training data.", no_args_is_help=True)
+
+BASE_FILE = "base.jsonl"
+REPORT_FILE = "quality_report.json"
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="data")
+
+
+def quality_table(report: QualityReport) -> Table:
+    table = Table(title="quality filter")
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    for name, count in report.as_dict().items():
+        table.add_row(name if name in ("seen", "kept") else f"rejected: {name}", str(count))
+    for source_type, count in sorted(report.kept_by_source_type.items()):
+        table.add_row(f"kept {source_type}", str(count))
+    return table
+
+
+@app.command("generate")
+@handle_errors
+def generate(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help=f"Directory for {BASE_FILE} and {REPORT_FILE} [default: $KOTONE_HOME/data]."
+        ),
+    ] = None,
+    groups: Annotated[
+        int | None,
+        typer.Option("--groups", min=1, help="Groups (2 pairs each) [default: data/generation.json]."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Teacher seed [default: data/generation.json].")
+    ] = None,
+) -> None:
+    """Generate the base teacher set through the quality filter and print the quality report."""
+    params = base_data.load_generation_params()
+    update = {k: v for k, v in (("n_groups", groups), ("seed", seed)) if v is not None}
+    if update:
+        params = params.model_copy(update={"base": params.base.model_copy(update=update)})
+    out = out if out is not None else kotone_home(create=False) / "data"
+    with status_console.status(f"generating {params.base.n_groups} groups (seed {params.base.seed})"):
+        pairs, report = base_data.build_base_set(params)
+    write_jsonl(out / BASE_FILE, pairs)
+    write_json(out / REPORT_FILE, {"params": params.model_dump(mode="json"), "report": report.model_dump()})
+    console.print(quality_table(report))
+    console.print(f"wrote {len(pairs)} pairs to {out / BASE_FILE}")
+
+
+@app.command("import")
+@handle_errors
+def import_(
+    file: Annotated[Path, typer.Argument(help="Predecessor-format JSONL file.")],
+    scale: Annotated[
+        int, typer.Option("--scale", callback=check_scale, help="Scale of the file's vectors: 10 or 100.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Pair JSONL file to write.")],
+    quarantine: Annotated[
+        bool,
+        typer.Option(
+            "--quarantine", help="Write the good rows and put bad lines in *.rejected.jsonl beside --out."
+        ),
+    ] = False,
+) -> None:
+    """Import the predecessor's data (strict: any bad line fails the import, listing every one)."""
+    try:
+        result = import_file(file, scale, strict=not quarantine)
+    except DataFileError as exc:
+        # Every bad line, not the first 20: the user fixes the file from this list.
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        hint = "nothing written (use --quarantine to keep the good rows)"
+        raise fail(f"{file}: {len(exc.problems)} bad line(s); {hint}") from None
+    written = write_jsonl(out, result.rows)
+    console.print(f"imported {written} pairs (scale {scale}) to {out}")
+    if result.rejected:
+        rejected = write_rejected(out, file, result.rejected)
+        console.print(f"quarantined {len(result.rejected)} bad line(s) to {rejected}")
+    else:
+        rejected_path(out).unlink(missing_ok=True)  # a stale list from an earlier import would mislead
