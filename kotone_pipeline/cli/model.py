@@ -11,11 +11,12 @@ import typer
 from rich.table import Table
 
 from kotone_pipeline.cli._common import check_scale, console, handle_errors, status_console
-from kotone_pipeline.domain import metrics
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.importer import load_pairs
-from kotone_pipeline.domain.local_model import LocalTextModel, parse_hparams
 from kotone_pipeline.domain.schemas import EvalSummary
+
+# metrics and local_model (scikit-learn: about a second to import) are imported inside the commands,
+# so `kotone --help` and the other command groups start fast.
 
 app = typer.Typer(help="Fit and evaluate the local scikit-learn model.", no_args_is_help=True)
 
@@ -68,6 +69,9 @@ def fit(
     scale: ScaleOption = None,
 ) -> None:
     """Fit the local model on a JSONL file and save it (with validation metrics when --valid is given)."""
+    from kotone_pipeline.domain import metrics
+    from kotone_pipeline.domain.local_model import LocalTextModel, parse_hparams
+
     hp = parse_hparams(hparams)
     train_pairs = load_pairs(train, scale).rows
     valid_pairs = load_pairs(valid, scale).rows if valid is not None else None
@@ -95,6 +99,9 @@ def evaluate(
     scale: ScaleOption = None,
 ) -> None:
     """Score a saved model on a JSONL file."""
+    from kotone_pipeline.domain import metrics
+    from kotone_pipeline.domain.local_model import LocalTextModel
+
     model = LocalTextModel.load(model_dir)
     pairs = load_pairs(data, scale).rows
     if not pairs:
