@@ -88,9 +88,8 @@ class RetryPolicy:
     def retrying(self) -> tenacity.Retrying:
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts),
-            wait=tenacity.wait_exponential_jitter(
-                initial=self.initial_wait_s, max=self.max_wait_s, jitter=self.jitter_s
-            ),
+            wait=tenacity.wait_exponential(multiplier=self.initial_wait_s, max=self.max_wait_s)
+            + tenacity.wait_random(0, self.jitter_s),
             retry=tenacity.retry_if_exception(is_transient),
             reraise=True,
         )

@@ -17,6 +17,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ class HfJobsBackend(JobBackend):
         secret_source: Mapping[str, str] | None = None,
         prices: Mapping[str, float] | None = None,
         retry: RetryPolicy | None = None,
+        create_settle_s: float | None = None,
         log_tail_lines: int = 50,
         api: HfApi | None = None,
     ) -> None:
@@ -159,6 +161,12 @@ class HfJobsBackend(JobBackend):
         self._secret_source = secret_source
         self.prices = dict(prices or FLAVOR_PRICES_USD_PER_HOUR)
         self.retry = retry or RetryPolicy()
+        # After a create with an unknown outcome, the request may still be processed server-side: for this
+        # long, submit() of that run only looks the job up and never creates (in this process).
+        self.create_settle_s = (
+            2 * self.retry.request_timeout_s + 10 if create_settle_s is None else float(create_settle_s)
+        )
+        self._unsettled: dict[tuple[str, str], float] = {}
         self.log_tail_lines = log_tail_lines
         self.redact = Redactor(
             [self._token, *env_secrets(dict(secret_source) if secret_source else None).values()]
@@ -227,9 +235,19 @@ class HfJobsBackend(JobBackend):
         mine = [
             (info, raw) for info, raw in cycle_jobs if (info.labels or {}).get("kotone-run") == spec.run_id
         ]
+        key = (spec.cycle_id, spec.run_id)
         if mine:
             # Adopt whatever stage it is in: a failed run is retried under a new run id, never resubmitted.
+            self._unsettled.pop(key, None)
+            self._cancel_duplicates(mine)
             return self._state(*mine[0], adopted=True)
+        since = self._unsettled.get(key)
+        if since is not None and time.monotonic() - since < self.create_settle_s:
+            raise JobBackendError(
+                f"an earlier create for {spec.cycle_id}/{spec.run_id} has an unknown outcome and no job is "
+                f"visible yet; not creating another within {self.create_settle_s:.0f}s of it",
+                transient=True,
+            )
         self._check_timeout(spec)
         self._check_budget(spec, cycle_jobs)
         self._check_env(spec)
@@ -440,6 +458,7 @@ class HfJobsBackend(JobBackend):
                 {"kotone-project": self.project, "kotone-cycle": spec.cycle_id, "kotone-run": spec.run_id}
             )
         except JobBackendError as list_error:
+            self._unsettled[(spec.cycle_id, spec.run_id)] = time.monotonic()
             raise JobBackendError(
                 f"job creation for {spec.cycle_id}/{spec.run_id} failed ({error}) "
                 f"and the lookup by labels failed "
@@ -447,15 +466,30 @@ class HfJobsBackend(JobBackend):
                 transient=True,
             ) from None
         if found:
+            self._unsettled.pop((spec.cycle_id, spec.run_id), None)
             log.warning(
                 "create of %s/%s failed (%s) but the job exists: adopted", spec.cycle_id, spec.run_id, error
             )
             return self._state(*found[0], adopted=True)
+        if is_ambiguous(exc):
+            self._unsettled[(spec.cycle_id, spec.run_id)] = time.monotonic()
         raise JobBackendError(
             f"job creation for {spec.cycle_id}/{spec.run_id} failed ({error}) and no job exists for the run; "
             "a later submit may try again",
             transient=is_transient(exc),
         ) from None
+
+    def _cancel_duplicates(self, jobs: list[tuple[JobInfo, dict[str, Any]]]) -> None:
+        """Two jobs for one run (a create answered late, seen from two processes): keep the oldest."""
+        for info, _ in jobs[1:]:
+            if is_terminal(str(info.status.stage)):
+                continue
+            run = (info.labels or {}).get("kotone-run")
+            log.warning("run %s has a second job %s: cancelling it", run, info.id)
+            try:
+                self.cancel(info.id)
+            except JobBackendError as exc:
+                log.warning("could not cancel duplicate job %s: %s", info.id, exc)
 
     # -- reads ----------------------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Pytest fixtures and helpers for tests that drive the real huggingface_hub client against the stand-in.
 
-Import the fixtures into a test module: ``from kotone_pipeline_tests.hf_standin.fixtures import hf_standin``.
+Import the fixture into a test module (``from ...fixtures import hf_standin_fixture``); it is named
+``hf_standin``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 import huggingface_hub.constants
 import pytest
+from huggingface_hub import set_client_factory
+from huggingface_hub.utils import _http as hf_http
 
 from kotone_pipeline.domain.schemas import Pair, Vector
 from kotone_pipeline.services.hf_common import RetryPolicy
@@ -27,8 +30,9 @@ FAST_RETRY = RetryPolicy(
 )
 
 
-@pytest.fixture
-def hf_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandIn]:
+@pytest.fixture(name="hf_standin")
+def hf_standin_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandIn]:
+    """A running stand-in (token ``TOKEN`` belongs to ``USER``); stopped, with its jobs, afterwards."""
     # Xet storage cannot be served by a stand-in: uploads must use plain LFS (read at call time).
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
     for name in ("HF_TOKEN", "WANDB_API_KEY", "HF_ENDPOINT"):
@@ -38,6 +42,8 @@ def hf_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandIn]:
         yield hub
     finally:
         hub.stop()
+        # The clients under test give huggingface_hub's shared HTTP client short timeouts: undo that.
+        set_client_factory(hf_http.default_client_factory)
 
 
 def make_splits(n_train: int = 8, n_eval: int = 3) -> dict[str, list[Pair]]:

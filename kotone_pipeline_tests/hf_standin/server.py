@@ -195,10 +195,14 @@ class Fault:
     status: int | None
     delay_s: float
     remaining: int
+    message: str | None = None  # error text in the JSON body (e.g. one that echoes a secret)
+    skip: int = 0  # matching requests to let through before the fault starts
 
 
-@dataclass(frozen=True)
+@dataclass
 class RecordedRequest:
+    """Recorded on arrival (a request the client gave up on still counts); ``status`` once answered."""
+
     method: str
     path: str
     query: dict[str, list[str]]
@@ -206,6 +210,9 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     status: int = 0
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
 
 
 class Faults:
@@ -223,15 +230,19 @@ class Faults:
         delay_s: float = 0.0,
         times: int = 1,
         when: str = "before",
+        message: str | None = None,
+        skip: int = 0,
     ) -> None:
         if when not in ("before", "after"):
             raise ValueError("when must be 'before' or 'after'")
         with self._lock:
-            self._faults.append(Fault(route, when, status, delay_s, times))
+            self._faults.append(Fault(route, when, status, delay_s, times, message, skip))
 
-    def fail(self, route: str, status: int = 503, times: int = 1) -> None:
-        """Answer ``status`` without handling the request."""
-        self.add(route, status=status, times=times)
+    def fail(
+        self, route: str, status: int = 503, times: int = 1, message: str | None = None, skip: int = 0
+    ) -> None:
+        """Answer ``status`` without handling the request (after letting ``skip`` requests through)."""
+        self.add(route, status=status, times=times, message=message, skip=skip)
 
     def delay(self, route: str, seconds: float, times: int = 1) -> None:
         """Wait before handling (a client with a shorter read timeout sees a timeout)."""
@@ -249,6 +260,9 @@ class Faults:
         with self._lock:
             for fault in self._faults:
                 if fault.route == route and fault.when == when and fault.remaining > 0:
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
                     fault.remaining -= 1
                     return fault
         return None
@@ -295,7 +309,9 @@ class HubStandIn:
     def start(self) -> HubStandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _make_handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="hf-standin", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="hf-standin", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -968,6 +984,8 @@ class Router:
                 delay_s=float(body.get("delay_s", 0)),
                 times=int(body.get("times", 1)),
                 when=body.get("when", "before"),
+                message=body.get("message"),
+                skip=int(body.get("skip", 0)),
             )
             return _json({"ok": True})
         if ctx.path == "/_standin/advance" and ctx.method == "POST":
@@ -1008,6 +1026,7 @@ def _make_handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out in separate writes
         server_version = "hf-standin/1"
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
@@ -1037,6 +1056,8 @@ def _make_handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
             headers = {k: v for k, v in self.headers.items()}
             route, handler = router.route(self.command, path)
             query = parse_qs(parts.query, keep_blank_values=True)
+            recorded = RecordedRequest(self.command, path, query, route, headers, body)
+            hub.record(recorded)
             reply = self._dispatch(
                 route,
                 handler,
@@ -1050,17 +1071,7 @@ def _make_handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
                     f"http://{self.headers.get('Host') or f'127.0.0.1:{self.server.server_address[1]}'}",
                 ),
             )
-            hub.record(
-                RecordedRequest(
-                    method=self.command,
-                    path=path,
-                    query=query,
-                    route=route,
-                    headers=headers,
-                    body=body,
-                    status=reply.status,
-                )
-            )
+            recorded.status = reply.status
             self._send(reply)
 
         def _dispatch(self, route: str, handler: Any, ctx: Ctx) -> Reply:
@@ -1068,7 +1079,7 @@ def _make_handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
             if fault is not None:
                 time.sleep(fault.delay_s)
                 if fault.status is not None:
-                    return _json({"error": f"injected {fault.status}"}, fault.status)
+                    return _json({"error": fault.message or f"injected {fault.status}"}, fault.status)
             try:
                 reply = handler(ctx)
             except HttpError as exc:
@@ -1081,7 +1092,7 @@ def _make_handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
             if fault is not None:
                 time.sleep(fault.delay_s)
                 if fault.status is not None:
-                    return _json({"error": f"injected {fault.status}"}, fault.status)
+                    return _json({"error": fault.message or f"injected {fault.status}"}, fault.status)
             return reply
 
         def _send(self, reply: Reply) -> None:
