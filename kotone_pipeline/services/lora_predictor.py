@@ -3,7 +3,7 @@
 The adapter is a local directory (a run's ``model/`` folder, or the run folder holding it) or a Hub
 model repo pinned to a revision (``ORG/NAME@cycle-ID-RUN``, adapter under ``model/``). The heavy
 packages (torch, transformers, peft) are imported on first use; without them a clear error names the
-``train`` extra.
+``train`` extra. Latency is per prediction: with the default batch of one, what a single request sees.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class LoraPredictor(Predictor):
         subfolder: str | None = None,
         base_model: str | None = None,
         base_revision: str | None = None,
-        batch_size: int = 8,
+        batch_size: int = script.DEFAULT_PREDICT_BATCH,
         max_new_tokens: int = script.MAX_NEW_TOKENS,
         model_id: str | None = None,
     ) -> None:

@@ -91,7 +91,7 @@ def test_answer_count_mismatch_is_an_error(adapter_dir):
             return [GOOD]
 
     with pytest.raises(RuntimeError, match="1 answers for 2 inputs"):
-        Short([], adapter=adapter_dir).predict([PredictInput("a", "request_text")] * 2)
+        Short([], adapter=adapter_dir, batch_size=2).predict([PredictInput("a", "request_text")] * 2)
 
 
 def test_missing_train_extra_gives_a_clear_error(adapter_dir, monkeypatch):

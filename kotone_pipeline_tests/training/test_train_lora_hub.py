@@ -17,7 +17,7 @@ from kotone_pipeline_tests.hf_standin.fixtures import (
     FAST_RETRY,
     TOKEN,
     USER,
-    hf_standin,  # noqa: F401 - pytest fixture
+    hf_standin_fixture,  # noqa: F401 - the pytest fixture named hf_standin
     make_splits,
 )
 from kotone_pipeline_tests.hf_standin.server import HubStandIn
