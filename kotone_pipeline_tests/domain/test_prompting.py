@@ -5,14 +5,16 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import re
 import sys
+import tomllib
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kotone_pipeline.domain import predictor, prompting
-from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.dims import DIMS, SOURCE_TYPES
 from kotone_pipeline.domain.schemas import Vector
 from kotone_pipeline.training import TRAIN_SCRIPT
 
@@ -34,6 +36,8 @@ MEANINGS = {
     "nostalgia": ("futuristic", "nostalgic"),
 }
 
+# The reference implementation's regex (PEP 723, "Reference Implementation").
+PEP723_BLOCK = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
 vectors = st.tuples(*[st.integers(0, 10)] * len(DIMS)).map(Vector.from_values)
 
 
@@ -109,15 +113,21 @@ def test_script_top_level_imports_only_the_standard_library():
 
 
 def test_script_declares_its_dependencies_inline():
+    """PEP 723 metadata, read with the reference regex, so ``uv run <url>`` installs what it imports."""
     text = TRAIN_SCRIPT.read_text(encoding="utf-8")
-    block = text.split("# /// script\n", 1)[1].split("# ///\n", 1)[0]
-    declared = " ".join(line.lstrip("# ") for line in block.splitlines())
-    for package in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub"):
-        assert f'"{package}' in declared
+    blocks = [m for m in PEP723_BLOCK.finditer(text) if m.group("type") == "script"]
+    assert len(blocks) == 1
+    lines = blocks[0].group("content").splitlines(keepends=True)
+    toml = "".join(line[2:] if line.startswith("# ") else line[1:] for line in lines)
+    metadata = tomllib.loads(toml)
+    names = {re.split(r"[<>=!~\[ ]", dep, maxsplit=1)[0] for dep in metadata["dependencies"]}
+    assert {"torch", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub"} <= names
+    assert "requires-python" in metadata
 
 
-def test_script_dims_match_the_domain():
+def test_script_dims_and_source_types_match_the_domain(standalone_script):
     assert prompting.SCRIPT_DIMS == DIMS
+    assert tuple(standalone_script.SOURCE_DESCRIPTIONS) == SOURCE_TYPES
 
 
 def test_completion_is_compact_json_in_dims_order():
