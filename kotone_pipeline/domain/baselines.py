@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from kotone_pipeline.domain.catalog import Catalog, load_catalog, mean_vector_100
 from kotone_pipeline.domain.dims import DIMS, round_half_up, to_scale10
@@ -24,11 +24,11 @@ def median_vector(pairs: Iterable[Pair]) -> Vector:
     return Vector.from_values([round_half_up(statistics.median(column)) for column in columns])
 
 
-def _timed(inputs: Sequence[PredictInput], predict_one: object) -> list[Prediction]:
+def _timed(inputs: Sequence[PredictInput], predict_one: Callable[[PredictInput], Vector]) -> list[Prediction]:
     out = []
     for item in inputs:
         started = time.perf_counter()
-        vector = predict_one(item)  # type: ignore[operator]
+        vector = predict_one(item)
         raw = format_completion(vector)
         out.append(Prediction(vector=vector, raw=raw, latency_ms=(time.perf_counter() - started) * 1000))
     return out
@@ -55,14 +55,15 @@ class RuleBaseline(Predictor):
 
     model_id = "baseline-rule"
 
-    def __init__(self, fallback: Vector, catalog: Catalog | None = None) -> None:
-        self.fallback = fallback
+    def __init__(self, catalog: Catalog | None = None, fallback: Vector | None = None) -> None:
+        """``fallback``: normally the train median (see ``from_train``); the neutral vector if omitted."""
         self.catalog = catalog if catalog is not None else load_catalog()
+        self.fallback = fallback if fallback is not None else Vector.neutral()
 
     @classmethod
     def from_train(cls, train: Iterable[Pair], catalog: Catalog | None = None) -> RuleBaseline:
         """Fallback = the train median (what the constant baseline predicts)."""
-        return cls(median_vector(train), catalog)
+        return cls(catalog, fallback=median_vector(train))
 
     def predict_vector(self, text: str, source_type: str) -> Vector:
         if source_type == "rule_prompt":
@@ -78,9 +79,10 @@ class RuleBaseline(Predictor):
         if named is None:
             return self.fallback
         parts = [self.catalog.get(part_id) for part_id in named.values()]
-        if any(part is None for part in parts):
+        known = [part for part in parts if part is not None]
+        if len(known) != len(parts):
             return self.fallback
-        return Vector.from_values([to_scale10(v) for v in mean_vector_100(parts)])  # type: ignore[arg-type]
+        return Vector.from_values([to_scale10(v) for v in mean_vector_100(known)])
 
     def predict(self, inputs: Sequence[PredictInput]) -> list[Prediction]:
         return _timed(inputs, lambda item: self.predict_vector(item.text, item.source_type))

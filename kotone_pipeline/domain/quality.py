@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -74,16 +74,16 @@ def request_text_problem(text: str) -> str | None:
     return None
 
 
-def rule_prompt_ok(text: str, catalog: Catalog) -> bool:
-    """The prompt names exactly one part for each slot, each a known part of that slot."""
+def rule_prompt_ok(text: str, catalog: Catalog | Mapping[str, str]) -> bool:
+    """The prompt names exactly one part for each slot, each a known part of that slot.
+
+    ``catalog`` may also be a part_id -> slot mapping (what ``filter_rows`` passes, built once).
+    """
+    slot_of = catalog if isinstance(catalog, Mapping) else {p.part_id: p.slot for p in catalog.parts}
     parts = parse_rule_prompt(text)
     if parts is None:
         return False
-    for slot, part_id in parts.items():
-        part = catalog.get(part_id)
-        if part is None or part.slot != slot:
-            return False
-    return True
+    return all(slot_of.get(part_id) == slot for slot, part_id in parts.items())
 
 
 @contextmanager
@@ -113,6 +113,7 @@ def filter_rows(
     ``existing``: texts already in use elsewhere (any source type); a row repeating one is a duplicate.
     """
     catalog = catalog if catalog is not None else load_catalog()
+    slot_of = {p.part_id: p.slot for p in catalog.parts}
     taken: set[Any] = {dedup_key(t) for t in existing} if existing is not None else set()
     seen_keys: set[tuple[str, str]] = set()
     # Rule prompts repeat across groups (one text per combination): after its first sighting a text's
@@ -136,7 +137,7 @@ def filter_rows(
             elif source_type == "rule_prompt":
                 reason = rule_outcome.get(text)
                 if reason is None:
-                    reason = None if rule_prompt_ok(text, catalog) else "bad_rule_prompt"
+                    reason = None if rule_prompt_ok(text, slot_of) else "bad_rule_prompt"
                     rule_outcome[text] = reason or "duplicate"
                 elif reason == "duplicate":
                     rejected[reason] += 1

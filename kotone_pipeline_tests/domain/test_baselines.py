@@ -13,7 +13,7 @@ from kotone_pipeline.domain.writer import mentioned_dims, write_request_text
 
 CATALOG = load_catalog()
 FALLBACK = Vector(energy=1, warmth=2, brightness=3, acousticness=4, complexity=6, nostalgia=9)
-RULE = RuleBaseline(FALLBACK, CATALOG)
+RULE = RuleBaseline(CATALOG, fallback=FALLBACK)
 
 
 def _pair(values, text="x" * 20) -> Pair:
@@ -84,3 +84,4 @@ def test_rule_baseline_from_train_uses_the_train_median():
     pred = baseline.predict([PredictInput("Nothing to read here at all.", "request_text")])[0]
     assert pred.vector.values() == (5, 6, 7, 0, 10, 3)
     assert parse_completion(pred.raw) == pred.vector
+    assert RuleBaseline(CATALOG).fallback == Vector.neutral()
