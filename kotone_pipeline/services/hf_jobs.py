@@ -202,6 +202,12 @@ class HfJobsBackend(JobBackend):
         return self._token
 
     def _pinned_script_url(self, spec: JobSpec) -> str:
+        if spec.trainer != "lora":
+            raise JobBackendError(
+                f"run {spec.cycle_id}/{spec.run_id}: HF Jobs run the LoRA trainer (trainer='lora'), "
+                f"got trainer={spec.trainer!r}; pass script_url_resolver= to run another script",
+                transient=False,
+            )
         ref = spec.dataset
         if ref.store != "hf":
             raise JobBackendError(
@@ -252,9 +258,10 @@ class HfJobsBackend(JobBackend):
         self._check_budget(spec, cycle_jobs)
         self._check_env(spec)
         output = self.output_target(spec.cycle_id, spec.run_id)
+        script_url = self.script_url_resolver(spec)
         self._prepare_output(output)
         try:
-            info = self._create(spec, output)
+            info = self._create(spec, output, script_url)
         except Exception as exc:
             if http_status(exc) is not None and not is_ambiguous(exc):
                 raise JobBackendError(
@@ -423,32 +430,29 @@ class HfJobsBackend(JobBackend):
 
     def _job_secrets(self) -> dict[str, str]:
         secrets = env_secrets(dict(self._secret_source) if self._secret_source is not None else None)
-        secrets.setdefault(
-            "HF_TOKEN", self._need_token()
-        )  # the job reads the private dataset, writes outputs
+        # The job reads the private dataset and writes its outputs with the token this backend uses.
+        secrets["HF_TOKEN"] = self._need_token()
         for value in secrets.values():
             self.redact.add(value)
         return secrets
 
-    def _create(self, spec: JobSpec, output: OutputTarget) -> JobInfo:
+    def _create(self, spec: JobSpec, output: OutputTarget, script_url: str) -> JobInfo:
+        """One POST /api/jobs/{namespace}: ``uv run <pinned script URL> <args>`` (never retried here)."""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*run_uv_job.*experimental")
-            return self._run_uv_job(spec, output)
-
-    def _run_uv_job(self, spec: JobSpec, output: OutputTarget) -> JobInfo:
-        return self.api.run_uv_job(
-            self.script_url_resolver(spec),
-            script_args=self.script_args(spec, output),
-            image=self.image,
-            env=self._job_env(spec, output),
-            secrets=self._job_secrets(),
-            flavor=self.flavor,
-            timeout=int(spec.timeout_s),
-            labels=spec.labels(self.project),
-            name=f"{self.project}-{spec.cycle_id}-{spec.run_id}",
-            namespace=self.namespace,
-            token=self._need_token(),
-        )
+            return self.api.run_uv_job(
+                script_url,
+                script_args=self.script_args(spec, output),
+                image=self.image,
+                env=self._job_env(spec, output),
+                secrets=self._job_secrets(),
+                flavor=self.flavor,
+                timeout=int(spec.timeout_s),
+                labels=spec.labels(self.project),
+                name=f"{self.project}-{spec.cycle_id}-{spec.run_id}",
+                namespace=self.namespace,
+                token=self._need_token(),
+            )
 
     def _reconcile_after_failed_create(self, spec: JobSpec, exc: BaseException) -> JobState:
         """The create may have worked: look the run up by its labels before anyone retries."""

@@ -146,6 +146,13 @@ def test_secret_like_env_is_refused(backend, held):
     assert held.count("jobs.create") == 0
 
 
+def test_only_the_lora_trainer_runs_on_hf_jobs(backend, held):
+    with pytest.raises(JobBackendError, match="trainer='lora'") as err:
+        backend.submit(spec().model_copy(update={"trainer": "local"}))
+    assert err.value.transient is False
+    assert held.count("jobs.create") == 0
+
+
 def test_resubmitting_a_run_adopts_its_job(backend, held):
     first = backend.submit(spec())
     second = backend.submit(spec())
