@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import dagster as dg
 
 from kotone_pipeline.orchestration.assets import base, cycle, validation
@@ -11,7 +13,8 @@ from kotone_pipeline.orchestration.resources import resources_from_env
 from kotone_pipeline.orchestration.sensors import nightly_cycle_sensor, training_jobs_sensor
 
 
-def build_definitions() -> dg.Definitions:
+def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
+    """All definitions, configured from ``env`` (default: the process environment)."""
     return dg.Definitions(
         assets=[
             base.catalog,
@@ -29,7 +32,7 @@ def build_definitions() -> dg.Definitions:
         asset_checks=all_checks,
         jobs=[base_job, cycle_job, validation_job],
         sensors=[training_jobs_sensor, nightly_cycle_sensor],
-        resources=resources_from_env(),
+        resources=resources_from_env(env),
     )
 
 

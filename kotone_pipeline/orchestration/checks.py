@@ -1,6 +1,5 @@
 """Asset checks guarding data (schema, leakage, ratios), submissions and validation."""
 
-from __future__ import annotations
 
 from collections import Counter
 
@@ -112,7 +111,7 @@ def registry_follows_gate(
     context: dg.AssetCheckExecutionContext, kotone_home: KotoneHomeResource, champion_registry: ChampionRegistryResource
 ) -> dg.AssetCheckResult:
     doc = kotone_home.artifacts().read_doc(context.partition_key, "promotion_decision")
-    history_ids = [c.model_id for c in champion_registry.get_registry().history()]
+    history_ids = [c.decision_id for c in champion_registry.get_registry().history()]
     promoted = doc["decision"]["promote"]
     applied = doc["decision_id"] in history_ids
     return dg.AssetCheckResult(

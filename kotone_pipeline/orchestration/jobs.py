@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from kotone_pipeline.orchestration.partitions import cycles
 
 base_job = dg.define_asset_job(
     "base_job", selection=dg.AssetSelection.groups("base"), description="Catalog, teacher pairs, eval sets."
@@ -12,12 +11,10 @@ base_job = dg.define_asset_job(
 cycle_job = dg.define_asset_job(
     "cycle_job",
     selection=dg.AssetSelection.groups("cycle"),
-    partitions_def=cycles,
     description="eval_summary -> hard_dims -> augmented_pairs -> split_dataset -> training_submission",
 )
 validation_job = dg.define_asset_job(
     "validation_job",
     selection=dg.AssetSelection.assets("validation_snapshot", "promotion_decision"),
-    partitions_def=cycles,
     description="Requested by training_jobs_sensor when all of a cycle's jobs have ended.",
 )

@@ -17,11 +17,13 @@ from kotone_pipeline.cycle.config import LoopConfig
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry
 from kotone_pipeline.services.datasets import DatasetStore
+from kotone_pipeline.services.home import kotone_home
 from kotone_pipeline.services.jobs import JobBackend
 
 
 def resolve_home(home: str = "") -> Path:
-    return Path(home or os.environ.get("KOTONE_HOME") or ".kotone").resolve()
+    """An explicitly configured home wins; otherwise ``KOTONE_HOME`` / ``./.kotone``."""
+    return Path(home).expanduser().absolute() if home else kotone_home()
 
 
 class KotoneHomeResource(dg.ConfigurableResource):

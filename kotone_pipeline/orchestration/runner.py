@@ -7,15 +7,15 @@ until it requests validation, run what it requests — against a persistent loca
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import BaseModel
 
+from kotone_pipeline.domain.jsonl import atomic_writer
 from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.orchestration.resources import resolve_home
 from kotone_pipeline.orchestration.sensors import training_jobs_sensor
@@ -25,13 +25,40 @@ from kotone_pipeline.services.jobs import validate_cycle_id
 REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 
 
+POSTGRES_STORAGE = """
+storage:
+  postgres:
+    postgres_db:
+      username: {env: DAGSTER_PG_USERNAME}
+      password: {env: DAGSTER_PG_PASSWORD}
+      hostname: {env: DAGSTER_PG_HOST}
+      db_name: {env: DAGSTER_PG_DB}
+      port: {env: DAGSTER_PG_PORT}
+      scheme: postgresql+psycopg2
+"""
+
+
+def instance_yaml(env: Mapping[str, str] | None = None) -> str:
+    """The repo's dagster.yaml, plus the Postgres storage block when KOTONE_DAGSTER_STORAGE=postgres."""
+    env = os.environ if env is None else env
+    text = REPO_DAGSTER_YAML.read_text(encoding="utf-8") if REPO_DAGSTER_YAML.is_file() else ""
+    storage = env.get("KOTONE_DAGSTER_STORAGE", "sqlite").lower()
+    if storage == "postgres":
+        text += POSTGRES_STORAGE
+    elif storage != "sqlite":
+        raise ValueError(f"KOTONE_DAGSTER_STORAGE must be 'sqlite' or 'postgres', got {storage!r}")
+    return text
+
+
 def dagster_home(home: Path | None = None) -> Path:
-    """``DAGSTER_HOME`` if set, else ``$KOTONE_HOME/dagster``, holding a copy of the repo's dagster.yaml."""
+    """``DAGSTER_HOME`` if set, else ``$KOTONE_HOME/dagster``; its dagster.yaml follows the repo's."""
     target = Path(os.environ.get("DAGSTER_HOME") or (resolve_home(str(home or "")) / "dagster")).resolve()
     target.mkdir(parents=True, exist_ok=True)
     config = target / "dagster.yaml"
-    if not config.exists() and REPO_DAGSTER_YAML.is_file():
-        shutil.copyfile(REPO_DAGSTER_YAML, config)
+    wanted = instance_yaml()
+    if not config.exists() or config.read_text(encoding="utf-8") != wanted:
+        with atomic_writer(config) as handle:
+            handle.write(wanted)
     return target
 
 

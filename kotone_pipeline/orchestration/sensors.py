@@ -1,6 +1,5 @@
 """Sensors: poll training jobs of every open cycle; open a nightly cycle on a cron gate (DESIGN §5)."""
 
-from __future__ import annotations
 
 import datetime as dt
 import hashlib

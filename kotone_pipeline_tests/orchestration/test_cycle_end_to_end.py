@@ -9,7 +9,6 @@ import dagster as dg
 import pytest
 
 from kotone_pipeline.orchestration.runner import CycleRunner
-from kotone_pipeline.orchestration.resources import resources_from_env
 from kotone_pipeline.definitions import build_definitions
 from kotone_pipeline.services.artifacts import CycleArtifacts
 
@@ -17,12 +16,15 @@ from kotone_pipeline.services.artifacts import CycleArtifacts
 @pytest.fixture(scope="module")
 def two_cycles(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("kotone")
-    defs = build_definitions()
-    defs = dg.Definitions.merge(defs, dg.Definitions(resources=resources_from_env({"KOTONE_HOME": str(home)})))
+    defs = build_definitions({"KOTONE_HOME": str(home)})
     with dg.instance_for_test() as instance:
         runner = CycleRunner(defs, instance, poll_interval_s=0.2)
         first = runner.run_cycle("c1")
-        registry_after_first = (home / "registry" / "champion.json").read_text() if (home / "registry" / "champion.json").exists() else None
+        registry_after_first = (
+            (home / "registry" / "champion.json").read_text()
+            if (home / "registry" / "champion.json").exists()
+            else None
+        )
         second = runner.run_cycle("c2")
         yield {
             "home": home,
@@ -52,12 +54,16 @@ def test_second_cycle_evaluates_the_first_cycles_champion(two_cycles) -> None:
     assert eval_doc["current_model"] == "champion"
     assert eval_doc["champion"]["cycle_id"] == "c1"
     # The champion's holdout MAE measured in cycle 2 equals what the gate saw for it in cycle 1.
-    assert eval_doc["summaries"]["champion"]["holdout"]["vector_mae"] == pytest.approx(first.candidate_holdout_mae)
+    assert eval_doc["summaries"]["champion"]["holdout"]["vector_mae"] == pytest.approx(
+        first.candidate_holdout_mae
+    )
 
 
 def test_champion_never_gets_worse_and_registry_changed_only_through_the_gate(two_cycles) -> None:
     home: Path = two_cycles["home"]
-    history = [json.loads(line) for line in (home / "registry" / "champion_history.jsonl").read_text().splitlines()]
+    history = [
+        json.loads(line) for line in (home / "registry" / "champion_history.jsonl").read_text().splitlines()
+    ]
     arts = CycleArtifacts(home)
     promoted_ids = [
         arts.read_doc(c, "promotion_decision")["decision_id"]
@@ -71,9 +77,20 @@ def test_champion_never_gets_worse_and_registry_changed_only_through_the_gate(tw
 
 def test_every_cycle_asset_was_materialized_with_lineage(two_cycles) -> None:
     instance: dg.DagsterInstance = two_cycles["instance"]
-    for key in ["eval_summary", "hard_dims", "augmented_pairs", "split_dataset", "training_submission", "trained_models", "validation_snapshot", "promotion_decision"]:
+    for key in [
+        "eval_summary",
+        "hard_dims",
+        "augmented_pairs",
+        "split_dataset",
+        "training_submission",
+        "trained_models",
+        "validation_snapshot",
+        "promotion_decision",
+    ]:
         for cycle in ("c1", "c2"):
-            assert cycle in instance.get_materialized_partitions(dg.AssetKey(key)), f"{key} not materialized for {cycle}"
+            assert cycle in instance.get_materialized_partitions(dg.AssetKey(key)), (
+                f"{key} not materialized for {cycle}"
+            )
 
 
 def test_second_cycle_trains_on_first_cycles_augmented_rows(two_cycles) -> None:

@@ -22,7 +22,9 @@ def graph_snapshot(definitions: dg.Definitions) -> dict:
         node = graph.get(key)
         assets[key.to_user_string()] = {
             "deps": sorted(k.to_user_string() for k in node.parent_keys),
-            "partitions": node.partitions_def.name if isinstance(node.partitions_def, dg.DynamicPartitionsDefinition) else None,
+            "partitions": node.partitions_def.name
+            if isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)
+            else None,
             "group": node.group_name,
             "materializable": node.is_materializable,
         }
@@ -45,7 +47,16 @@ def test_asset_graph_matches_snapshot() -> None:
 
 def test_lineage_runs_from_eval_to_promotion() -> None:
     assets = graph_snapshot(defs)["assets"]
-    chain = ["eval_summary", "hard_dims", "augmented_pairs", "split_dataset", "training_submission", "trained_models", "validation_snapshot", "promotion_decision"]
+    chain = [
+        "eval_summary",
+        "hard_dims",
+        "augmented_pairs",
+        "split_dataset",
+        "training_submission",
+        "trained_models",
+        "validation_snapshot",
+        "promotion_decision",
+    ]
     for upstream, downstream in zip(chain, chain[1:], strict=False):
         assert upstream in assets[downstream]["deps"], f"{downstream} should depend on {upstream}"
     for name in chain:
@@ -60,7 +71,12 @@ def test_definitions_validate_and_loop_settings_mirror_config() -> None:
 
 def test_resources_from_env_switch_backends_and_keep_tokens_out_of_config() -> None:
     resources = resources_from_env(
-        {"KOTONE_JOB_BACKEND": "hf", "KOTONE_DATASET_STORE": "hf", "HF_TOKEN": "hf_secret_value", "KOTONE_CAMPAIGN_SIZE": "3"}
+        {
+            "KOTONE_JOB_BACKEND": "hf",
+            "KOTONE_DATASET_STORE": "hf",
+            "HF_TOKEN": "hf_secret_value",
+            "KOTONE_CAMPAIGN_SIZE": "3",
+        }
     )
     assert resources["job_backend"].kind == "hf"
     assert resources["dataset_store"].kind == "hf"

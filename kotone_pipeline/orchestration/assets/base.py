@@ -1,6 +1,5 @@
 """Unpartitioned assets: the part catalog, the base teacher set, the frozen eval sets."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
 """Partitioned assets of one cycle, up to the training submission."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
 """Partitioned assets after training: the reported models, the validation snapshot, the promotion."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,0 +1,194 @@
+"""Cycle commands: ``kotone demo``, ``kotone dev``, ``kotone cycle new``, ``kotone status``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from kotone_pipeline.cli._common import console, fail, handle_errors, status_console
+
+cycle_app = typer.Typer(help="Create and inspect improvement cycles.", no_args_is_help=True)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _runner(progress: bool = True):
+    # Imported here so `kotone data ...` does not pay for importing Dagster.
+    from kotone_pipeline.definitions import build_definitions
+    from kotone_pipeline.orchestration.runner import CycleRunner, open_instance
+
+    def say(message: str) -> None:
+        if progress:
+            status_console.print(f"[dim]{message}[/dim]")
+
+    return CycleRunner(build_definitions(), open_instance(), progress=say)
+
+
+@handle_errors
+def demo(
+    cycles: int = typer.Option(3, "--cycles", "-n", min=1, max=50, help="How many full cycles to run."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    prefix: str = typer.Option("demo", help="Cycle ids are PREFIX-NNN (continuing after existing ones)."),
+) -> None:
+    """Run N full local cycles headlessly: evaluate, mine hard dims, augment, split, train, validate, promote."""
+    runner = _runner(progress=True)
+    existing = set(runner.cycles())
+    reports = []
+    number = 1
+    for _ in range(cycles):
+        while f"{prefix}-{number:03d}" in existing:
+            number += 1
+        cycle_id = f"{prefix}-{number:03d}"
+        existing.add(cycle_id)
+        status_console.print(f"[bold]cycle {cycle_id}[/bold] ({len(reports) + 1}/{cycles})")
+        report = runner.run_cycle(cycle_id)
+        status_console.print(
+            f"  {report.decision}: candidate holdout MAE {_fmt(report.candidate_holdout_mae)}"
+            f" vs {_fmt(report.reference_holdout_mae_before)}  ({report.wall_s:.1f}s)"
+        )
+        reports.append(report)
+    if as_json:
+        keys = [
+            "cycle_id",
+            "champion_holdout_mae_before",
+            "candidate_holdout_mae",
+            "champion_holdout_mae_after",
+            "hard_dims",
+            "rows_added",
+            "decision",
+            "wall_s",
+        ]
+        typer.echo(json.dumps({"cycles": [r.model_dump(include=set(keys)) for r in reports]}))
+        return
+    table = Table(title="Kotone demo cycles")
+    for column in [
+        "cycle",
+        "champion before",
+        "holdout MAE before",
+        "candidate MAE",
+        "champion MAE after",
+        "hard dims",
+        "rows added",
+        "decision",
+        "wall s",
+    ]:
+        table.add_column(column)
+    for r in reports:
+        table.add_row(
+            r.cycle_id,
+            r.champion_before or "(baselines)",
+            _fmt(r.champion_holdout_mae_before if r.champion_before else r.reference_holdout_mae_before),
+            _fmt(r.candidate_holdout_mae),
+            _fmt(r.champion_holdout_mae_after),
+            ", ".join(r.hard_dims),
+            str(r.rows_added),
+            r.decision,
+            f"{r.wall_s:.1f}",
+        )
+    console.print(table)
+    for r in reports:
+        console.print(f"[bold]{r.cycle_id}[/bold] decision log:")
+        for reason in r.reasons:
+            console.print(f"  - {reason}")
+
+
+@handle_errors
+def dev(
+    port: int = typer.Option(3000, help="Port of the Dagster UI."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+) -> None:
+    """Start the Dagster UI and daemon (dagster dev) with DAGSTER_HOME under KOTONE_HOME."""
+    from kotone_pipeline.orchestration.runner import dagster_home
+
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home())}
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster")
+    if dagster is None:
+        raise fail("the dagster command is not installed in this environment")
+    workspace = REPO_ROOT / "workspace.yaml"
+    target = ["-w", str(workspace)] if workspace.is_file() else ["-m", "kotone_pipeline.definitions"]
+    status_console.print(f"Dagster UI on http://{host}:{port}  (DAGSTER_HOME={env['DAGSTER_HOME']})")
+    raise typer.Exit(
+        subprocess.call([dagster, "dev", *target, "-h", host, "-p", str(port)], env=env, cwd=REPO_ROOT)
+    )
+
+
+@cycle_app.command("new")
+@handle_errors
+def cycle_new(
+    cycle_id: str = typer.Argument(None, help="Cycle id (a-z, 0-9, '_', '-'; max 63). Default: cycle-NNN."),
+    run: bool = typer.Option(
+        False, "--run", help="Also run the cycle to the end, like demo does for one cycle."
+    ),
+) -> None:
+    """Add a cycle partition (and optionally run it)."""
+    runner = _runner(progress=True)
+    created = runner.new_cycle(cycle_id)
+    typer.echo(created)
+    if run:
+        report = runner.run_cycle(created)
+        typer.echo(json.dumps(report.model_dump(), indent=2))
+
+
+@handle_errors
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show every cycle's stage, the open training jobs and the current champion."""
+    runner = _runner(progress=False)
+    arts = runner.artifacts
+    from kotone_pipeline.orchestration.resources import ChampionRegistryResource
+
+    champion = ChampionRegistryResource(home=str(arts.home)).get_registry().current()
+    stages = [
+        "eval_summary",
+        "hard_dims",
+        "augmented_pairs",
+        "split_dataset",
+        "training_submission",
+        "validation_snapshot",
+        "promotion_decision",
+    ]
+    rows = []
+    for cycle_id in runner.cycles():
+        done = [s for s in stages if arts.has_doc(cycle_id, s)]
+        decision = (
+            arts.read_doc(cycle_id, "promotion_decision")["decision"]
+            if "promotion_decision" in done
+            else None
+        )
+        rows.append(
+            {
+                "cycle_id": cycle_id,
+                "stage": done[-1] if done else "created",
+                "decision": ("promote" if decision["promote"] else "keep") if decision else None,
+            }
+        )
+    result = {"champion": champion.model_dump(mode="json") if champion else None, "cycles": rows}
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    console.print(
+        f"champion: {champion.model_id + f' (holdout MAE {champion.holdout_mae:.4f})' if champion else 'none'}"
+    )
+    table = Table(title="cycles")
+    for column in ["cycle", "last stage", "decision"]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["cycle_id"], row["stage"], row["decision"] or "-")
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+    app.command("dev")(dev)
+    app.command("status")(status)
+    app.add_typer(cycle_app, name="cycle")
