@@ -173,7 +173,6 @@ class HfJobsBackend(JobBackend):
         )
         self._log_tails: dict[str, str] = {}
         self._cancel_reasons: dict[str, str] = {}
-        self.list_calls = 0  # list requests issued (first pages): a sensor tick should make exactly one
         install_request_timeout(self.retry.request_timeout_s)
         if flavor not in self.prices:
             raise ValueError(f"unknown flavor {flavor!r}: known flavors are {', '.join(sorted(self.prices))}")
@@ -522,7 +521,6 @@ class HfJobsBackend(JobBackend):
         headers = build_hf_headers(token=token)
 
         def fetch() -> list[dict[str, Any]]:
-            self.list_calls += 1
             items: list[dict[str, Any]] = []
             next_url: str | None = url
             query: list[tuple[str, str]] | None = params
@@ -611,7 +609,12 @@ class HfJobsBackend(JobBackend):
         run_id = labels.get("kotone-run", "")
         running = _running_s(info)
         price = self.price_per_hour(_flavor(info))
-        output = self.output_target(cycle_id, run_id).uri if cycle_id and run_id else None
+        # Where the job was told to write (its non-secret env), else where this configuration would put it.
+        env = info.environment or {}
+        if env.get("KOTONE_OUTPUT_REPO") and env.get("KOTONE_OUTPUT_REVISION"):
+            output: str | None = f"{env['KOTONE_OUTPUT_REPO']}@{env['KOTONE_OUTPUT_REVISION']}"
+        else:
+            output = self.output_target(cycle_id, run_id).uri if cycle_id and run_id else None
         return JobState(
             job_id=info.id,
             cycle_id=cycle_id,

@@ -146,6 +146,21 @@ def test_secret_like_env_is_refused(backend, held):
     assert held.count("jobs.create") == 0
 
 
+def test_an_adopted_job_reports_where_it_was_told_to_write(make_backend, held):
+    first = make_backend(output_repo=f"{USER}/old-runs").submit(spec())
+    adopted = make_backend(output_repo=f"{USER}/new-runs").submit(spec())
+    assert adopted.adopted and adopted.output_uri == first.output_uri == f"{USER}/old-runs@cycle-c1-r1"
+
+
+def test_jobs_lists_a_cycles_runs_oldest_first(backend, held):
+    backend.submit(spec(run_id="r1"))
+    held.advance(5)
+    backend.submit(spec(run_id="r2"))
+    backend.submit(spec(run_id="r1", cycle_id="c2"))
+    assert [s.run_id for s in backend.jobs("c1")] == ["r1", "r2"]
+    assert len(backend.jobs()) == 3
+
+
 def test_only_the_lora_trainer_runs_on_hf_jobs(backend, held):
     with pytest.raises(JobBackendError, match="trainer='lora'") as err:
         backend.submit(spec().model_copy(update={"trainer": "local"}))
