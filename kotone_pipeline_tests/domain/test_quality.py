@@ -1,7 +1,16 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kotone_pipeline.domain.catalog import load_catalog
-from kotone_pipeline.domain.quality import REASONS, QualityReport, dedup_key, filter_rows
+from kotone_pipeline.domain.quality import (
+    LEAK_PATTERN,
+    REASONS,
+    QualityReport,
+    dedup_key,
+    filter_rows,
+    request_text_problem,
+)
 from kotone_pipeline.domain.schemas import Pair, Vector
 
 CATALOG = load_catalog()
@@ -99,6 +108,23 @@ def test_report_forms_list_every_reason():
     markdown = report.to_markdown()
     assert "| rejected: leaks_number | 1 |" in markdown and "| kept | 1 |" in markdown
     assert QualityReport.model_validate(report.model_dump()) == report
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["energy", "Warmth", "NOSTALGIA", "acousticness", "7", "42", "1234", "x9"]),
+            st.text(alphabet=st.characters(codec="utf-8"), max_size=8),
+        ),
+        max_size=12,
+    ).map(" ".join)
+)
+def test_leak_check_agrees_with_the_design_pattern(text):
+    padded = f"Could you make a tune {text}"[:260]
+    match = LEAK_PATTERN.search(padded)
+    expected = None if match is None else ("leaks_dim_name" if match.group(1) else "leaks_number")
+    reason = request_text_problem(padded)
+    assert (reason if reason in ("leaks_dim_name", "leaks_number") else None) == expected
 
 
 def test_dedup_key_collapses_whitespace_and_case():
