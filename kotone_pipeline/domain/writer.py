@@ -192,8 +192,8 @@ _PHRASES_BY_INDEX: tuple[tuple[tuple[str, ...], ...], ...] = tuple(
 def mentioned_dim_indices(values: Sequence[int]) -> tuple[int, ...]:
     """Indices of the dims a request mentions, most salient (largest |v - 5|) first.
 
-    Every dim away from the middle is mentioned (so unmentioned dims sit at 5), at least 2 and at
-    most 4 of them; ties keep DIMS order.
+    Every dim away from the middle is mentioned, at least 2 and at most 4 (DESIGN §4), so an
+    unmentioned dim sits at 5 whenever at most four are off-centre; ties keep DIMS order.
     """
     return _plan(tuple(values))[0]
 
