@@ -60,12 +60,8 @@ def summary_table(summary: EvalSummary) -> Table:
 def fit(
     train: Annotated[Path, typer.Option("--train", help="Training pairs (Pair or predecessor JSONL).")],
     out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
-    valid: Annotated[
-        Path | None, typer.Option("--valid", help="Validation pairs, scored after fitting.")
-    ] = None,
-    hparams: Annotated[
-        str | None, typer.Option("--hparams", help="JSON object, e.g. '{\"alpha\": 0.5}'.")
-    ] = None,
+    valid: Annotated[Path | None, typer.Option("--valid", help="Validation pairs, scored after fitting.")] = None,
+    hparams: Annotated[str | None, typer.Option("--hparams", help="JSON object, e.g. '{\"alpha\": 0.5}'.")] = None,
     scale: ScaleOption = None,
 ) -> None:
     """Fit the local model on a JSONL file and save it (with validation metrics when --valid is given)."""
@@ -93,9 +89,7 @@ def fit(
 def evaluate(
     model_dir: Annotated[Path, typer.Option("--model", help="Model directory written by `model fit`.")],
     data: Annotated[Path, typer.Option("--data", help="Pairs to score (Pair or predecessor JSONL).")],
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
-    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     scale: ScaleOption = None,
 ) -> None:
     """Score a saved model on a JSONL file."""
@@ -106,7 +100,8 @@ def evaluate(
     pairs = load_pairs(data, scale).rows
     if not pairs:
         raise ValueError(f"{data}: no pairs to evaluate")
-    summary, _ = metrics.evaluate(model, pairs, data.name)
+    with status_console.status(f"scoring {len(pairs)} pairs"):
+        summary, _ = metrics.evaluate(model, pairs, data.name)
     if as_json:
         typer.echo(json.dumps(summary.model_dump(mode="json"), sort_keys=True))
     else:
