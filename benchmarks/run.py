@@ -61,9 +61,7 @@ def table(rows_by_benchmark: dict[str, list[Row]]) -> Table:
     for name, rows in rows_by_benchmark.items():
         for i, row in enumerate(rows):
             ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
-            out.add_row(
-                name if i == 0 else "", row.label, _fmt(row.value), row.unit, ratio, row.versus, str(row.runs)
-            )
+            out.add_row(name if i == 0 else "", row.label, _fmt(row.value), row.unit, ratio, row.versus, str(row.runs))
     return out
 
 
@@ -85,13 +83,9 @@ def merge_results(path: Path, results: dict[str, float], meta: dict[str, Any]) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.run", description="Run the kotone benchmarks."
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description="Run the kotone benchmarks.")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_REPEATS} run per figure")
-    parser.add_argument(
-        "--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)"
-    )
+    parser.add_argument("--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per figure (overrides --quick)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON to merge into")
     args = parser.parse_args(argv)

@@ -105,7 +105,7 @@ def train(dataset: Path, out: Path, hparams: LocalHyperParams, record: dict[str,
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m kotone_pipeline.train_local", description=__doc__.split("\n")[0]
+        prog="python -m kotone_pipeline.train_local", description="Train the local model on a dataset directory."
     )
     parser.add_argument("--dataset", required=True, type=Path, help="directory with the split JSONL files")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
@@ -141,11 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record["status"] = "completed"
         exit_code = 0
     except (ValueError, OSError) as exc:  # bad input: one clear message, no traceback
-        message = (
-            f"{exc.filename}: {exc.strerror or exc}"
-            if isinstance(exc, OSError) and exc.filename
-            else str(exc)
-        )
+        message = f"{exc.filename}: {exc.strerror or exc}" if isinstance(exc, OSError) and exc.filename else str(exc)
         _error(message)
         record.update(status="failed", error=message)
         exit_code = EXIT_BAD_INPUT
@@ -158,9 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         write_json(args.out / "run.json", record)
     except OSError as exc:
-        print(
-            f"error: cannot write {args.out / 'run.json'}: {exc.strerror or exc}", file=sys.stderr, flush=True
-        )
+        _error(f"cannot write {args.out / 'run.json'}: {exc.strerror or exc}")
         return exit_code or EXIT_FAILED
     if exit_code == 0:
         _log(f"wrote {args.out}")

@@ -15,9 +15,7 @@ def _fake(name: str, value: float, calls: list[int]) -> Benchmark:
         calls.append(repeats)
         return {f"{name}_s": value}
 
-    return Benchmark(
-        name, measure, lambda r, repeats: [Row(f"{name} time", r[f"{name}_s"], "s", repeats, 0.5, "x")]
-    )
+    return Benchmark(name, measure, lambda r, repeats: [Row(f"{name} time", r[f"{name}_s"], "s", repeats, 0.5, "x")])
 
 
 def test_registry_lists_the_domain_benchmarks() -> None:

@@ -49,9 +49,7 @@ def _lines(path: Path) -> list[dict]:
 
 def test_writes_model_predictions_metrics_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dataset, out = _dataset(tmp_path / "ds"), tmp_path / "out"
-    assert (
-        train_local.main(["--dataset", str(dataset), "--out", str(out), "--hparams", '{"alpha": 0.5}']) == 0
-    )
+    assert train_local.main(["--dataset", str(dataset), "--out", str(out), "--hparams", '{"alpha": 0.5}']) == 0
     assert "fitted on 60 pairs" in capsys.readouterr().out
 
     validation = _pairs(9, "v")
@@ -82,9 +80,7 @@ def test_writes_model_predictions_metrics_and_run(tmp_path: Path, capsys: pytest
 
 def test_without_holdout_only_validation_is_predicted(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert (
-        train_local.main(["--dataset", str(_dataset(tmp_path / "ds", holdout=False)), "--out", str(out)]) == 0
-    )
+    assert train_local.main(["--dataset", str(_dataset(tmp_path / "ds", holdout=False)), "--out", str(out)]) == 0
     assert (out / "predictions_validation.jsonl").exists()
     assert not (out / "predictions_holdout.jsonl").exists()
     assert set(json.loads((out / "metrics.json").read_text())) == {"validation"}

@@ -41,17 +41,13 @@ def quality_table(report: QualityReport) -> Table:
 def generate(
     out: Annotated[
         Path | None,
-        typer.Option(
-            "--out", help=f"Directory for {BASE_FILE} and {REPORT_FILE} [default: $KOTONE_HOME/data]."
-        ),
+        typer.Option("--out", help=f"Directory for {BASE_FILE} and {REPORT_FILE} [default: $KOTONE_HOME/data]."),
     ] = None,
     groups: Annotated[
         int | None,
         typer.Option("--groups", min=1, help="Groups (2 pairs each) [default: data/generation.json]."),
     ] = None,
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Teacher seed [default: data/generation.json].")
-    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Teacher seed [default: data/generation.json].")] = None,
 ) -> None:
     """Generate the base teacher set through the quality filter and print the quality report."""
     params = base_data.load_generation_params()
@@ -77,9 +73,7 @@ def import_(
     out: Annotated[Path, typer.Option("--out", help="Pair JSONL file to write.")],
     quarantine: Annotated[
         bool,
-        typer.Option(
-            "--quarantine", help="Write the good rows and put bad lines in *.rejected.jsonl beside --out."
-        ),
+        typer.Option("--quarantine", help="Write the good rows and put bad lines in *.rejected.jsonl beside --out."),
     ] = False,
 ) -> None:
     """Import the predecessor's data (strict: any bad line fails the import, listing every one)."""

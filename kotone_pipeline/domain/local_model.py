@@ -49,9 +49,7 @@ class ModelLoadError(ValueError):
 
 def training_data_hash(pairs: Iterable[Pair]) -> str:
     """Order-independent hash of what the model learns from (id, source_type, text, vector)."""
-    lines = sorted(
-        f"{p.id}\x1f{p.source_type}\x1f{p.text}\x1f{','.join(map(str, p.vector.values()))}" for p in pairs
-    )
+    lines = sorted(f"{p.id}\x1f{p.source_type}\x1f{p.text}\x1f{','.join(map(str, p.vector.values()))}" for p in pairs)
     digest = hashlib.sha256()
     for line in lines:
         digest.update(line.encode())
@@ -194,18 +192,14 @@ class SourceModel:
         token_pattern = r"(?u)\b\w+\b"  # keep one-letter words ("a", "I"): they carry tone
         self.blocks: list[tuple[FastCountVectorizer, TfidfTransformer]] = [
             (
-                FastCountVectorizer(
-                    ngram_range=(1, hp.word_ngram_max), min_df=hp.min_df, token_pattern=token_pattern
-                ),
+                FastCountVectorizer(ngram_range=(1, hp.word_ngram_max), min_df=hp.min_df, token_pattern=token_pattern),
                 TfidfTransformer(sublinear_tf=True),
             )
         ]
         if hp.use_char:
             self.blocks.append(
                 (
-                    FastCountVectorizer(
-                        analyzer="char_wb", ngram_range=(2, hp.char_ngram_max), min_df=hp.min_df
-                    ),
+                    FastCountVectorizer(analyzer="char_wb", ngram_range=(2, hp.char_ngram_max), min_df=hp.min_df),
                     TfidfTransformer(sublinear_tf=True),
                 )
             )

@@ -24,9 +24,7 @@ def _old_row(text: str, energy: object, source_type: str = "request_text") -> st
         "complexity": 50,
         "nostalgia": 50,
     }
-    return json.dumps(
-        {"request_text": text, "source_type": source_type, "target_hidden_params": {"vector": vector}}
-    )
+    return json.dumps({"request_text": text, "source_type": source_type, "target_hidden_params": {"vector": vector}})
 
 
 @pytest.fixture
@@ -104,9 +102,7 @@ def test_import_clean_file_removes_a_stale_rejected_list(tmp_path: Path) -> None
     clean.write_text(_old_row("a tidy little waltz", 30) + "\n")
     out = tmp_path / "imported.jsonl"
     (tmp_path / "imported.rejected.jsonl").write_text("{}\n")
-    result = runner.invoke(
-        app, ["data", "import", str(clean), "--scale", "100", "--out", str(out), "--quarantine"]
-    )
+    result = runner.invoke(app, ["data", "import", str(clean), "--scale", "100", "--out", str(out), "--quarantine"])
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "imported.rejected.jsonl").exists()
 
@@ -126,9 +122,7 @@ def test_import_rejects_bad_scale(old_file: Path, tmp_path: Path, args: list[str
 
 def test_import_missing_file_is_one_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "missing.jsonl"
-    result = runner.invoke(
-        app, ["data", "import", str(missing), "--scale", "10", "--out", str(tmp_path / "o.jsonl")]
-    )
+    result = runner.invoke(app, ["data", "import", str(missing), "--scale", "10", "--out", str(tmp_path / "o.jsonl")])
     assert result.exit_code == 2
     assert f"{missing}: file not found" in result.output
     assert "Traceback" not in result.output

@@ -73,9 +73,7 @@ def test_eval_json_prints_one_object_with_the_metrics(files: dict[str, Path]) ->
 
 
 def test_eval_table_is_readable(files: dict[str, Path]) -> None:
-    result = runner.invoke(
-        app, ["model", "eval", "--model", str(files["model"]), "--data", str(files["valid"])]
-    )
+    result = runner.invoke(app, ["model", "eval", "--model", str(files["model"]), "--data", str(files["valid"])])
     assert result.exit_code == 0, result.output
     for label in ("vector_mae", "json_valid_rate", "mae energy", "mae (request_text)"):
         assert label in result.output
@@ -95,9 +93,7 @@ def _old_format(path: Path, pairs: list[Pair], scale: int) -> Path:
     return path
 
 
-def test_fit_and_eval_accept_the_predecessor_format_with_a_scale(
-    files: dict[str, Path], tmp_path: Path
-) -> None:
+def test_fit_and_eval_accept_the_predecessor_format_with_a_scale(files: dict[str, Path], tmp_path: Path) -> None:
     train = _old_format(tmp_path / "old_train.jsonl", _pairs(60, "t"), scale=100)
     valid = _old_format(tmp_path / "old_valid.jsonl", _pairs(12, "v"), scale=100)
     out = tmp_path / "m"
@@ -106,9 +102,7 @@ def test_fit_and_eval_accept_the_predecessor_format_with_a_scale(
     via_old = runner.invoke(
         app, ["model", "eval", "--model", str(out), "--data", str(valid), "--scale", "100", "--json"]
     )
-    via_new = runner.invoke(
-        app, ["model", "eval", "--model", str(out), "--data", str(files["valid"]), "--json"]
-    )
+    via_new = runner.invoke(app, ["model", "eval", "--model", str(out), "--data", str(files["valid"]), "--json"])
     # The same pairs in either format score the same (same ids, same 0..10 targets after conversion).
     assert json.loads(via_old.stdout)["vector_mae"] == json.loads(via_new.stdout)["vector_mae"]
 
@@ -146,9 +140,7 @@ def test_fit_and_eval_accept_the_predecessor_format_with_a_scale(
         ),
     ],
 )
-def test_bad_arguments_give_one_clear_error(
-    files: dict[str, Path], tmp_path: Path, make_args, message: str
-) -> None:
+def test_bad_arguments_give_one_clear_error(files: dict[str, Path], tmp_path: Path, make_args, message: str) -> None:
     result = runner.invoke(app, ["model", *make_args(files, tmp_path)])
     assert result.exit_code == 2
     assert message in result.output

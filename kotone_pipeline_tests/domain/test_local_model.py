@@ -154,9 +154,7 @@ def test_load_rejects_missing_or_foreign_dirs(tmp_path, damage, message: str) ->
         LocalTextModel.load(target)
 
 
-def test_load_rejects_a_corrupt_or_missing_estimator(
-    fitted: tuple[LocalTextModel, list[Pair]], tmp_path
-) -> None:
+def test_load_rejects_a_corrupt_or_missing_estimator(fitted: tuple[LocalTextModel, list[Pair]], tmp_path) -> None:
     model, _ = fitted
     model.save(tmp_path / "m")
     (tmp_path / "m" / ESTIMATOR_FILE).write_bytes(b"\x00garbage")
