@@ -25,6 +25,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
             cycle.augmented_pairs,
             cycle.split_dataset,
             cycle.training_submission,
+            cycle.failure_playbook,
             validation.trained_models,
             validation.validation_snapshot,
             validation.promotion_decision,

@@ -7,7 +7,6 @@ benchmark runs them directly, so both measure the same work.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,8 +15,10 @@ from typing import Any
 
 from kotone_pipeline.cycle.base import BaseData, load_base
 from kotone_pipeline.cycle.config import LoopConfig
+from kotone_pipeline.cycle.tracking import log_cycle, log_eval, write_failure_playbook
 from kotone_pipeline.domain.augment import augment
 from kotone_pipeline.domain.baselines import ConstantBaseline, RuleBaseline
+from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.gate import decide_promotion
 from kotone_pipeline.domain.hard_dims import find_hard_dims
 from kotone_pipeline.domain.hparams import campaign_variants, next_local_hparams, next_lora_hparams
@@ -27,6 +28,7 @@ from kotone_pipeline.domain.predictor import Predictor
 from kotone_pipeline.domain.schemas import (
     EvalRow,
     EvalSummary,
+    FailureExample,
     GateDecision,
     HardDimReport,
     LocalHyperParams,
@@ -38,6 +40,7 @@ from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import Champion, ChampionRegistry
 from kotone_pipeline.services.datasets import DatasetRef, DatasetStore
 from kotone_pipeline.services.jobs import JobBackend, JobSpec, JobState
+from kotone_pipeline.services.tracker import Tracker
 
 BASELINE_NAMES = ("baseline-constant", "baseline-rule")
 
@@ -90,6 +93,7 @@ class EvalStep:
     summaries: dict[str, dict[str, EvalSummary]]  # model name -> dataset -> summary
     probe_rows: list[EvalRow]
     holdout_rows: list[EvalRow]
+    tracking: dict[str, str] = field(default_factory=dict)
 
 
 def _read_summaries(doc: dict[str, Any]) -> dict[str, dict[str, EvalSummary]]:
@@ -99,7 +103,11 @@ def _read_summaries(doc: dict[str, Any]) -> dict[str, dict[str, EvalSummary]]:
 
 
 def step_eval_summary(
-    artifacts: CycleArtifacts, registry: ChampionRegistry, config: LoopConfig, cycle_id: str
+    artifacts: CycleArtifacts,
+    registry: ChampionRegistry,
+    config: LoopConfig,
+    cycle_id: str,
+    tracker: Tracker | None = None,
 ) -> EvalStep:
     """Evaluate the champion (or, while there is none, the baselines) on the frozen probe and holdout sets."""
     base = load_base(artifacts, config.split_seed)
@@ -123,6 +131,7 @@ def step_eval_summary(
     else:
         current = min(BASELINE_NAMES, key=lambda n: summaries[n]["probe"].vector_mae)
     eval_id = _stable_id(cycle_id, current, champion.model_uri if champion else "")
+    tracking = log_eval(tracker, cycle_id, current, summaries, rows[current]["probe"]) if tracker else {}
     artifacts.write_rows(cycle_id, "eval_rows_probe", rows[current]["probe"])
     artifacts.write_rows(cycle_id, "eval_rows_holdout", rows[current]["holdout"])
     artifacts.write_doc(
@@ -135,32 +144,57 @@ def step_eval_summary(
             "current_model_id": models[current].model_id,
             "champion": champion.model_dump(mode="json") if champion else None,
             "summaries": {n: {ds: s.model_dump(mode="json") for ds, s in d.items()} for n, d in summaries.items()},
+            "tracking": tracking,
         },
     )
-    return EvalStep(eval_id, current, champion, summaries, rows[current]["probe"], rows[current]["holdout"])
+    return EvalStep(eval_id, current, champion, summaries, rows[current]["probe"], rows[current]["holdout"], tracking)
 
 
 # --- hard_dims -------------------------------------------------------------------------------------
+
+
+def failures_as_rows(failures: Sequence[FailureExample]) -> list[EvalRow]:
+    """Tracker failure rows in the shape the hard-dim ranking reads."""
+    rows = []
+    for f in failures:
+        errors = {d: abs(getattr(f.target, d) - getattr(f.prediction, d)) for d in DIMS}
+        rows.append(
+            EvalRow(
+                pair_id=f.pair_id,
+                group_id=f.pair_id,
+                source_type=f.source_type,
+                text=f.text,
+                target=f.target,
+                prediction=f.prediction,
+                valid=True,
+                abs_error=errors,
+                row_mae=sum(errors.values()) / len(DIMS),
+            )
+        )
+    return rows
 
 
 def step_hard_dims(
     artifacts: CycleArtifacts,
     config: LoopConfig,
     cycle_id: str,
-    failure_rows: Sequence[EvalRow] | None = None,
-    source: str = "eval_rows",
+    failures: Sequence[FailureExample] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> HardDimReport:
-    """Per-dim MAE on the probe rows (or on failures from the tracker); focus on the top-k dims."""
+    """Per-dim MAE on the probe rows, or on the tracker's failure rows when given; focus on the top-k."""
     doc = artifacts.read_doc(cycle_id, "eval_summary")
-    rows = list(failure_rows) if failure_rows is not None else artifacts.read_eval_rows(cycle_id, "eval_rows_probe")
+    if failures is None:
+        rows, source = artifacts.read_eval_rows(cycle_id, "eval_rows_probe"), "eval_rows"
+    else:
+        rows, source = failures_as_rows(failures), "wandb_failures"
     report = find_hard_dims(
         rows,
         k=config.hard_dim_k,
         forced=config.forced_hard_dims or None,
         model_id=doc["current_model_id"],
-        **({"source": source} if source != "eval_rows" and not config.forced_hard_dims else {}),
+        source=source,  # type: ignore[arg-type]
     )
-    artifacts.write_doc(cycle_id, "hard_dims", report.model_dump(mode="json"))
+    artifacts.write_doc(cycle_id, "hard_dims", {**report.model_dump(mode="json"), **(extra or {})})
     return report
 
 
@@ -261,7 +295,9 @@ def step_split_dataset(
     ref = store.publish(cycle_id, splits, card)
     rows = {name: len(split) for name, split in splits.items()}
     artifacts.write_doc(
-        cycle_id, "split_dataset", {"cycle_id": cycle_id, "dataset": ref.model_dump(mode="json"), "stats": stats, "rows": rows}
+        cycle_id,
+        "split_dataset",
+        {"cycle_id": cycle_id, "dataset": ref.model_dump(mode="json"), "stats": stats, "rows": rows},
     )
     return SplitStep(ref, stats, rows)
 
@@ -418,7 +454,9 @@ def step_validation_snapshot(
                     splits[dataset], records, model_id=f"{cycle_id}/{run['run_id']}", dataset=dataset
                 )
                 entry[dataset] = summary.model_dump(mode="json")
-            entry["model_uri"] = state.output_uri if state.output_uri and "@" in state.output_uri else str(out / "model")
+            entry["model_uri"] = (
+                state.output_uri if state.output_uri and "@" in state.output_uri else str(out / "model")
+            )
             entry["problems"] = problems
         else:
             entry["log_tail"] = backend.logs_tail(state.job_id, 20)
@@ -446,6 +484,7 @@ def step_promotion_decision(
     config: LoopConfig,
     cycle_id: str,
     force_reason: str | None = None,
+    tracker: Tracker | None = None,
 ) -> GateDecision:
     """The gate decides; only a promoting decision changes the registry (atomically)."""
     snapshot = artifacts.read_doc(cycle_id, "validation_snapshot")
@@ -479,6 +518,7 @@ def step_promotion_decision(
             decision_id=decision_id,
         )
     after = registry.current()
+    tracking = log_cycle(tracker, artifacts, cycle_id, decision) if tracker else {}
     artifacts.write_doc(
         cycle_id,
         "promotion_decision",
@@ -488,6 +528,7 @@ def step_promotion_decision(
             "decision": decision.model_dump(mode="json"),
             "champion_before": champion,
             "champion_after": after.model_dump(mode="json") if after else None,
+            "tracking": tracking,
         },
     )
     return decision
@@ -506,8 +547,9 @@ def run_cycle_plain(
     earlier_cycles: Sequence[str],
     poll_interval_s: float = 0.2,
     timeout_s: float = 600,
+    tracker: Tracker | None = None,
 ) -> GateDecision:
-    step_eval_summary(artifacts, registry, config, cycle_id)
+    step_eval_summary(artifacts, registry, config, cycle_id, tracker)
     step_hard_dims(artifacts, config, cycle_id)
     step_augmented_pairs(artifacts, config, cycle_id, earlier_cycles)
     step_split_dataset(artifacts, store, config, cycle_id, earlier_cycles)
@@ -518,9 +560,6 @@ def run_cycle_plain(
         if time.monotonic() > deadline:
             raise RunsNotFinishedError(f"cycle {cycle_id}: jobs still running after {timeout_s:.0f}s")
         time.sleep(poll_interval_s)
+    write_failure_playbook(artifacts, cycle_id)
     step_validation_snapshot(artifacts, backend, store, cycle_id)
-    return step_promotion_decision(artifacts, registry, config, cycle_id)
-
-
-def describe(doc: Any) -> str:
-    return json.dumps(doc, indent=2, sort_keys=True, default=str)
+    return step_promotion_decision(artifacts, registry, config, cycle_id, tracker=tracker)

@@ -205,7 +205,7 @@ class LocalHyperParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    alpha: float = 1.0
+    alpha: float = 0.3
     word_ngram_max: int = Field(default=2, ge=1, le=3)
     char_ngram_max: int = Field(default=5, ge=2, le=6)
     min_df: int = Field(default=1, ge=1)

@@ -1,6 +1,5 @@
 """Asset checks guarding data (schema, leakage, ratios), submissions and validation."""
 
-
 from collections import Counter
 
 import dagster as dg
@@ -30,9 +29,16 @@ def _published_splits(context, kotone_home, dataset_store):
     return doc, ref, dataset_store.get_store().load(ref)
 
 
-@dg.asset_check(asset=split_dataset, partitions_def=cycles, blocking=True, description="Published rows parse as Pairs with int 0..10 vectors.")
+@dg.asset_check(
+    asset=split_dataset,
+    partitions_def=cycles,
+    blocking=True,
+    description="Published rows parse as Pairs with int 0..10 vectors.",
+)
 def split_schema(
-    context: dg.AssetCheckExecutionContext, kotone_home: KotoneHomeResource, dataset_store: DatasetStoreResource
+    context: dg.AssetCheckExecutionContext,
+    kotone_home: KotoneHomeResource,
+    dataset_store: DatasetStoreResource,
 ) -> dg.AssetCheckResult:
     # load() re-validates every row and the content hash of the pinned version.
     doc, ref, splits = _published_splits(context, kotone_home, dataset_store)
@@ -40,11 +46,21 @@ def split_schema(
     missing = [name for name in ("train", "validation", "test", "holdout") if not counts.get(name)]
     return dg.AssetCheckResult(
         passed=not missing and counts == doc["rows"],
-        metadata={"rows": counts, "recorded_rows": doc["rows"], "empty_or_missing": missing, "version": ref.version},
+        metadata={
+            "rows": counts,
+            "recorded_rows": doc["rows"],
+            "empty_or_missing": missing,
+            "version": ref.version,
+        },
     )
 
 
-@dg.asset_check(asset=split_dataset, partitions_def=cycles, blocking=True, description="No group or text in two splits; no eval group in training data.")
+@dg.asset_check(
+    asset=split_dataset,
+    partitions_def=cycles,
+    blocking=True,
+    description="No group or text in two splits; no eval group in training data.",
+)
 def split_no_leakage(
     context: dg.AssetCheckExecutionContext,
     kotone_home: KotoneHomeResource,
@@ -58,12 +74,20 @@ def split_no_leakage(
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": problems[:20], "count": len(problems)})
 
 
-@dg.asset_check(asset=split_dataset, partitions_def=cycles, description="Group shares are near 0.8/0.1/0.1 and augmented rows are train-only.")
+@dg.asset_check(
+    asset=split_dataset,
+    partitions_def=cycles,
+    description="Group shares are near 0.8/0.1/0.1 and augmented rows are train-only.",
+)
 def split_ratios(
-    context: dg.AssetCheckExecutionContext, kotone_home: KotoneHomeResource, dataset_store: DatasetStoreResource
+    context: dg.AssetCheckExecutionContext,
+    kotone_home: KotoneHomeResource,
+    dataset_store: DatasetStoreResource,
 ) -> dg.AssetCheckResult:
     _, _, splits = _published_splits(context, kotone_home, dataset_store)
-    teacher_groups = {name: {p.group_id for p in splits[name] if p.origin == "teacher"} for name in ("train", "validation", "test")}
+    teacher_groups = {
+        name: {p.group_id for p in splits[name] if p.origin == "teacher"} for name in ("train", "validation", "test")
+    }
     total = sum(len(g) for g in teacher_groups.values())
     shares = {name: len(g) / total if total else 0.0 for name, g in teacher_groups.items()}
     expected = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -73,11 +97,20 @@ def split_ratios(
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.WARN if not misplaced else dg.AssetCheckSeverity.ERROR,
-        metadata={"group_shares": {k: round(v, 4) for k, v in shares.items()}, "off_by": off, "augmented_outside_train": misplaced[:20]},
+        metadata={
+            "group_shares": {k: round(v, 4) for k, v in shares.items()},
+            "off_by": off,
+            "augmented_outside_train": misplaced[:20],
+        },
     )
 
 
-@dg.asset_check(asset=training_submission, partitions_def=cycles, blocking=True, description="Exactly one job per run, and the backend agrees.")
+@dg.asset_check(
+    asset=training_submission,
+    partitions_def=cycles,
+    blocking=True,
+    description="Exactly one job per run, and the backend agrees.",
+)
 def one_job_per_run(
     context: dg.AssetCheckExecutionContext, kotone_home: KotoneHomeResource, job_backend: JobBackendResource
 ) -> dg.AssetCheckResult:
@@ -90,11 +123,18 @@ def one_job_per_run(
     for run in doc["runs"]:
         found = backend.find(context.partition_key, run["run_id"])
         if found is None or found.job_id != run["job_id"]:
-            problems.append(f"run {run['run_id']}: backend has {found.job_id if found else 'no job'}, recorded {run['job_id']}")
+            problems.append(
+                f"run {run['run_id']}: backend has {found.job_id if found else 'no job'}, recorded {run['job_id']}"
+            )
     return dg.AssetCheckResult(passed=not problems, metadata={"runs": len(doc["runs"]), "problems": problems})
 
 
-@dg.asset_check(asset=validation_snapshot, partitions_def=cycles, blocking=True, description="All runs terminal; the best run has holdout metrics. Blocks promotion otherwise.")
+@dg.asset_check(
+    asset=validation_snapshot,
+    partitions_def=cycles,
+    blocking=True,
+    description="All runs terminal; the best run has holdout metrics. Blocks promotion otherwise.",
+)
 def all_runs_terminal(context: dg.AssetCheckExecutionContext, kotone_home: KotoneHomeResource) -> dg.AssetCheckResult:
     doc = kotone_home.artifacts().read_doc(context.partition_key, "validation_snapshot")
     open_runs = [r["run_id"] for r in doc["runs"] if r["stage"] not in {"COMPLETED", "ERROR", "CANCELED", "DELETED"}]
@@ -102,13 +142,23 @@ def all_runs_terminal(context: dg.AssetCheckExecutionContext, kotone_home: Koton
     best_ok = best is None or "holdout" in best
     return dg.AssetCheckResult(
         passed=not open_runs and best_ok,
-        metadata={"open_runs": open_runs, "best_run": doc["best_run_id"] or "none", "best_has_holdout": best_ok},
+        metadata={
+            "open_runs": open_runs,
+            "best_run": doc["best_run_id"] or "none",
+            "best_has_holdout": best_ok,
+        },
     )
 
 
-@dg.asset_check(asset=promotion_decision, partitions_def=cycles, description="The registry changed exactly as the gate decided.")
+@dg.asset_check(
+    asset=promotion_decision,
+    partitions_def=cycles,
+    description="The registry changed exactly as the gate decided.",
+)
 def registry_follows_gate(
-    context: dg.AssetCheckExecutionContext, kotone_home: KotoneHomeResource, champion_registry: ChampionRegistryResource
+    context: dg.AssetCheckExecutionContext,
+    kotone_home: KotoneHomeResource,
+    champion_registry: ChampionRegistryResource,
 ) -> dg.AssetCheckResult:
     doc = kotone_home.artifacts().read_doc(context.partition_key, "promotion_decision")
     history_ids = [c.decision_id for c in champion_registry.get_registry().history()]
@@ -120,4 +170,11 @@ def registry_follows_gate(
     )
 
 
-all_checks = [split_schema, split_no_leakage, split_ratios, one_job_per_run, all_runs_terminal, registry_follows_gate]
+all_checks = [
+    split_schema,
+    split_no_leakage,
+    split_ratios,
+    one_job_per_run,
+    all_runs_terminal,
+    registry_follows_gate,
+]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-
 base_job = dg.define_asset_job(
     "base_job", selection=dg.AssetSelection.groups("base"), description="Catalog, teacher pairs, eval sets."
 )

@@ -25,7 +25,19 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def metrics_table(summaries: Mapping[str, EvalSummary]) -> str:
     """One row per model/dataset: the headline metrics side by side."""
-    headers = ["model", "dataset", "rows", "vector_mae", "mae_raw", "mse_norm", "mean_r2", "exact", "within_1", "json_valid", "p95 ms"]
+    headers = [
+        "model",
+        "dataset",
+        "rows",
+        "vector_mae",
+        "mae_raw",
+        "mse_norm",
+        "mean_r2",
+        "exact",
+        "within_1",
+        "json_valid",
+        "p95 ms",
+    ]
     rows = [
         [
             name,
@@ -76,3 +88,16 @@ def dataset_metadata(rows: int, data_hash: str) -> dict[str, Any]:
 
 def path_value(path: Any) -> dg.MetadataValue:
     return dg.MetadataValue.path(str(path))
+
+
+def tracking_metadata(link: Mapping[str, str]) -> dict[str, dg.MetadataValue]:
+    """The W&B run: a link when online, the offline run directory and its sync command otherwise."""
+    out: dict[str, dg.MetadataValue] = {}
+    for key, value in link.items():
+        if key == "wandb_url" and value:
+            out[key] = dg.MetadataValue.url(value)
+        elif key == "wandb_run_dir" and value:
+            out[key] = dg.MetadataValue.path(value)
+        elif value:
+            out[key] = dg.MetadataValue.text(str(value))
+    return out

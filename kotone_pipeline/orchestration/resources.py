@@ -19,6 +19,7 @@ from kotone_pipeline.services.champion import ChampionRegistry
 from kotone_pipeline.services.datasets import DatasetStore
 from kotone_pipeline.services.home import kotone_home
 from kotone_pipeline.services.jobs import JobBackend
+from kotone_pipeline.services.tracker import Tracker, tracker_from_env, tracker_mode_from_env
 
 
 def resolve_home(home: str = "") -> Path:
@@ -119,6 +120,31 @@ class ChampionRegistryResource(dg.ConfigurableResource):
         return ChampionRegistry(CycleArtifacts(resolve_home(self.home)).registry_dir)
 
 
+class TrackerResource(dg.ConfigurableResource):
+    """W&B: ``online`` when WANDB_API_KEY is set, ``offline`` by default, ``disabled`` on request."""
+
+    mode: str = ""  # empty: decided from the environment (KOTONE_WANDB_MODE, then WANDB_API_KEY)
+    project: str = "kotone"
+    entity: str = ""
+    home: str = ""
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.mode:
+            env["KOTONE_WANDB_MODE"] = self.mode
+        env["KOTONE_WANDB_PROJECT"] = self.project
+        if self.entity:
+            env["WANDB_ENTITY"] = self.entity
+        return env
+
+    def get_tracker(self) -> Tracker:
+        return tracker_from_env(self.env(), resolve_home(self.home))
+
+    @property
+    def resolved_mode(self) -> str:
+        return tracker_mode_from_env(self.env())
+
+
 def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
     """Build every resource from ``KOTONE_*`` variables (see the README's configuration table)."""
     env = os.environ if env is None else env
@@ -146,4 +172,10 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.Con
             hf_endpoint=env.get("HF_ENDPOINT") or None,
         ),
         "champion_registry": ChampionRegistryResource(home=home),
+        "tracker": TrackerResource(
+            mode=env.get("KOTONE_WANDB_MODE", ""),
+            project=env.get("KOTONE_WANDB_PROJECT", "kotone"),
+            entity=env.get("WANDB_ENTITY", ""),
+            home=home,
+        ),
     }

@@ -123,7 +123,9 @@ class CycleRunner:
                 for e in result.all_events
                 if e.is_step_failure and e.event_specific_data and getattr(e.event_specific_data, "error", None)
             ]
-            raise RuntimeError(f"{job_name} failed for {partition_key or 'base'}: " + "; ".join(failures or ["see the run logs"]))
+            raise RuntimeError(
+                f"{job_name} failed for {partition_key or 'base'}: " + "; ".join(failures or ["see the run logs"])
+            )
 
     def ensure_base(self) -> None:
         keys = [dg.AssetKey(k) for k in ("catalog", "teacher_pairs", "eval_sets")]
@@ -157,7 +159,9 @@ class CycleRunner:
         start = time.monotonic()
         self.ensure_base()
         cycle_id = self.new_cycle(cycle_id)
-        self.progress(f"[{cycle_id}] eval_summary -> hard_dims -> augmented_pairs -> split_dataset -> training_submission")
+        self.progress(
+            f"[{cycle_id}] eval_summary -> hard_dims -> augmented_pairs -> split_dataset -> training_submission"
+        )
         self._execute("cycle_job", cycle_id)
         deadline = start + timeout_s
         while not self.artifacts.has_doc(cycle_id, "promotion_decision"):

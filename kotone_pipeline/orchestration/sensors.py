@@ -1,6 +1,5 @@
 """Sensors: poll training jobs of every open cycle; open a nightly cycle on a cron gate (DESIGN §5)."""
 
-
 import datetime as dt
 import hashlib
 import json
@@ -37,7 +36,9 @@ def validation_run_key(cycle_id: str, job_ids: list[str]) -> str:
     job=validation_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Polls the jobs of all open cycles in one backend call; reports trained_models and requests validation.",
+    description=(
+        "Polls the jobs of all open cycles in one backend call; reports trained_models and requests validation."
+    ),
 )
 def training_jobs_sensor(
     context: dg.SensorEvaluationContext, kotone_home: KotoneHomeResource, job_backend: JobBackendResource
@@ -60,7 +61,8 @@ def training_jobs_sensor(
         job_ids = [s.job_id for s in states]
         run_key = validation_run_key(cycle_id, job_ids)
         rows = "\n".join(
-            f"| {s.run_id} | {s.job_id} | {s.stage} | {s.running_s or ''} | {s.cost_usd or 0.0} | {s.url or ''} |" for s in states
+            f"| {s.run_id} | {s.job_id} | {s.stage} | {s.running_s or ''} | {s.cost_usd or 0.0} | {s.url or ''} |"
+            for s in states
         )
         events.append(
             dg.AssetMaterialization(
@@ -97,7 +99,10 @@ def nightly_cycle_id(tick: dt.datetime) -> str:
     job=cycle_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Opens one nightly-YYYYMMDD cycle per night after the cron time (KOTONE_NIGHTLY_CRON); waits while an earlier cycle's jobs run.",
+    description=(
+        "Opens one nightly-YYYYMMDD cycle per night after the cron time (KOTONE_NIGHTLY_CRON); "
+        "waits while an earlier cycle's jobs run."
+    ),
 )
 def nightly_cycle_sensor(
     context: dg.SensorEvaluationContext,
@@ -111,7 +116,9 @@ def nightly_cycle_sensor(
         return dg.SkipReason(f"{cycle_id} already exists")
     unfinished = sorted(steps.open_cycles(kotone_home.artifacts()))
     if unfinished:
-        return dg.SkipReason(f"skipping {cycle_id}: earlier cycle(s) still have unfinished jobs: {', '.join(unfinished)}")
+        return dg.SkipReason(
+            f"skipping {cycle_id}: earlier cycle(s) still have unfinished jobs: {', '.join(unfinished)}"
+        )
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=cycle_id, partition_key=cycle_id, tags={"kotone/cycle": cycle_id})],
         dynamic_partitions_requests=[cycles.build_add_request([cycle_id])],

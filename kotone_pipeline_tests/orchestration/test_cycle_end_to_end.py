@@ -8,8 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from kotone_pipeline.orchestration.runner import CycleRunner
 from kotone_pipeline.definitions import build_definitions
+from kotone_pipeline.orchestration.runner import CycleRunner
 from kotone_pipeline.services.artifacts import CycleArtifacts
 
 

@@ -1,6 +1,5 @@
 """Unpartitioned assets: the part catalog, the base teacher set, the frozen eval sets."""
 
-
 import dagster as dg
 
 from kotone_pipeline.cycle.base import TEACHER_PAIRS_FILE, load_base, write_teacher_pairs
@@ -15,7 +14,9 @@ from kotone_pipeline.orchestration.resources import KotoneHomeResource, LoopSett
 @dg.asset(group_name="base", kinds={"json"}, description="The 45 catalog parts (data/catalog.json), validated.")
 def catalog() -> dg.MaterializeResult:
     parts = load_catalog()
-    rows = [[slot, len(parts.by_slot[slot]), ", ".join(p.part_id for p in parts.by_slot[slot][:4]) + " …"] for slot in SLOTS]
+    rows = [
+        [slot, len(parts.by_slot[slot]), ", ".join(p.part_id for p in parts.by_slot[slot][:4]) + " …"] for slot in SLOTS
+    ]
     return dg.MaterializeResult(
         metadata={
             "parts": dg.MetadataValue.int(len(parts.parts)),

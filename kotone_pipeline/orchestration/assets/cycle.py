@@ -1,15 +1,16 @@
 """Partitioned assets of one cycle, up to the training submission."""
 
-
 import dagster as dg
 
 from kotone_pipeline.cycle import steps
+from kotone_pipeline.cycle.tracking import write_failure_playbook
 from kotone_pipeline.orchestration.metadata import (
     dataset_metadata,
     md_table,
     metrics_table,
     path_value,
     per_dim_table,
+    tracking_metadata,
 )
 from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.orchestration.resources import (
@@ -18,7 +19,10 @@ from kotone_pipeline.orchestration.resources import (
     JobBackendResource,
     KotoneHomeResource,
     LoopSettings,
+    TrackerResource,
 )
+from kotone_pipeline.services.tracker import TrackerUnavailableError
+from kotone_pipeline.services.wandb_failures import FailureTableNotFoundError, fetch_failures
 
 
 def earlier_cycles(context: dg.AssetExecutionContext) -> list[str]:
@@ -40,10 +44,15 @@ def eval_summary(
     kotone_home: KotoneHomeResource,
     champion_registry: ChampionRegistryResource,
     loop_settings: LoopSettings,
+    tracker: TrackerResource,
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
     result = steps.step_eval_summary(
-        artifacts, champion_registry.get_registry(), loop_settings.config(), context.partition_key
+        artifacts,
+        champion_registry.get_registry(),
+        loop_settings.config(),
+        context.partition_key,
+        tracker=tracker.get_tracker(),
     )
     flat = {f"{name} / {ds}": s for name, by_ds in result.summaries.items() for ds, s in by_ds.items()}
     holdout = {name: by_ds["holdout"] for name, by_ds in result.summaries.items()}
@@ -57,6 +66,7 @@ def eval_summary(
             "metrics": dg.MetadataValue.md(metrics_table(flat)),
             "per_dim_mae_holdout": dg.MetadataValue.md(per_dim_table(holdout)),
             "eval_id": dg.MetadataValue.text(result.eval_id),
+            **tracking_metadata(result.tracking),
             "path": path_value(artifacts.path(context.partition_key, "eval_summary.json")),
         }
     )
@@ -70,10 +80,21 @@ def eval_summary(
     description="The champion's hardest dims on the probe set (top-k by MAE unless forced).",
 )
 def hard_dims(
-    context: dg.AssetExecutionContext, kotone_home: KotoneHomeResource, loop_settings: LoopSettings
+    context: dg.AssetExecutionContext,
+    kotone_home: KotoneHomeResource,
+    loop_settings: LoopSettings,
+    tracker: TrackerResource,
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
-    report = steps.step_hard_dims(artifacts, loop_settings.config(), context.partition_key)
+    config = loop_settings.config()
+    failures, fetch_meta = None, {}
+    if config.hard_dims_source == "wandb_failures":
+        try:
+            fetch = fetch_failures(tracker.project, artifacts.home, allow_stale=config.allow_stale)
+        except (TrackerUnavailableError, FailureTableNotFoundError) as exc:
+            raise dg.Failure(f"hard dims from W&B failed: {exc}") from exc
+        failures, fetch_meta = fetch.rows, fetch.as_metadata()
+    report = steps.step_hard_dims(artifacts, config, context.partition_key, failures=failures, extra=fetch_meta)
     by_dim = sorted(report.by_dim.items(), key=lambda kv: -kv[1])
     failures = [[f.source_type, f.text[:80], f.row_mae] for f in report.top_failures[:10]]
     return dg.MaterializeResult(
@@ -81,9 +102,13 @@ def hard_dims(
             "focus": dg.MetadataValue.json(report.focus),
             "source": dg.MetadataValue.text(report.source),
             "by_dim": dg.MetadataValue.md(
-                md_table(["dim", "probe MAE", "focus"], [[d, v, "yes" if d in report.focus else ""] for d, v in by_dim])
+                md_table(
+                    ["dim", "probe MAE", "focus"],
+                    [[d, v, "yes" if d in report.focus else ""] for d, v in by_dim],
+                )
             ),
             "top_failures": dg.MetadataValue.md(md_table(["source_type", "text", "row MAE"], failures)),
+            **{k: dg.MetadataValue.text(str(v)) for k, v in fetch_meta.items()},
             "path": path_value(artifacts.path(context.partition_key, "hard_dims.json")),
         }
     )
@@ -100,7 +125,9 @@ def augmented_pairs(
     context: dg.AssetExecutionContext, kotone_home: KotoneHomeResource, loop_settings: LoopSettings
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
-    result = steps.step_augmented_pairs(artifacts, loop_settings.config(), context.partition_key, earlier_cycles(context))
+    result = steps.step_augmented_pairs(
+        artifacts, loop_settings.config(), context.partition_key, earlier_cycles(context)
+    )
     by_origin = {}
     for pair in result.pairs:
         by_origin[pair.origin] = by_origin.get(pair.origin, 0) + 1
@@ -130,7 +157,11 @@ def split_dataset(
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
     result = steps.step_split_dataset(
-        artifacts, dataset_store.get_store(), loop_settings.config(), context.partition_key, earlier_cycles(context)
+        artifacts,
+        dataset_store.get_store(),
+        loop_settings.config(),
+        context.partition_key,
+        earlier_cycles(context),
     )
     counts = result.stats["counts"]
     count_rows = [
@@ -140,7 +171,9 @@ def split_dataset(
         for origin, n in by_origin.items()
     ]
     dim_rows = [
-        [split, dim, s["mean"], s["min"], s["max"]] for split, by_dim in result.stats["dim_stats"].items() for dim, s in by_dim.items()
+        [split, dim, s["mean"], s["min"], s["max"]]
+        for split, by_dim in result.stats["dim_stats"].items()
+        for dim, s in by_dim.items()
     ]
     return dg.MaterializeResult(
         metadata={
@@ -175,7 +208,10 @@ def training_submission(
         artifacts, job_backend.get_backend(), loop_settings.config(), context.partition_key
     )
     decision = doc["hparams_decision"]
-    runs = [[r["run_id"], r["job_id"], r["stage"], "adopted" if r["adopted"] else "new", r["url"] or ""] for r in doc["runs"]]
+    runs = [
+        [r["run_id"], r["job_id"], r["stage"], "adopted" if r["adopted"] else "new", r["url"] or ""]
+        for r in doc["runs"]
+    ]
     hparams = [[r["run_id"], ", ".join(f"{k}={v}" for k, v in sorted(r["hparams"].items()))] for r in doc["runs"]]
     return dg.MaterializeResult(
         metadata={
@@ -186,5 +222,23 @@ def training_submission(
             "job_ids": dg.MetadataValue.json([r["job_id"] for r in doc["runs"]]),
             "backend": dg.MetadataValue.text(doc["backend"]),
             "new_jobs": dg.MetadataValue.int(sum(not r["adopted"] for r in doc["runs"])),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=cycles,
+    group_name="cycle",
+    deps=[training_submission, augmented_pairs, hard_dims, eval_summary],
+    kinds={"markdown"},
+    description="Where the model fails (dims, source types, parts, directions), examples, and what the loop does next.",
+)
+def failure_playbook(context: dg.AssetExecutionContext, kotone_home: KotoneHomeResource) -> dg.MaterializeResult:
+    path, playbook = write_failure_playbook(kotone_home.artifacts(), context.partition_key)
+    return dg.MaterializeResult(
+        metadata={
+            "playbook": dg.MetadataValue.md(playbook.markdown),
+            "worst_dims": dg.MetadataValue.json([row.dim for row in playbook.worst_dims[:3]]),
+            "path": path_value(path),
         }
     )

@@ -1,12 +1,11 @@
 """Partitioned assets after training: the reported models, the validation snapshot, the promotion."""
 
-
 import dagster as dg
 
 from kotone_pipeline.cycle import steps
 from kotone_pipeline.domain.gate import decision_markdown
 from kotone_pipeline.domain.schemas import EvalSummary
-from kotone_pipeline.orchestration.metadata import md_table, metrics_table, path_value, per_dim_table
+from kotone_pipeline.orchestration.metadata import md_table, metrics_table, path_value, per_dim_table, tracking_metadata
 from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.orchestration.resources import (
     ChampionRegistryResource,
@@ -14,6 +13,7 @@ from kotone_pipeline.orchestration.resources import (
     JobBackendResource,
     KotoneHomeResource,
     LoopSettings,
+    TrackerResource,
 )
 
 trained_models = dg.AssetSpec(
@@ -51,7 +51,17 @@ def validation_snapshot(
     for run in doc["runs"]:
         val = run.get("validation", {}).get("vector_mae", "")
         hold = run.get("holdout", {}).get("vector_mae", "")
-        rows.append([run["run_id"], run["stage"], val, hold, run.get("running_s") or "", run.get("cost_usd") or 0.0, run.get("url") or ""])
+        rows.append(
+            [
+                run["run_id"],
+                run["stage"],
+                val,
+                hold,
+                run.get("running_s") or "",
+                run.get("cost_usd") or 0.0,
+                run.get("url") or "",
+            ]
+        )
         if "holdout" in run:
             summaries[f"{run['run_id']} / holdout"] = EvalSummary.model_validate(run["holdout"])
             summaries[f"{run['run_id']} / validation"] = EvalSummary.model_validate(run["validation"])
@@ -90,6 +100,7 @@ def promotion_decision(
     kotone_home: KotoneHomeResource,
     champion_registry: ChampionRegistryResource,
     loop_settings: LoopSettings,
+    tracker: TrackerResource,
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
     decision = steps.step_promotion_decision(
@@ -98,7 +109,9 @@ def promotion_decision(
         loop_settings.config(),
         context.partition_key,
         force_reason=config.force_reason or None,
+        tracker=tracker.get_tracker(),
     )
+    tracking = artifacts.read_doc(context.partition_key, "promotion_decision").get("tracking", {})
     delta_rows = [[dim, delta] for dim, delta in decision.per_dim_delta.items()]
     return dg.MaterializeResult(
         metadata={
@@ -112,6 +125,7 @@ def promotion_decision(
             "reference_holdout_mae": dg.MetadataValue.float(decision.reference_holdout_mae),
             "per_dim_delta": dg.MetadataValue.md(md_table(["dim", "candidate - reference MAE"], delta_rows)),
             "decision_log": dg.MetadataValue.md(decision_markdown(decision)),
+            **tracking_metadata(tracking),
             "path": path_value(artifacts.path(context.partition_key, "promotion_decision.json")),
         }
     )
