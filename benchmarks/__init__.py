@@ -1,8 +1,8 @@
 """Benchmarks (``make bench`` = ``python -m benchmarks.run``).
 
-A benchmark module exposes ``BENCHMARKS``: a list of ``Benchmark`` (a name, ``run(repeats)`` returning
-flat ``{key: float}`` results, and ``rows(results, repeats)`` for the printed table). List the module
-in ``benchmarks.run.MODULES`` to have it run.
+A benchmark module exposes either ``run(repeats) -> {key: float}`` (plus, optionally,
+``rows(results, repeats) -> list[Row]`` for the printed table), or ``BENCHMARKS``: a list of
+``Benchmark`` when it holds several. List the module in ``benchmarks.run.MODULES`` to have it run.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from rich.console import Console
@@ -27,17 +28,41 @@ from rich.table import Table
 from benchmarks import Benchmark, Row
 from kotone_pipeline.domain.jsonl import write_json
 
-# Add a benchmark module here; it must expose BENCHMARKS (see benchmarks/__init__.py).
-MODULES: tuple[str, ...] = ("benchmarks.bench_domain",)
+# Add a benchmark module here: it exposes BENCHMARKS, or run(repeats) [+ rows(results, repeats)].
+MODULES: tuple[str, ...] = ("benchmarks.bench_domain", "benchmarks.bench_hf")
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 DEFAULT_REPEATS, QUICK_REPEATS = 3, 1
 
 
+def _unit(key: str) -> str:
+    for suffix, unit in (("_per_s", "/s"), ("_ms", "ms"), ("_s", "s")):
+        if key.endswith(suffix):
+            return unit
+    return ""
+
+
+def _plain_rows(results: dict[str, float], repeats: int) -> list[Row]:
+    return [Row(key, value, _unit(key), repeats) for key, value in results.items()]
+
+
+def module_benchmarks(module: ModuleType) -> list[Benchmark]:
+    """``BENCHMARKS`` when the module lists them; else one benchmark from its ``run`` (and ``rows`` if any),
+    named after the module without its ``bench_`` prefix."""
+    listed = getattr(module, "BENCHMARKS", None)
+    if listed is not None:
+        return list(listed)
+    run = getattr(module, "run", None)
+    if run is None:
+        raise ValueError(f"{module.__name__}: a benchmark module needs BENCHMARKS or run(repeats)")
+    name = module.__name__.rsplit(".", 1)[-1].removeprefix("bench_")
+    return [Benchmark(name, run, getattr(module, "rows", _plain_rows))]
+
+
 def collect(modules: Sequence[str] = MODULES) -> list[Benchmark]:
     found: list[Benchmark] = []
     for name in modules:
-        found.extend(importlib.import_module(name).BENCHMARKS)
+        found.extend(module_benchmarks(importlib.import_module(name)))
     names = [b.name for b in found]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:

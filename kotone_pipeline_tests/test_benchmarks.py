@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,19 @@ def _fake(name: str, value: float, calls: list[int]) -> Benchmark:
     return Benchmark(name, measure, lambda r, repeats: [Row(f"{name} time", r[f"{name}_s"], "s", repeats, 0.5, "x")])
 
 
-def test_registry_lists_the_domain_benchmarks() -> None:
-    assert [b.name for b in run.collect()] == ["data", "model"]
+def test_registry_lists_the_domain_and_hf_benchmarks() -> None:
+    assert [b.name for b in run.collect()] == ["data", "model", "hf"]
+
+
+def test_a_module_with_only_run_becomes_one_benchmark() -> None:
+    module = types.ModuleType("benchmarks.bench_disk")
+    module.run = lambda repeats: {"write_s": 0.5, "files": 3.0}  # type: ignore[attr-defined]
+    (bench,) = run.module_benchmarks(module)
+    assert bench.name == "disk"
+    rows = bench.rows(bench.run(2), 2)
+    assert [(r.label, r.value, r.unit, r.runs) for r in rows] == [("write_s", 0.5, "s", 2), ("files", 3.0, "", 2)]
+    with pytest.raises(ValueError, match="needs BENCHMARKS or run"):
+        run.module_benchmarks(types.ModuleType("benchmarks.bench_empty"))
 
 
 def test_only_runs_the_named_benchmark_and_merges_keys(
