@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import typer
 
-from kotone_pipeline.cli import data, model
+from kotone_pipeline.cli import cycle, data, model
 
 # Order is the order of ``kotone --help``.
-# The cycle commands (demo, dev, cycle new, status) go here: `from kotone_pipeline.cli import cycle`
-# above, and `cycle` in this tuple.
-COMMAND_MODULES = (data, model)
+COMMAND_MODULES = (data, model, cycle)
 
 app = typer.Typer(
     name="kotone",
