@@ -57,9 +57,7 @@ def run(repeats: int = 5) -> dict[str, float]:
             other.append(sum(1 for r in hub.requests if r.route != "jobs.list"))
     set_client_factory(hf_http.default_client_factory)
     if set(list_calls) != {1} or set(other) != {0}:
-        raise RuntimeError(
-            f"a tick must make exactly one list call: got {list_calls} list calls, {other} others"
-        )
+        raise RuntimeError(f"a tick must make exactly one list call: got {list_calls} list calls, {other} others")
     median = statistics.median(timings)
     return {
         "sensor_tick_300_jobs_s": median,

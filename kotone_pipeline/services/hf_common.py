@@ -27,9 +27,7 @@ REDACTED = "***"
 
 def resolve_endpoint(endpoint: str | None = None) -> str:
     """Explicit endpoint, else ``HF_ENDPOINT``, else the public Hub (no trailing slash)."""
-    return (endpoint or os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT or DEFAULT_ENDPOINT).rstrip(
-        "/"
-    )
+    return (endpoint or os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT or DEFAULT_ENDPOINT).rstrip("/")
 
 
 def resolve_token(token: str | None = None) -> str | None:
@@ -59,11 +57,7 @@ def is_transient(exc: BaseException) -> bool:
         return True  # hf_hub_download's answer to a connection error or timeout when nothing is cached
     return isinstance(
         exc,
-        httpx2.TimeoutException
-        | httpx2.NetworkError
-        | httpx2.RemoteProtocolError
-        | ConnectionError
-        | TimeoutError,
+        httpx2.TimeoutException | httpx2.NetworkError | httpx2.RemoteProtocolError | ConnectionError | TimeoutError,
     )
 
 

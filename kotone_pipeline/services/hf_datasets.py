@@ -183,9 +183,7 @@ def card_yaml(repo_id: str) -> str:
 
 
 def readme(repo_id: str, card_doc: dict[str, Any]) -> str:
-    counts = "\n".join(
-        f"| {split} | {info['rows']} | {info['groups']} |" for split, info in card_doc["splits"].items()
-    )
+    counts = "\n".join(f"| {split} | {info['rows']} | {info['groups']} |" for split, info in card_doc["splits"].items())
     columns = "\n".join(f"| {name} | `{kind}` |" for name, kind in card_doc["columns"].items())
     params = card_doc.get("card") or {}
     param_rows = "\n".join(f"| {k} | `{json.dumps(v, ensure_ascii=False)}` |" for k, v in params.items())
@@ -282,10 +280,7 @@ class HfHubDatasetStore(DatasetStore):
         card_doc = self._card_doc(cycle_id, pairs, split_bytes, full_hash, extras, card)
         card_text = self.redact(json.dumps(card_doc, ensure_ascii=False, indent=2, sort_keys=True)) + "\n"
         operations = [
-            *(
-                CommitOperationAdd(f"{JSONL_DIR}/{SPLIT_FILES[split]}", split_bytes[split])
-                for split in SPLIT_FILES
-            ),
+            *(CommitOperationAdd(f"{JSONL_DIR}/{SPLIT_FILES[split]}", split_bytes[split]) for split in SPLIT_FILES),
             *(
                 CommitOperationAdd(f"{PARQUET_DIR}/{split}.parquet", parquet_bytes(pairs[split]))
                 for split in SPLIT_FILES
@@ -315,9 +310,7 @@ class HfHubDatasetStore(DatasetStore):
         self._check_ref(ref)
         with tempfile.TemporaryDirectory(prefix="kotone-hf-load-") as cache:
             loaded = {
-                split: read_parquet(
-                    Path(self._download(f"{PARQUET_DIR}/{split}.parquet", ref.version, cache))
-                )
+                split: read_parquet(Path(self._download(f"{PARQUET_DIR}/{split}.parquet", ref.version, cache)))
                 for split in SPLIT_FILES
             }
         actual = data_hash({split: canonical_jsonl(rows) for split, rows in loaded.items()})
@@ -393,9 +386,7 @@ class HfHubDatasetStore(DatasetStore):
         }
 
     def _ref(self, sha: str, full_hash: str) -> DatasetRef:
-        return DatasetRef(
-            store=self.name, name=self.repo_id, version=sha, uri=self.tree_url(sha), data_hash=full_hash
-        )
+        return DatasetRef(store=self.name, name=self.repo_id, version=sha, uri=self.tree_url(sha), data_hash=full_hash)
 
     def _check_ref(self, ref: DatasetRef) -> None:
         if ref.store != self.name:
@@ -407,9 +398,7 @@ class HfHubDatasetStore(DatasetStore):
         if not self._repo_ready:
             self._read(
                 f"create {self.repo_id}",
-                lambda: self.api.create_repo(
-                    self.repo_id, repo_type="dataset", private=self.private, exist_ok=True
-                ),
+                lambda: self.api.create_repo(self.repo_id, repo_type="dataset", private=self.private, exist_ok=True),
             )
             self._repo_ready = True
 
@@ -417,9 +406,7 @@ class HfHubDatasetStore(DatasetStore):
         """The commit that published this content for this cycle, if any (the marker's last commit)."""
         found = self._read(
             f"look up {marker}",
-            lambda: self.api.get_paths_info(
-                self.repo_id, [marker], expand=True, repo_type="dataset", revision="main"
-            ),
+            lambda: self.api.get_paths_info(self.repo_id, [marker], expand=True, repo_type="dataset", revision="main"),
         )
         for entry in found:
             if entry.path == marker and getattr(entry, "last_commit", None) is not None:
@@ -434,13 +421,10 @@ class HfHubDatasetStore(DatasetStore):
             raise HfDatasetStoreError(f"commit to {self.repo_id} refused: {error}", transient=False) from None
         existing = self._find_marker(marker)
         if existing is not None:
-            log.warning(
-                "commit to %s failed (%s) but the publication exists: reusing it", self.repo_id, error
-            )
+            log.warning("commit to %s failed (%s) but the publication exists: reusing it", self.repo_id, error)
             return self._ref(existing, full_hash)
         raise HfDatasetStoreError(
-            f"commit to {self.repo_id} failed ({error}) and no such publication exists; "
-            "a later publish may retry",
+            f"commit to {self.repo_id} failed ({error}) and no such publication exists; a later publish may retry",
             transient=True,
         ) from None
 
@@ -462,9 +446,7 @@ class HfHubDatasetStore(DatasetStore):
         try:
             return self.retry.call(fn)
         except RemoteEntryNotFoundError as exc:
-            raise HfDatasetStoreError(
-                f"{what}: {describe_error(exc, self.redact)}", transient=False
-            ) from None
+            raise HfDatasetStoreError(f"{what}: {describe_error(exc, self.redact)}", transient=False) from None
         except Exception as exc:
             if isinstance(exc, HfDatasetStoreError):
                 raise

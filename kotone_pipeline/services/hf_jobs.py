@@ -168,9 +168,7 @@ class HfJobsBackend(JobBackend):
         )
         self._unsettled: dict[tuple[str, str], float] = {}
         self.log_tail_lines = log_tail_lines
-        self.redact = Redactor(
-            [self._token, *env_secrets(dict(secret_source) if secret_source else None).values()]
-        )
+        self.redact = Redactor([self._token, *env_secrets(dict(secret_source) if secret_source else None).values()])
         self._log_tails: dict[str, str] = {}
         self._cancel_reasons: dict[str, str] = {}
         install_request_timeout(self.retry.request_timeout_s)
@@ -191,9 +189,7 @@ class HfJobsBackend(JobBackend):
         return self._output_repo or f"{self.namespace}/{self.project}-runs"
 
     def output_target(self, cycle_id: str, run_id: str) -> OutputTarget:
-        return OutputTarget(
-            self.output_repo, f"cycle-{validate_cycle_id(cycle_id)}-{validate_run_id(run_id)}"
-        )
+        return OutputTarget(self.output_repo, f"cycle-{validate_cycle_id(cycle_id)}-{validate_run_id(run_id)}")
 
     def _need_token(self) -> str:
         if not self._token:
@@ -210,8 +206,7 @@ class HfJobsBackend(JobBackend):
         ref = spec.dataset
         if ref.store != "hf":
             raise JobBackendError(
-                f"HF Jobs need a dataset published to the Hub (got store {ref.store!r}); "
-                "use the hf dataset store",
+                f"HF Jobs need a dataset published to the Hub (got store {ref.store!r}); use the hf dataset store",
                 transient=False,
             )
         return f"{self.endpoint}/datasets/{ref.name}/resolve/{ref.version}/{self.script_path_in_repo}"
@@ -237,9 +232,7 @@ class HfJobsBackend(JobBackend):
         validate_cycle_id(spec.cycle_id)
         validate_run_id(spec.run_id)
         cycle_jobs = self._list({"kotone-project": self.project, "kotone-cycle": spec.cycle_id})
-        mine = [
-            (info, raw) for info, raw in cycle_jobs if (info.labels or {}).get("kotone-run") == spec.run_id
-        ]
+        mine = [(info, raw) for info, raw in cycle_jobs if (info.labels or {}).get("kotone-run") == spec.run_id]
         key = (spec.cycle_id, spec.run_id)
         if mine:
             # Adopt whatever stage it is in: a failed run is retried under a new run id, never resubmitted.
@@ -264,8 +257,7 @@ class HfJobsBackend(JobBackend):
         except Exception as exc:
             if http_status(exc) is not None and not is_ambiguous(exc):
                 raise JobBackendError(
-                    f"HF Jobs refused the job for {spec.cycle_id}/{spec.run_id}: "
-                    f"{describe_error(exc, self.redact)}",
+                    f"HF Jobs refused the job for {spec.cycle_id}/{spec.run_id}: {describe_error(exc, self.redact)}",
                     transient=is_transient(exc),
                 ) from None
             return self._reconcile_after_failed_create(spec, exc)
@@ -338,9 +330,7 @@ class HfJobsBackend(JobBackend):
             missing = []
             for name in (*REQUIRED_OUTPUTS, *OPTIONAL_OUTPUTS):
                 try:
-                    path = self._read(
-                        f"{name} of {target.uri}", self._download, target.repo_id, name, sha, cache
-                    )
+                    path = self._read(f"{name} of {target.uri}", self._download, target.repo_id, name, sha, cache)
                 except RemoteEntryNotFoundError:
                     if name in REQUIRED_OUTPUTS:
                         missing.append(name)
@@ -360,8 +350,7 @@ class HfJobsBackend(JobBackend):
     def _check_timeout(self, spec: JobSpec) -> None:
         if not 0 < spec.timeout_s <= self.max_timeout_s:
             raise JobBackendError(
-                f"timeout {spec.timeout_s}s for {spec.cycle_id}/{spec.run_id} "
-                f"is outside 1..{self.max_timeout_s}s",
+                f"timeout {spec.timeout_s}s for {spec.cycle_id}/{spec.run_id} is outside 1..{self.max_timeout_s}s",
                 transient=False,
             )
 
@@ -398,9 +387,7 @@ class HfJobsBackend(JobBackend):
         token = self._need_token()
         self._read(
             f"create {output.repo_id}",
-            lambda: self.api.create_repo(
-                output.repo_id, repo_type="model", private=True, exist_ok=True, token=token
-            ),
+            lambda: self.api.create_repo(output.repo_id, repo_type="model", private=True, exist_ok=True, token=token),
         )
         self._read(
             f"create branch {output.uri}",
@@ -470,9 +457,7 @@ class HfJobsBackend(JobBackend):
             ) from None
         if found:
             self._unsettled.pop((spec.cycle_id, spec.run_id), None)
-            log.warning(
-                "create of %s/%s failed (%s) but the job exists: adopted", spec.cycle_id, spec.run_id, error
-            )
+            log.warning("create of %s/%s failed (%s) but the job exists: adopted", spec.cycle_id, spec.run_id, error)
             return self._state(*found[0], adopted=True)
         if is_ambiguous(exc):
             self._unsettled[(spec.cycle_id, spec.run_id)] = time.monotonic()
@@ -505,9 +490,7 @@ class HfJobsBackend(JobBackend):
         except RemoteEntryNotFoundError:
             raise  # the caller decides whether a missing file is an error
         except Exception as exc:
-            raise JobBackendError(
-                f"{what}: {describe_error(exc, self.redact)}", transient=is_transient(exc)
-            ) from None
+            raise JobBackendError(f"{what}: {describe_error(exc, self.redact)}", transient=is_transient(exc)) from None
 
     def _list(self, labels: dict[str, str]) -> list[tuple[JobInfo, dict[str, Any]]]:
         """Jobs with all these labels, oldest first, each with its raw JSON (for fields JobInfo drops).

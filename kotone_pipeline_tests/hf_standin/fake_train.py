@@ -31,14 +31,8 @@ def main() -> int:
     parser.add_argument("--hparams", default="{}")
     args = parser.parse_args()
     hparams = json.loads(args.hparams)
-    print(
-        f"fake trainer: {args.dataset_repo}@{args.dataset_revision} "
-        f"-> {args.output_repo}@{args.output_revision}"
-    )
-    print(
-        f"secrets present: HF_TOKEN={bool(os.environ.get('HF_TOKEN'))} "
-        f"WANDB={bool(os.environ.get('WANDB_API_KEY'))}"
-    )
+    print(f"fake trainer: {args.dataset_repo}@{args.dataset_revision} -> {args.output_repo}@{args.output_revision}")
+    print(f"secrets present: HF_TOKEN={bool(os.environ.get('HF_TOKEN'))} WANDB={bool(os.environ.get('WANDB_API_KEY'))}")
     time.sleep(float(hparams.get("sleep_s", 0)))
     if hparams.get("fail"):
         for step in range(5):
@@ -59,11 +53,7 @@ def main() -> int:
             )
         )
         splits = {
-            name: [
-                json.loads(line)
-                for line in (data / "splits" / f"{name}.jsonl").read_text().splitlines()
-                if line
-            ]
+            name: [json.loads(line) for line in (data / "splits" / f"{name}.jsonl").read_text().splitlines() if line]
             for name in ("train", "validation", "holdout")
         }
     median = {d: int(statistics.median_low(r["vector"][d] for r in splits["train"])) for d in DIMS}
@@ -71,9 +61,7 @@ def main() -> int:
     out.mkdir(exist_ok=True)
     for split in ("validation", "holdout"):
         lines = [
-            json.dumps(
-                {"pair_id": r["id"], "raw": json.dumps(median), "prediction": median, "latency_ms": 1.0}
-            )
+            json.dumps({"pair_id": r["id"], "raw": json.dumps(median), "prediction": median, "latency_ms": 1.0})
             for r in splits[split]
         ]
         (out / f"predictions_{split}.jsonl").write_text("".join(line + "\n" for line in lines))

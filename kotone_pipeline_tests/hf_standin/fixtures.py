@@ -25,9 +25,7 @@ TOKEN = "hf_StandInSecretToken0123456789abcdef"
 WANDB_KEY = "wandb-standin-secret-key-9876543210"
 FAKE_TRAIN_SCRIPT = Path(__file__).with_name("fake_train.py")
 # Short waits and timeouts: faults resolve in milliseconds, a bound is reached in well under a second.
-FAST_RETRY = RetryPolicy(
-    attempts=3, initial_wait_s=0.01, max_wait_s=0.05, jitter_s=0.01, request_timeout_s=1.0
-)
+FAST_RETRY = RetryPolicy(attempts=3, initial_wait_s=0.01, max_wait_s=0.05, jitter_s=0.01, request_timeout_s=1.0)
 
 
 @pytest.fixture(name="hf_standin")
@@ -58,9 +56,7 @@ def make_splits(n_train: int = 8, n_eval: int = 3) -> dict[str, list[Pair]]:
             source_type="rule_prompt" if rule else "request_text",
             text=f"{split} commission number {i}: a hushed, warm tune for a lantern-lit alley",
             vector=Vector.from_values(values),
-            parts={"style": f"st{i}", "instrument": f"in{i}", "mood": "m1", "gimmick": "gm2"}
-            if rule
-            else None,
+            parts={"style": f"st{i}", "instrument": f"in{i}", "mood": "m1", "gimmick": "gm2"} if rule else None,
             origin="teacher",
             cycle="c1" if split == "train" else None,
             meta={"seed": i, "score": 0.25 * i, "tags": ["a", "b"]},

@@ -31,9 +31,7 @@ LFS_SUFFIXES = (".parquet", ".arrow", ".bin", ".safetensors", ".pt", ".gguf", ".
 LFS_THRESHOLD_BYTES = 10 * 1024
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-GITATTRIBUTES = (
-    b"*.parquet filter=lfs diff=lfs merge=lfs -text\n*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
-)
+GITATTRIBUTES = b"*.parquet filter=lfs diff=lfs merge=lfs -text\n*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
 
 
 def _iso(ts: float) -> str:
@@ -101,9 +99,7 @@ class Repo:
         return commit
 
 
-def make_commit(
-    parent: Commit | None, files: dict[str, Blob], title: str, description: str, date: float
-) -> Commit:
+def make_commit(parent: Commit | None, files: dict[str, Blob], title: str, description: str, date: float) -> Commit:
     """A commit id is the sha1 of what it holds (parent, message, each path and blob id): real, stable."""
     digest = hashlib.sha1()
     digest.update(json.dumps([parent.oid if parent else None, title, description]).encode())
@@ -215,9 +211,7 @@ class Faults:
         with self._lock:
             self._faults.append(Fault(route, when, status, delay_s, times, message, skip))
 
-    def fail(
-        self, route: str, status: int = 503, times: int = 1, message: str | None = None, skip: int = 0
-    ) -> None:
+    def fail(self, route: str, status: int = 503, times: int = 1, message: str | None = None, skip: int = 0) -> None:
         """Answer ``status`` without handling the request (after letting ``skip`` requests through)."""
         self.add(route, status=status, times=times, message=message, skip=skip)
 

@@ -67,9 +67,7 @@ class Router:
         if m := _JOBS_API.match(path):
             ns, job_id, action = m.groups()
             if job_id is None:
-                return (
-                    ("jobs.create", self.jobs_create) if method == "POST" else ("jobs.list", self.jobs_list)
-                )
+                return ("jobs.create", self.jobs_create) if method == "POST" else ("jobs.list", self.jobs_list)
             if action == "cancel":
                 return "jobs.cancel", self.jobs_cancel
             if action == "logs":
@@ -153,9 +151,7 @@ class Router:
 
     def repo_refs(self, ctx: Ctx) -> Reply:
         repo, _ = self._repo_from_api(ctx)
-        branches = [
-            {"name": n, "ref": f"refs/heads/{n}", "targetCommit": oid} for n, oid in repo.branches.items()
-        ]
+        branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": oid} for n, oid in repo.branches.items()]
         return _json({"branches": branches, "converts": [], "tags": []})
 
     def repo_branch(self, ctx: Ctx) -> Reply:
@@ -261,9 +257,7 @@ class Router:
                 last = self._last_commit(repo, commit, path) if expand else None
                 answer.append(self._file_entry(path, commit.files[path], last))
             elif any(p.startswith(path.rstrip("/") + "/") for p in commit.files):
-                answer.append(
-                    {"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest()}
-                )
+                answer.append({"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest()})
         return _json(answer)
 
     def repo_tree(self, ctx: Ctx) -> Reply:
@@ -429,10 +423,7 @@ class Router:
             return _json({"now": _iso(self.hub.now())})
         if ctx.path == "/_standin/requests":
             return _json(
-                [
-                    {"method": r.method, "path": r.path, "route": r.route, "status": r.status}
-                    for r in self.hub.requests
-                ]
+                [{"method": r.method, "path": r.path, "route": r.route, "status": r.status} for r in self.hub.requests]
             )
         raise HttpError(404, f"no control route {ctx.path}")
 

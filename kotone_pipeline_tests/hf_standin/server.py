@@ -132,9 +132,7 @@ class HubStandIn:
             return list(self._requests)
 
     def count(self, route: str, *, first_page_only: bool = False) -> int:
-        return sum(
-            1 for r in self.requests if r.route == route and not (first_page_only and "cursor" in r.query)
-        )
+        return sum(1 for r in self.requests if r.route == route and not (first_page_only and "cursor" in r.query))
 
     def clear_requests(self) -> None:
         with self._lock:
@@ -155,9 +153,7 @@ class HubStandIn:
                 raise HttpError(409, "You already created this repo", url=url)
             now = self.now()
             repo = Repo(repo_type, repo_id, private, now)
-            first = make_commit(
-                None, {".gitattributes": Blob(GITATTRIBUTES, False)}, "initial commit", "", now
-            )
+            first = make_commit(None, {".gitattributes": Blob(GITATTRIBUTES, False)}, "initial commit", "", now)
             repo.commits[first.oid] = first
             repo.branches["main"] = first.oid
             self.repos[key] = repo
@@ -191,9 +187,7 @@ class HubStandIn:
         with self._lock:
             self.jobs[job.id] = job
         if run:
-            thread = threading.Thread(
-                target=JobRunner(self).run, args=(job,), name=f"job-{job.id}", daemon=True
-            )
+            thread = threading.Thread(target=JobRunner(self).run, args=(job,), name=f"job-{job.id}", daemon=True)
             self._job_threads.append(thread)
             thread.start()
         return job

@@ -65,8 +65,7 @@ def test_large_and_parquet_files_go_through_lfs(api, hf_standin, tmp_path):
     blob = bytes(range(256)) * 200
     commit(api, {"data/x.parquet": b"PAR1", "big.bin": blob, "small.txt": b"hi"})
     infos = {
-        i.path: i
-        for i in api.get_paths_info(REPO, ["data/x.parquet", "big.bin", "small.txt"], repo_type="dataset")
+        i.path: i for i in api.get_paths_info(REPO, ["data/x.parquet", "big.bin", "small.txt"], repo_type="dataset")
     }
     assert infos["big.bin"].lfs is not None and infos["data/x.parquet"].lfs is not None
     assert infos["small.txt"].lfs is None
@@ -94,9 +93,7 @@ def test_errors_carry_the_hub_error_codes(api, hf_standin, tmp_path):
     with pytest.raises(RevisionNotFoundError):
         api.dataset_info(REPO, revision="f" * 40)
     with pytest.raises(RemoteEntryNotFoundError):
-        hf_hub_download(
-            REPO, "nope.txt", repo_type="dataset", endpoint=hf_standin.url, token=TOKEN, cache_dir=tmp_path
-        )
+        hf_hub_download(REPO, "nope.txt", repo_type="dataset", endpoint=hf_standin.url, token=TOKEN, cache_dir=tmp_path)
 
 
 def test_a_stale_parent_commit_is_refused(api):
@@ -150,9 +147,7 @@ def test_uv_run_of_a_private_script_url_needs_the_jobs_hf_token(api, hf_standin)
     api.create_repo(REPO, repo_type="dataset", private=True)
     sha = commit(api, {"run.py": b"print('ran from the hub')\n"})
     url = f"{hf_standin.url}/datasets/{REPO}/resolve/{sha}/run.py"
-    with_token = api.run_job(
-        image="uv", command=["uv", "run", url], secrets={"HF_TOKEN": TOKEN}, namespace=USER
-    )
+    with_token = api.run_job(image="uv", command=["uv", "run", url], secrets={"HF_TOKEN": TOKEN}, namespace=USER)
     without = api.run_job(image="uv", command=["uv", "run", url], namespace=USER)
     hf_standin.wait_jobs()
     assert list(api.fetch_job_logs(job_id=with_token.id, namespace=USER)) == ["ran from the hub"]
@@ -170,17 +165,13 @@ def test_a_job_is_killed_at_its_timeout_by_the_server_clock(api, hf_standin):
     )
     wait_for(lambda: api.inspect_job(job_id=job.id, namespace=USER).status.stage == "RUNNING")
     hf_standin.advance(601)
-    info = wait_for(
-        lambda: (i := api.inspect_job(job_id=job.id, namespace=USER)).status.stage == "ERROR" and i
-    )
+    info = wait_for(lambda: (i := api.inspect_job(job_id=job.id, namespace=USER)).status.stage == "ERROR" and i)
     assert "timeout" in info.status.message.lower()
     assert info.durations.running_secs >= 600
 
 
 def test_cancel_kills_the_process(api, hf_standin):
-    job = api.run_job(
-        image="python:3.12", command=["python", "-c", "import time; time.sleep(60)"], namespace=USER
-    )
+    job = api.run_job(image="python:3.12", command=["python", "-c", "import time; time.sleep(60)"], namespace=USER)
     wait_for(lambda: api.inspect_job(job_id=job.id, namespace=USER).status.stage == "RUNNING")
     api.cancel_job(job_id=job.id, namespace=USER)
     assert api.inspect_job(job_id=job.id, namespace=USER).status.stage == "CANCELED"

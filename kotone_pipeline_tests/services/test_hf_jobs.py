@@ -31,9 +31,7 @@ from kotone_pipeline_tests.hf_standin.fixtures import (
 from kotone_pipeline_tests.hf_standin.server import HubStandIn, iter_secret_hits
 
 SETTLE_S = 2 * FAST_RETRY.request_timeout_s
-PINNED = DatasetRef(
-    store="hf", name=f"{USER}/kotone-data", version="a" * 40, uri="unused", data_hash="b" * 64
-)
+PINNED = DatasetRef(store="hf", name=f"{USER}/kotone-data", version="a" * 40, uri="unused", data_hash="b" * 64)
 
 
 @pytest.fixture
@@ -358,9 +356,7 @@ def test_log_fetch_is_retried(backend, held):
 
 
 def test_an_unreadable_log_tail_does_not_hide_the_error(backend, held):
-    job = held.add_job(
-        USER, {"kotone-project": "kotone", "kotone-cycle": "c1", "kotone-run": "r1"}, stage="ERROR"
-    )
+    job = held.add_job(USER, {"kotone-project": "kotone", "kotone-cycle": "c1", "kotone-run": "r1"}, stage="ERROR")
     job.message = "Job failed with exit code: 3"
     held.faults.fail("jobs.logs", 503, times=10)
     state = backend.statuses([job.id])[job.id]
@@ -438,9 +434,7 @@ def test_prices_can_be_refreshed_from_the_hub(backend, held):
 # --- secrets ------------------------------------------------------------------------------------------------
 
 
-def test_secrets_appear_only_in_the_authorization_header_and_the_job_secrets(
-    backend, hf_standin, dataset, tmp_path
-):
+def test_secrets_appear_only_in_the_authorization_header_and_the_job_secrets(backend, hf_standin, dataset, tmp_path):
     ok = backend.submit(spec(dataset=dataset))
     failed = backend.submit(spec(run_id="r2", dataset=dataset, hparams={"fail": True}))
     states = [poll_until_terminal(backend, ok.job_id), poll_until_terminal(backend, failed.job_id)]
