@@ -12,24 +12,26 @@ from kotone_pipeline.orchestration.jobs import base_job, cycle_job, validation_j
 from kotone_pipeline.orchestration.resources import resources_from_env
 from kotone_pipeline.orchestration.sensors import nightly_cycle_sensor, training_jobs_sensor
 
+ALL_ASSETS = [
+    base.catalog,
+    base.teacher_pairs,
+    base.eval_sets,
+    cycle.eval_summary,
+    cycle.hard_dims,
+    cycle.augmented_pairs,
+    cycle.split_dataset,
+    cycle.training_submission,
+    cycle.failure_playbook,
+    validation.trained_models,
+    validation.validation_snapshot,
+    validation.promotion_decision,
+]
+
 
 def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     """All definitions, configured from ``env`` (default: the process environment)."""
     return dg.Definitions(
-        assets=[
-            base.catalog,
-            base.teacher_pairs,
-            base.eval_sets,
-            cycle.eval_summary,
-            cycle.hard_dims,
-            cycle.augmented_pairs,
-            cycle.split_dataset,
-            cycle.training_submission,
-            cycle.failure_playbook,
-            validation.trained_models,
-            validation.validation_snapshot,
-            validation.promotion_decision,
-        ],
+        assets=ALL_ASSETS,
         asset_checks=all_checks,
         jobs=[base_job, cycle_job, validation_job],
         sensors=[training_jobs_sensor, nightly_cycle_sensor],

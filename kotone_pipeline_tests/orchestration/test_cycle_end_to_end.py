@@ -54,16 +54,12 @@ def test_second_cycle_evaluates_the_first_cycles_champion(two_cycles) -> None:
     assert eval_doc["current_model"] == "champion"
     assert eval_doc["champion"]["cycle_id"] == "c1"
     # The champion's holdout MAE measured in cycle 2 equals what the gate saw for it in cycle 1.
-    assert eval_doc["summaries"]["champion"]["holdout"]["vector_mae"] == pytest.approx(
-        first.candidate_holdout_mae
-    )
+    assert eval_doc["summaries"]["champion"]["holdout"]["vector_mae"] == pytest.approx(first.candidate_holdout_mae)
 
 
 def test_champion_never_gets_worse_and_registry_changed_only_through_the_gate(two_cycles) -> None:
     home: Path = two_cycles["home"]
-    history = [
-        json.loads(line) for line in (home / "registry" / "champion_history.jsonl").read_text().splitlines()
-    ]
+    history = [json.loads(line) for line in (home / "registry" / "champion_history.jsonl").read_text().splitlines()]
     arts = CycleArtifacts(home)
     promoted_ids = [
         arts.read_doc(c, "promotion_decision")["decision_id"]
@@ -110,3 +106,16 @@ def test_rematerializing_a_submitted_partition_submits_nothing_new(two_cycles) -
     assert jobs_after == jobs_before
     doc = CycleArtifacts(home).read_doc("c1", "training_submission")
     assert all(run["adopted"] for run in doc["runs"])
+
+
+def test_each_cycle_logged_offline_wandb_runs_and_wrote_a_playbook(two_cycles) -> None:
+    home: Path = two_cycles["home"]
+    arts = CycleArtifacts(home)
+    for cycle in ("c1", "c2"):
+        eval_link = arts.read_doc(cycle, "eval_summary")["tracking"]
+        cycle_link = arts.read_doc(cycle, "promotion_decision")["tracking"]
+        for link in (eval_link, cycle_link):
+            assert link["wandb_mode"] == "offline"
+            assert Path(link["wandb_run_dir"]).is_dir()
+            assert Path(link["wandb_run_dir"]).is_relative_to(home / "wandb")
+        assert (home / "cycles" / cycle / "failure_playbook.md").read_text().startswith("#")

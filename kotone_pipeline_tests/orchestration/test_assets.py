@@ -1,0 +1,124 @@
+"""Each asset through dg.materialize() on a temporary instance, checking what it writes and shows."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from kotone_pipeline.definitions import ALL_ASSETS, build_definitions
+from kotone_pipeline.orchestration.checks import all_checks
+from kotone_pipeline.services.artifacts import CycleArtifacts
+
+CYCLE_ASSETS = [
+    "eval_summary",
+    "hard_dims",
+    "augmented_pairs",
+    "split_dataset",
+    "training_submission",
+    "failure_playbook",
+]
+
+
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("kotone")
+    defs = build_definitions({"KOTONE_HOME": str(home), "KOTONE_WANDB_MODE": "disabled", "KOTONE_CAMPAIGN_SIZE": "1"})
+    assets = [*ALL_ASSETS, *all_checks]
+    resources = dict(defs.resources or {})
+    results = {}
+    with dg.instance_for_test() as instance:
+        base = dg.materialize(
+            assets, selection=["catalog", "teacher_pairs", "eval_sets"], instance=instance, resources=resources
+        )
+        results["base"] = base
+        instance.add_dynamic_partitions("cycles", ["a1"])
+        for key in CYCLE_ASSETS:
+            results[key] = dg.materialize(
+                assets, selection=[key], partition_key="a1", instance=instance, resources=resources
+            )
+        yield home, results, instance
+
+
+def metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
+    [event] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(key)]
+    return event.materialization.metadata
+
+
+def test_base_assets_report_counts_and_schema(materialized) -> None:
+    _, results, _ = materialized
+    base = results["base"]
+    assert base.success
+    assert metadata(base, "catalog")["parts"].value == 45
+    teacher = metadata(base, "teacher_pairs")
+    assert teacher["dagster/row_count"].value > 1000
+    columns = [c.name for c in teacher["dagster/column_schema"].schema.columns]
+    assert "vector.energy" in columns and "group_id" in columns
+    assert "| kept |" in teacher["quality_report"].value or "kept" in teacher["quality_report"].value
+
+
+def test_eval_summary_shows_baselines_without_a_champion(materialized) -> None:
+    home, results, _ = materialized
+    meta = metadata(results["eval_summary"], "eval_summary")
+    assert meta["champion"].value == "none (baselines)"
+    assert "baseline-rule / holdout" in meta["metrics"].value
+    doc = CycleArtifacts(home).read_doc("a1", "eval_summary")
+    assert doc["current_model"] in {"baseline-rule", "baseline-constant"}
+    assert doc["tracking"] == {"wandb_mode": "disabled"} or doc["tracking"].get("wandb_mode") == "disabled"
+
+
+def test_hard_dims_focus_the_worst_probe_dims(materialized) -> None:
+    home, results, _ = materialized
+    doc = CycleArtifacts(home).read_doc("a1", "hard_dims")
+    worst = sorted(doc["by_dim"], key=lambda d: -doc["by_dim"][d])[:2]
+    assert sorted(doc["focus"]) == sorted(worst)
+    assert metadata(results["hard_dims"], "hard_dims")["source"].value == "eval_rows"
+
+
+def test_augmented_pairs_are_new_train_rows_for_this_cycle(materialized) -> None:
+    home, results, _ = materialized
+    pairs = CycleArtifacts(home).read_pairs("a1", "augmented_pairs")
+    assert metadata(results["augmented_pairs"], "augmented_pairs")["dagster/row_count"].value == len(pairs) >= 12
+    assert {p.origin for p in pairs} <= {"augmented", "replay"}
+    assert all(p.cycle == "a1" and p.parent_id for p in pairs)
+
+
+def test_split_dataset_is_published_and_its_checks_pass(materialized) -> None:
+    home, results, _ = materialized
+    result = results["split_dataset"]
+    meta = metadata(result, "split_dataset")
+    rows = meta["rows_by_split"].value
+    assert set(rows) == {"train", "validation", "test", "holdout"}
+    assert Path(meta["dataset_uri"].value).is_dir()
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"split_schema": True, "split_no_leakage": True, "split_ratios": True}
+
+
+def test_training_submission_records_one_job_per_run_and_rematerializing_adds_none(materialized) -> None:
+    home, results, instance = materialized
+    doc = CycleArtifacts(home).read_doc("a1", "training_submission")
+    assert [r["run_id"] for r in doc["runs"]] == ["r0"]
+    checks = {e.check_name: e.passed for e in results["training_submission"].get_asset_check_evaluations()}
+    assert checks == {"one_job_per_run": True}
+    assert metadata(results["training_submission"], "training_submission")["new_jobs"].value == 1
+    defs = build_definitions({"KOTONE_HOME": str(home), "KOTONE_WANDB_MODE": "disabled", "KOTONE_CAMPAIGN_SIZE": "1"})
+    again = dg.materialize(
+        [*ALL_ASSETS, *all_checks],
+        selection=["training_submission"],
+        partition_key="a1",
+        instance=instance,
+        resources=dict(defs.resources or {}),
+    )
+    assert metadata(again, "training_submission")["new_jobs"].value == 0
+    assert len(list((home / "jobs").iterdir())) == 1
+
+
+def test_failure_playbook_is_saved_and_shown(materialized) -> None:
+    home, results, _ = materialized
+    text = (home / "cycles" / "a1" / "failure_playbook.md").read_text()
+    meta = metadata(results["failure_playbook"], "failure_playbook")
+    assert meta["playbook"].value == text
+    focus = CycleArtifacts(home).read_doc("a1", "hard_dims")["focus"]
+    for dim in focus:
+        assert dim in text
+    assert json.loads(json.dumps(meta["worst_dims"].value))[0] in text
