@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from kotone_pipeline.cli._common import console, fail, handle_errors, status_console
@@ -71,19 +72,22 @@ def demo(
         ]
         typer.echo(json.dumps({"cycles": [r.model_dump(include=set(keys)) for r in reports]}))
         return
-    table = Table(title="Kotone demo cycles")
-    for column in [
+    # Wide enough for the table even when stdout is not a terminal (rich assumes 80 columns there).
+    out = Console(width=max(console.width, 150))
+    table = Table(title="Kotone demo cycles (holdout vector MAE, 0..10 scale; lower is better)")
+    columns = [
         "cycle",
         "champion before",
-        "holdout MAE before",
-        "candidate MAE",
-        "champion MAE after",
+        "MAE before",
+        "candidate",
+        "MAE after",
         "hard dims",
-        "rows added",
+        "rows +",
         "decision",
         "wall s",
-    ]:
-        table.add_column(column)
+    ]
+    for column in columns:
+        table.add_column(column, no_wrap=True)
     for r in reports:
         table.add_row(
             r.cycle_id,
@@ -96,11 +100,11 @@ def demo(
             r.decision,
             f"{r.wall_s:.1f}",
         )
-    console.print(table)
+    out.print(table)
     for r in reports:
-        console.print(f"[bold]{r.cycle_id}[/bold] decision log:")
+        out.print(f"[bold]{r.cycle_id}[/bold] decision log:")
         for reason in r.reasons:
-            console.print(f"  - {reason}")
+            out.print(f"  - {reason}")
 
 
 @handle_errors
@@ -118,18 +122,14 @@ def dev(
     workspace = REPO_ROOT / "workspace.yaml"
     target = ["-w", str(workspace)] if workspace.is_file() else ["-m", "kotone_pipeline.definitions"]
     status_console.print(f"Dagster UI on http://{host}:{port}  (DAGSTER_HOME={env['DAGSTER_HOME']})")
-    raise typer.Exit(
-        subprocess.call([dagster, "dev", *target, "-h", host, "-p", str(port)], env=env, cwd=REPO_ROOT)
-    )
+    raise typer.Exit(subprocess.call([dagster, "dev", *target, "-h", host, "-p", str(port)], env=env, cwd=REPO_ROOT))
 
 
 @cycle_app.command("new")
 @handle_errors
 def cycle_new(
     cycle_id: str = typer.Argument(None, help="Cycle id (a-z, 0-9, '_', '-'; max 63). Default: cycle-NNN."),
-    run: bool = typer.Option(
-        False, "--run", help="Also run the cycle to the end, like demo does for one cycle."
-    ),
+    run: bool = typer.Option(False, "--run", help="Also run the cycle to the end, like demo does for one cycle."),
 ) -> None:
     """Add a cycle partition (and optionally run it)."""
     runner = _runner(progress=True)
@@ -160,11 +160,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     rows = []
     for cycle_id in runner.cycles():
         done = [s for s in stages if arts.has_doc(cycle_id, s)]
-        decision = (
-            arts.read_doc(cycle_id, "promotion_decision")["decision"]
-            if "promotion_decision" in done
-            else None
-        )
+        decision = arts.read_doc(cycle_id, "promotion_decision")["decision"] if "promotion_decision" in done else None
         rows.append(
             {
                 "cycle_id": cycle_id,

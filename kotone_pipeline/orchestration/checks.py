@@ -1,5 +1,6 @@
 """Asset checks guarding data (schema, leakage, ratios), submissions and validation."""
 
+import warnings
 from collections import Counter
 
 import dagster as dg
@@ -18,6 +19,9 @@ from kotone_pipeline.orchestration.resources import (
     LoopSettings,
 )
 from kotone_pipeline.services.datasets import DatasetRef
+
+# Partitioned asset checks are a preview feature in Dagster 1.13 (pinned); the warning is noise for users.
+warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")
 
 RATIO_TOLERANCE = 0.05
 MIN_GROUPS_FOR_RATIO_CHECK = 100

@@ -88,11 +88,13 @@ class CycleRunner:
         instance: dg.DagsterInstance,
         progress: Callable[[str], None] = lambda _msg: None,
         poll_interval_s: float = 0.5,
+        log_level: str = "WARNING",
     ) -> None:
         self.defs = defs
         self.instance = instance
         self.progress = progress
         self.poll_interval_s = poll_interval_s
+        self.log_level = log_level
         self.resources = dict(defs.resources or {})
         self.artifacts = CycleArtifacts(resolve_home(self.resources["kotone_home"].home))
         self._cursor: str | None = None
@@ -116,7 +118,13 @@ class CycleRunner:
     # --- execution -------------------------------------------------------------------------------
     def _execute(self, job_name: str, partition_key: str | None = None) -> None:
         job = self.defs.resolve_job_def(job_name)
-        result = job.execute_in_process(instance=self.instance, partition_key=partition_key, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=self.instance,
+            partition_key=partition_key,
+            raise_on_error=False,
+            # Step-level DEBUG lines drown the progress report; the full logs stay in the instance.
+            run_config={"loggers": {"console": {"config": {"log_level": self.log_level}}}},
+        )
         if not result.success:
             failures = [
                 f"{e.step_key}: {e.event_specific_data.error.message.strip().splitlines()[-1]}"  # type: ignore[union-attr]
