@@ -20,6 +20,7 @@ class LoopConfig(BaseModel):
     forced_hard_dims: list[str] = Field(default_factory=list)
     hard_dims_source: str = Field(default="eval_rows", description="eval_rows or wandb_failures")
     allow_stale: bool = False
+    wandb_timeout_s: int = Field(default=20, ge=1, description="bound on one W&B API lookup (hard dims)")
     add_ratio: float = 0.2
     replay_ratio: float = 0.15
     split_seed: int = 20261125
@@ -67,6 +68,7 @@ class LoopConfig(BaseModel):
             "campaign_size": "KOTONE_CAMPAIGN_SIZE",
             "hard_dim_k": "KOTONE_HARD_DIM_K",
             "hard_dims_source": "KOTONE_HARD_DIMS_SOURCE",
+            "wandb_timeout_s": "KOTONE_WANDB_TIMEOUT_S",
             "add_ratio": "KOTONE_ADD_RATIO",
             "replay_ratio": "KOTONE_REPLAY_RATIO",
             "split_seed": "KOTONE_SPLIT_SEED",

@@ -15,7 +15,7 @@ from typing import Any
 
 from kotone_pipeline.cycle.base import BaseData, load_base
 from kotone_pipeline.cycle.config import LoopConfig
-from kotone_pipeline.cycle.tracking import log_cycle, log_eval, write_failure_playbook
+from kotone_pipeline.cycle.tracking import log_cycle, log_eval, trace_current_model, write_failure_playbook
 from kotone_pipeline.domain.augment import augment
 from kotone_pipeline.domain.baselines import ConstantBaseline, RuleBaseline
 from kotone_pipeline.domain.dims import DIMS
@@ -53,6 +53,10 @@ class RunsNotFinishedError(RuntimeError):
     pass
 
 
+class ChampionUnavailableError(RuntimeError):
+    """The champion can neither be run here nor be scored from the predictions its run recorded."""
+
+
 def _stable_id(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:12]
 
@@ -61,7 +65,8 @@ def _stable_id(*parts: object) -> str:
 
 
 def load_predictor(model_uri: str) -> Predictor:
-    """A champion's predictor: a local model directory, or a LoRA adapter (needs the train extra)."""
+    """A champion's predictor: a local model directory, or a LoRA adapter (a local directory or a Hub
+    ``ORG/NAME@REVISION``; running it needs the train extra)."""
     path = Path(model_uri)
     if (path / "model.json").is_file():
         from kotone_pipeline.domain.local_model import LocalTextModel
@@ -69,7 +74,98 @@ def load_predictor(model_uri: str) -> Predictor:
         return LocalTextModel.load(path)
     from kotone_pipeline.services.lora_predictor import LoraPredictor
 
-    return LoraPredictor(model_uri)
+    return LoraPredictor.from_uri(model_uri)
+
+
+@dataclass
+class ChampionEval:
+    """The champion's summaries and rows on ``probe`` (the rows hard dims are mined from) and ``holdout``."""
+
+    model_id: str
+    summaries: dict[str, EvalSummary]
+    rows: dict[str, list[EvalRow]]
+    how: dict[str, Any]  # recorded in eval_summary.json: how each set was scored
+    predictor: Predictor | None = None  # None when scored from recorded predictions
+
+
+def champion_run_dir(artifacts: CycleArtifacts, champion: Champion) -> Path | None:
+    """Where validation_snapshot put the champion's run outputs (predictions, scored rows)."""
+    if not champion.cycle_id or not champion.run_id:
+        return None
+    return artifacts.path(champion.cycle_id, f"runs/{champion.run_id}")
+
+
+def evaluate_champion(artifacts: CycleArtifacts, champion: Champion, base: BaseData) -> ChampionEval:
+    """Run the champion on the frozen sets when it is a model on this machine; a remote model (an HF run's
+    ``repo@sha``) is scored from the predictions its job recorded on the same frozen holdout set, so the
+    Dagster host needs neither the train extra nor a GPU. Only when nothing was recorded is the adapter run
+    here; when that is impossible too, the error says what is missing."""
+    run_dir = champion_run_dir(artifacts, champion)
+    remote = not Path(champion.model_uri).exists()
+    if remote and run_dir is not None and (run_dir / "predictions_holdout.jsonl").is_file():
+        return _recorded_champion(artifacts, champion, base, run_dir)
+    try:
+        predictor = load_predictor(champion.model_uri)
+        if remote:
+            predictor.load()  # type: ignore[attr-defined] - a LoraPredictor: fail here, with context, not mid-eval
+    except Exception as exc:
+        raise ChampionUnavailableError(
+            f"champion {champion.model_id} ({champion.model_uri}) cannot be evaluated: its run recorded no "
+            f"predictions_holdout.jsonl under {run_dir} and running it here failed ({type(exc).__name__}: {exc}). "
+            "Re-materialize validation_snapshot of its cycle to fetch the run's outputs, or install the train "
+            "extra (pip install 'kotone-pipeline[train]') on a machine that can run the model"
+        ) from exc
+    summaries, rows = {}, {}
+    for dataset, pairs in (("probe", base.probe), ("holdout", base.holdout)):
+        summaries[dataset], rows[dataset] = evaluate(predictor, pairs, dataset=dataset)
+    how = {"mode": "run", "model_uri": champion.model_uri}
+    return ChampionEval(predictor.model_id, summaries, rows, how, predictor)
+
+
+def _score_recorded(
+    path: Path, pairs: Sequence[Pair], model_id: str, dataset: str
+) -> tuple[EvalSummary, list[EvalRow]]:
+    records, problems = read_prediction_records(path)
+    if problems:
+        raise ChampionUnavailableError(f"recorded predictions unusable: {'; '.join(problems[:5])}")
+    covered = {r.get("pair_id") for r in records}
+    missing = [p.id for p in pairs if p.id not in covered]
+    if missing:
+        # Not a frozen set the run predicted: scoring the gaps as neutral would misstate the champion.
+        raise ChampionUnavailableError(
+            f"{path}: no prediction for {len(missing)} of the {len(pairs)} {dataset} rows (e.g. {missing[0]}); "
+            f"the {dataset} set changed since the champion's run"
+        )
+    return score_prediction_records(pairs, records, model_id=model_id, dataset=dataset)
+
+
+def _recorded_champion(artifacts: CycleArtifacts, champion: Champion, base: BaseData, run_dir: Path) -> ChampionEval:
+    """Holdout from the run's recorded predictions; the mining rows from its probe predictions when the run
+    recorded them, else from its scored validation rows (its own failures on data it never trained on; the
+    holdout is never mined)."""
+    summaries, rows = {}, {}
+    how: dict[str, Any] = {"mode": "recorded", "model_uri": champion.model_uri, "run_dir": str(run_dir)}
+    holdout = run_dir / "predictions_holdout.jsonl"
+    summaries["holdout"], rows["holdout"] = _score_recorded(holdout, base.holdout, champion.model_id, "holdout")
+    how["holdout"] = holdout.name
+    probe = run_dir / "predictions_probe.jsonl"
+    validation_rows = run_dir / "eval_rows_validation.jsonl"
+    if probe.is_file():
+        summaries["probe"], rows["probe"] = _score_recorded(probe, base.probe, champion.model_id, "probe")
+        how["probe"] = probe.name
+    elif validation_rows.is_file():
+        snapshot = artifacts.read_doc(champion.cycle_id, "validation_snapshot")
+        run = next(r for r in snapshot["runs"] if r["run_id"] == champion.run_id)
+        summaries["probe"] = EvalSummary.model_validate(run["validation"])
+        rows["probe"] = artifacts.read_eval_rows(champion.cycle_id, f"runs/{champion.run_id}/eval_rows_validation")
+        how["probe"] = f"{validation_rows.name} (the run recorded no probe predictions; dataset 'validation')"
+    else:
+        raise ChampionUnavailableError(
+            f"champion {champion.model_id}: its run under {run_dir} recorded holdout predictions but neither "
+            "probe predictions nor scored validation rows to mine hard dims from; re-materialize "
+            f"validation_snapshot of cycle {champion.cycle_id}"
+        )
+    return ChampionEval(champion.model_id, summaries, rows, how)
 
 
 def champion_before(artifacts: CycleArtifacts, registry: ChampionRegistry, cycle_id: str) -> Champion | None:
@@ -93,7 +189,7 @@ class EvalStep:
     summaries: dict[str, dict[str, EvalSummary]]  # model name -> dataset -> summary
     probe_rows: list[EvalRow]
     holdout_rows: list[EvalRow]
-    tracking: dict[str, str] = field(default_factory=dict)
+    tracking: dict[str, Any] = field(default_factory=dict)
 
 
 def _read_summaries(doc: dict[str, Any]) -> dict[str, dict[str, EvalSummary]]:
@@ -117,8 +213,6 @@ def step_eval_summary(
         "baseline-rule": RuleBaseline(base.catalog, fallback=constant.vector),
     }
     champion = champion_before(artifacts, registry, cycle_id)
-    if champion is not None:
-        models["champion"] = load_predictor(champion.model_uri)
     summaries: dict[str, dict[str, EvalSummary]] = {}
     rows: dict[str, dict[str, list[EvalRow]]] = {}
     for name, predictor in models.items():
@@ -126,12 +220,23 @@ def step_eval_summary(
             summary, eval_rows = evaluate(predictor, pairs, dataset=dataset)
             summaries.setdefault(name, {})[dataset] = summary
             rows.setdefault(name, {})[dataset] = eval_rows
+    model_ids = {name: predictor.model_id for name, predictor in models.items()}
+    champion_eval = evaluate_champion(artifacts, champion, base) if champion is not None else None
+    if champion_eval is not None:
+        summaries["champion"], rows["champion"] = champion_eval.summaries, champion_eval.rows
+        model_ids["champion"] = champion_eval.model_id
+        if champion_eval.predictor is not None:
+            models["champion"] = champion_eval.predictor
     if champion is not None:
         current = "champion"
     else:
         current = min(BASELINE_NAMES, key=lambda n: summaries[n]["probe"].vector_mae)
     eval_id = _stable_id(cycle_id, current, champion.model_uri if champion else "")
-    tracking = log_eval(tracker, cycle_id, current, summaries, rows[current]["probe"]) if tracker else {}
+    tracking: dict[str, Any] = {}
+    if tracker is not None:
+        tracking = log_eval(tracker, cycle_id, current, summaries, rows[current]["probe"])
+        if current in models:  # a champion scored from recorded predictions has no model here to trace
+            tracking.update(trace_current_model(tracker, models[current], base.probe, artifacts.home))
     artifacts.write_rows(cycle_id, "eval_rows_probe", rows[current]["probe"])
     artifacts.write_rows(cycle_id, "eval_rows_holdout", rows[current]["holdout"])
     artifacts.write_doc(
@@ -141,8 +246,9 @@ def step_eval_summary(
             "cycle_id": cycle_id,
             "eval_id": eval_id,
             "current_model": current,
-            "current_model_id": models[current].model_id,
+            "current_model_id": model_ids[current],
             "champion": champion.model_dump(mode="json") if champion else None,
+            "champion_eval": champion_eval.how if champion_eval else None,
             "summaries": {n: {ds: s.model_dump(mode="json") for ds, s in d.items()} for n, d in summaries.items()},
             "tracking": tracking,
         },
@@ -336,6 +442,11 @@ def step_training_submission(
             for factor in (1.0, 0.5, 2.0, 0.25, 4.0)[: config.campaign_size]
         ]
     dataset = DatasetRef.model_validate(split_doc["dataset"])
+    if backend.name == "local" and dataset.store != "local":
+        raise ValueError(
+            f"cycle {cycle_id}: the local job backend trains from a dataset directory, but the split was "
+            f"published to the {dataset.store!r} store ({dataset.uri}); use the local dataset store with it"
+        )
     runs = []
     for index, hparams in enumerate(variants):
         spec = JobSpec(
@@ -450,13 +561,13 @@ def step_validation_snapshot(
             for dataset in ("validation", "holdout"):
                 records, bad = read_prediction_records(out / f"predictions_{dataset}.jsonl")
                 problems += bad
-                summary, _ = score_prediction_records(
+                summary, scored = score_prediction_records(
                     splits[dataset], records, model_id=f"{cycle_id}/{run['run_id']}", dataset=dataset
                 )
                 entry[dataset] = summary.model_dump(mode="json")
-            entry["model_uri"] = (
-                state.output_uri if state.output_uri and "@" in state.output_uri else str(out / "model")
-            )
+                # Kept so that a champion that cannot run here is still evaluated (evaluate_champion).
+                artifacts.write_rows(cycle_id, f"runs/{run['run_id']}/eval_rows_{dataset}", scored)
+            entry["model_uri"] = _model_uri(state, out)
             entry["problems"] = problems
         else:
             entry["log_tail"] = backend.logs_tail(state.job_id, 20)
@@ -473,6 +584,17 @@ def step_validation_snapshot(
     }
     artifacts.write_doc(cycle_id, "validation_snapshot", doc)
     return doc
+
+
+def _model_uri(state: JobState, out: Path) -> str:
+    """The run's model: a Hub run pinned to the commit its outputs were fetched from (a branch can move),
+    else the backend's ``repo@revision``, else the local output folder."""
+    pinned = out / "outputs_revision.txt"
+    if pinned.is_file() and "@" in (uri := pinned.read_text(encoding="utf-8").strip()):
+        return uri
+    if state.output_uri and "@" in state.output_uri:
+        return state.output_uri
+    return str(out / "model")
 
 
 # --- promotion_decision ----------------------------------------------------------------------------

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from kotone_pipeline.domain.playbook import build_playbook, write_playbook
-from kotone_pipeline.domain.schemas import EvalRow, EvalSummary, GateDecision, HardDimReport, SplitStats
+from kotone_pipeline.domain.predictor import Predictor
+from kotone_pipeline.domain.schemas import EvalRow, EvalSummary, GateDecision, HardDimReport, Pair, SplitStats
 from kotone_pipeline.services import tracker as tr
 from kotone_pipeline.services.artifacts import CycleArtifacts
+from kotone_pipeline.services.weave_tracing import trace_evaluation
 
 PLAYBOOK_FILE = "failure_playbook.md"
 
@@ -32,6 +34,13 @@ def log_eval(
         run.finish(exit_code=1)
         raise
     return run.finish().as_metadata()
+
+
+def trace_current_model(tracker: tr.Tracker, predictor: Predictor, probe: list[Pair], root_dir: Path) -> dict[str, Any]:
+    """Weave traces of the evaluated model's probe predictions (online only; offline says why not)."""
+    mode = getattr(tracker, "mode", "disabled")
+    project = getattr(tracker, "project", "kotone")
+    return trace_evaluation(predictor, probe, mode, project, root_dir).as_metadata()
 
 
 def log_cycle(tracker: tr.Tracker, artifacts: CycleArtifacts, cycle_id: str, decision: GateDecision) -> dict[str, str]:

@@ -90,11 +90,13 @@ def path_value(path: Any) -> dg.MetadataValue:
     return dg.MetadataValue.path(str(path))
 
 
-def tracking_metadata(link: Mapping[str, str]) -> dict[str, dg.MetadataValue]:
+def tracking_metadata(link: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
     """The W&B run: a link when online, the offline run directory and its sync command otherwise."""
     out: dict[str, dg.MetadataValue] = {}
     for key, value in link.items():
-        if key == "wandb_url" and value:
+        if isinstance(value, bool):
+            out[key] = dg.MetadataValue.bool(value)
+        elif key in ("wandb_url", "weave_evaluation_url") and value:
             out[key] = dg.MetadataValue.url(value)
         elif key == "wandb_run_dir" and value:
             out[key] = dg.MetadataValue.path(value)

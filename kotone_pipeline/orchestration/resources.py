@@ -22,6 +22,10 @@ from kotone_pipeline.services.jobs import JobBackend
 from kotone_pipeline.services.tracker import Tracker, tracker_from_env, tracker_mode_from_env
 
 
+class ConfigurationError(ValueError):
+    """Settings that cannot work together; raised when the resources are built, before any cycle runs."""
+
+
 def resolve_home(home: str = "") -> Path:
     """An explicitly configured home wins; otherwise ``KOTONE_HOME`` / ``./.kotone``."""
     return Path(home).expanduser().absolute() if home else kotone_home()
@@ -45,6 +49,7 @@ class LoopSettings(dg.ConfigurableResource):
     forced_hard_dims: list[str] = Field(default_factory=list)
     hard_dims_source: str = "eval_rows"
     allow_stale: bool = False
+    wandb_timeout_s: int = 20
     add_ratio: float = 0.2
     replay_ratio: float = 0.15
     split_seed: int = 20261125
@@ -98,6 +103,9 @@ class DatasetStoreResource(dg.ConfigurableResource):
     hf_repo_id: str = ""
     hf_token: str | None = None
     hf_endpoint: str | None = None
+    # The script published in each dataset commit, which HF Jobs run from its pinned URL; empty: the
+    # package's kotone_pipeline/training/train_lora.py.
+    hf_training_script: str = ""
 
     def get_store(self) -> DatasetStore:
         if self.kind == "local":
@@ -107,6 +115,13 @@ class DatasetStoreResource(dg.ConfigurableResource):
         if self.kind == "hf":
             from kotone_pipeline.services.hf_datasets import HfHubDatasetStore
 
+            if self.hf_training_script:
+                script = Path(self.hf_training_script).expanduser()
+                if not script.is_file():
+                    raise ConfigurationError(f"KOTONE_HF_TRAINING_SCRIPT: {script} is not a file")
+                return HfHubDatasetStore(
+                    repo_id=self.hf_repo_id, token=self.hf_token, endpoint=self.hf_endpoint, training_script=script
+                )
             return HfHubDatasetStore(repo_id=self.hf_repo_id, token=self.hf_token, endpoint=self.hf_endpoint)
         raise ValueError(f"unknown dataset store {self.kind!r}: use 'local' or 'hf'")
 
@@ -145,17 +160,45 @@ class TrackerResource(dg.ConfigurableResource):
         return tracker_mode_from_env(self.env())
 
 
+def check_world(job_backend: str, dataset_store: str, trainer: str) -> None:
+    """The job backend, dataset store and trainer must belong to one world (DESIGN §1)."""
+    if job_backend == "local" and dataset_store == "hf":
+        raise ConfigurationError(
+            "KOTONE_JOB_BACKEND=local trains from a dataset directory on this machine, but "
+            "KOTONE_DATASET_STORE=hf publishes splits to the Hub: use KOTONE_DATASET_STORE=local with the "
+            "local backend, or KOTONE_JOB_BACKEND=hf"
+        )
+    if job_backend == "hf" and dataset_store != "hf":
+        raise ConfigurationError(
+            f"KOTONE_JOB_BACKEND=hf: HF Jobs read the pinned dataset commit from the Hub, but "
+            f"KOTONE_DATASET_STORE={dataset_store}: set KOTONE_DATASET_STORE=hf (and KOTONE_HF_DATASET_REPO)"
+        )
+    if job_backend == "hf" and trainer != "lora":
+        raise ConfigurationError(
+            f"KOTONE_JOB_BACKEND=hf runs the LoRA trainer, but KOTONE_TRAINER={trainer}: set KOTONE_TRAINER=lora "
+            "(or leave it unset: it defaults to lora with the hf backend)"
+        )
+
+
 def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
-    """Build every resource from ``KOTONE_*`` variables (see the README's configuration table)."""
+    """Build every resource from ``KOTONE_*`` variables (see the README's configuration table).
+
+    Raises ``ConfigurationError`` for settings that cannot work together (see ``check_world``)."""
     env = os.environ if env is None else env
     home = env.get("KOTONE_HOME", "")
     secret_token = dg.EnvVar("HF_TOKEN") if env.get("HF_TOKEN") else None
-    settings = LoopSettings(**LoopConfig.from_env(env).model_dump())
+    loop = LoopConfig.from_env(env)
+    backend_kind = env.get("KOTONE_JOB_BACKEND", "local")
+    store_kind = env.get("KOTONE_DATASET_STORE", "local")
+    if backend_kind == "hf" and not env.get("KOTONE_TRAINER"):
+        loop = loop.model_copy(update={"trainer": "lora"})  # the only trainer HF Jobs run
+    check_world(backend_kind, store_kind, loop.trainer)
+    settings = LoopSettings(**loop.model_dump())
     return {
         "kotone_home": KotoneHomeResource(home=home),
         "loop_settings": settings,
         "job_backend": JobBackendResource(
-            kind=env.get("KOTONE_JOB_BACKEND", "local"),
+            kind=backend_kind,
             home=home,
             hf_namespace=env.get("KOTONE_HF_NAMESPACE", ""),
             hf_token=secret_token,
@@ -165,11 +208,12 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.Con
             hf_scheduling_limit_s=int(env.get("KOTONE_HF_SCHEDULING_LIMIT_S", "3600")),
         ),
         "dataset_store": DatasetStoreResource(
-            kind=env.get("KOTONE_DATASET_STORE", "local"),
+            kind=store_kind,
             home=home,
             hf_repo_id=env.get("KOTONE_HF_DATASET_REPO", ""),
             hf_token=secret_token,
             hf_endpoint=env.get("HF_ENDPOINT") or None,
+            hf_training_script=env.get("KOTONE_HF_TRAINING_SCRIPT", ""),
         ),
         "champion_registry": ChampionRegistryResource(home=home),
         "tracker": TrackerResource(

@@ -119,3 +119,5 @@ def test_each_cycle_logged_offline_wandb_runs_and_wrote_a_playbook(two_cycles) -
             assert Path(link["wandb_run_dir"]).is_dir()
             assert Path(link["wandb_run_dir"]).is_relative_to(home / "wandb")
         assert (home / "cycles" / cycle / "failure_playbook.md").read_text().startswith("#")
+        # Offline, Weave tracing is off and the metadata says so instead of pretending.
+        assert eval_link["weave_traced"] is False and eval_link["weave_reason"]

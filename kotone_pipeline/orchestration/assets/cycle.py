@@ -90,7 +90,9 @@ def hard_dims(
     failures, fetch_meta = None, {}
     if config.hard_dims_source == "wandb_failures":
         try:
-            fetch = fetch_failures(tracker.project, artifacts.home, allow_stale=config.allow_stale)
+            fetch = fetch_failures(
+                tracker.project, artifacts.home, allow_stale=config.allow_stale, timeout_s=config.wandb_timeout_s
+            )
         except (TrackerUnavailableError, FailureTableNotFoundError) as exc:
             raise dg.Failure(f"hard dims from W&B failed: {exc}") from exc
         failures, fetch_meta = fetch.rows, fetch.as_metadata()
