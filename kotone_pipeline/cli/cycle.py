@@ -8,12 +8,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from kotone_pipeline.cli._common import console, fail, handle_errors, status_console
+
+if TYPE_CHECKING:
+    from kotone_pipeline.orchestration.runner import CycleRunner
 
 cycle_app = typer.Typer(help="Create and inspect improvement cycles.", no_args_is_help=True)
 
@@ -24,7 +28,7 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _runner(progress: bool = True):
+def _runner(progress: bool = True) -> CycleRunner:
     # Imported here so `kotone data ...` does not pay for importing Dagster.
     from kotone_pipeline.definitions import build_definitions
     from kotone_pipeline.orchestration.runner import CycleRunner, open_instance
@@ -43,6 +47,8 @@ def demo(
     prefix: str = typer.Option("demo", help="Cycle ids are PREFIX-NNN (continuing after existing ones)."),
 ) -> None:
     """Run N full local cycles headlessly: evaluate, mine hard dims, augment, split, train, validate, promote."""
+    from kotone_pipeline.orchestration.runner import CycleFailedError
+
     runner = _runner(progress=True)
     existing = set(runner.cycles())
     reports = []
@@ -53,7 +59,10 @@ def demo(
         cycle_id = f"{prefix}-{number:03d}"
         existing.add(cycle_id)
         status_console.print(f"[bold]cycle {cycle_id}[/bold] ({len(reports) + 1}/{cycles})")
-        report = runner.run_cycle(cycle_id)
+        try:
+            report = runner.run_cycle(cycle_id)
+        except CycleFailedError as exc:
+            raise fail(f"{exc} (inspect it with `kotone dev`; re-running continues where it stopped)", code=1) from None
         status_console.print(
             f"  {report.decision}: candidate holdout MAE {_fmt(report.candidate_holdout_mae)}"
             f" vs {_fmt(report.reference_holdout_mae_before)}  ({report.wall_s:.1f}s)"
@@ -132,11 +141,16 @@ def cycle_new(
     run: bool = typer.Option(False, "--run", help="Also run the cycle to the end, like demo does for one cycle."),
 ) -> None:
     """Add a cycle partition (and optionally run it)."""
+    from kotone_pipeline.orchestration.runner import CycleFailedError
+
     runner = _runner(progress=True)
     created = runner.new_cycle(cycle_id)
     typer.echo(created)
     if run:
-        report = runner.run_cycle(created)
+        try:
+            report = runner.run_cycle(created)
+        except CycleFailedError as exc:
+            raise fail(str(exc), code=1) from None
         typer.echo(json.dumps(report.model_dump(), indent=2))
 
 

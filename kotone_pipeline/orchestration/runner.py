@@ -66,6 +66,10 @@ def open_instance(home: Path | None = None) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(dagster_home(home)))
 
 
+class CycleFailedError(RuntimeError):
+    """A Dagster run of the cycle failed, or the cycle did not finish in time; the message says where."""
+
+
 class CycleReport(BaseModel):
     cycle_id: str
     champion_before: str | None
@@ -131,7 +135,7 @@ class CycleRunner:
                 for e in result.all_events
                 if e.is_step_failure and e.event_specific_data and getattr(e.event_specific_data, "error", None)
             ]
-            raise RuntimeError(
+            raise CycleFailedError(
                 f"{job_name} failed for {partition_key or 'base'}: " + "; ".join(failures or ["see the run logs"])
             )
 
@@ -174,7 +178,7 @@ class CycleRunner:
         deadline = start + timeout_s
         while not self.artifacts.has_doc(cycle_id, "promotion_decision"):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"cycle {cycle_id} did not finish within {timeout_s:.0f}s")
+                raise CycleFailedError(f"cycle {cycle_id} did not finish within {timeout_s:.0f}s")
             if not self.tick_sensor():
                 time.sleep(self.poll_interval_s)
         return self.report(cycle_id, wall_s=time.monotonic() - start)

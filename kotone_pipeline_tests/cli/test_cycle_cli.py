@@ -1,0 +1,66 @@
+"""The cycle commands as a user runs them: real console script, temporary KOTONE_HOME."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+KOTONE = str(Path(sys.executable).parent / "kotone")
+DEMO_KEYS = {
+    "cycle_id",
+    "champion_holdout_mae_before",
+    "candidate_holdout_mae",
+    "champion_holdout_mae_after",
+    "hard_dims",
+    "rows_added",
+    "decision",
+    "wall_s",
+}
+
+
+def kotone(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "KOTONE_HOME": str(home),
+        "KOTONE_WANDB_MODE": "disabled",
+        "KOTONE_CAMPAIGN_SIZE": "1",
+    }
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run([KOTONE, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_demo_json_then_status_show_the_cycle_and_its_champion(tmp_path: Path) -> None:
+    demo = kotone(tmp_path, "demo", "--cycles", "1", "--json")
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    [cycle] = json.loads(demo.stdout)["cycles"]
+    assert set(cycle) == DEMO_KEYS
+    assert cycle["cycle_id"] == "demo-001"
+    assert cycle["champion_holdout_mae_before"] is None  # no champion before the first cycle
+    assert cycle["decision"] in {"promote", "keep"}
+    assert cycle["rows_added"] > 0 and len(cycle["hard_dims"]) == 2
+    assert "cycle demo-001" in demo.stderr  # progress goes to stderr, the JSON alone to stdout
+
+    status = kotone(tmp_path, "status", "--json")
+    assert status.returncode == 0, status.stderr[-2000:]
+    state = json.loads(status.stdout)
+    assert state["cycles"] == [{"cycle_id": "demo-001", "stage": "promotion_decision", "decision": cycle["decision"]}]
+    if cycle["decision"] == "promote":
+        assert state["champion"]["holdout_mae"] == cycle["candidate_holdout_mae"]
+
+
+def test_cycle_new_rejects_a_bad_id_without_a_traceback(tmp_path: Path) -> None:
+    result = kotone(tmp_path, "cycle", "new", "Bad ID!")
+    assert result.returncode == 2
+    assert "invalid cycle id 'Bad ID!'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cycle_new_adds_a_partition_once(tmp_path: Path) -> None:
+    first = kotone(tmp_path, "cycle", "new", "exp-1")
+    again = kotone(tmp_path, "cycle", "new", "exp-1")
+    assert first.returncode == again.returncode == 0
+    assert first.stdout.strip() == again.stdout.strip() == "exp-1"
+    status = json.loads(kotone(tmp_path, "status", "--json").stdout)
+    assert status["cycles"] == [{"cycle_id": "exp-1", "stage": "created", "decision": None}]
+    assert status["champion"] is None
