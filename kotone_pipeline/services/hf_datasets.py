@@ -29,6 +29,7 @@ from typing import Any
 
 import datasets
 from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub import utils as hf_utils
 from huggingface_hub.errors import RemoteEntryNotFoundError
 from pydantic import ValidationError
 
@@ -94,6 +95,19 @@ def _quiet_datasets() -> Iterator[None]:
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
+
+
+@contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """No upload progress bars: in a Dagster step they only clutter the captured logs. Process-wide while
+    it lasts (huggingface_hub has no per-call switch)."""
+    was_disabled = hf_utils.are_progress_bars_disabled()
+    hf_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            hf_utils.enable_progress_bars()
 
 
 def validate_splits(splits: Mapping[str, list[Any]]) -> dict[str, list[Pair]]:
@@ -293,14 +307,15 @@ class HfHubDatasetStore(DatasetStore):
         head = self._read("read main", lambda: self.api.dataset_info(self.repo_id, revision="main").sha)
         message = f"kotone cycle {cycle_id}: dataset {full_hash[:12]}"
         try:
-            commit = self.api.create_commit(
-                self.repo_id,
-                operations,
-                commit_message=message,
-                commit_description=f"data hash {full_hash}\npublication {key}",
-                repo_type="dataset",
-                parent_commit=head,  # a concurrent publisher makes this fail instead of interleaving
-            )
+            with _quiet_hub():
+                commit = self.api.create_commit(
+                    self.repo_id,
+                    operations,
+                    commit_message=message,
+                    commit_description=f"data hash {full_hash}\npublication {key}",
+                    repo_type="dataset",
+                    parent_commit=head,  # a concurrent publisher makes this fail instead of interleaving
+                )
         except Exception as exc:
             return self._reconcile_after_failed_commit(marker, full_hash, exc)
         return self._ref(commit.oid, full_hash)

@@ -6,6 +6,10 @@
 "trains" a per-dim median predictor, predicts validation and holdout, and uploads its outputs to the run's
 output branch. ``--hparams '{"fail": true}'`` makes it fail after printing a few log lines;
 ``{"sleep_s": N}`` makes it run for N seconds first.
+
+``FAKE_TRAIN_MODEL=local`` in the job's machine env (``HubStandIn.machine_env``) fits the project's local
+text model instead of the median, so that a run can really beat the baselines (end-to-end cycle tests);
+the stand-in's machines have the repository on their ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 DIMS = ("energy", "warmth", "brightness", "acousticness", "complexity", "nostalgia")
@@ -59,10 +64,12 @@ def main() -> int:
     median = {d: int(statistics.median_low(r["vector"][d] for r in splits["train"])) for d in DIMS}
     out = Path("outputs")
     out.mkdir(exist_ok=True)
+    predict = _local_model(splits["train"]) if os.environ.get("FAKE_TRAIN_MODEL") == "local" else None
     for split in ("validation", "holdout"):
+        vectors = predict(splits[split]) if predict else [median] * len(splits[split])
         lines = [
-            json.dumps({"pair_id": r["id"], "raw": json.dumps(median), "prediction": median, "latency_ms": 1.0})
-            for r in splits[split]
+            json.dumps({"pair_id": r["id"], "raw": json.dumps(v), "prediction": v, "latency_ms": 1.0})
+            for r, v in zip(splits[split], vectors, strict=True)
         ]
         (out / f"predictions_{split}.jsonl").write_text("".join(line + "\n" for line in lines))
     rows = {name: len(rows) for name, rows in splits.items()}
@@ -79,6 +86,22 @@ def main() -> int:
     )
     print(f"uploaded outputs: {commit.oid}")
     return 0
+
+
+def _local_model(train: list[dict]) -> Callable[[list[dict]], list[dict[str, int] | None]]:
+    """The project's local text model fitted on the train rows (stand-in machines can import the repo)."""
+    from kotone_pipeline.domain.local_model import LocalTextModel
+    from kotone_pipeline.domain.predictor import PredictInput
+    from kotone_pipeline.domain.schemas import Pair
+
+    model = LocalTextModel(model_id="fake-lora").fit([Pair.model_validate(r) for r in train])
+
+    def predict(rows: list[dict]) -> list[dict[str, int] | None]:
+        predictions = model.predict([PredictInput(r["text"], r["source_type"]) for r in rows])
+        return [p.vector.as_dict() if p.vector is not None else None for p in predictions]
+
+    print(f"fitted the local text model on {len(train)} rows")
+    return predict
 
 
 if __name__ == "__main__":

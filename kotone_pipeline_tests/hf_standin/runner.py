@@ -105,6 +105,7 @@ class JobRunner:
             "HF_HUB_DISABLE_XET": "1",
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "JOB_ID": job.id,
+            **self.hub.machine_env,
         }
         env.update({k: str(v) for k, v in (job.spec.get("environment") or {}).items()})
         env.update({k: str(v) for k, v in (job.spec.get("secrets") or {}).items()})

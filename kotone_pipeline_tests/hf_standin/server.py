@@ -64,6 +64,8 @@ class HubStandIn:
         self.jobs_page_size = jobs_page_size
         self.faults = Faults()
         self.hold_scheduling = False  # jobs stay in SCHEDULING (scarce hardware) until released
+        # Variables every job machine has (what its image sets); a job's own env and secrets override them.
+        self.machine_env: dict[str, str] = {}
         self.clock_offset_s = 0.0
         self._lock = threading.RLock()
         self._requests: list[RecordedRequest] = []
