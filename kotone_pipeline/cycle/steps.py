@@ -426,6 +426,12 @@ def step_training_submission(
 ) -> dict[str, Any]:
     """Next hyper-parameters from the rules, then one job per campaign run (adopting existing jobs)."""
     split_doc = artifacts.read_doc(cycle_id, "split_dataset")
+    if backend.name == "local" and split_doc["dataset"]["store"] != "local":
+        raise ValueError(
+            f"cycle {cycle_id}: the local job backend trains from a dataset directory, but the split was "
+            f"published to the {split_doc['dataset']['store']!r} store ({split_doc['dataset']['uri']}); "
+            "use the local dataset store with it"
+        )
     eval_doc = artifacts.read_doc(cycle_id, "eval_summary")
     hard = HardDimReport.model_validate(artifacts.read_doc(cycle_id, "hard_dims"))
     summaries = _read_summaries(eval_doc)
@@ -442,11 +448,6 @@ def step_training_submission(
             for factor in (1.0, 0.5, 2.0, 0.25, 4.0)[: config.campaign_size]
         ]
     dataset = DatasetRef.model_validate(split_doc["dataset"])
-    if backend.name == "local" and dataset.store != "local":
-        raise ValueError(
-            f"cycle {cycle_id}: the local job backend trains from a dataset directory, but the split was "
-            f"published to the {dataset.store!r} store ({dataset.uri}); use the local dataset store with it"
-        )
     runs = []
     for index, hparams in enumerate(variants):
         spec = JobSpec(

@@ -28,6 +28,7 @@ from huggingface_hub import set_client_factory
 from huggingface_hub.utils import _http as hf_http
 
 from kotone_pipeline.cycle import steps
+from kotone_pipeline.cycle.config import LoopConfig
 from kotone_pipeline.definitions import build_definitions
 from kotone_pipeline.domain.metrics import score_prediction_records
 from kotone_pipeline.domain.schemas import Pair
@@ -36,6 +37,8 @@ from kotone_pipeline.orchestration.resources import ConfigurationError, resource
 from kotone_pipeline.orchestration.runner import CycleRunner
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import Champion
+from kotone_pipeline.services.hf_common import RetryPolicy
+from kotone_pipeline.services.local_jobs import LocalJobBackend
 from kotone_pipeline.services.lora_predictor import TrainExtraMissingError
 from kotone_pipeline_tests.hf_standin.fixtures import FAKE_TRAIN_SCRIPT, TOKEN, USER, make_splits
 from kotone_pipeline_tests.hf_standin.server import HubStandIn, iter_secret_hits
@@ -44,6 +47,7 @@ DATA_REPO = f"{USER}/kotone-data"
 RUNS_REPO = f"{USER}/kotone-runs"  # the backend's default output repo: <namespace>/<project>-runs
 CAMPAIGN = 2
 SHA = re.compile(r"^[0-9a-f]{40}$")
+ATTEMPTS = RetryPolicy().attempts  # what the resources' backend tries per read before giving up
 
 
 class CountingRunner(CycleRunner):
@@ -116,11 +120,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
                 clean_ticks = list(runner.list_calls_per_tick)
 
                 # c3 under faults: the first create is handled and then answered 500; one 503 on a list
-                # during submission (absorbed by the bounded retry); once submitted, 503 on five list calls
-                # in a row (one tick's four attempts, then the next tick's first).
+                # during submission (absorbed by the bounded retry); once submitted, 503 on every attempt of
+                # one sensor tick's list call and on the first attempt of the next tick's.
                 hub.faults.fail_after("jobs.create", 500)
                 hub.faults.fail("jobs.list", 503)
-                runner.after[("cycle_job", "c3")] = lambda: hub.faults.fail("jobs.list", 503, times=5)
+                runner.after[("cycle_job", "c3")] = lambda: hub.faults.fail("jobs.list", 503, times=ATTEMPTS + 1)
                 reports["c3"] = runner.run_cycle("c3", timeout_s=180)
                 yield SimpleNamespace(
                     hub=hub,
@@ -268,7 +272,7 @@ def test_the_fault_cycle_completes_without_a_duplicate_job(world) -> None:
     # The job whose create was answered 500 was found by its labels and adopted, not created again.
     assert [r["adopted"] for r in doc["runs"]] == [True] + [False] * (CAMPAIGN - 1)
     refused = [r for r in world.hub.requests if r.route == "jobs.list" and r.status == 503]
-    assert len(refused) == 6
+    assert len(refused) == 1 + ATTEMPTS + 1
     create_statuses = [r.status for r in world.hub.requests if r.route == "jobs.create"]
     assert create_statuses.count(500) == 1
     # One tick lost its list call to the outage and skipped (counted in the cursor); a later one reported.
@@ -401,6 +405,15 @@ def test_without_probe_predictions_or_scored_validation_rows_the_error_says_what
 def test_settings_from_two_worlds_are_refused_when_the_resources_are_built(env, message) -> None:
     with pytest.raises(ConfigurationError, match=message):
         resources_from_env(env)
+
+
+def test_the_local_backend_refuses_a_split_published_to_the_hub(tmp_path) -> None:
+    arts = CycleArtifacts(tmp_path)
+    arts.write_doc("c1", "split_dataset", {"dataset": {"store": "hf", "uri": f"http://hub/datasets/{DATA_REPO}"}})
+    backend = LocalJobBackend(tmp_path / "jobs")
+    with pytest.raises(ValueError, match="use the local dataset store"):
+        steps.step_training_submission(arts, backend, LoopConfig(), "c1")
+    assert list(backend.root.iterdir()) == []
 
 
 def test_the_hf_backend_defaults_the_trainer_to_lora_and_the_local_default_is_unchanged() -> None:
