@@ -2,6 +2,7 @@
 
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 
 import dagster as dg
 
@@ -27,68 +28,26 @@ RATIO_TOLERANCE = 0.05
 MIN_GROUPS_FOR_RATIO_CHECK = 100
 
 
-def _published_splits(context, kotone_home, dataset_store):
-    doc = kotone_home.artifacts().read_doc(context.partition_key, "split_dataset")
-    ref = DatasetRef.model_validate(doc["dataset"])
-    return doc, ref, dataset_store.get_store().load(ref)
-
-
-@dg.asset_check(
-    asset=split_dataset,
-    partitions_def=cycles,
-    blocking=True,
-    description="Published rows parse as Pairs with int 0..10 vectors.",
-)
-def split_schema(
-    context: dg.AssetCheckExecutionContext,
-    kotone_home: KotoneHomeResource,
-    dataset_store: DatasetStoreResource,
-) -> dg.AssetCheckResult:
-    # load() re-validates every row and the content hash of the pinned version.
-    doc, ref, splits = _published_splits(context, kotone_home, dataset_store)
+def _schema_result(doc: dict, ref: DatasetRef, splits: dict) -> dg.AssetCheckResult:
+    # load() already re-validated every row and the content hash of the pinned version.
     counts = {name: len(rows) for name, rows in splits.items()}
     missing = [name for name in ("train", "validation", "test", "holdout") if not counts.get(name)]
     return dg.AssetCheckResult(
+        check_name="split_schema",
         passed=not missing and counts == doc["rows"],
-        metadata={
-            "rows": counts,
-            "recorded_rows": doc["rows"],
-            "empty_or_missing": missing,
-            "version": ref.version,
-        },
+        metadata={"rows": counts, "recorded_rows": doc["rows"], "empty_or_missing": missing, "version": ref.version},
     )
 
 
-@dg.asset_check(
-    asset=split_dataset,
-    partitions_def=cycles,
-    blocking=True,
-    description="No group or text in two splits; no eval group in training data.",
-)
-def split_no_leakage(
-    context: dg.AssetCheckExecutionContext,
-    kotone_home: KotoneHomeResource,
-    dataset_store: DatasetStoreResource,
-    loop_settings: LoopSettings,
-) -> dg.AssetCheckResult:
-    _, _, splits = _published_splits(context, kotone_home, dataset_store)
+def _leakage_result(splits: dict, base) -> dg.AssetCheckResult:
     training = {name: rows for name, rows in splits.items() if name != "holdout"}
-    base = load_base(kotone_home.artifacts(), loop_settings.split_seed)
     problems = check_leakage(training) + steps.eval_set_leaks(training, base)
-    return dg.AssetCheckResult(passed=not problems, metadata={"problems": problems[:20], "count": len(problems)})
+    return dg.AssetCheckResult(
+        check_name="split_no_leakage", passed=not problems, metadata={"problems": problems[:20], "count": len(problems)}
+    )
 
 
-@dg.asset_check(
-    asset=split_dataset,
-    partitions_def=cycles,
-    description="Group shares are near 0.8/0.1/0.1 and augmented rows are train-only.",
-)
-def split_ratios(
-    context: dg.AssetCheckExecutionContext,
-    kotone_home: KotoneHomeResource,
-    dataset_store: DatasetStoreResource,
-) -> dg.AssetCheckResult:
-    _, _, splits = _published_splits(context, kotone_home, dataset_store)
+def _ratios_result(splits: dict) -> dg.AssetCheckResult:
     teacher_groups = {
         name: {p.group_id for p in splits[name] if p.origin == "teacher"} for name in ("train", "validation", "test")
     }
@@ -97,9 +56,9 @@ def split_ratios(
     expected = {"train": 0.8, "validation": 0.1, "test": 0.1}
     off = {n: round(shares[n] - expected[n], 4) for n in expected if abs(shares[n] - expected[n]) > RATIO_TOLERANCE}
     misplaced = [p.id for n in ("validation", "test") for p in splits[n] if p.origin in ("augmented", "replay")]
-    passed = not misplaced and (total < MIN_GROUPS_FOR_RATIO_CHECK or not off)
     return dg.AssetCheckResult(
-        passed=passed,
+        check_name="split_ratios",
+        passed=not misplaced and (total < MIN_GROUPS_FOR_RATIO_CHECK or not off),
         severity=dg.AssetCheckSeverity.WARN if not misplaced else dg.AssetCheckSeverity.ERROR,
         metadata={
             "group_shares": {k: round(v, 4) for k, v in shares.items()},
@@ -107,6 +66,46 @@ def split_ratios(
             "augmented_outside_train": misplaced[:20],
         },
     )
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            "split_schema",
+            asset=split_dataset,
+            partitions_def=cycles,
+            blocking=True,
+            description="Published rows parse as Pairs with int 0..10 vectors; counts match what was recorded.",
+        ),
+        dg.AssetCheckSpec(
+            "split_no_leakage",
+            asset=split_dataset,
+            partitions_def=cycles,
+            blocking=True,
+            description="No group or text in two splits; no eval group or text in training data.",
+        ),
+        dg.AssetCheckSpec(
+            "split_ratios",
+            asset=split_dataset,
+            partitions_def=cycles,
+            description="Group shares are near 0.8/0.1/0.1 and augmented rows are train-only.",
+        ),
+    ],
+    description="Data checks of the published split (the version is loaded and verified once for all three).",
+)
+def split_checks(
+    context: dg.AssetCheckExecutionContext,
+    kotone_home: KotoneHomeResource,
+    dataset_store: DatasetStoreResource,
+    loop_settings: LoopSettings,
+) -> Iterator[dg.AssetCheckResult]:
+    artifacts = kotone_home.artifacts()
+    doc = artifacts.read_doc(context.partition_key, "split_dataset")
+    ref = DatasetRef.model_validate(doc["dataset"])
+    splits = dataset_store.get_store().load(ref)
+    yield _schema_result(doc, ref, splits)
+    yield _leakage_result(splits, load_base(artifacts, loop_settings.split_seed))
+    yield _ratios_result(splits)
 
 
 @dg.asset_check(
@@ -175,9 +174,7 @@ def registry_follows_gate(
 
 
 all_checks = [
-    split_schema,
-    split_no_leakage,
-    split_ratios,
+    split_checks,
     one_job_per_run,
     all_runs_terminal,
     registry_follows_gate,
