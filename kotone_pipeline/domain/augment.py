@@ -172,9 +172,7 @@ def augment(
     return AugmentResult(pairs=pairs, counts=counts)
 
 
-def _new_text(
-    values: tuple[int, ...], rng: random.Random, taken: set[str], counts: dict[str, Any]
-) -> str | None:
+def _new_text(values: tuple[int, ...], rng: random.Random, taken: set[str], counts: dict[str, Any]) -> str | None:
     """A request text for ``values`` that is not taken and passes the quality checks, or None."""
     for attempt in range(MAX_TEXT_DRAWS):
         text = write_request_text(values, rng)

@@ -91,9 +91,7 @@ def load_generation_params(path: Path | str | None = None) -> GenerationParams:
 def _generate(
     params: SetParams, noise_100: float, catalog: Catalog, existing: set[str]
 ) -> tuple[list[Pair], QualityReport]:
-    rows = generate_rows(
-        catalog, params.n_groups, params.seed, params.prefix, pool=params.pool, noise_100=noise_100
-    )
+    rows = generate_rows(catalog, params.n_groups, params.seed, params.prefix, pool=params.pool, noise_100=noise_100)
     kept, report = filter_rows(rows, existing, catalog=catalog)
     # Small sets: validate every row here, the boundary where generated data becomes a dataset.
     return [Pair.model_validate(row) for row in kept], report

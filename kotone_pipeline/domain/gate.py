@@ -69,9 +69,7 @@ def _checks(
     out.append((not regressed, text))
 
     valid_ok = candidate.json_valid_rate >= th.min_json_valid_rate
-    out.append(
-        (valid_ok, f"json_valid_rate {candidate.json_valid_rate:.3f} (needs >= {th.min_json_valid_rate:.3f})")
-    )
+    out.append((valid_ok, f"json_valid_rate {candidate.json_valid_rate:.3f} (needs >= {th.min_json_valid_rate:.3f})"))
     return out
 
 
@@ -94,9 +92,7 @@ def decide_promotion(
     if candidate is None:
         reasons = [f"keep: no candidate run to judge; the {ref_label} stays"]
         if force_reason:
-            reasons.append(
-                f"forced promotion requested ({force_reason}) but there is no candidate to promote"
-            )
+            reasons.append(f"forced promotion requested ({force_reason}) but there is no candidate to promote")
         return GateDecision(
             promote=False,
             candidate_run_id=candidate_run_id,
@@ -155,8 +151,7 @@ def decision_markdown(decision: GateDecision) -> str:
         "| | model | holdout vector_mae |",
         "|---|---|---:|",
         f"| candidate | {decision.candidate_run_id or '—'} | {cand} |",
-        f"| reference ({decision.reference_kind}) | {decision.reference_id} "
-        f"| {decision.reference_holdout_mae:.4f} |",
+        f"| reference ({decision.reference_kind}) | {decision.reference_id} | {decision.reference_holdout_mae:.4f} |",
     ]
     if decision.per_dim_delta:
         lines += ["", "| dim | MAE delta (candidate − reference) |", "|---|---:|"]

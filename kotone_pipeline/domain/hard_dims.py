@@ -17,9 +17,7 @@ def validate_dims(names: Sequence[str], what: str = "forced dims") -> list[str]:
     """Check dim names, keep their order, drop repeats; unknown names are an error naming them."""
     unknown = [n for n in names if n not in DIMS]
     if unknown:
-        raise ValueError(
-            f"{what}: unknown dim(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(DIMS)}"
-        )
+        raise ValueError(f"{what}: unknown dim(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(DIMS)}")
     return list(dict.fromkeys(names))
 
 

@@ -67,9 +67,7 @@ def next_lora_hparams(
     """Apply R1–R4 to ``current``. ``p95_latency_ms`` defaults to the candidate's own p95."""
     nxt = current.model_dump()
     reasons: list[str] = []
-    latency = (
-        p95_latency_ms if p95_latency_ms is not None else (candidate.p95_latency_ms if candidate else None)
-    )
+    latency = p95_latency_ms if p95_latency_ms is not None else (candidate.p95_latency_ms if candidate else None)
 
     if candidate is not None and candidate.json_valid_rate < MIN_JSON_VALID_RATE:
         # The floor stops the decay; it never raises a rate someone set below it.
@@ -99,9 +97,7 @@ def next_lora_hparams(
             reasons.append(f"R2: {worse}, but lora_r is already {nxt['lora_r']} (>= {GROWN_LORA_R})")
 
     if hard_dims and nxt["epochs"] < MIN_EPOCHS_WITH_HARD_DIMS:
-        reasons.append(
-            f"R3: hard dims {', '.join(hard_dims)}: epochs {nxt['epochs']} -> {MIN_EPOCHS_WITH_HARD_DIMS}"
-        )
+        reasons.append(f"R3: hard dims {', '.join(hard_dims)}: epochs {nxt['epochs']} -> {MIN_EPOCHS_WITH_HARD_DIMS}")
         nxt["epochs"] = MIN_EPOCHS_WITH_HARD_DIMS
 
     if not reasons:

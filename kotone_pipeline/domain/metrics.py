@@ -86,8 +86,6 @@ def summarize_arrays(
     )
 
 
-
-
 _dim_values = attrgetter(*DIMS)  # ~4x faster than Vector.values() on the 100k-row path
 _EVAL_ROW_FIELDS = frozenset(EvalRow.model_fields)
 _set_attr = object.__setattr__
@@ -117,9 +115,9 @@ def _score(
     n = len(pairs)
     targets = np.array([_dim_values(pair.vector) for pair in pairs], dtype=np.int64).reshape(n, len(DIMS))
     valid = [v is not None for v in vectors]
-    preds = np.array(
-        [_dim_values(v) if v is not None else _NEUTRAL for v in vectors], dtype=np.int64
-    ).reshape(n, len(DIMS))
+    preds = np.array([_dim_values(v) if v is not None else _NEUTRAL for v in vectors], dtype=np.int64).reshape(
+        n, len(DIMS)
+    )
     latency_arr = np.array(latencies, dtype=np.float64).reshape(n)
     summary = summarize_arrays(
         targets,

@@ -92,8 +92,6 @@ def rule_prompt_ok(text: str, catalog: Catalog | Mapping[str, str]) -> bool:
     return all(slot_of.get(part_id) == slot for slot, part_id in parts.items())
 
 
-
-
 def filter_rows(
     rows: Iterable[Row],
     existing: Iterable[str] | None = None,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kotone_pipeline.domain.dims import DIMS, MAX_VALUE, MIN_VALUE, NEUTRAL_VALUE, to_scale10
+from kotone_pipeline.domain.dims import DIMS, NEUTRAL_VALUE, to_scale10
 
 SourceType = Literal["request_text", "rule_prompt"]
 Origin = Literal["teacher", "augmented", "replay", "imported"]

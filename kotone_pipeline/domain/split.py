@@ -167,9 +167,7 @@ def _plan(rows: Iterable[Any], seed: int, ratios: Sequence[float]) -> _Plan:
     return _Plan(splits=splits, dropped=dropped)
 
 
-def split_rows(
-    rows: Iterable[Any], seed: int, ratios: Sequence[float] = DEFAULT_RATIOS
-) -> dict[str, list[Any]]:
+def split_rows(rows: Iterable[Any], seed: int, ratios: Sequence[float] = DEFAULT_RATIOS) -> dict[str, list[Any]]:
     """Split dict rows (keys as Pair fields) or Pairs; returns ``{"train": [...], "validation": ...,
     "test": [...]}``. Train-only rows that would leak are left out (see ``split_pairs`` for the list)."""
     return _plan(rows, seed, ratios).splits
@@ -185,9 +183,7 @@ class SplitResult:
 def split_pairs(pairs: Iterable[Pair], seed: int, ratios: Sequence[float] = DEFAULT_RATIOS) -> SplitResult:
     ratios = validate_ratios(ratios)
     plan = _plan(pairs, seed, ratios)
-    return SplitResult(
-        splits=plan.splits, stats=compute_stats(plan.splits, seed, ratios), dropped=plan.dropped
-    )
+    return SplitResult(splits=plan.splits, stats=compute_stats(plan.splits, seed, ratios), dropped=plan.dropped)
 
 
 def _vector_values(row: Any) -> tuple[int, ...]:

@@ -165,9 +165,7 @@ _RULE_LINE = re.compile(r"^\s*(" + "|".join(SLOTS) + r")\s*:\s*(.+?)\s*\(([a-z0-
 
 # Longest phrases first so that a phrase is never read as a shorter one it contains.
 _PHRASE_RE = re.compile(
-    r"(?<![\w-])("
-    + "|".join(re.escape(p) for p in sorted(REVERSE_LEXICON, key=len, reverse=True))
-    + r")(?![\w-])",
+    r"(?<![\w-])(" + "|".join(re.escape(p) for p in sorted(REVERSE_LEXICON, key=len, reverse=True)) + r")(?![\w-])",
     re.IGNORECASE,
 )
 

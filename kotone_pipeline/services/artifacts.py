@@ -64,9 +64,7 @@ class CycleArtifacts:
     def read_doc(self, cycle_id: str, name: str) -> dict[str, Any]:
         target = self.path(cycle_id, f"{name}.json")
         if not target.is_file():
-            raise ArtifactMissingError(
-                f"{name} for cycle {cycle_id!r} is missing ({target}); materialize it first"
-            )
+            raise ArtifactMissingError(f"{name} for cycle {cycle_id!r} is missing ({target}); materialize it first")
         with target.open(encoding="utf-8") as handle:
             return json.load(handle)
 

@@ -64,9 +64,7 @@ def _columns(splits: dict[str, list[Pair]]) -> list[str]:
 def _readme(name: str, version: str, card: dict[str, Any]) -> str:
     counts = "\n".join(f"| {split} | {info['rows']} |" for split, info in card["splits"].items())
     params = card.get("card") or {}
-    param_rows = "\n".join(
-        f"| {key} | `{json.dumps(value, ensure_ascii=False)}` |" for key, value in params.items()
-    )
+    param_rows = "\n".join(f"| {key} | `{json.dumps(value, ensure_ascii=False)}` |" for key, value in params.items())
     return (
         f"# {name} @ {version}\n\n"
         f"- cycle: `{card['cycle_id']}`\n- data hash (sha256): `{card['data_hash']}`\n"
@@ -109,9 +107,7 @@ class LocalDatasetStore(DatasetStore):
         full_hash = data_hash(split_bytes)
         version = full_hash[:VERSION_LENGTH]
         final = self.version_dir(self.dataset_name, version)
-        ref = DatasetRef(
-            store=self.name, name=self.dataset_name, version=version, uri=str(final), data_hash=full_hash
-        )
+        ref = DatasetRef(store=self.name, name=self.dataset_name, version=version, uri=str(final), data_hash=full_hash)
         if final.exists():
             self._verify(ref)
             return ref
@@ -170,9 +166,7 @@ class LocalDatasetStore(DatasetStore):
         base = self.root / self.dataset_name
         if not base.is_dir():
             return []
-        found = [
-            p for p in base.iterdir() if re.fullmatch(r"[0-9a-f]{16}", p.name) and (p / CARD_FILE).exists()
-        ]
+        found = [p for p in base.iterdir() if re.fullmatch(r"[0-9a-f]{16}", p.name) and (p / CARD_FILE).exists()]
         return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime)]
 
     def card(self, ref: DatasetRef) -> dict[str, Any]:
@@ -180,24 +174,18 @@ class LocalDatasetStore(DatasetStore):
 
     def _verify(self, ref: DatasetRef) -> Path:
         if ref.store != self.name:
-            raise ValueError(
-                f"dataset ref {ref.name}@{ref.version} belongs to store {ref.store!r}, not 'local'"
-            )
+            raise ValueError(f"dataset ref {ref.name}@{ref.version} belongs to store {ref.store!r}, not 'local'")
         version_dir = self.version_dir(ref.name, ref.version)
         if not version_dir.is_dir():
             raise DatasetNotFoundError(f"dataset version {ref.name}@{ref.version} not found at {version_dir}")
         if not ref.data_hash.startswith(ref.version):
-            raise DatasetIntegrityError(
-                f"dataset ref {ref.name}@{ref.version}: data_hash does not match the version"
-            )
+            raise DatasetIntegrityError(f"dataset ref {ref.name}@{ref.version}: data_hash does not match the version")
         split_bytes: dict[str, bytes] = {}
         for split, filename in SPLIT_FILES.items():
             try:
                 split_bytes[split] = (version_dir / filename).read_bytes()
             except FileNotFoundError as exc:
-                raise DataFileError(
-                    version_dir / filename, [f"{version_dir / filename}: file not found"]
-                ) from exc
+                raise DataFileError(version_dir / filename, [f"{version_dir / filename}: file not found"]) from exc
         actual = data_hash(split_bytes)
         if actual != ref.data_hash:
             raise DatasetIntegrityError(

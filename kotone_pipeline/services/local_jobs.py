@@ -383,10 +383,7 @@ def _stale_reason(record: JobRecord) -> str | None:
         created = _parse_ts(record.created_at) if record.created_at else None
         if created is not None and (datetime.now(UTC) - created).total_seconds() < START_GRACE_S:
             return None
-        return (
-            "the job process never started (the submitter probably exited during submission); "
-            "use a new run id"
-        )
+        return "the job process never started (the submitter probably exited during submission); use a new run id"
     if process_alive(record.runner_pid, record.runner_marker):
         return None
     return (

@@ -79,9 +79,7 @@ def failures_from_table(table: Any) -> list[FailureExample]:
     The layout is the one ``tracker.failures_table`` logs; rows come back in their logged rank order.
     """
     columns = list(table.columns)
-    needed = ["pair_id", "source_type", "text", "row_mae"] + [
-        f"{k}_{d}" for k in ("target", "pred") for d in DIMS
-    ]
+    needed = ["pair_id", "source_type", "text", "row_mae"] + [f"{k}_{d}" for k in ("target", "pred") for d in DIMS]
     missing = [c for c in needed if c not in columns]
     if missing:
         raise ValueError(f"failure table lacks column(s) {', '.join(missing)}")
@@ -145,9 +143,7 @@ def api_factory_from_handle(handle: Mapping[str, Any], timeout_s: int = 20) -> C
     return make
 
 
-def _fetch_online(
-    api: Any, path: str, job_type: str, table: str, max_runs: int
-) -> tuple[Any, list[FailureExample]]:
+def _fetch_online(api: Any, path: str, job_type: str, table: str, max_runs: int) -> tuple[Any, list[FailureExample]]:
     runs = api.runs(path, filters={"jobType": job_type}, order="-created_at", per_page=max_runs)
     for n, run in enumerate(runs):
         if n >= max_runs:
@@ -156,9 +152,7 @@ def _fetch_online(
             continue
         artifact = api.artifact(f"{run.entity}/{run.project}/run-{run.id}-{table}:latest")
         return run, failures_from_table(artifact.get(table))
-    raise FailureTableNotFoundError(
-        f"no {job_type!r} run among the last {max_runs} of {path} has a {table!r} table"
-    )
+    raise FailureTableNotFoundError(f"no {job_type!r} run among the last {max_runs} of {path} has a {table!r} table")
 
 
 def _load_snapshot(path: Path) -> dict[str, Any]:

@@ -82,8 +82,7 @@ def score_per_dim(target: dict[str, int], output: dict[str, Any]) -> dict[str, d
 
 def _dataset(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
     return [
-        {"pair_id": p.id, "text": p.text, "source_type": p.source_type, "target": p.vector.as_dict()}
-        for p in pairs
+        {"pair_id": p.id, "text": p.text, "source_type": p.source_type, "target": p.vector.as_dict()} for p in pairs
     ]
 
 
@@ -108,9 +107,7 @@ def build_evaluation(predictor: Predictor, pairs: Sequence[Pair], name: str) -> 
         }
 
     model = weave.op(predict, name="predict", call_display_name=f"predict:{predictor.model_id}")
-    evaluation = weave.Evaluation(
-        name=name, dataset=_dataset(pairs), scorers=list(_scorers()), evaluation_name=name
-    )
+    evaluation = weave.Evaluation(name=name, dataset=_dataset(pairs), scorers=list(_scorers()), evaluation_name=name)
     return evaluation, model
 
 

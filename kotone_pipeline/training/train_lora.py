@@ -497,9 +497,7 @@ def build_trainer(
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return SFTTrainer(
-        model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora
-    )
+    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
 
 
 def generate_completions(
@@ -653,8 +651,7 @@ def check_args(args: argparse.Namespace) -> None:
         not BRANCH_PATTERN.match(args.output_revision) or args.output_revision == "main"
     ):
         raise BadInput(
-            f"--output-revision: expected a branch name unique to the run (not main), "
-            f"got {args.output_revision!r}"
+            f"--output-revision: expected a branch name unique to the run (not main), got {args.output_revision!r}"
         )
     if args.max_steps is not None and args.max_steps < 1:
         raise BadInput(f"--max-steps: expected an integer >= 1, got {args.max_steps}")
@@ -697,9 +694,7 @@ def run(args: argparse.Namespace, hparams: dict[str, Any], run_record: dict[str,
 
     clock = time.perf_counter()
     trainer_dir = args.output_dir / TRAINER_SUBDIR
-    trainer = build_trainer(
-        model, tokenizer, train_rows, hparams, trainer_dir, args.max_steps, args.output_revision
-    )
+    trainer = build_trainer(model, tokenizer, train_rows, hparams, trainer_dir, args.max_steps, args.output_revision)
     result = trainer.train()
     timings["train_s"] = round(time.perf_counter() - clock, 3)
     run_record["steps"] = int(trainer.state.global_step)

@@ -105,9 +105,7 @@ def test_focus_dims_are_pushed_away_from_the_middle_and_others_jitter():
     for p in (p for p in result.pairs if p.origin == "augmented"):
         assert 8 <= p.vector.energy <= 10  # 7 is above the middle: pushed up 1..3
         assert 0 <= p.vector.nostalgia <= 2  # 3 is below: pushed down 1..3
-        assert all(
-            4 <= getattr(p.vector, d) <= 6 for d in ("warmth", "brightness", "acousticness", "complexity")
-        )
+        assert all(4 <= getattr(p.vector, d) <= 6 for d in ("warmth", "brightness", "acousticness", "complexity"))
         assert set(p.meta["pushed_dims"]) == {"energy", "nostalgia"}
 
 
@@ -130,9 +128,7 @@ def test_failure_examples_work_as_sources():
     ]
     result = run(failing, focus=("warmth",))
     assert {p.parent_id for p in result.pairs} == {"f1"}
-    assert all(
-        p.vector.warmth == 0 for p in result.pairs if p.origin == "augmented"
-    )  # 1 pushed down, clamped
+    assert all(p.vector.warmth == 0 for p in result.pairs if p.origin == "augmented")  # 1 pushed down, clamped
 
 
 def test_same_seed_same_rows_and_a_new_eval_run_changes_them():

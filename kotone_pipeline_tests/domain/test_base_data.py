@@ -35,9 +35,7 @@ def test_committed_eval_sets_regenerate_byte_for_byte(tmp_path, params):
 
 
 def test_committed_parameters_are_sane(params):
-    assert (
-        params.base.prefix == "base" and params.probe.prefix == "probe" and params.holdout.prefix == "holdout"
-    )
+    assert params.base.prefix == "base" and params.probe.prefix == "probe" and params.holdout.prefix == "holdout"
     assert 500 <= params.base.n_groups <= 700
     assert params.probe.n_groups >= 150 and params.holdout.n_groups >= 150
     assert len({params.base.seed, params.probe.seed, params.holdout.seed}) == 3

@@ -59,8 +59,7 @@ def test_rule_baseline_reads_rule_prompts_as_the_rounded_catalog_mean():
 def test_rule_baseline_falls_back_on_unparseable_or_unknown_rule_prompts():
     bad = [
         "style: 70s Folk (style_70s_folk)",
-        "Compose a track:\nstyle: A (style_a)\ninstrument: B (inst_b)\nmood: C (mood_c)\n"
-        "gimmick: D (gimmick_d)",
+        "Compose a track:\nstyle: A (style_a)\ninstrument: B (inst_b)\nmood: C (mood_c)\ngimmick: D (gimmick_d)",
     ]
     preds = RULE.predict([PredictInput(text, "rule_prompt") for text in bad])
     assert [p.vector for p in preds] == [FALLBACK, FALLBACK]

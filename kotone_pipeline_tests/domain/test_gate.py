@@ -138,9 +138,7 @@ def test_markdown_shows_verdict_numbers_and_reasons():
     assert "| candidate | c1/r0 | 1.3000 |" in md
     assert "| energy | +0.300 |" in md
     assert "- FAIL: json_valid_rate" not in md and "- pass: json_valid_rate 1.000" in md
-    assert decision_markdown(decide(holdout(1.3), force_reason="x")).startswith(
-        "**Decision: PROMOTE (forced)**"
-    )
+    assert decision_markdown(decide(holdout(1.3), force_reason="x")).startswith("**Decision: PROMOTE (forced)**")
 
 
 @settings(max_examples=200, deadline=None)

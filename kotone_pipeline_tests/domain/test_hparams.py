@@ -70,9 +70,7 @@ def test_r4_slow_model_keeps_r():
     assert decision.patch == {}
     assert decision.reasons[0].startswith("R4: p95 latency 1500 ms > 1200 ms")
     # The explicit latency argument wins over the candidate's own p95.
-    assert (
-        next_lora_hparams(LoraHyperParams(), slow, BASELINE, [], p95_latency_ms=300.0).patch["lora_r"] == 32
-    )
+    assert next_lora_hparams(LoraHyperParams(), slow, BASELINE, [], p95_latency_ms=300.0).patch["lora_r"] == 32
     fast_but_measured_slow = next_lora_hparams(LoraHyperParams(), summary(mse=0.03), BASELINE, [], 1201.0)
     assert "lora_r" not in fast_but_measured_slow.patch
 
@@ -113,10 +111,7 @@ def test_local_rules():
     assert worse.reasons[0].startswith("L1:")
     hard = next_local_hparams(current, GOOD, BASELINE, ["energy"])
     assert hard.patch == {"word_ngram_max": 2}
-    assert (
-        next_local_hparams(LocalHyperParams(alpha=0.0015), summary(mse=0.03), BASELINE, []).next["alpha"]
-        == 1e-3
-    )
+    assert next_local_hparams(LocalHyperParams(alpha=0.0015), summary(mse=0.03), BASELINE, []).next["alpha"] == 1e-3
     assert next_local_hparams(LocalHyperParams(alpha=1e-4), summary(mse=0.03), BASELINE, []).patch == {}
     calm = next_local_hparams(LocalHyperParams(), GOOD, BASELINE, [])
     assert calm.patch == {} and calm.reasons[0].startswith("no rule fired")

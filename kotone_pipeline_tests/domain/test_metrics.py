@@ -23,15 +23,11 @@ from kotone_pipeline.domain.schemas import EvalRow, Pair, Vector
 
 
 def pair(i: int, values: Sequence[int], source_type: str = "request_text") -> Pair:
-    return Pair(
-        group_id=f"g{i}", source_type=source_type, text=f"text {i}", vector=Vector.from_values(list(values))
-    )
+    return Pair(group_id=f"g{i}", source_type=source_type, text=f"text {i}", vector=Vector.from_values(list(values)))
 
 
 def pred(values: Sequence[int] | None, latency: float = 0.0, raw: str | None = "raw") -> Prediction:
-    return Prediction(
-        vector=None if values is None else Vector.from_values(list(values)), raw=raw, latency_ms=latency
-    )
+    return Prediction(vector=None if values is None else Vector.from_values(list(values)), raw=raw, latency_ms=latency)
 
 
 # Three rows worked out by hand (dims: energy, warmth, brightness, acousticness, complexity, nostalgia).

@@ -207,15 +207,11 @@ def test_parse_completion_rejects_partial_or_invalid_output(raw):
     assert prompting.parse_vector(raw) is None
 
 
-dim_values = st.one_of(
-    st.integers(-3, 13), st.floats(allow_nan=True), st.text(max_size=3), st.booleans(), st.none()
-)
+dim_values = st.one_of(st.integers(-3, 13), st.floats(allow_nan=True), st.text(max_size=3), st.booleans(), st.none())
 candidate_outputs = st.one_of(
     st.text(max_size=60),
     st.dictionaries(st.sampled_from([*DIMS, "tempo"]), dim_values, max_size=7).map(json.dumps),
-    st.tuples(st.text(max_size=5), vectors.map(predictor.format_completion), st.text(max_size=5)).map(
-        "".join
-    ),
+    st.tuples(st.text(max_size=5), vectors.map(predictor.format_completion), st.text(max_size=5)).map("".join),
 )
 
 

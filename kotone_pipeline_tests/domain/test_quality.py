@@ -58,9 +58,7 @@ def test_boundary_lengths_are_inclusive():
 
 
 def test_numbers_longer_than_three_digits_and_inside_words_do_not_count_as_leaks():
-    kept, report = filter_rows(
-        [_row("A 1980s style tune for the year 2024, like R2D2 hums.")], catalog=CATALOG
-    )
+    kept, report = filter_rows([_row("A 1980s style tune for the year 2024, like R2D2 hums.")], catalog=CATALOG)
     assert report.kept == 1, report.as_dict()
 
 

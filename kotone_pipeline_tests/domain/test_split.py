@@ -172,9 +172,7 @@ def test_split_rows_on_dicts_matches_split_pairs():
     dict_rows = [{**p.model_dump(), "vector": p.vector.as_dict()} for p in pairs]
     by_pairs = split_pairs(pairs, seed=9).splits
     by_dicts = split_rows(dict_rows, seed=9)
-    assert {k: [p.id for p in v] for k, v in by_pairs.items()} == {
-        k: [r["id"] for r in v] for k, v in by_dicts.items()
-    }
+    assert {k: [p.id for p in v] for k, v in by_pairs.items()} == {k: [r["id"] for r in v] for k, v in by_dicts.items()}
     assert data_hash(by_dicts) == data_hash(by_pairs)
 
 
@@ -272,9 +270,7 @@ def test_group_shares_are_near_the_ratios(seed):
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    st.lists(st.tuples(st.integers(0, 30), st.sampled_from(["teacher", "augmented", "replay"])), max_size=80)
-)
+@given(st.lists(st.tuples(st.integers(0, 30), st.sampled_from(["teacher", "augmented", "replay"])), max_size=80))
 def test_train_only_rows_with_fresh_texts_always_land_in_train(spec):
     rows = [
         {

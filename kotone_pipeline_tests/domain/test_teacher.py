@@ -67,11 +67,7 @@ def test_combinations_are_unique_while_the_pool_lasts():
     rows = [r for r in generate_rows(CATALOG, N_COMBINATIONS, 2, "base") if r["source_type"] == "rule_prompt"]
     assert len({tuple(r["parts"].values()) for r in rows}) == N_COMBINATIONS
     pool = combinations(CATALOG, "holdout")
-    picked = [
-        r
-        for r in generate_rows(CATALOG, len(pool), 2, "h", pool="holdout")
-        if r["source_type"] == "rule_prompt"
-    ]
+    picked = [r for r in generate_rows(CATALOG, len(pool), 2, "h", pool="holdout") if r["source_type"] == "rule_prompt"]
     assert {tuple(r["parts"].values()) for r in picked} == {tuple(p.part_id for p in c) for c in pool}
 
 

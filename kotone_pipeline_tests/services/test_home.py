@@ -16,9 +16,7 @@ def test_home_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
     assert jobs_root() == tmp_path / "state" / "jobs"
 
 
-def test_default_home_is_dot_kotone_in_the_working_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_default_home_is_dot_kotone_in_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KOTONE_HOME", raising=False)
     monkeypatch.chdir(tmp_path)
     assert kotone_home() == tmp_path / ".kotone"

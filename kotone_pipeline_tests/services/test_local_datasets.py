@@ -54,9 +54,7 @@ def test_publish_then_load_round_trips_with_a_card(store: LocalDatasetStore) -> 
     assert len(ref.data_hash) == 64 and ref.version == ref.data_hash[:16]
     version_dir = Path(ref.uri)
     assert version_dir == store.root / DEFAULT_DATASET_NAME / ref.version
-    assert sorted(p.name for p in version_dir.iterdir()) == sorted(
-        [*SPLIT_FILES.values(), "card.json", "README.md"]
-    )
+    assert sorted(p.name for p in version_dir.iterdir()) == sorted([*SPLIT_FILES.values(), "card.json", "README.md"])
     assert dumped(store.load(ref)) == dumped(splits)
     assert store.materialize_local(ref, Path("/unused")) == version_dir
 
@@ -143,10 +141,7 @@ def test_publish_rejects_missing_splits_and_bad_cards_without_writing(store: Loc
         store.publish("c1", splits, {})
     with pytest.raises(TypeError):
         store.publish("c1", make_splits(), {"not_json": object()})
-    assert (
-        not (store.root / DEFAULT_DATASET_NAME).exists()
-        or list((store.root / DEFAULT_DATASET_NAME).iterdir()) == []
-    )
+    assert not (store.root / DEFAULT_DATASET_NAME).exists() or list((store.root / DEFAULT_DATASET_NAME).iterdir()) == []
 
 
 def test_concurrent_publishers_of_the_same_content_agree(store: LocalDatasetStore) -> None:

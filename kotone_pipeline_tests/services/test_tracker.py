@@ -299,9 +299,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_online_mode_with_unreachable_server_fails_clearly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_online_mode_with_unreachable_server_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     host = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DISABLE_WEAVE", "true")

@@ -115,9 +115,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_online_with_unreachable_weave_server_fails_clearly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_online_with_unreachable_weave_server_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     host = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("WANDB_API_KEY", "wandbfakekey0123456789abcdef0123456789abcdef")
     monkeypatch.setenv("WANDB_BASE_URL", host)
@@ -131,12 +129,8 @@ def test_online_with_unreachable_weave_server_fails_clearly(
     assert predictor.calls == 0
 
 
-def test_online_without_api_key_fails_before_any_prompt(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_online_without_api_key_fails_before_any_prompt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WF_TRACE_SERVER_URL", "http://weave.internal")
-    with pytest.raises(
-        TrackerUnavailableError, match="Weave unreachable at http://weave.internal: WANDB_API_KEY"
-    ):
+    with pytest.raises(TrackerUnavailableError, match="Weave unreachable at http://weave.internal: WANDB_API_KEY"):
         trace_evaluation(_predictor(), PAIRS, "online", "kotone", tmp_path)

@@ -37,9 +37,7 @@ def hub(hf_standin: HubStandIn, monkeypatch) -> HubStandIn:  # noqa: F811
 @pytest.fixture
 def published(hub):
     splits = make_splits()
-    store = HfHubDatasetStore(
-        DATA_REPO, token=TOKEN, endpoint=hub.url, training_script=TRAIN_SCRIPT, retry=FAST_RETRY
-    )
+    store = HfHubDatasetStore(DATA_REPO, token=TOKEN, endpoint=hub.url, training_script=TRAIN_SCRIPT, retry=FAST_RETRY)
     return splits, store.publish("c1", splits, {"seed": 7})
 
 

@@ -21,6 +21,7 @@ from kotone_pipeline.orchestration.resources import (
     LoopSettings,
     TrackerResource,
 )
+from kotone_pipeline.services.jobs import JobBackendError
 from kotone_pipeline.services.tracker import TrackerUnavailableError
 from kotone_pipeline.services.wandb_failures import FailureTableNotFoundError, fetch_failures
 
@@ -206,9 +207,15 @@ def training_submission(
     loop_settings: LoopSettings,
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
-    doc = steps.step_training_submission(
-        artifacts, job_backend.get_backend(), loop_settings.config(), context.partition_key
-    )
+    try:
+        doc = steps.step_training_submission(
+            artifacts, job_backend.get_backend(), loop_settings.config(), context.partition_key
+        )
+    except JobBackendError as exc:
+        if exc.transient:
+            # Safe to retry: submission adopts every job that already exists for (cycle, run).
+            raise dg.RetryRequested(max_retries=3, seconds_to_wait=30) from exc
+        raise dg.Failure(f"job submission refused: {exc}") from exc
     decision = doc["hparams_decision"]
     runs = [
         [r["run_id"], r["job_id"], r["stage"], "adopted" if r["adopted"] else "new", r["url"] or ""]
