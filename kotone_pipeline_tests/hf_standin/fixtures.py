@@ -21,7 +21,7 @@ from kotone_pipeline.services.hf_common import RetryPolicy
 from kotone_pipeline_tests.hf_standin.server import HubStandIn
 
 USER = "kotone-bot"
-TOKEN = "hf_StandInSecretToken0123456789abcdef"
+TOKEN = "hf_fake-standin-token-not-a-secret-0123"
 WANDB_KEY = "wandb-standin-secret-key-9876543210"
 FAKE_TRAIN_SCRIPT = Path(__file__).with_name("fake_train.py")
 # Short waits and timeouts: faults resolve in milliseconds, a bound is reached in well under a second.

@@ -22,7 +22,7 @@ def closed_port() -> int:
 
 @pytest.fixture
 def evaluated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
+    monkeypatch.setenv("WANDB_API_KEY", "fake-wandb-key-for-tests-0123456789abcdef")
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
     home = tmp_path / "kotone"
 
