@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.hparams import max_campaign_size
 from kotone_pipeline.domain.schemas import GateThresholds
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -53,6 +54,15 @@ class LoopConfig(BaseModel):
             raise ValueError(f"unknown dim(s) in forced_hard_dims: {', '.join(unknown)}")
         return value
 
+    @model_validator(mode="after")
+    def _campaign_fits_trainer(self) -> LoopConfig:
+        limit = max_campaign_size(self.trainer)
+        if self.campaign_size > limit:
+            raise ValueError(
+                f"campaign_size {self.campaign_size} is more than the {self.trainer} trainer's {limit} variants"
+            )
+        return self
+
     def gate_thresholds(self) -> GateThresholds:
         return GateThresholds(
             min_improvement=self.min_improvement,
@@ -83,4 +93,13 @@ class LoopConfig(BaseModel):
             values["forced_hard_dims"] = [d.strip() for d in env["KOTONE_FORCED_HARD_DIMS"].split(",") if d.strip()]
         if env.get("KOTONE_ALLOW_STALE"):
             values["allow_stale"] = env["KOTONE_ALLOW_STALE"].strip().lower() in _TRUE
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            variables = {**names, "forced_hard_dims": "KOTONE_FORCED_HARD_DIMS", "allow_stale": "KOTONE_ALLOW_STALE"}
+            problems = []
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else ""
+                where = variables.get(field, "the KOTONE_* settings")
+                problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+            raise ValueError("bad configuration: " + "; ".join(problems)) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,12 @@ from kotone_pipeline.domain.baselines import ConstantBaseline, RuleBaseline
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.gate import decide_promotion
 from kotone_pipeline.domain.hard_dims import find_hard_dims
-from kotone_pipeline.domain.hparams import campaign_variants, next_local_hparams, next_lora_hparams
+from kotone_pipeline.domain.hparams import (
+    LORA_LR_LADDER,
+    campaign_variants,
+    next_local_hparams,
+    next_lora_hparams,
+)
 from kotone_pipeline.domain.jsonl import iter_json_lines
 from kotone_pipeline.domain.metrics import evaluate, score_prediction_records
 from kotone_pipeline.domain.predictor import Predictor
@@ -34,10 +39,11 @@ from kotone_pipeline.domain.schemas import (
     LocalHyperParams,
     LoraHyperParams,
     Pair,
+    normalize_text,
 )
 from kotone_pipeline.domain.split import check_leakage, split_pairs
 from kotone_pipeline.services.artifacts import CycleArtifacts
-from kotone_pipeline.services.champion import Champion, ChampionRegistry
+from kotone_pipeline.services.champion import ANY_CHAMPION, Champion, ChampionChangedError, ChampionRegistry
 from kotone_pipeline.services.datasets import DatasetRef, DatasetStore
 from kotone_pipeline.services.jobs import JobBackend, JobSpec, JobState
 from kotone_pipeline.services.tracker import Tracker
@@ -354,13 +360,13 @@ def step_augmented_pairs(
 
 def eval_set_leaks(splits: dict[str, list[Pair]], base: BaseData) -> list[str]:
     """Frozen eval groups and texts must never reach training data."""
-    eval_texts = {p.text.casefold() for p in (*base.probe, *base.holdout)}
+    eval_texts = {normalize_text(p.text) for p in (*base.probe, *base.holdout)}
     problems = []
     for name, pairs in splits.items():
         for pair in pairs:
             if pair.group_id in base.eval_group_ids:
                 problems.append(f"{name}: eval group {pair.group_id} in training data")
-            elif pair.text.casefold() in eval_texts:
+            elif normalize_text(pair.text) in eval_texts:
                 problems.append(f"{name}: eval text of {pair.id} in training data")
     return problems
 
@@ -435,8 +441,9 @@ def step_training_submission(
     eval_doc = artifacts.read_doc(cycle_id, "eval_summary")
     hard = HardDimReport.model_validate(artifacts.read_doc(cycle_id, "hard_dims"))
     summaries = _read_summaries(eval_doc)
-    candidate = summaries.get("champion", {}).get("holdout")
-    baseline = min((summaries[n]["holdout"] for n in BASELINE_NAMES), key=lambda s: s.vector_mae)
+    # The probe set drives the rules; the holdout set is reserved for the promotion gate.
+    candidate = summaries.get("champion", {}).get("probe")
+    baseline = min((summaries[n]["probe"] for n in BASELINE_NAMES), key=lambda s: s.vector_mae)
     current = _champion_hparams(artifacts, eval_doc["champion"]) or {}
     if config.trainer == "local":
         decision = next_local_hparams(LocalHyperParams(**current), candidate, baseline, hard.focus)
@@ -445,9 +452,10 @@ def step_training_submission(
         decision = next_lora_hparams(LoraHyperParams(**current), candidate, baseline, hard.focus)
         variants = [
             {**decision.next, "learning_rate": decision.next["learning_rate"] * factor}
-            for factor in (1.0, 0.5, 2.0, 0.25, 4.0)[: config.campaign_size]
+            for factor in LORA_LR_LADDER[: config.campaign_size]
         ]
     dataset = DatasetRef.model_validate(split_doc["dataset"])
+    _refuse_changed_resubmission(artifacts, cycle_id, dataset, variants)
     runs = []
     for index, hparams in enumerate(variants):
         spec = JobSpec(
@@ -472,6 +480,27 @@ def step_training_submission(
     return doc
 
 
+def _refuse_changed_resubmission(
+    artifacts: CycleArtifacts, cycle_id: str, dataset: DatasetRef, variants: list[dict[str, Any]]
+) -> None:
+    """Re-submitting adopts the existing jobs, which only is right when they train the same thing."""
+    if not artifacts.has_doc(cycle_id, "training_submission"):
+        return
+    previous = artifacts.read_doc(cycle_id, "training_submission")
+    changes = []
+    if previous["dataset"]["version"] != dataset.version:
+        changes.append(f"dataset version {previous['dataset']['version']} -> {dataset.version}")
+    for run in previous["runs"]:
+        index = int(run["run_id"].removeprefix("r"))
+        if index < len(variants) and run["hparams"] != variants[index]:
+            changes.append(f"{run['run_id']} hyper-parameters changed")
+    if changes:
+        raise ValueError(
+            f"cycle {cycle_id} already has training jobs for different inputs ({'; '.join(changes)}); "
+            "its jobs cannot be re-used — start a new cycle instead"
+        )
+
+
 def _state_fields(state: JobState) -> dict[str, Any]:
     return {
         "job_id": state.job_id,
@@ -489,6 +518,7 @@ def _state_fields(state: JobState) -> dict[str, Any]:
 class PollResult:
     finished: dict[str, list[JobState]] = field(default_factory=dict)
     running: dict[str, list[JobState]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # job ids the backend did not report
 
 
 def open_cycles(artifacts: CycleArtifacts) -> dict[str, list[str]]:
@@ -501,13 +531,29 @@ def open_cycles(artifacts: CycleArtifacts) -> dict[str, list[str]]:
     return result
 
 
-def poll_jobs(backend: JobBackend, cycles: dict[str, list[str]]) -> PollResult:
-    """All open cycles in one backend call; a job the backend does not know counts as still running."""
+def gone_state(job_id: str, cycle_id: str) -> JobState:
+    """A job the backend no longer knows (deleted, garbage-collected): terminal, so its cycle can end."""
+    return JobState(
+        job_id=job_id,
+        cycle_id=cycle_id,
+        run_id=job_id.rsplit(".", 1)[-1],
+        backend="unknown",
+        stage="DELETED",
+        message="the job backend no longer knows this job",
+    )
+
+
+def poll_jobs(backend: JobBackend, cycles: dict[str, list[str]], gone: Collection[str] = ()) -> PollResult:
+    """All open cycles in one backend call.
+
+    A job the backend does not report counts as still running (a remote list can lag behind a
+    create), unless the caller has seen it missing long enough to list it in ``gone``.
+    """
     all_ids = [job_id for ids in cycles.values() for job_id in ids]
     states = backend.statuses(all_ids) if all_ids else {}
-    result = PollResult()
+    result = PollResult(missing=[j for j in all_ids if j not in states])
     for cycle, ids in cycles.items():
-        known = [states[i] for i in ids if i in states]
+        known = [states[i] if i in states else gone_state(i, cycle) for i in ids if i in states or i in gone]
         if len(known) == len(ids) and all(s.terminal for s in known):
             result.finished[cycle] = known
         else:
@@ -537,7 +583,9 @@ def step_validation_snapshot(
     submission = artifacts.read_doc(cycle_id, "training_submission")
     job_ids = [r["job_id"] for r in submission["runs"]]
     states = backend.statuses(job_ids)
-    pending = [j for j in job_ids if j not in states or not states[j].terminal]
+    # Validation is requested once every job ended or vanished; a vanished job is recorded as DELETED.
+    states = {j: states.get(j) or gone_state(j, cycle_id) for j in job_ids}
+    pending = [j for j in job_ids if not states[j].terminal]
     if pending:
         raise RunsNotFinishedError(f"cycle {cycle_id}: runs not finished yet: {', '.join(pending)}")
     splits = store.load(DatasetRef.model_validate(submission["dataset"]))
@@ -571,7 +619,7 @@ def step_validation_snapshot(
             entry["model_uri"] = _model_uri(state, out)
             entry["problems"] = problems
         else:
-            entry["log_tail"] = backend.logs_tail(state.job_id, 20)
+            entry["log_tail"] = backend.logs_tail(state.job_id, 20) if state.backend != "unknown" else ""
         runs.append(entry)
     completed = [r for r in runs if "validation" in r]
     best = min(completed, key=lambda r: (r["validation"]["vector_mae"], r["run_id"]), default=None)
@@ -627,19 +675,23 @@ def step_promotion_decision(
     )
     decision_id = f"{cycle_id}/{best['run_id']}" if best else f"{cycle_id}/none"
     if decision.promote and best is not None:
-        registry.promote(
-            Champion(
-                model_id=decision_id,
-                model_uri=best["model_uri"],
-                cycle_id=cycle_id,
-                run_id=best["run_id"],
-                holdout_mae=best["holdout"]["vector_mae"],
-                per_dim_mae=best["holdout"]["per_dim_mae"],
-                decision_reason="; ".join(decision.reasons),
-                forced=decision.forced,
-            ),
-            decision_id=decision_id,
+        candidate = Champion(
+            model_id=decision_id,
+            model_uri=best["model_uri"],
+            cycle_id=cycle_id,
+            run_id=best["run_id"],
+            holdout_mae=best["holdout"]["vector_mae"],
+            per_dim_mae=best["holdout"]["per_dim_mae"],
+            decision_reason="; ".join(decision.reasons),
+            forced=decision.forced,
         )
+        # The gate compared against the champion this cycle started from; a forced promotion is a
+        # person's override and skips that guard.
+        expected = ANY_CHAMPION if decision.forced else (champion["model_id"] if champion else None)
+        try:
+            registry.promote(candidate, decision_id=decision_id, expected_current=expected)
+        except ChampionChangedError as exc:
+            decision = decision.model_copy(update={"promote": False, "reasons": [f"keep: {exc}", *decision.reasons]})
     after = registry.current()
     tracking = log_cycle(tracker, artifacts, cycle_id, decision) if tracker else {}
     artifacts.write_doc(

@@ -12,8 +12,9 @@ Local trainer (TF-IDF + Ridge, ``next_local_hparams``), its own two rules:
   L2 hard dims present                -> word n-grams up to at least 2, so the writer's multi-word
                                           phrases ("densely woven", "fully digital") are features
 
-"candidate" is the model the next run starts from (the current champion) evaluated on the holdout
-set; with no candidate (first cycle) R1/R2/L1 cannot fire and the reasons say so.
+"candidate" is the model the next run starts from (the current champion) evaluated on the probe
+set (the holdout set is reserved for the promotion gate); with no candidate (first cycle) R1/R2/L1
+cannot fire and the reasons say so.
 """
 
 from __future__ import annotations
@@ -154,8 +155,15 @@ def next_local_hparams(
     )
 
 
+# Learning-rate factors of a LoRA campaign's runs (run 0 uses the rules' learning rate).
+LORA_LR_LADDER = (1.0, 0.5, 2.0, 0.25, 4.0)
+
 # Base first, then alternately weaker and stronger regularisation, one octave further each time.
 _ALPHA_LADDER: tuple[float, ...] = (1.0, 0.5, 2.0, 0.25, 4.0, 0.125, 8.0, 0.0625, 16.0)
+
+
+def max_campaign_size(trainer: str) -> int:
+    return len(_ALPHA_LADDER) if trainer == "local" else len(LORA_LR_LADDER)
 
 
 def campaign_variants(base: LocalHyperParams, n: int) -> list[LocalHyperParams]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field
 
 from kotone_pipeline.cycle.config import LoopConfig
@@ -180,6 +182,14 @@ def check_world(job_backend: str, dataset_store: str, trainer: str) -> None:
         )
 
 
+def _number(env: Mapping[str, str], name: str, default: str, kind: type) -> Any:
+    raw = env.get(name, default)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}: expected a {kind.__name__}, got {raw!r}") from None
+
+
 def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
     """Build every resource from ``KOTONE_*`` variables (see the README's configuration table).
 
@@ -188,6 +198,8 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.Con
     home = env.get("KOTONE_HOME", "")
     secret_token = dg.EnvVar("HF_TOKEN") if env.get("HF_TOKEN") else None
     loop = LoopConfig.from_env(env)
+    if not is_valid_cron_string(loop.nightly_cron):
+        raise ConfigurationError(f"KOTONE_NIGHTLY_CRON: {loop.nightly_cron!r} is not a valid cron expression")
     backend_kind = env.get("KOTONE_JOB_BACKEND", "local")
     store_kind = env.get("KOTONE_DATASET_STORE", "local")
     if backend_kind == "hf" and not env.get("KOTONE_TRAINER"):
@@ -204,8 +216,8 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.Con
             hf_token=secret_token,
             hf_endpoint=env.get("HF_ENDPOINT") or None,
             hf_flavor=env.get("KOTONE_HF_FLAVOR", "a10g-small"),
-            hf_budget_usd_per_cycle=float(env.get("KOTONE_HF_BUDGET_USD", "10")),
-            hf_scheduling_limit_s=int(env.get("KOTONE_HF_SCHEDULING_LIMIT_S", "3600")),
+            hf_budget_usd_per_cycle=_number(env, "KOTONE_HF_BUDGET_USD", "10", float),
+            hf_scheduling_limit_s=_number(env, "KOTONE_HF_SCHEDULING_LIMIT_S", "3600", int),
         ),
         "dataset_store": DatasetStoreResource(
             kind=store_kind,

@@ -120,12 +120,13 @@ class CycleRunner:
         return list(self.instance.get_dynamic_partitions(cycles.name))
 
     # --- execution -------------------------------------------------------------------------------
-    def _execute(self, job_name: str, partition_key: str | None = None) -> None:
+    def _execute(self, job_name: str, partition_key: str | None = None, tags: dict[str, str] | None = None) -> None:
         job = self.defs.resolve_job_def(job_name)
         result = job.execute_in_process(
             instance=self.instance,
             partition_key=partition_key,
             raise_on_error=False,
+            tags=tags,
             # Step-level DEBUG lines drown the progress report; the full logs stay in the instance.
             run_config={"loggers": {"console": {"config": {"log_level": self.log_level}}}},
         )
@@ -163,7 +164,7 @@ class CycleRunner:
                 continue
             self._done_run_keys.add(request.run_key)
             self.progress(f"sensor: jobs finished for {request.partition_key}; running validation_job")
-            self._execute("validation_job", request.partition_key)
+            self._execute("validation_job", request.partition_key, tags=dict(request.tags))
             started += 1
         return started
 

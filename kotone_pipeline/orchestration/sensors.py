@@ -15,6 +15,11 @@ from kotone_pipeline.orchestration.resources import JobBackendResource, KotoneHo
 from kotone_pipeline.services.jobs import JobBackendError
 
 MAX_REMEMBERED_CYCLES = 500
+MAX_VALIDATION_RETRIES = 3
+# Ticks a job may be missing from the backend's answer before it counts as DELETED (a remote list can
+# lag behind a create, so one miss proves nothing).
+MISSING_TICKS_BEFORE_GONE = 10
+VALIDATION_KEY_TAG = "kotone/validation_key"
 
 
 def _load_cursor(raw: str | None) -> dict[str, Any]:
@@ -24,7 +29,32 @@ def _load_cursor(raw: str | None) -> dict[str, Any]:
         cursor = {}
     cursor.setdefault("reported", {})
     cursor.setdefault("errors", 0)
+    cursor.setdefault("missing", {})
     return cursor
+
+
+def _failed_validations(instance: dg.DagsterInstance, reported: dict[str, str], still_open: set[str]) -> dict[str, str]:
+    """Reported cycles, still without a validation snapshot, whose latest validation run failed."""
+    failed = {}
+    for cycle_id, run_key in reported.items():
+        if cycle_id not in still_open:
+            continue
+        records = instance.get_run_records(filters=dg.RunsFilter(tags={VALIDATION_KEY_TAG: run_key}), limit=1)
+        if records and records[0].dagster_run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            failed[cycle_id] = run_key
+    return failed
+
+
+def _retry_key(run_key: str) -> str | None:
+    base, _, attempt = run_key.partition(":retry")
+    number = int(attempt or 0) + 1
+    return f"{base}:retry{number}" if number <= MAX_VALIDATION_RETRIES else None
+
+
+def _validation_request(cycle_id: str, run_key: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=run_key, partition_key=cycle_id, tags={"kotone/cycle": cycle_id, VALIDATION_KEY_TAG: run_key}
+    )
 
 
 def validation_run_key(cycle_id: str, job_ids: list[str]) -> str:
@@ -45,18 +75,26 @@ def training_jobs_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     cursor = _load_cursor(context.cursor)
     artifacts = kotone_home.artifacts()
-    open_cycles = {c: ids for c, ids in steps.open_cycles(artifacts).items() if c not in cursor["reported"]}
-    if not open_cycles:
+    all_open = steps.open_cycles(artifacts)
+    events, requests = [], []
+    for cycle_id, run_key in sorted(_failed_validations(context.instance, cursor["reported"], set(all_open)).items()):
+        retry = _retry_key(run_key)
+        if retry is not None:
+            requests.append(_validation_request(cycle_id, retry))
+            cursor["reported"][cycle_id] = retry
+    open_cycles = {c: ids for c, ids in all_open.items() if c not in cursor["reported"]}
+    if not open_cycles and not requests:
         return dg.SkipReason("no cycle is waiting for training jobs")
+    gone = {job for job, ticks in cursor["missing"].items() if ticks >= MISSING_TICKS_BEFORE_GONE}
     try:
-        poll = steps.poll_jobs(job_backend.get_backend(), open_cycles)
+        poll = steps.poll_jobs(job_backend.get_backend(), open_cycles, gone=gone)
     except JobBackendError as exc:
         # A backend hiccup must not fail the tick or lose state: count it and try again next tick.
         cursor["errors"] += 1
         cursor["last_error"] = str(exc)[:300]
         context.update_cursor(json.dumps(cursor, sort_keys=True))
         return dg.SkipReason(f"job backend unavailable ({'transient' if exc.transient else 'permanent'}): {exc}")
-    events, requests = [], []
+    cursor["missing"] = {job: cursor["missing"].get(job, 0) + 1 for job in poll.missing}
     for cycle_id, states in sorted(poll.finished.items()):
         job_ids = [s.job_id for s in states]
         run_key = validation_run_key(cycle_id, job_ids)
@@ -78,7 +116,7 @@ def training_jobs_sensor(
                 },
             )
         )
-        requests.append(dg.RunRequest(run_key=run_key, partition_key=cycle_id, tags={"kotone/cycle": cycle_id}))
+        requests.append(_validation_request(cycle_id, run_key))
         cursor["reported"][cycle_id] = run_key
     if len(cursor["reported"]) > MAX_REMEMBERED_CYCLES:
         # Validated cycles no longer show up as open, so forgetting the oldest is safe.
@@ -88,7 +126,7 @@ def training_jobs_sensor(
     context.update_cursor(json.dumps(cursor, sort_keys=True))
     if not requests:
         return dg.SkipReason(f"waiting for jobs of {len(poll.running)} cycle(s): {', '.join(sorted(poll.running))}")
-    return dg.SensorResult(run_requests=requests, asset_events=events)
+    return dg.SensorResult(run_requests=requests, asset_events=events or None)
 
 
 def nightly_cycle_id(tick: dt.datetime) -> str:

@@ -49,6 +49,17 @@ class Champion(BaseModel):
     decision_id: str | None = None  # set by promote(): the decision that made this model champion
 
 
+class _Any:
+    """Sentinel type: promote without checking which champion is current."""
+
+
+ANY_CHAMPION = _Any()
+
+
+class ChampionChangedError(RuntimeError):
+    pass
+
+
 class ChampionRegistry:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
@@ -80,9 +91,12 @@ class ChampionRegistry:
             return []
         return read_models(self.history_path, Champion, strict=True).rows
 
-    def promote(self, champion: Champion, decision_id: str) -> bool:
+    def promote(self, champion: Champion, decision_id: str, expected_current: str | None | _Any = ANY_CHAMPION) -> bool:
         """Make ``champion`` the champion for ``decision_id``; False (nothing changed) when already applied.
 
+        ``expected_current``: the model id the gate compared against (None = no champion). When the
+        registry holds another champion by now (a parallel cycle promoted first), nothing changes and
+        ``ChampionChangedError`` is raised, so a stale comparison can never promote a regression.
         Only the ``promotion_decision`` asset may call this.
         """
         if not decision_id:
@@ -92,6 +106,14 @@ class ChampionRegistry:
             history = self.history()
             if any(entry.decision_id == decision_id for entry in history):
                 return False
+            if not isinstance(expected_current, _Any):
+                current = self.current()
+                current_id = current.model_id if current else None
+                if current_id != expected_current:
+                    raise ChampionChangedError(
+                        f"the champion changed from {expected_current or 'none'} to {current_id} since this "
+                        "decision's comparison; re-run the cycle against the new champion"
+                    )
             entry = champion.model_copy(update={"decision_id": decision_id})
             # champion.json first: after a crash between the two writes the decision is not yet in the
             # history, so re-running it completes the history instead of being skipped.

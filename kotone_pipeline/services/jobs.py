@@ -21,7 +21,7 @@ class InvalidIdError(ValueError):
 
 
 def validate_cycle_id(cycle_id: str) -> str:
-    if not isinstance(cycle_id, str) or not CYCLE_ID_PATTERN.match(cycle_id):
+    if not isinstance(cycle_id, str) or not CYCLE_ID_PATTERN.fullmatch(cycle_id):
         raise InvalidIdError(
             f"invalid cycle id {cycle_id!r}: use 1-63 chars of a-z, 0-9, '_' or '-', starting with a letter or digit"
         )
@@ -29,7 +29,7 @@ def validate_cycle_id(cycle_id: str) -> str:
 
 
 def validate_run_id(run_id: str) -> str:
-    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
         raise InvalidIdError(f"invalid run id {run_id!r}: use 1-31 chars of a-z, 0-9, '_' or '-'")
     return run_id
 

@@ -78,13 +78,13 @@ class LocalDatasetStore(DatasetStore):
     name = "local"
 
     def __init__(self, root: Path, dataset_name: str = DEFAULT_DATASET_NAME) -> None:
-        if not _NAME.match(dataset_name):
+        if not _NAME.fullmatch(dataset_name):
             raise ValueError(f"invalid dataset name {dataset_name!r}: use letters, digits, '.', '_' or '-'")
         self.root = Path(root).absolute()
         self.dataset_name = dataset_name
 
     def version_dir(self, name: str, version: str) -> Path:
-        if not _NAME.match(name) or not re.fullmatch(r"[0-9a-f]{16}", version):
+        if not _NAME.fullmatch(name) or not re.fullmatch(r"[0-9a-f]{16}", version):
             raise DatasetNotFoundError(f"invalid local dataset reference {name!r}@{version!r}")
         return self.root / name / version
 

@@ -64,6 +64,9 @@ _SECRET_KEY = re.compile(r"token|secret|passw|api_?key|credential|private", re.I
 _JOB_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*\.[a-z0-9][a-z0-9_-]*$")
 
 
+LOCAL_JOB_WITHHELD_ENV = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY"})
+
+
 def job_id_for(cycle_id: str, run_id: str) -> str:
     """Deterministic job id of a run: resubmitting the same run finds the same job."""
     return f"{validate_cycle_id(cycle_id)}.{validate_run_id(run_id)}"
@@ -332,7 +335,9 @@ class LocalJobBackend(JobBackend):
         return record.to_state(adopted=True)
 
     def _launch(self, job_dir: Path, spec: JobSpec) -> None:
-        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+        # The local trainer needs no account; keep tokens out of its environment entirely.
+        env = {k: v for k, v in os.environ.items() if k not in LOCAL_JOB_WITHHELD_ENV}
+        env.update({**spec.env, "PYTHONUNBUFFERED": "1"})
         # Works from a source checkout too, and whatever the caller's working directory is.
         package_parent = str(Path(kotone_pipeline.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)

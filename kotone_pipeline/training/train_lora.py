@@ -635,20 +635,20 @@ def check_args(args: argparse.Namespace) -> None:
     if args.dataset_dir is None:
         if not args.dataset_repo or not args.dataset_revision:
             raise BadInput("give --dataset-dir, or --dataset-repo together with --dataset-revision")
-        if not REPO_PATTERN.match(args.dataset_repo):
+        if not REPO_PATTERN.fullmatch(args.dataset_repo):
             raise BadInput(f"--dataset-repo: expected ORG/NAME, got {args.dataset_repo!r}")
-        if not SHA_PATTERN.match(args.dataset_revision):
+        if not SHA_PATTERN.fullmatch(args.dataset_revision):
             raise BadInput(
                 "--dataset-revision: expected a pinned commit sha (40 lowercase hex digits), "
                 f"got {args.dataset_revision!r}"
             )
     if args.output_repo is not None:
-        if not REPO_PATTERN.match(args.output_repo):
+        if not REPO_PATTERN.fullmatch(args.output_repo):
             raise BadInput(f"--output-repo: expected ORG/NAME, got {args.output_repo!r}")
         if not args.output_revision:
             raise BadInput("--output-repo needs --output-revision (a branch unique to this cycle and run)")
     if args.output_revision is not None and (
-        not BRANCH_PATTERN.match(args.output_revision) or args.output_revision == "main"
+        not BRANCH_PATTERN.fullmatch(args.output_revision) or args.output_revision == "main"
     ):
         raise BadInput(
             f"--output-revision: expected a branch name unique to the run (not main), got {args.output_revision!r}"

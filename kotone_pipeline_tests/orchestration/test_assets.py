@@ -122,3 +122,26 @@ def test_failure_playbook_is_saved_and_shown(materialized) -> None:
     for dim in focus:
         assert dim in text
     assert json.loads(json.dumps(meta["worst_dims"].value))[0] in text
+
+
+def test_resubmitting_a_cycle_for_different_inputs_is_refused(materialized) -> None:
+    home, _, instance = materialized
+    arts = CycleArtifacts(home)
+    doc = arts.read_doc("a1", "training_submission")
+    # As if the partition's split had changed since its jobs were submitted.
+    doc["dataset"]["version"] = "0" * 16
+    arts.write_doc("a1", "training_submission", doc)
+    defs = build_definitions({"KOTONE_HOME": str(home), "KOTONE_WANDB_MODE": "disabled", "KOTONE_CAMPAIGN_SIZE": "1"})
+    result = dg.materialize(
+        [*ALL_ASSETS, *all_checks],
+        selection=["training_submission"],
+        partition_key="a1",
+        instance=instance,
+        resources=dict(defs.resources or {}),
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.event_specific_data.error.message  # type: ignore[union-attr]
+    assert "already has training jobs for different inputs" in message and "start a new cycle" in message
+    assert len(list((home / "jobs").iterdir())) == 1

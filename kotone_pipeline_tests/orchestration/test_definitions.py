@@ -39,8 +39,9 @@ def graph_snapshot(definitions: dg.Definitions) -> dict:
 
 def test_asset_graph_matches_snapshot() -> None:
     current = graph_snapshot(defs)
-    if os.environ.get("UPDATE_SNAPSHOTS") or not SNAPSHOT.exists():
+    if os.environ.get("UPDATE_SNAPSHOTS"):
         SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    assert SNAPSHOT.exists(), "no committed snapshot; create it with UPDATE_SNAPSHOTS=1 and review it"
     expected = json.loads(SNAPSHOT.read_text())
     assert current == expected, "asset graph changed; review and rerun with UPDATE_SNAPSHOTS=1"
 
@@ -83,3 +84,16 @@ def test_resources_from_env_switch_backends_and_keep_tokens_out_of_config() -> N
     assert resources["loop_settings"].campaign_size == 3
     # The token is an EnvVar reference, resolved at run time, never a literal in the config.
     assert "hf_secret_value" not in repr(resources["job_backend"].hf_token)
+
+
+def test_bad_settings_name_the_variable() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="KOTONE_CAMPAIGN_SIZE"):
+        resources_from_env({"KOTONE_CAMPAIGN_SIZE": "lots"})
+    with pytest.raises(ValueError, match="KOTONE_HF_BUDGET_USD"):
+        resources_from_env({"KOTONE_HF_BUDGET_USD": "ten dollars"})
+    with pytest.raises(ValueError, match="KOTONE_NIGHTLY_CRON"):
+        resources_from_env({"KOTONE_NIGHTLY_CRON": "every night"})
+    with pytest.raises(ValueError, match="more than the local trainer's 9 variants"):
+        resources_from_env({"KOTONE_CAMPAIGN_SIZE": "12"})

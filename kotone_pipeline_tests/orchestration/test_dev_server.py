@@ -38,12 +38,14 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path: Path) -> None:
     env = {**os.environ, "KOTONE_HOME": str(tmp_path / "kotone"), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     env.pop("DAGSTER_HOME")  # `kotone dev` derives it from KOTONE_HOME
     kotone = Path(sys.executable).parent / "kotone"
+    log_path = tmp_path / "dagster_dev.log"
+    log = log_path.open("wb")  # a file, not a pipe: an unread pipe could fill up and block the server
     proc = subprocess.Popen(
         [str(kotone), "dev", "--port", str(port)],
         cwd=REPO,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -57,7 +59,7 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path: Path) -> None:
             except OSError:
                 pass
             time.sleep(1)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else "dagster dev exited"
+        assert proc.poll() is None, log_path.read_text(errors="replace")[-2000:]
         assert answer is not None
         keys = {"/".join(node["assetKey"]["path"]) for node in answer["data"]["assetNodes"]}
         assert {"eval_summary", "split_dataset", "promotion_decision", "trained_models", "failure_playbook"} <= keys
@@ -69,4 +71,5 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+        log.close()
     assert proc.returncode is not None

@@ -73,9 +73,9 @@ class CountingRunner(CycleRunner):
         finally:
             self._close_tick()
 
-    def _execute(self, job_name: str, partition_key: str | None = None) -> None:
+    def _execute(self, job_name: str, partition_key: str | None = None, tags: dict[str, str] | None = None) -> None:
         self._close_tick()
-        super()._execute(job_name, partition_key)
+        super()._execute(job_name, partition_key, tags)
         hook = self.after.pop((job_name, partition_key), None)
         if hook is not None:
             hook()

@@ -115,3 +115,27 @@ def test_a_corrupt_champion_file_is_reported_with_its_path(tmp_path: Path) -> No
 def test_promote_requires_a_decision_id(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="decision"):
         ChampionRegistry(tmp_path).promote(champion("r1", 1.2), "")
+
+
+def test_a_promotion_compared_against_a_stale_champion_changes_nothing(tmp_path: Path) -> None:
+    from kotone_pipeline.services.champion import ChampionChangedError
+
+    registry = ChampionRegistry(tmp_path)
+    registry.promote(champion("r0", 0.30), decision_id="c0/r0")
+    # Cycles a and b both started from local-r0; a promotes first.
+    registry.promote(champion("ra", 0.20), decision_id="a/ra", expected_current="local-r0")
+    with pytest.raises(ChampionChangedError, match="changed from local-r0 to local-ra"):
+        registry.promote(champion("rb", 0.29), decision_id="b/rb", expected_current="local-r0")
+    assert registry.current().model_id == "local-ra"
+    assert [c.decision_id for c in registry.history()] == ["c0/r0", "a/ra"]
+    # Re-applying a decision that already went through is still a quiet no-op.
+    assert registry.promote(champion("ra", 0.20), decision_id="a/ra", expected_current="local-r0") is False
+
+
+def test_the_first_promotion_expects_no_champion(tmp_path: Path) -> None:
+    from kotone_pipeline.services.champion import ChampionChangedError
+
+    registry = ChampionRegistry(tmp_path)
+    registry.promote(champion("r1", 0.3), decision_id="x/r1", expected_current=None)
+    with pytest.raises(ChampionChangedError):
+        registry.promote(champion("r2", 0.2), decision_id="y/r2", expected_current=None)

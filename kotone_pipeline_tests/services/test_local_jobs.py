@@ -261,3 +261,16 @@ def test_ids_are_validated_and_unambiguous(backend: LocalJobBackend) -> None:
     with pytest.raises(JobBackendError):
         backend.cancel(job_id_for("c1", "never-submitted"))
     assert backend.statuses([job_id_for("c1", "never-submitted"), "../x"]) == {}
+
+
+def test_account_tokens_of_the_submitter_do_not_reach_local_jobs(
+    backend: LocalJobBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf-token-of-the-submitter")
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-key-of-the-submitter")
+    state = wait_terminal(backend, backend.submit(spec(run_id="tok")).job_id)
+    outputs = backend.fetch_outputs(state, tmp_path / "out")
+    assert json.loads((outputs / "metrics.json").read_text())["token_seen"] is None
+    for path in backend.root.rglob("*"):
+        if path.is_file():
+            assert "submitter" not in path.read_text(errors="replace"), path

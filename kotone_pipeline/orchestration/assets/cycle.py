@@ -216,6 +216,8 @@ def training_submission(
             # Safe to retry: submission adopts every job that already exists for (cycle, run).
             raise dg.RetryRequested(max_retries=3, seconds_to_wait=30) from exc
         raise dg.Failure(f"job submission refused: {exc}") from exc
+    except ValueError as exc:  # inputs that cannot be submitted (changed split, wrong store for the backend)
+        raise dg.Failure(str(exc)) from exc
     decision = doc["hparams_decision"]
     runs = [
         [r["run_id"], r["job_id"], r["stage"], "adopted" if r["adopted"] else "new", r["url"] or ""]
