@@ -237,7 +237,8 @@ def step_eval_summary(
         current = "champion"
     else:
         current = min(BASELINE_NAMES, key=lambda n: summaries[n]["probe"].vector_mae)
-    eval_id = _stable_id(cycle_id, current, champion.model_uri if champion else "")
+    # Not the model path: the same cycle must get the same seed on any machine or KOTONE_HOME.
+    eval_id = _stable_id(cycle_id, current, champion.model_id if champion else "")
     tracking: dict[str, Any] = {}
     if tracker is not None:
         tracking = log_eval(tracker, cycle_id, current, summaries, rows[current]["probe"])
