@@ -26,6 +26,9 @@ from kotone_pipeline.services.tracker import TrackerUnavailableError
 from kotone_pipeline.services.wandb_failures import FailureTableNotFoundError, fetch_failures
 
 
+SUBMISSION_RETRY_WAIT_S = 75
+
+
 def earlier_cycles(context: dg.AssetExecutionContext) -> list[str]:
     """Cycles created before this one (dynamic partitions keep insertion order)."""
     keys = list(context.instance.get_dynamic_partitions(cycles.name))
@@ -213,8 +216,9 @@ def training_submission(
         )
     except JobBackendError as exc:
         if exc.transient:
-            # Safe to retry: submission adopts every job that already exists for (cycle, run).
-            raise dg.RetryRequested(max_retries=3, seconds_to_wait=30) from exc
+            # Safe to retry: submission adopts every job that already exists for (cycle, run). The wait
+            # outlasts HF's create-settle window, so a job whose create answered 5xx is listed by then.
+            raise dg.RetryRequested(max_retries=3, seconds_to_wait=SUBMISSION_RETRY_WAIT_S) from exc
         raise dg.Failure(f"job submission refused: {exc}") from exc
     except ValueError as exc:  # inputs that cannot be submitted (changed split, wrong store for the backend)
         raise dg.Failure(str(exc)) from exc
