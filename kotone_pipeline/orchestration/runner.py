@@ -22,6 +22,7 @@ from kotone_pipeline.orchestration.sensors import training_jobs_sensor
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.jobs import validate_cycle_id
 
+SENSOR_RESOURCES = ("kotone_home", "job_backend")
 REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 
 
@@ -149,8 +150,11 @@ class CycleRunner:
 
     def tick_sensor(self) -> int:
         """One evaluation of training_jobs_sensor; runs what it requests. Returns runs started."""
+        # Only the resources the sensor uses: each tick builds them anew, and ticks run while training.
         context = dg.build_sensor_context(
-            instance=self.instance, cursor=self._cursor, resources=self.resources, definitions=self.defs
+            instance=self.instance,
+            cursor=self._cursor,
+            resources={key: self.resources[key] for key in SENSOR_RESOURCES},
         )
         result = training_jobs_sensor(context)
         self._cursor = context.cursor

@@ -25,7 +25,6 @@ from kotone_pipeline.services.jobs import JobBackendError
 from kotone_pipeline.services.tracker import TrackerUnavailableError
 from kotone_pipeline.services.wandb_failures import FailureTableNotFoundError, fetch_failures
 
-
 SUBMISSION_RETRY_WAIT_S = 75
 
 
