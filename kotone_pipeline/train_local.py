@@ -2,8 +2,8 @@
 
     python -m kotone_pipeline.train_local --dataset DIR --out DIR [--hparams JSON]
 
-Reads ``DIR/{train,validation,test,holdout}.jsonl`` (holdout optional), fits on train and writes
-``OUT/model/``, ``OUT/predictions_{validation,holdout}.jsonl``, ``OUT/metrics.json`` and ``OUT/run.json``.
+Reads ``DIR/{train,validation,test,holdout,probe}.jsonl`` (holdout and probe optional), fits on train and writes
+``OUT/model/``, ``OUT/predictions_{validation,holdout,probe}.jsonl``, ``OUT/metrics.json`` and ``OUT/run.json``.
 Bad input ends the run with one ``error:`` line and exit code 2 (``run.json`` then says ``failed``).
 """
 
@@ -33,7 +33,7 @@ from kotone_pipeline.services.datasets import SPLIT_FILES
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 REQUIRED_SPLITS = ("train", "validation", "test")
-SCORED_SPLITS = ("validation", "holdout")
+SCORED_SPLITS = ("validation", "holdout", "probe")
 MODEL_SUBDIR = "model"
 
 
@@ -42,7 +42,7 @@ def _log(message: str) -> None:
 
 
 def read_dataset(dataset: Path) -> dict[str, list[Pair]]:
-    """Every split file present; the three split files must exist, holdout may be absent."""
+    """Every split file present; train/validation/test must exist, the eval splits may be absent."""
     if not dataset.is_dir():
         raise ValueError(f"{dataset}: dataset directory not found")
     missing = [SPLIT_FILES[s] for s in REQUIRED_SPLITS if not (dataset / SPLIT_FILES[s]).is_file()]

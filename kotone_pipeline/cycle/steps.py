@@ -397,7 +397,7 @@ def step_split_dataset(
     problems = check_leakage(result.splits) + eval_set_leaks(result.splits, base)
     if problems:
         raise LeakageError(f"split of cycle {cycle_id} leaks: " + "; ".join(problems[:10]))
-    splits = {**result.splits, "holdout": base.holdout}
+    splits = {**result.splits, "holdout": base.holdout, "probe": base.probe}
     stats = result.stats.model_dump(mode="json")
     card = {
         "cycle_id": cycle_id,

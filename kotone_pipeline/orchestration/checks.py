@@ -19,7 +19,7 @@ from kotone_pipeline.orchestration.resources import (
     KotoneHomeResource,
     LoopSettings,
 )
-from kotone_pipeline.services.datasets import DatasetRef
+from kotone_pipeline.services.datasets import EVAL_SPLITS, SPLIT_FILES, DatasetRef
 
 # Partitioned asset checks are a preview feature in Dagster 1.13 (pinned); the warning is noise for users.
 warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")
@@ -31,7 +31,7 @@ MIN_GROUPS_FOR_RATIO_CHECK = 100
 def _schema_result(doc: dict, ref: DatasetRef, splits: dict) -> dg.AssetCheckResult:
     # load() already re-validated every row and the content hash of the pinned version.
     counts = {name: len(rows) for name, rows in splits.items()}
-    missing = [name for name in ("train", "validation", "test", "holdout") if not counts.get(name)]
+    missing = [name for name in SPLIT_FILES if not counts.get(name)]
     return dg.AssetCheckResult(
         check_name="split_schema",
         passed=not missing and counts == doc["rows"],
@@ -40,7 +40,7 @@ def _schema_result(doc: dict, ref: DatasetRef, splits: dict) -> dg.AssetCheckRes
 
 
 def _leakage_result(splits: dict, base) -> dg.AssetCheckResult:
-    training = {name: rows for name, rows in splits.items() if name != "holdout"}
+    training = {name: rows for name, rows in splits.items() if name not in EVAL_SPLITS}
     problems = check_leakage(training) + steps.eval_set_leaks(training, base)
     return dg.AssetCheckResult(
         check_name="split_no_leakage", passed=not problems, metadata={"problems": problems[:20], "count": len(problems)}

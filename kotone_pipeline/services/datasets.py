@@ -15,7 +15,10 @@ SPLIT_FILES = {
     "validation": "validation.jsonl",
     "test": "test.jsonl",
     "holdout": "holdout.jsonl",
+    # Frozen eval sets travel with every version so a remote run predicts them too; never trained on.
+    "probe": "probe.jsonl",
 }
+EVAL_SPLITS = ("holdout", "probe")
 
 
 class DatasetRef(BaseModel):

@@ -71,7 +71,7 @@ FLAVOR_PRICES_USD_PER_HOUR: dict[str, float] = {
 }
 # Files a training run must leave in its output revision; metrics.json is written by some trainers only.
 REQUIRED_OUTPUTS = ("predictions_validation.jsonl", "predictions_holdout.jsonl", "run.json")
-OPTIONAL_OUTPUTS = ("metrics.json",)
+OPTIONAL_OUTPUTS = ("metrics.json", "predictions_probe.jsonl")
 # Non-secret env names that look like credentials are refused: secrets go as job secrets only.
 _SECRETISH = ("TOKEN", "SECRET", "PASSW", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE_KEY")
 

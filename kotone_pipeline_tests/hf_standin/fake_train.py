@@ -59,13 +59,16 @@ def main() -> int:
         )
         splits = {
             name: [json.loads(line) for line in (data / "splits" / f"{name}.jsonl").read_text().splitlines() if line]
-            for name in ("train", "validation", "holdout")
+            for name in ("train", "validation", "holdout", "probe")
+            if (data / "splits" / f"{name}.jsonl").is_file()
         }
     median = {d: int(statistics.median_low(r["vector"][d] for r in splits["train"])) for d in DIMS}
     out = Path("outputs")
     out.mkdir(exist_ok=True)
     predict = _local_model(splits["train"]) if os.environ.get("FAKE_TRAIN_MODEL") == "local" else None
-    for split in ("validation", "holdout"):
+    for split in ("validation", "holdout", "probe"):
+        if split not in splits:
+            continue
         vectors = predict(splits[split]) if predict else [median] * len(splits[split])
         lines = [
             json.dumps({"pair_id": r["id"], "raw": json.dumps(v), "prediction": v, "latency_ms": 1.0})

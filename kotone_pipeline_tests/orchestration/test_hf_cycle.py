@@ -249,10 +249,12 @@ def test_the_next_cycle_scores_the_hf_champion_from_its_recorded_predictions(wor
     assert eval_doc["champion"]["model_id"] == first.champion_after
     how = eval_doc["champion_eval"]
     assert how["mode"] == "recorded" and how["holdout"] == "predictions_holdout.jsonl"
-    # The run recorded no probe predictions: its own validation failures are mined (never the holdout).
-    assert how["probe"].startswith("eval_rows_validation.jsonl")
+    # The dataset commit carries the probe set, so the run predicted it and hard dims are mined from the
+    # probe (never from the holdout), as for a local champion.
+    assert how["probe"] == "predictions_probe.jsonl"
     champion = eval_doc["summaries"]["champion"]
-    assert champion["probe"]["dataset"] == "validation"
+    assert champion["probe"]["dataset"] == "probe"
+    assert champion["probe"]["rows"] == len(world.arts.read_eval_rows("c2", "eval_rows_probe"))
     # The holdout MAE measured now equals what the gate saw for the candidate in cycle 1.
     assert champion["holdout"]["vector_mae"] == pytest.approx(first.candidate_holdout_mae)
     assert world.reports["c2"].champion_before == first.champion_after

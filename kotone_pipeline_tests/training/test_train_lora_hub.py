@@ -96,6 +96,7 @@ def test_a_finished_run_is_uploaded_to_its_own_branch(published, hub, tmp_path, 
         "model/adapter_config.json",
         "predictions_validation.jsonl",
         "predictions_holdout.jsonl",
+        "predictions_probe.jsonl",  # the dataset carries the probe eval split, so the run predicts it
     }
     assert _files(hub, "main") == {".gitattributes"}  # main is never written
     run = _run_record(hub)
