@@ -10,7 +10,7 @@ from rich.table import Table
 
 from kotone_pipeline.cli._common import check_scale, console, fail, handle_errors, status_console
 from kotone_pipeline.domain import base_data
-from kotone_pipeline.domain.importer import import_file
+from kotone_pipeline.domain.importer import import_file, scale_warning
 from kotone_pipeline.domain.jsonl import DataFileError, rejected_path, write_json, write_jsonl, write_rejected
 from kotone_pipeline.domain.quality import QualityReport
 from kotone_pipeline.services.home import kotone_home
@@ -87,6 +87,9 @@ def import_(
         raise fail(f"{file}: {len(exc.problems)} bad line(s); {hint}") from None
     written = write_jsonl(out, result.rows)
     console.print(f"imported {written} pairs (scale {scale}) to {out}")
+    warning = scale_warning(result.rows, scale)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
     if result.rejected:
         rejected = write_rejected(out, file, result.rejected)
         console.print(f"quarantined {len(result.rejected)} bad line(s) to {rejected}")

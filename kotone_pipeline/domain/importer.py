@@ -8,6 +8,7 @@ Predecessor rows: ``request_text`` (the input text, whatever its kind), ``source
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,6 +77,19 @@ def parse_predecessor_row(row: dict[str, Any], scale: int, source: str = "") -> 
         origin="imported",
         meta=meta,
     )
+
+
+def scale_warning(pairs: Sequence[Pair], scale: int) -> str | None:
+    """A 0..10 file imported as 0..100 collapses every value to 0 or 1 (the predecessor's mixed-scale
+    defect); say so instead of silently producing such labels."""
+    if scale != 100 or len(pairs) < 3:
+        return None
+    if all(value <= 1 for pair in pairs for value in pair.vector.values()):
+        return (
+            f"all {len(pairs)} imported vectors came out as 0 or 1: the file looks like 0..10 data; "
+            "if so, re-run with --scale 10"
+        )
+    return None
 
 
 def import_file(path: Path | str, scale: int, strict: bool = True) -> ReadResult[Pair]:
