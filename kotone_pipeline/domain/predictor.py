@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from pydantic import ValidationError
-
-from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain import prompting
 from kotone_pipeline.domain.schemas import Vector
 
 
@@ -34,28 +30,13 @@ class Prediction:
 
 
 def format_completion(vector: Vector) -> str:
-    """The compact JSON completion an LLM is trained to emit (one format for training and parsing)."""
-    return json.dumps(vector.as_dict(), separators=(",", ":"))
+    """The compact JSON completion an LLM is trained to emit (defined once, in the training script)."""
+    return prompting.format_completion(vector.as_dict())
 
 
 def parse_completion(raw: str | None) -> Vector | None:
     """Parse model output into a Vector; None when it is not exactly the six dims on 0..10."""
-    if not raw:
-        return None
-    text = raw.strip()
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end <= start:
-        return None
-    try:
-        obj: Any = json.loads(text[start : end + 1])
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict) or set(obj) != set(DIMS):
-        return None
-    try:
-        return Vector.parse(obj)
-    except (ValidationError, ValueError):
-        return None
+    return prompting.parse_vector(raw)
 
 
 class Predictor(ABC):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,18 @@ SPLIT_FILES = {
     "probe": "probe.jsonl",
 }
 EVAL_SPLITS = ("holdout", "probe")
+
+
+def check_split_names(splits: Mapping[str, object]) -> None:
+    """A published version holds exactly ``SPLIT_FILES``; say which are missing or unknown."""
+    missing = [split for split in SPLIT_FILES if split not in splits]
+    unknown = sorted(set(splits) - set(SPLIT_FILES))
+    if missing or unknown:
+        raise ValueError(
+            f"publish needs exactly the splits {', '.join(SPLIT_FILES)}"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )
 
 
 class DatasetRef(BaseModel):

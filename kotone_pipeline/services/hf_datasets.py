@@ -37,7 +37,7 @@ import kotone_pipeline
 from kotone_pipeline.domain.dims import DIMS, SLOTS
 from kotone_pipeline.domain.jsonl import atomic_writer, describe_validation_error
 from kotone_pipeline.domain.schemas import Pair
-from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef, DatasetStore
+from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef, DatasetStore, check_split_names
 from kotone_pipeline.services.hf_common import (
     TRAINING_SCRIPT_PATH_IN_REPO,
     Redactor,
@@ -113,14 +113,7 @@ def _quiet_hub() -> Iterator[None]:
 def validate_splits(splits: Mapping[str, list[Any]]) -> dict[str, list[Pair]]:
     """Every row re-validated as a Pair (a ``model_construct``-ed row gets no free pass), parts limited to
     the four slots: a row the Parquet schema cannot hold is refused here, before anything is uploaded."""
-    missing = [split for split in SPLIT_FILES if split not in splits]
-    unknown = sorted(set(splits) - set(SPLIT_FILES))
-    if missing or unknown:
-        raise ValueError(
-            f"publish needs exactly the splits {', '.join(SPLIT_FILES)}"
-            + (f"; missing: {', '.join(missing)}" if missing else "")
-            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
-        )
+    check_split_names(splits)
     problems: list[str] = []
     valid: dict[str, list[Pair]] = {}
     for split in SPLIT_FILES:

@@ -20,7 +20,7 @@ from typing import Any
 
 from kotone_pipeline.domain.jsonl import DataFileError, read_models
 from kotone_pipeline.domain.schemas import Pair
-from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef, DatasetStore
+from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef, DatasetStore, check_split_names
 from kotone_pipeline.services.jobs import validate_cycle_id
 
 DEFAULT_DATASET_NAME = "kotone-music-params"
@@ -95,14 +95,7 @@ class LocalDatasetStore(DatasetStore):
         its data only: republishing the same rows with another card returns the first publication.
         """
         validate_cycle_id(cycle_id)
-        missing = [split for split in SPLIT_FILES if split not in splits]
-        unknown = sorted(set(splits) - set(SPLIT_FILES))
-        if missing or unknown:
-            raise ValueError(
-                f"publish needs exactly the splits {', '.join(SPLIT_FILES)}"
-                + (f"; missing: {', '.join(missing)}" if missing else "")
-                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
-            )
+        check_split_names(splits)
         split_bytes = {split: canonical_jsonl(splits[split]) for split in SPLIT_FILES}
         full_hash = data_hash(split_bytes)
         version = full_hash[:VERSION_LENGTH]

