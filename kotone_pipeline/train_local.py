@@ -2,8 +2,8 @@
 
     python -m kotone_pipeline.train_local --dataset DIR --out DIR [--hparams JSON]
 
-Reads ``DIR/{train,validation,test,holdout,probe}.jsonl`` (holdout and probe optional), fits on train and writes
-``OUT/model/``, ``OUT/predictions_{validation,holdout,probe}.jsonl``, ``OUT/metrics.json`` and ``OUT/run.json``.
+Reads ``DIR/{train,validation,test,holdout,probe,human}.jsonl`` (the eval splits optional), fits on train and writes
+``OUT/model/``, ``OUT/predictions_{validation,holdout,probe,human}.jsonl``, ``OUT/metrics.json`` and ``OUT/run.json``.
 Bad input ends the run with one ``error:`` line and exit code 2 (``run.json`` then says ``failed``).
 """
 
@@ -33,7 +33,7 @@ from kotone_pipeline.services.datasets import SPLIT_FILES
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 REQUIRED_SPLITS = ("train", "validation", "test")
-SCORED_SPLITS = ("validation", "holdout", "probe")
+SCORED_SPLITS = ("validation", "holdout", "probe", "human")
 MODEL_SUBDIR = "model"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from kotone_pipeline.domain.base_data import build_base_set, load_eval_set
+from kotone_pipeline.domain.base_data import build_base_set, load_eval_set, load_human_set
 from kotone_pipeline.domain.catalog import Catalog, load_catalog
 from kotone_pipeline.domain.jsonl import read_models, write_json, write_jsonl
 from kotone_pipeline.domain.quality import QualityReport
@@ -23,6 +23,7 @@ class BaseData:
     probe: list[Pair]
     holdout: list[Pair]
     split_seed: int
+    human: list[Pair]
 
     @cached_property
     def base_train(self) -> list[Pair]:
@@ -31,7 +32,11 @@ class BaseData:
 
     @cached_property
     def eval_group_ids(self) -> set[str]:
-        return {p.group_id for p in self.probe} | {p.group_id for p in self.holdout}
+        return {p.group_id for p in (*self.probe, *self.holdout, *self.human)}
+
+    def eval_sets(self) -> tuple[tuple[str, list[Pair]], ...]:
+        """The frozen sets every model is scored on, in report order."""
+        return (("probe", self.probe), ("holdout", self.holdout), ("human", self.human))
 
 
 def write_teacher_pairs(artifacts: CycleArtifacts) -> tuple[list[Pair], QualityReport]:
@@ -55,4 +60,5 @@ def load_base(artifacts: CycleArtifacts, split_seed: int) -> BaseData:
         probe=load_eval_set("probe"),
         holdout=load_eval_set("holdout"),
         split_seed=split_seed,
+        human=load_human_set(),
     )

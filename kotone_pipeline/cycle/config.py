@@ -28,6 +28,9 @@ class LoopConfig(BaseModel):
     job_timeout_s: int = Field(default=1800, ge=60)
     min_improvement: float = 0.005
     max_dim_regression: float = 0.15
+    max_human_regression: float = Field(
+        default=0.05, ge=0, description="how much worse than the champion on the hand-written human set"
+    )
     min_json_valid_rate: float = 0.98
     nightly_cron: str = "0 2 * * *"
     nightly_timezone: str = "UTC"
@@ -68,6 +71,7 @@ class LoopConfig(BaseModel):
             min_improvement=self.min_improvement,
             max_dim_regression=self.max_dim_regression,
             min_json_valid_rate=self.min_json_valid_rate,
+            max_human_regression=self.max_human_regression,
         )
 
     @classmethod
@@ -85,6 +89,7 @@ class LoopConfig(BaseModel):
             "job_timeout_s": "KOTONE_JOB_TIMEOUT_S",
             "min_improvement": "KOTONE_MIN_IMPROVEMENT",
             "max_dim_regression": "KOTONE_MAX_DIM_REGRESSION",
+            "max_human_regression": "KOTONE_MAX_HUMAN_REGRESSION",
             "nightly_cron": "KOTONE_NIGHTLY_CRON",
             "nightly_timezone": "KOTONE_NIGHTLY_TIMEZONE",
         }

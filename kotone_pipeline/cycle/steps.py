@@ -49,6 +49,11 @@ from kotone_pipeline.services.jobs import JobBackend, JobSpec, JobState
 from kotone_pipeline.services.tracker import Tracker
 
 BASELINE_NAMES = ("baseline-constant", "baseline-rule")
+# The gate's reference before the first champion. The rule baseline reads requests with the lexicon the
+# teacher labels with (and prompts with the catalog), so on the teacher's holdout it *is* the labeller:
+# its error is the label noise alone. It is scored and reported every cycle, on the human set above all,
+# but a learned model is never required to out-label the labeller on the labeller's own data.
+GATE_BASELINES = ("baseline-constant",)
 
 
 class LeakageError(RuntimeError):
@@ -122,7 +127,7 @@ def evaluate_champion(artifacts: CycleArtifacts, champion: Champion, base: BaseD
             "extra (pip install 'kotone-pipeline[train]') on a machine that can run the model"
         ) from exc
     summaries, rows = {}, {}
-    for dataset, pairs in (("probe", base.probe), ("holdout", base.holdout)):
+    for dataset, pairs in base.eval_sets():
         summaries[dataset], rows[dataset] = evaluate(predictor, pairs, dataset=dataset)
     how = {"mode": "run", "model_uri": champion.model_uri}
     return ChampionEval(predictor.model_id, summaries, rows, how, predictor)
@@ -154,6 +159,10 @@ def _recorded_champion(artifacts: CycleArtifacts, champion: Champion, base: Base
     holdout = run_dir / "predictions_holdout.jsonl"
     summaries["holdout"], rows["holdout"] = _score_recorded(holdout, base.holdout, champion.model_id, "holdout")
     how["holdout"] = holdout.name
+    human = run_dir / "predictions_human.jsonl"
+    if human.is_file():
+        summaries["human"], rows["human"] = _score_recorded(human, base.human, champion.model_id, "human")
+        how["human"] = human.name
     probe = run_dir / "predictions_probe.jsonl"
     validation_rows = run_dir / "eval_rows_validation.jsonl"
     if probe.is_file():
@@ -222,7 +231,7 @@ def step_eval_summary(
     summaries: dict[str, dict[str, EvalSummary]] = {}
     rows: dict[str, dict[str, list[EvalRow]]] = {}
     for name, predictor in models.items():
-        for dataset, pairs in (("probe", base.probe), ("holdout", base.holdout)):
+        for dataset, pairs in base.eval_sets():
             summary, eval_rows = evaluate(predictor, pairs, dataset=dataset)
             summaries.setdefault(name, {})[dataset] = summary
             rows.setdefault(name, {})[dataset] = eval_rows
@@ -361,7 +370,7 @@ def step_augmented_pairs(
 
 def eval_set_leaks(splits: dict[str, list[Pair]], base: BaseData) -> list[str]:
     """Frozen eval groups and texts must never reach training data."""
-    eval_texts = {normalize_text(p.text) for p in (*base.probe, *base.holdout)}
+    eval_texts = {normalize_text(p.text) for p in (*base.probe, *base.holdout, *base.human)}
     problems = []
     for name, pairs in splits.items():
         for pair in pairs:
@@ -397,7 +406,7 @@ def step_split_dataset(
     problems = check_leakage(result.splits) + eval_set_leaks(result.splits, base)
     if problems:
         raise LeakageError(f"split of cycle {cycle_id} leaks: " + "; ".join(problems[:10]))
-    splits = {**result.splits, "holdout": base.holdout, "probe": base.probe}
+    splits = {**result.splits, "holdout": base.holdout, "probe": base.probe, "human": base.human}
     stats = result.stats.model_dump(mode="json")
     card = {
         "cycle_id": cycle_id,
@@ -608,7 +617,9 @@ def step_validation_snapshot(
         if state.stage == "COMPLETED":
             out = backend.fetch_outputs(state, artifacts.path(cycle_id, f"runs/{run['run_id']}"))
             problems: list[str] = []
-            for dataset in ("validation", "holdout"):
+            for dataset in ("validation", "holdout", "human"):
+                if dataset == "human" and not (splits.get("human") and (out / "predictions_human.jsonl").is_file()):
+                    continue  # a version published before the human set travelled with it
                 records, bad = read_prediction_records(out / f"predictions_{dataset}.jsonl")
                 problems += bad
                 summary, scored = score_prediction_records(
@@ -669,10 +680,19 @@ def step_promotion_decision(
         candidate=EvalSummary.model_validate(best["holdout"]) if best else None,
         champion_id=champion["model_id"] if champion else None,
         champion=summaries["champion"]["holdout"] if champion else None,
-        baselines={n: summaries[n]["holdout"] for n in BASELINE_NAMES},
+        baselines={n: summaries[n]["holdout"] for n in GATE_BASELINES},
         thresholds=config.gate_thresholds(),
         force_reason=force_reason or None,
         candidate_model_ref=best["model_uri"] if best else None,
+        candidate_human=EvalSummary.model_validate(best["human"]) if best and best.get("human") else None,
+        reference_human={
+            **{n: summaries[n]["human"] for n in GATE_BASELINES if "human" in summaries[n]},
+            **(
+                {champion["model_id"]: summaries["champion"]["human"]}
+                if champion and "human" in summaries["champion"]
+                else {}
+            ),
+        },
     )
     decision_id = f"{cycle_id}/{best['run_id']}" if best else f"{cycle_id}/none"
     if decision.promote and best is not None:
@@ -682,6 +702,7 @@ def step_promotion_decision(
             cycle_id=cycle_id,
             run_id=best["run_id"],
             holdout_mae=best["holdout"]["vector_mae"],
+            human_mae=best["human"]["vector_mae"] if best.get("human") else None,
             per_dim_mae=best["holdout"]["per_dim_mae"],
             decision_reason="; ".join(decision.reasons),
             forced=decision.forced,

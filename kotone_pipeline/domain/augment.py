@@ -3,10 +3,12 @@
 * ``plan_counts``: how many generated rows (``desired``) and, on top of them, how many replay rows.
 * a generated row ("augmented") takes a source vector, jitters every non-focus dim by a seeded
   integer in [-1, 1], pushes every focus dim 1–3 steps away from the middle (up if the source value
-  is >= 5, else down), clamps to 0..10, and gets a new request text written from the new vector.
+  is >= 5, else down), clamps to 0..10; that is the row's *target*. The composer then writes a request
+  aimed at the target (``Composer.compose_for``) and the row's label is what the lexicon rule gives
+  for the concepts that request mentions — close to the target, never a label the text cannot justify.
   A focus dim is pushed instead of jittered, so it always ends further from the middle than its
   source (or stays at 0/10 when it is already there); jittering it first could cancel the push.
-* a replay row ("replay") keeps the source vector and gets new wording.
+* a replay row ("replay") aims at the source vector with new wording.
 
 Sources are the failing probe rows, worst first, cycled as often as needed; when there are none,
 the base train rows (in their given order). Everything is seeded by (cycle id, eval run id) through
@@ -23,11 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kotone_pipeline.domain.composer import ComposedRequest, Composer
 from kotone_pipeline.domain.dims import DIMS, NEUTRAL_VALUE, clamp, round_half_up
 from kotone_pipeline.domain.hard_dims import validate_dims
-from kotone_pipeline.domain.quality import request_text_problem
+from kotone_pipeline.domain.lexicon import default_lexicon
 from kotone_pipeline.domain.schemas import EvalRow, FailureExample, Pair, Vector, normalize_text
-from kotone_pipeline.domain.writer import write_request_text
 
 MIN_DESIRED = 12
 ADD_RATIO_RANGE = (0.05, 0.5)
@@ -106,8 +108,10 @@ def augment(
     existing_texts: set[str],
     add_ratio: float = 0.2,
     replay_ratio: float = 0.15,
+    composer: Composer | None = None,
 ) -> AugmentResult:
     """Generated rows pushed along ``focus_dims`` and replay rows, each with a new request text."""
+    composer = composer if composer is not None else Composer(default_lexicon())
     focus = validate_dims(focus_dims, "focus dims")
     focus_idx = frozenset(DIMS.index(d) for d in focus)
     desired, n_replay = plan_counts(n_train_base, add_ratio, replay_ratio)
@@ -125,6 +129,7 @@ def augment(
         "replay": 0,
         "skipped_duplicate_text": 0,
         "text_redraws": 0,
+        "target_mae": 0.0,
     }
     if not sources:
         counts["total"] = 0
@@ -141,17 +146,19 @@ def augment(
             pushed = [d for d in focus if values[DIMS.index(d)] != source.values[DIMS.index(d)]]
         else:
             values, pushed = source.values, []
-        text = _new_text(values, rng, taken, counts)
-        if text is None:
+        composed = _new_request(values, rng, taken, counts, composer)
+        if composed is None:
             counts["skipped_duplicate_text"] += 1
             continue
+        text = composed.text
         taken.add(normalize_text(text))
+        counts["target_mae"] += sum(abs(a - b) for a, b in zip(composed.vector, values, strict=True)) / len(DIMS)
         pair = Pair.model_validate(
             {
                 "group_id": f"aug-{cycle_id}-{index}",
                 "source_type": "request_text",
                 "text": text,
-                "vector": Vector.from_values(values).as_dict(),
+                "vector": Vector.from_values(composed.vector).as_dict(),
                 "origin": origin,
                 "cycle": cycle_id,
                 "parent_id": source.pair_id,
@@ -163,21 +170,26 @@ def augment(
                     "focus_dims": focus if origin == "augmented" else [],
                     "pushed_dims": pushed,
                     "eval_run_id": eval_run_id,
+                    "target_vector": dict(zip(DIMS, values, strict=True)),
+                    **composed.meta(),
                 },
             }
         )
         pairs.append(pair)
         counts[origin] += 1
     counts["total"] = len(pairs)
+    counts["target_mae"] = round(counts["target_mae"] / len(pairs), 4) if pairs else 0.0
     return AugmentResult(pairs=pairs, counts=counts)
 
 
-def _new_text(values: tuple[int, ...], rng: random.Random, taken: set[str], counts: dict[str, Any]) -> str | None:
-    """A request text for ``values`` that is not taken and passes the quality checks, or None."""
+def _new_request(
+    values: tuple[int, ...], rng: random.Random, taken: set[str], counts: dict[str, Any], composer: Composer
+) -> ComposedRequest | None:
+    """A request aimed at ``values`` whose text is not taken and passes the quality checks, or None."""
     for attempt in range(MAX_TEXT_DRAWS):
-        text = write_request_text(values, rng)
-        if normalize_text(text) not in taken and request_text_problem(text) is None:
+        composed = composer.compose_for(values, rng)
+        if composed is not None and normalize_text(composed.text) not in taken:
             counts["text_redraws"] += attempt
-            return text
+            return composed
     counts["text_redraws"] += MAX_TEXT_DRAWS
     return None

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kotone_pipeline.domain.catalog import Catalog, load_catalog
+from kotone_pipeline.domain.composer import DEFAULT_JA_SHARE
 from kotone_pipeline.domain.jsonl import describe_validation_error, read_models, write_jsonl
 from kotone_pipeline.domain.paths import data_dir
 from kotone_pipeline.domain.quality import QualityReport, filter_rows
@@ -36,6 +37,7 @@ class SetParams(BaseModel):
     n_groups: int = Field(ge=1)
     prefix: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     pool: str
+    requests_per_group: int = Field(default=1, ge=0, le=20)
 
     @model_validator(mode="after")
     def _known_pool(self) -> SetParams:
@@ -48,6 +50,7 @@ class GenerationParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     noise_100: float = Field(default=NOISE_100, ge=0, le=50)
+    ja_share: float = Field(default=DEFAULT_JA_SHARE, ge=0, le=1)
     base: SetParams
     probe: SetParams
     holdout: SetParams
@@ -89,9 +92,18 @@ def load_generation_params(path: Path | str | None = None) -> GenerationParams:
 
 
 def _generate(
-    params: SetParams, noise_100: float, catalog: Catalog, existing: set[str]
+    params: SetParams, generation: GenerationParams, catalog: Catalog, existing: set[str]
 ) -> tuple[list[Pair], QualityReport]:
-    rows = generate_rows(catalog, params.n_groups, params.seed, params.prefix, pool=params.pool, noise_100=noise_100)
+    rows = generate_rows(
+        catalog,
+        params.n_groups,
+        params.seed,
+        params.prefix,
+        pool=params.pool,
+        noise_100=generation.noise_100,
+        requests_per_group=params.requests_per_group,
+        ja_share=generation.ja_share,
+    )
     kept, report = filter_rows(rows, existing, catalog=catalog)
     # Small sets: validate every row here, the boundary where generated data becomes a dataset.
     return [Pair.model_validate(row) for row in kept], report
@@ -106,7 +118,7 @@ def build_eval_sets(
     taken: set[str] = set()
     built: dict[str, tuple[list[Pair], QualityReport]] = {}
     for name in EVAL_SETS:
-        pairs, report = _generate(getattr(params, name), params.noise_100, catalog, taken)
+        pairs, report = _generate(getattr(params, name), params, catalog, taken)
         taken.update(p.text for p in pairs)
         built[name] = (pairs, report)
     return built
@@ -119,7 +131,7 @@ def build_base_set(
     params = params if params is not None else load_generation_params()
     catalog = catalog if catalog is not None else load_catalog()
     eval_texts = {p.text for pairs, _ in build_eval_sets(params, catalog).values() for p in pairs}
-    return _generate(params.base, params.noise_100, catalog, eval_texts)
+    return _generate(params.base, params, catalog, eval_texts)
 
 
 def write_eval_sets(directory: Path | None = None, params: GenerationParams | None = None) -> dict[str, Path]:
@@ -130,6 +142,19 @@ def write_eval_sets(directory: Path | None = None, params: GenerationParams | No
         write_jsonl(path, pairs)
         written[name] = path
     return written
+
+
+HUMAN_SET = "human"
+
+
+def human_set_path(directory: Path | None = None) -> Path:
+    return (directory if directory is not None else data_dir() / "eval") / f"{HUMAN_SET}.jsonl"
+
+
+def load_human_set(directory: Path | None = None) -> list[Pair]:
+    """The hand-written human set (DESIGN §4): written and labelled by people, never generated, never
+    trained on, never mined; every cycle scores the champion and the baselines on it."""
+    return read_models(human_set_path(directory), Pair).rows
 
 
 def load_eval_set(name: EvalSetName | str, directory: Path | None = None) -> list[Pair]:

@@ -8,9 +8,11 @@ from collections.abc import Callable, Iterable, Sequence
 
 from kotone_pipeline.domain.catalog import Catalog, load_catalog, mean_vector_100
 from kotone_pipeline.domain.dims import DIMS, round_half_up, to_scale10
+from kotone_pipeline.domain.lexicon import Lexicon, default_lexicon
+from kotone_pipeline.domain.lexicon_reader import LexiconReader
 from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor, format_completion
 from kotone_pipeline.domain.schemas import Pair, Vector
-from kotone_pipeline.domain.writer import parse_rule_prompt, read_request_phrases
+from kotone_pipeline.domain.writer import parse_rule_prompt
 
 
 def median_vector(pairs: Iterable[Pair]) -> Vector:
@@ -47,18 +49,22 @@ class ConstantBaseline(Predictor):
 
 
 class RuleBaseline(Predictor):
-    """Reads the input the way the teacher wrote it.
+    """Reads the input with the teacher's own knowledge.
 
     rule_prompt: the catalog mean of the named parts (an unparseable prompt or unknown part gets the
-    fallback); request_text: the writer's graded phrases, the fallback for dims it does not mention.
+    fallback); request_text: the lexicon concepts it names, through the label rule (the fallback when
+    it names none). On text people write it knows only the words the lexicon lists.
     """
 
     model_id = "baseline-rule"
 
-    def __init__(self, catalog: Catalog | None = None, fallback: Vector | None = None) -> None:
+    def __init__(
+        self, catalog: Catalog | None = None, fallback: Vector | None = None, lexicon: Lexicon | None = None
+    ) -> None:
         """``fallback``: normally the train median (see ``from_train``); the neutral vector if omitted."""
         self.catalog = catalog if catalog is not None else load_catalog()
         self.fallback = fallback if fallback is not None else Vector.neutral()
+        self.reader = LexiconReader(lexicon if lexicon is not None else default_lexicon())
 
     @classmethod
     def from_train(cls, train: Iterable[Pair], catalog: Catalog | None = None) -> RuleBaseline:
@@ -68,8 +74,8 @@ class RuleBaseline(Predictor):
     def predict_vector(self, text: str, source_type: str) -> Vector:
         if source_type == "rule_prompt":
             return self._from_parts(text)
-        found = read_request_phrases(text)
-        return Vector.from_values([found.get(d, self.fallback_value(d)) for d in DIMS])
+        values = self.reader.read(text)
+        return self.fallback if values is None else Vector.from_values(values)
 
     def fallback_value(self, dim: str) -> int:
         return getattr(self.fallback, dim)

@@ -6,7 +6,11 @@ baseline (lowest holdout vector_mae) when there is no champion yet. The candidat
 * it was scored on the same holdout set as the reference (same dataset name and row count),
 * its vector_mae is below the reference's by at least ``min_improvement``,
 * no dim's MAE is worse than the reference's by more than ``max_dim_regression``,
-* its json_valid_rate is at least ``min_json_valid_rate``.
+* its json_valid_rate is at least ``min_json_valid_rate``,
+* its MAE on the hand-written human set is not worse than the reference's by more than
+  ``max_human_regression`` (the teacher's holdout alone can reward learning the teacher's words).
+  The guard needs both human summaries; when a run recorded no human predictions (or the reference
+  has no human summary), the reasons say so and the guard does not block.
 
 Each check adds one reason line, pass or fail, with the numbers. A forced promotion promotes
 whatever the checks say and records its reason first, followed by what the checks said.
@@ -73,6 +77,21 @@ def _checks(
     return out
 
 
+def _human_check(
+    candidate: EvalSummary | None, reference: EvalSummary | None, ref_label: str, th: GateThresholds
+) -> tuple[bool, str]:
+    if candidate is None:
+        return True, "human set: the candidate run recorded no human-set predictions; guard not applied"
+    if reference is None:
+        return True, f"human set: candidate MAE {candidate.vector_mae:.4f}; the {ref_label} has no human-set score"
+    worse = candidate.vector_mae - reference.vector_mae
+    ok = worse <= th.max_human_regression + _EPS
+    return ok, (
+        f"human set MAE {candidate.vector_mae:.4f} vs {ref_label} {reference.vector_mae:.4f}: "
+        f"{worse:+.4f} (may be worse by at most {th.max_human_regression:.4f})"
+    )
+
+
 def decide_promotion(
     candidate_run_id: str | None,
     candidate: EvalSummary | None,
@@ -82,7 +101,10 @@ def decide_promotion(
     thresholds: GateThresholds | None = None,
     force_reason: str | None = None,
     candidate_model_ref: str | None = None,
+    candidate_human: EvalSummary | None = None,
+    reference_human: Mapping[str, EvalSummary] | None = None,
 ) -> GateDecision:
+    """``reference_human``: human-set summaries by reference id (the champion's id, baseline names)."""
     """Promote or keep; the reasons say which checks passed and failed, with numbers."""
     th = thresholds if thresholds is not None else GateThresholds()
     ref_kind, ref_id, reference = _reference(champion_id, champion, baselines)
@@ -105,7 +127,8 @@ def decide_promotion(
             reasons=reasons,
         )
 
-    checks = _checks(candidate, reference, ref_label, th)
+    ref_human = (reference_human or {}).get(ref_id)
+    checks = [*_checks(candidate, reference, ref_label, th), _human_check(candidate_human, ref_human, ref_label, th)]
     passed = all(ok for ok, _ in checks)
     lines = [f"{'pass' if ok else 'FAIL'}: {text}" for ok, text in checks]
     verdict = f"promote over the {ref_label}" if passed else f"keep the {ref_label}"
@@ -134,6 +157,8 @@ def decide_promotion(
         reference_holdout_mae=reference.vector_mae,
         per_dim_delta={d: candidate.per_dim_mae[d] - reference.per_dim_mae[d] for d in DIMS},
         json_valid_rate=candidate.json_valid_rate,
+        candidate_human_mae=candidate_human.vector_mae if candidate_human else None,
+        reference_human_mae=ref_human.vector_mae if ref_human else None,
         thresholds=th,
         reasons=reasons,
     )
@@ -153,6 +178,9 @@ def decision_markdown(decision: GateDecision) -> str:
         f"| candidate | {decision.candidate_run_id or '—'} | {cand} |",
         f"| reference ({decision.reference_kind}) | {decision.reference_id} | {decision.reference_holdout_mae:.4f} |",
     ]
+    if decision.candidate_human_mae is not None:
+        ref_human = "—" if decision.reference_human_mae is None else f"{decision.reference_human_mae:.4f}"
+        lines += ["", f"Human set MAE: candidate {decision.candidate_human_mae:.4f}, reference {ref_human}"]
     if decision.per_dim_delta:
         lines += ["", "| dim | MAE delta (candidate − reference) |", "|---|---:|"]
         lines += [f"| {d} | {decision.per_dim_delta[d]:+.3f} |" for d in DIMS if d in decision.per_dim_delta]

@@ -1,4 +1,8 @@
-"""Local scikit-learn model: TF-IDF word + char n-grams into a multi-output Ridge, one per source_type.
+"""Local model: sentence-encoder embeddings + TF-IDF word/char n-grams into a multi-output Ridge per source_type.
+
+Request texts get a pretrained sentence encoder's embeddings (``encoder``; mean-pooled, unit norm)
+beside the char n-gram TF-IDF, which carries Japanese, typos and rare words the encoder does not
+know. Rule prompts name catalog parts verbatim, so TF-IDF alone reads them and they are not embedded.
 
 Request texts and rule prompts have different vocabularies and label structure, so each source_type
 gets its own vectorizers and regressor. Measured on the holdout set against one shared model with a
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from collections.abc import Iterable, Sequence
@@ -33,12 +38,17 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 from sklearn.linear_model import Ridge
 
 from kotone_pipeline.domain.dims import DIMS, MAX_VALUE, MIN_VALUE
+from kotone_pipeline.domain.encoder import CachedEncoder, EncoderError, get_encoder
 from kotone_pipeline.domain.jsonl import atomic_writer, describe_validation_error, write_json
+from kotone_pipeline.domain.lexicon import Lexicon, default_lexicon
+from kotone_pipeline.domain.lexicon_reader import LexiconReader, lexicon_features
 from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor, format_completion
 from kotone_pipeline.domain.schemas import LocalHyperParams, Pair, Vector
 
 MODEL_KIND = "kotone-local-text-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+ENCODED_SOURCES = frozenset({"request_text"})
+ENCODER_ENV = "KOTONE_ENCODER"
 ESTIMATOR_FILE = "estimator.joblib"
 META_FILE = "model.json"
 
@@ -183,12 +193,15 @@ class FastCountVectorizer(CountVectorizer):
 
 
 class SourceModel:
-    """TF-IDF blocks (each L2-normalised, then concatenated) into one multi-output Ridge.
+    """TF-IDF blocks (each L2-normalised, then concatenated) and optionally an embedding block, into one
+    multi-output Ridge.
 
     The same maths as a ``Pipeline`` of a ``FeatureUnion`` of ``TfidfVectorizer`` and a ``Ridge``,
-    without their per-call validation, which costs more than the prediction itself for one text."""
+    without their per-call validation, which costs more than the prediction itself for one text.
+    Embeddings are passed in (computed once for all rows by the caller, through the cache)."""
 
-    def __init__(self, hp: LocalHyperParams) -> None:
+    def __init__(self, hp: LocalHyperParams, embedded: bool = False) -> None:
+        self.embedded = embedded  # a dense block (embeddings, lexicon readings) follows the TF-IDF blocks
         token_pattern = r"(?u)\b\w+\b"  # keep one-letter words ("a", "I"): they carry tone
         self.blocks: list[tuple[FastCountVectorizer, TfidfTransformer]] = [
             (
@@ -203,10 +216,15 @@ class SourceModel:
                     TfidfTransformer(sublinear_tf=True),
                 )
             )
-        self.ridge = Ridge(alpha=hp.alpha)
+        # lsqr: the same solution as the default sparse_cg here, a third faster on the request model.
+        self.ridge = Ridge(alpha=hp.alpha, solver="lsqr")
 
-    def fit(self, texts: Sequence[str], y: np.ndarray) -> SourceModel:
+    def fit(self, texts: Sequence[str], y: np.ndarray, embeddings: np.ndarray | None = None) -> SourceModel:
         blocks = [tfidf.fit_transform(counts.fit_transform(texts)) for counts, tfidf in self.blocks]
+        if self.embedded:
+            if embeddings is None:
+                raise ValueError("this source model uses embeddings; pass them to fit()")
+            blocks.append(sp.csr_matrix(embeddings))
         self.ridge.fit(sp.hstack(blocks, format="csr"), y)
         return self
 
@@ -222,7 +240,7 @@ class SourceModel:
             out.append(sp.csr_matrix((weights / norms[rows], c.indices, c.indptr), shape=c.shape))
         return out
 
-    def predict(self, texts: Sequence[str]) -> np.ndarray:
+    def predict(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
         """Raw (unclipped) predictions, shape (n, 6): block by block, no concatenation needed."""
         coef, start = self.ridge.coef_, 0
         total = np.broadcast_to(self.ridge.intercept_, (len(texts), coef.shape[0])).copy()
@@ -230,6 +248,10 @@ class SourceModel:
             stop = start + block.shape[1]
             total += block @ coef[:, start:stop].T
             start = stop
+        if getattr(self, "embedded", False):
+            if embeddings is None:
+                raise ValueError("this source model uses embeddings; pass them to predict()")
+            total += embeddings @ coef[:, start:].T
         return total
 
 
@@ -242,12 +264,41 @@ class LocalTextModel(Predictor):
         self.meta: dict[str, Any] = {}
         self._models: dict[str, SourceModel] = {}
         self._fallback: str | None = None
+        self._encoder: CachedEncoder | None = None
+        self.encoder_info: dict[str, Any] | None = None  # what the embedded sub-models were trained with
+        self.lexicon_reader: LexiconReader | None = None
+
+    def encoder(self) -> CachedEncoder:
+        """The sentence encoder this model was trained with, loaded once per process and verified."""
+        if self._encoder is None:
+            info = self.encoder_info or {}
+            encoder = get_encoder(info.get("setting"))
+            if info.get("key") and encoder.spec.key != info["key"]:
+                raise EncoderError(
+                    f"this model was trained with encoder {info['key']} but {encoder.spec.key} is installed "
+                    f"(KOTONE_ENCODER={info.get('setting') or 'default'}); install the same encoder or refit the model"
+                )
+            self._encoder = encoder
+        return self._encoder
+
+    def _dense(self, texts: Sequence[str], source_type: str) -> np.ndarray:
+        """The dense block of an embedded sub-model: weighted embeddings (requests only), then the
+        lexicon's reading (requests name concepts, rule prompts name catalog parts, which are concepts)."""
+        hp = self.hparams or LocalHyperParams()
+        parts = []
+        if self.encoder_info is not None and source_type in ENCODED_SOURCES:
+            parts.append(self.encoder().encode(list(texts)) * hp.encoder_weight)
+        if self.lexicon_reader is not None:
+            parts.append(lexicon_features(self.lexicon_reader, texts) * hp.lexicon_weight)
+        return np.hstack(parts) if len(parts) > 1 else parts[0]
 
     @property
     def fitted(self) -> bool:
         return bool(self._models)
 
-    def fit(self, pairs: Sequence[Pair], hparams: LocalHyperParams | None = None) -> LocalTextModel:
+    def fit(
+        self, pairs: Sequence[Pair], hparams: LocalHyperParams | None = None, lexicon: Lexicon | None = None
+    ) -> LocalTextModel:
         hp = hparams or LocalHyperParams()
         if not pairs:
             raise ValueError("cannot fit the local model on zero training pairs")
@@ -256,10 +307,28 @@ class LocalTextModel(Predictor):
         for pair in pairs:
             by_source.setdefault(pair.source_type, []).append(pair)
         models: dict[str, SourceModel] = {}
+        self._encoder, self.encoder_info, self.lexicon_reader = None, None, None
+        self.hparams = hp
+        embed_s = 0.0
+        if hp.use_encoder and ENCODED_SOURCES & set(by_source):
+            setting = os.environ.get(ENCODER_ENV) or None
+            self._encoder = get_encoder(setting)
+            self.encoder_info = {"setting": setting, "key": self._encoder.spec.key, "dim": self._encoder.dim}
+        if hp.use_lexicon:
+            self.lexicon_reader = LexiconReader(lexicon if lexicon is not None else default_lexicon())
         for source_type, rows in sorted(by_source.items()):
             y = np.array([p.vector.values() for p in rows], dtype=np.float64)
+            texts = [p.text for p in rows]
+            embedded = self.lexicon_reader is not None or (
+                self.encoder_info is not None and source_type in ENCODED_SOURCES
+            )
+            embeddings = None
+            if embedded:
+                clock = time.perf_counter()
+                embeddings = self._dense(texts, source_type)
+                embed_s += time.perf_counter() - clock
             try:
-                model = SourceModel(hp).fit([p.text for p in rows], y)
+                model = SourceModel(hp, embedded=embedded).fit(texts, y, embeddings)
             except ValueError as exc:
                 # Typically min_df pruning every term away on a small subset.
                 raise ValueError(
@@ -274,6 +343,7 @@ class LocalTextModel(Predictor):
             "train_rows_by_source_type": {s: len(r) for s, r in sorted(by_source.items())},
             "training_data_hash": training_data_hash(pairs),
             "fit_seconds": round(time.perf_counter() - started, 4),
+            "embed_seconds": round(embed_s, 4),
         }
         return self
 
@@ -287,7 +357,10 @@ class LocalTextModel(Predictor):
             key = item.source_type if item.source_type in self._models else self._fallback
             groups.setdefault(key, []).append(i)  # type: ignore[arg-type]
         for source_type, idx in groups.items():
-            out[idx] = to_dim_values(self._models[source_type].predict([inputs[i].text for i in idx]))
+            model = self._models[source_type]
+            texts = [inputs[i].text for i in idx]
+            embeddings = self._dense(texts, source_type) if getattr(model, "embedded", False) else None
+            out[idx] = to_dim_values(model.predict(texts, embeddings))
         return out
 
     def predict(self, inputs: Sequence[PredictInput]) -> list[Prediction]:
@@ -306,7 +379,8 @@ class LocalTextModel(Predictor):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_writer(directory / ESTIMATOR_FILE, "wb") as handle:
-            joblib.dump({"models": self._models, "fallback": self._fallback}, handle, compress=3)
+            state = {"models": self._models, "fallback": self._fallback, "lexicon": self._lexicon_state()}
+            joblib.dump(state, handle, compress=3)
         meta = {
             "kind": MODEL_KIND,
             "format_version": FORMAT_VERSION,
@@ -314,6 +388,7 @@ class LocalTextModel(Predictor):
             "hparams": self.hparams.model_dump(),
             "source_types": sorted(self._models),
             "fallback_source_type": self._fallback,
+            "encoder": self.encoder_info,
             **self.meta,
             "library_versions": library_versions(),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -323,6 +398,11 @@ class LocalTextModel(Predictor):
         write_json(directory / META_FILE, meta)
         self.meta = {k: v for k, v in meta.items() if k not in ("kind", "format_version", "hparams")}
         return directory
+
+    def _lexicon_state(self) -> Lexicon | None:
+        # The model carries the lexicon it read its training data with, so new lexicon files cannot
+        # silently change what a saved model's features mean.
+        return self.lexicon_reader.lexicon if self.lexicon_reader is not None else None
 
     @classmethod
     def load(cls, directory: Path | str) -> LocalTextModel:
@@ -361,5 +441,8 @@ class LocalTextModel(Predictor):
             raise ModelLoadError(f"{estimator_path}: unexpected estimator content")
         model = cls(model_id=str(meta.get("model_id", "local")))
         model._models, model._fallback, model.hparams = models, fallback, hparams
+        if state.get("lexicon") is not None:
+            model.lexicon_reader = LexiconReader(state["lexicon"])
+        model.encoder_info = meta.get("encoder") if isinstance(meta.get("encoder"), dict) else None
         model.meta = {k: v for k, v in meta.items() if k not in ("kind", "format_version", "hparams")}
         return model

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from kotone_pipeline.domain.dims import DIMS, NEUTRAL_VALUE, to_scale10
 
 SourceType = Literal["request_text", "rule_prompt"]
-Origin = Literal["teacher", "augmented", "replay", "imported"]
+Origin = Literal["teacher", "augmented", "replay", "imported", "human"]
 SplitName = Literal["train", "validation", "test"]
 
 _WS = re.compile(r"\s+")
@@ -210,6 +210,12 @@ class LocalHyperParams(BaseModel):
     char_ngram_max: int = Field(default=5, ge=2, le=6)
     min_df: int = Field(default=1, ge=1)
     use_char: bool = True
+    # Pretrained sentence-encoder features for request texts (DESIGN §4), scaled against the TF-IDF blocks.
+    use_encoder: bool = True
+    encoder_weight: float = Field(default=1.0, gt=0, le=10)
+    # The concept lexicon's reading of a request (the label rule's offsets per dim) as features.
+    use_lexicon: bool = True
+    lexicon_weight: float = Field(default=1.0, gt=0, le=10)
 
 
 class HyperParamDecision(BaseModel):
@@ -224,6 +230,7 @@ class GateThresholds(BaseModel):
     min_improvement: float = 0.005
     max_dim_regression: float = 0.15
     min_json_valid_rate: float = 0.98
+    max_human_regression: float = 0.05
 
 
 class GateDecision(BaseModel):
@@ -237,5 +244,7 @@ class GateDecision(BaseModel):
     reference_holdout_mae: float
     per_dim_delta: dict[str, float] = Field(default_factory=dict)
     json_valid_rate: float | None = None
+    candidate_human_mae: float | None = None
+    reference_human_mae: float | None = None
     thresholds: GateThresholds = Field(default_factory=GateThresholds)
     reasons: list[str]

@@ -1,12 +1,15 @@
 """Synthetic teacher (DESIGN §4): base pairs from catalog combinations, deterministic for a seed.
 
-One group per combination of parts (one per slot): a rule prompt naming the parts and a request text
-written from the group's vector. Combinations are unique within a run while the pool lasts: the pool
+One group per combination of parts (one per slot): a rule prompt naming the parts, labelled from the
+parts' catalog values, and ``requests_per_group`` customer requests composed from the concept lexicon
+(``composer``), each labelled by the lexicon rule from what it mentions. Combinations are unique within a run while the pool lasts: the pool
 is shuffled in blocks, so a run is linear in its size, and the first k groups of a run do not depend
 on how many groups were asked for.
 
 The combination space is split for good by a stable hash into three pools (base / probe / holdout),
 so the frozen eval sets can never share a rule prompt with training data, whatever the base size.
+Requests are split the same way by the set of concepts they mention (``concept_pool``): an eval
+request never repeats a training request's combination of concepts.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from kotone_pipeline.domain.catalog import Catalog, Part, mean_vector_100
+from kotone_pipeline.domain.composer import DEFAULT_JA_SHARE, Composer, Plan
 from kotone_pipeline.domain.dims import DIMS, SLOTS
+from kotone_pipeline.domain.lexicon import Lexicon, default_lexicon
 from kotone_pipeline.domain.schemas import Pair, Vector, pair_id
-from kotone_pipeline.domain.writer import write_request_text, write_rule_prompt
+from kotone_pipeline.domain.writer import write_rule_prompt
 
 NOISE_100 = 6.0
 PoolName = Literal["base", "probe", "holdout"]
@@ -38,6 +43,12 @@ def combination_pool(part_ids: tuple[str, ...]) -> str:
     return _EVAL_POOLS.get(int.from_bytes(digest[:4], "big") % _POOL_MODULUS, "base")
 
 
+def concept_pool(concept_ids: tuple[str, ...] | list[str]) -> str:
+    """The pool a request's set of concepts belongs to (order-free); stable across runs and machines."""
+    digest = hashlib.sha1(("concepts|" + "|".join(sorted(concept_ids))).encode()).digest()
+    return _EVAL_POOLS.get(int.from_bytes(digest[:4], "big") % _POOL_MODULUS, "base")
+
+
 def combinations(catalog: Catalog, pool: str | None = None) -> list[Combination]:
     """Every combination of one part per slot, in catalog order; only ``pool``'s when given."""
     if pool is not None and pool not in POOLS:
@@ -48,14 +59,6 @@ def combinations(catalog: Catalog, pool: str | None = None) -> list[Combination]
     if pool is None:
         return combos
     return [c for c in combos if combination_pool(tuple(p.part_id for p in c)) == pool]
-
-
-def _request_pair_id(text: str) -> str:
-    """``pair_id("request_text", text)`` for writer output, which is already whitespace-normalised.
-
-    Skips normalize_text's regex (a third of the per-row cost); tests hold it equal to pair_id.
-    """
-    return "p_" + hashlib.sha1(f"request_text\x1f{text.casefold()}".encode()).hexdigest()[:16]
 
 
 def group_id(prefix: str, index: int) -> str:
@@ -70,12 +73,25 @@ def generate_rows(
     *,
     pool: str | None = None,
     noise_100: float = NOISE_100,
+    requests_per_group: int = 1,
+    ja_share: float = DEFAULT_JA_SHARE,
+    lexicon: Lexicon | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Yield plain Pair-shaped dicts, rule prompt then request text for each group (fast path).
+    """Yield plain Pair-shaped dicts, the rule prompt then the group's requests (fast path).
 
-    The vector on 0..100 (mean of the parts' defined values + uniform noise, clamped, 2 decimals) is
-    kept in ``meta["vector_100"]``; the label is that value converted half-up to 0..10.
+    The rule prompt's vector on 0..100 (mean of the parts' defined values + uniform noise, clamped,
+    2 decimals) is kept in ``meta["vector_100"]``; the label is that value converted half-up to 0..10.
+    A request keeps its language, register, mentions and 0..100 values in ``meta``.
     """
+    if requests_per_group < 0:
+        raise ValueError(f"requests_per_group must be >= 0, got {requests_per_group}")
+    composer = Composer(lexicon if lexicon is not None else default_lexicon(), ja_share=ja_share, noise_100=noise_100)
+    request_rng = random.Random(f"teacher:{seed}:requests")
+    wanted_pool = pool or "base"
+
+    def in_pool(plan: Plan) -> bool:
+        return concept_pool([m.concept.id for m in plan.mentions]) == wanted_pool
+
     if n_groups < 0:
         raise ValueError(f"n_groups must be >= 0, got {n_groups}")
     if not group_prefix:
@@ -118,7 +134,6 @@ def generate_rows(
         values = [floor(v / 10 + 0.5) for v in vector_100]  # to_scale10, inlined for the hot path
         vector = dict(zip(DIMS, values, strict=True))
         gid = f"{group_prefix}-{index:07d}"  # group_id(), inlined
-        request_text = write_request_text(values, rng)
         yield {
             "id": rule_id,
             "group_id": gid,
@@ -129,16 +144,18 @@ def generate_rows(
             "origin": "teacher",
             "meta": {"vector_100": vector_100},
         }
-        yield {
-            "id": _request_pair_id(request_text),
-            "group_id": gid,
-            "source_type": "request_text",
-            "text": request_text,
-            "vector": dict(vector),
-            "parts": dict(parts),
-            "origin": "teacher",
-            "meta": {"vector_100": list(vector_100)},
-        }
+        for _ in range(requests_per_group):
+            request = composer.compose(request_rng, accept=in_pool)
+            yield {
+                "id": pair_id("request_text", request.text),
+                "group_id": gid,
+                "source_type": "request_text",
+                "text": request.text,
+                "vector": dict(zip(DIMS, request.vector, strict=True)),
+                "parts": None,
+                "origin": "teacher",
+                "meta": request.meta(),
+            }
 
 
 def row_to_pair(row: dict[str, Any]) -> Pair:
@@ -157,6 +174,17 @@ def generate_pairs(
     *,
     pool: str | None = None,
     noise_100: float = NOISE_100,
+    requests_per_group: int = 1,
+    ja_share: float = DEFAULT_JA_SHARE,
 ) -> list[Pair]:
-    rows = generate_rows(catalog, n_groups, seed, group_prefix, pool=pool, noise_100=noise_100)
+    rows = generate_rows(
+        catalog,
+        n_groups,
+        seed,
+        group_prefix,
+        pool=pool,
+        noise_100=noise_100,
+        requests_per_group=requests_per_group,
+        ja_share=ja_share,
+    )
     return [row_to_pair(row) for row in rows]

@@ -58,6 +58,7 @@ class LoopSettings(dg.ConfigurableResource):
     job_timeout_s: int = 1800
     min_improvement: float = 0.005
     max_dim_regression: float = 0.15
+    max_human_regression: float = 0.05
     min_json_valid_rate: float = 0.98
     nightly_cron: str = "0 2 * * *"
     nightly_timezone: str = "UTC"

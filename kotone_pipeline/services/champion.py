@@ -42,6 +42,7 @@ class Champion(BaseModel):
     cycle_id: str
     run_id: str
     holdout_mae: float
+    human_mae: float | None = None  # on the hand-written human set, when the run predicted it
     per_dim_mae: dict[str, float] = Field(default_factory=dict)
     promoted_at: str = Field(default_factory=_now)
     decision_reason: str

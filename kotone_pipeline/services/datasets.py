@@ -18,8 +18,10 @@ SPLIT_FILES = {
     "holdout": "holdout.jsonl",
     # Frozen eval sets travel with every version so a remote run predicts them too; never trained on.
     "probe": "probe.jsonl",
+    # The hand-written human set travels too, so every run is scored on requests people wrote.
+    "human": "human.jsonl",
 }
-EVAL_SPLITS = ("holdout", "probe")
+EVAL_SPLITS = ("holdout", "probe", "human")
 
 
 def check_split_names(splits: Mapping[str, object]) -> None:

@@ -167,9 +167,10 @@ SPLIT_FILES = {
     "test": "test.jsonl",
     "holdout": "holdout.jsonl",
     "probe": "probe.jsonl",
+    "human": "human.jsonl",
 }
 REQUIRED_SPLITS = ("train", "validation", "holdout")
-PREDICTED_SPLITS = ("validation", "holdout", "probe")  # probe: mined for the next cycle's hard dims
+PREDICTED_SPLITS = ("validation", "holdout", "probe", "human")  # probe: mined for hard dims; human: the guard
 MODEL_SUBDIR = "model"
 TRAINER_SUBDIR = "_trainer"  # checkpoints and trainer logs: never uploaded
 DEFAULT_PREDICT_BATCH = 1  # per-request latency, comparable across runs and with the seed project
@@ -716,7 +717,7 @@ def run(args: argparse.Namespace, hparams: dict[str, Any], run_record: dict[str,
     model.eval()
     for split in PREDICTED_SPLITS:
         if not splits.get(split):
-            continue  # probe is optional (datasets published before it travelled with them)
+            continue  # probe and human are optional (datasets published before they travelled with them)
         clock = time.perf_counter()
         records = predict_rows(model, tokenizer, splits[split], args.predict_batch_size, args.max_new_tokens)
         timings[f"predict_{split}_s"] = round(time.perf_counter() - clock, 3)
