@@ -45,7 +45,11 @@ def generate(
     ] = None,
     groups: Annotated[
         int | None,
-        typer.Option("--groups", min=1, help="Groups (2 pairs each) [default: data/generation.json]."),
+        typer.Option(
+            "--groups",
+            min=1,
+            help="Groups (a rule prompt + requests_per_group requests each) [default: data/generation.json].",
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Teacher seed [default: data/generation.json].")] = None,
 ) -> None:

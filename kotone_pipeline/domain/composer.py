@@ -28,6 +28,7 @@ from kotone_pipeline.domain.label_rule import (
     to_vector_values,
 )
 from kotone_pipeline.domain.lexicon import ADJECTIVE_KINDS, Concept, Lexicon
+from kotone_pipeline.domain.lexicon_reader import strip_article
 from kotone_pipeline.domain.quality import LEAK_PATTERN, request_text_problem
 
 EN_REGISTERS: tuple[str, ...] = (
@@ -282,19 +283,19 @@ _EN_NEG_ADJ = ("not {f}", "nothing {f}", "less {f} than usual")
 _EN_NEG_NOUN = ("no {f}", "without {f}", "nothing like {f}", "less {f} than usual")
 _EN_INST = {
     "plain": ("with {f}", "featuring {f}", "built around {f}", "using {f}"),
-    "intensified": ("with lots of {f}", "heavy on {f}", "drenched in {f}"),
+    "intensified": ("with lots of {f}", "loaded with {f}", "drenched in {f}"),
     "hedged": ("with a touch of {f}", "with a little {f}", "with just a hint of {f}"),
 }
 _EN_GENRE_HEDGE = ("with a hint of {f}", "slightly {f}-ish", "with a little {f} flavour")
-_EN_GENRE_INTENS = ("full-on {f}", "hardcore {f}", "pure {f}")
-_EN_REF = ("like something from {f}", "reminiscent of {f}", "with a feel of {f}", "in the spirit of {f}")
+_EN_GENRE_INTENS = ("full-on {f}", "hardcore {f}", "all-out {f}")
+_EN_REF = ("like something from {f}", "evoking {f}", "with a feel of {f}", "in the spirit of {f}")
 _EN_SCENE = ("for {f}", "set in {f}", "that feels like {f}", "for a scene in {f}")
 _EN_USE = ("for {f}",)
 _IRRELEVANT = (
     "Deadline is next Friday.",
     "Budget is modest, sorry!",
     "Please deliver as a WAV file.",
-    "We'll need a loopable OGG too.",
+    "We'll need an OGG version too.",
     "My producer says hi.",
     "It has to be done before the weekend.",
     "Credit in the end roll is fine.",
@@ -319,7 +320,7 @@ def _neg_en(m: Mention, f: str, rng: random.Random) -> str:
         return _pick(rng, _EN_NOT_TOO).format(f=f)
     if m.concept.kind in ADJECTIVE_KINDS:
         return _pick(rng, _EN_NEG_ADJ).format(f=f)
-    return _pick(rng, _EN_NEG_NOUN).format(f=f)
+    return _pick(rng, _EN_NEG_NOUN).format(f=strip_article(f))
 
 
 def _and(items: Sequence[str], word: str = "and") -> str:
@@ -403,7 +404,7 @@ def _tail_en(p: _Parts, rng: random.Random, with_setting: bool = True) -> str:
 
 
 def _sentence(text: str) -> str:
-    text = " ".join(text.split())
+    text = re.sub(r"\s+([?.!,])", r"\1", " ".join(text.split()))
     return text[:1].upper() + text[1:]
 
 

@@ -28,6 +28,7 @@ KINDS: tuple[str, ...] = ("genre", "era", "instrument", "scene", "use", "mood", 
 # Kinds whose surface forms are adjectives ("something calm"); the others are noun phrases.
 ADJECTIVE_KINDS = frozenset({"mood", "texture"})
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
+ARTICLE = re.compile(r"^(a|an|the)\s+", re.IGNORECASE)
 
 
 class LexiconError(ValueError):
@@ -174,8 +175,9 @@ def check_lexicon(concepts: Iterable[tuple[Path, Concept]]) -> None:
             raise LexiconError(f"{path}: concept {concept.id!r}: id: also defined in {seen_ids[concept.id]}")
         seen_ids[concept.id] = path
         for form in (*concept.en, *concept.ja):
-            key = form.casefold()
-            if key in seen_forms:
+            # "a music box" and "music box" are one form: the reader matches either.
+            key = ARTICLE.sub("", form).casefold() or form.casefold()
+            if key in seen_forms and seen_forms[key][1].id != concept.id:
                 other_path, other = seen_forms[key]
                 opposed = _opposed(concept, other)
                 detail = f" with opposite effects on {', '.join(opposed)}" if opposed else ""

@@ -16,26 +16,33 @@ import numpy as np
 
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.label_rule import Mention, Modifier, default_role, label_100, to_vector_values
-from kotone_pipeline.domain.lexicon import Concept, Lexicon
+from kotone_pipeline.domain.lexicon import ARTICLE, Concept, Lexicon
 
 _EN_BEFORE: tuple[tuple[Modifier, re.Pattern[str]], ...] = (
-    ("not_too", re.compile(r"\b(not too|not overly|not excessively|not super|not that|not so|too)\s+(\S+\s+)?$")),
+    (
+        "not_too",
+        re.compile(
+            r"\b(not too|not overly|not excessively|not super|not that|not so|too)\s+(?:(?:much|more|very|overly|the|a|an|any|some)\s+)?$"
+        ),
+    ),
     (
         "negated",
-        re.compile(r"\b(no|not|without|nothing|nothing like|less|avoid|avoiding|never|zero|minus|skip)\s+(\S+\s+)?$"),
+        re.compile(
+            r"\b(no|not|without|nothing|nothing like|less|avoid|avoiding|never|zero|minus|skip)\s+(?:(?:much|more|very|overly|the|a|an|any|some)\s+)?$"
+        ),
     ),
     (
         "hedged",
         re.compile(
             r"\b(a bit|a little|slightly|somewhat|kind of|kinda|sort of|mildly|a touch of|a hint of|hint of|"
-            r"touch of|a little bit|just a hint of|little)\s+(\S+\s+)?$"
+            r"touch of|a little bit|just a hint of|little)\s+(?:(?:much|more|very|overly|the|a|an|any|some)\s+)?$"
         ),
     ),
     (
         "intensified",
         re.compile(
-            r"\b(very|super|really|extremely|properly|seriously|so|ultra|incredibly|full-on|hardcore|pure|"
-            r"lots of|heavy on|drenched in|totally|really really|insanely|crazy)\s+$"
+            r"\b(very|super|really|extremely|properly|seriously|so|ultra|incredibly|full-on|hardcore|all-out|"
+            r"lots of|loaded with|drenched in|totally|really really|insanely|crazy)\s+$"
         ),
     ),
 )
@@ -56,6 +63,11 @@ _JA_AFTER: tuple[tuple[Modifier, re.Pattern[str]], ...] = (
 _NEGATIVE_LINE = re.compile(r"^\s*(avoid|no|not|don't|ng|dislikes?|nothing)\s*[:：]", re.IGNORECASE)
 
 
+def strip_article(form: str) -> str:
+    stripped = ARTICLE.sub("", form)
+    return stripped if stripped else form
+
+
 @dataclass(frozen=True)
 class Found:
     concept: Concept
@@ -70,7 +82,7 @@ class LexiconReader:
 
     @cached_property
     def _en_pattern(self) -> re.Pattern[str]:
-        forms = sorted({f for c in self.lexicon for f in c.en}, key=len, reverse=True)
+        forms = sorted(self._en_index, key=len, reverse=True)
         body = "|".join(re.escape(f) for f in forms)
         return re.compile(rf"(?<![\w-])({body})(?:s|es)?(?![\w])", re.IGNORECASE)
 
@@ -81,7 +93,12 @@ class LexiconReader:
 
     @cached_property
     def _en_index(self) -> dict[str, Concept]:
-        return {f.casefold(): c for c in self.lexicon for f in c.en}
+        """Casefolded English forms without a leading article ("a music box" is also "no music box")."""
+        index: dict[str, Concept] = {}
+        for c in self.lexicon:
+            for form in c.en:
+                index.setdefault(strip_article(form).casefold(), c)
+        return index
 
     @cached_property
     def _ja_index(self) -> dict[str, Concept]:

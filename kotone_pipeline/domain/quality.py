@@ -31,6 +31,7 @@ REASONS: tuple[str, ...] = (
     "bad_rule_prompt",
     "bad_source_type",
     "duplicate",
+    "near_duplicate",
 )
 
 Row = TypeVar("Row")
@@ -58,6 +59,17 @@ class QualityReport(BaseModel):
 def dedup_key(text: str) -> str:
     """Casefolded text with runs of whitespace collapsed (what counts as "the same text")."""
     return " ".join(text.split()).casefold()
+
+
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def near_duplicate_keys(text: str) -> tuple[str, frozenset[str] | None]:
+    """Two keys under which request texts count as the same request: the text without case,
+    punctuation or spacing ("Calm piano, please!" = "calm piano please"), and, for texts of four
+    words or more, the set of its words (the same words reordered)."""
+    words = _NOT_WORD.sub(" ", text.casefold()).split()
+    return "".join(words), frozenset(words) if len(words) >= 4 else None
 
 
 def request_text_problem(text: str) -> str | None:
@@ -104,8 +116,13 @@ def filter_rows(
     """
     catalog = catalog if catalog is not None else load_catalog()
     slot_of = {p.part_id: p.slot for p in catalog.parts}
+    existing = list(existing) if existing is not None else None
     taken: set[Any] = {dedup_key(t) for t in existing} if existing is not None else set()
     seen_keys: set[tuple[str, str]] = set()
+    near_keys: set[object] = set()
+    if existing is not None:
+        for t in existing:
+            near_keys.update(k for k in near_duplicate_keys(t) if k)
     # Rule prompts repeat across groups (one text per combination): after its first sighting a text's
     # outcome for any later row is known (duplicate if it was kept, else the same rejection).
     rule_outcome: dict[str, str] = {}
@@ -139,6 +156,13 @@ def filter_rows(
                 pair_key = (source_type, key)
                 if pair_key in seen_keys or key in taken:
                     reason = "duplicate"
+                elif source_type == "request_text":
+                    keys = [k for k in near_duplicate_keys(text) if k]
+                    if any(k in near_keys for k in keys):
+                        reason = "near_duplicate"
+                    else:
+                        near_keys.update(keys)
+                        seen_keys.add(pair_key)
                 else:
                     seen_keys.add(pair_key)
             if reason is None:

@@ -2,9 +2,9 @@
 
 One group per combination of parts (one per slot): a rule prompt naming the parts, labelled from the
 parts' catalog values, and ``requests_per_group`` customer requests composed from the concept lexicon
-(``composer``), each labelled by the lexicon rule from what it mentions. Combinations are unique within a run while the pool lasts: the pool
-is shuffled in blocks, so a run is linear in its size, and the first k groups of a run do not depend
-on how many groups were asked for.
+(``composer``), each labelled by the lexicon rule from what it mentions. Combinations are unique
+within a run while the pool lasts: the pool is shuffled in blocks, so a run is linear in its size,
+and the first k groups of a run do not depend on how many groups were asked for.
 
 The combination space is split for good by a stable hash into three pools (base / probe / holdout),
 so the frozen eval sets can never share a rule prompt with training data, whatever the base size.

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app
+from kotone_pipeline.domain.base_data import load_generation_params
 from kotone_pipeline.domain.jsonl import read_models
 from kotone_pipeline.domain.schemas import Pair
 
@@ -47,7 +48,8 @@ def test_generate_writes_the_filtered_base_set_and_report(tmp_path: Path) -> Non
     pairs = read_models(out / "base.jsonl", Pair).rows
     report = json.loads((out / "quality_report.json").read_text())
     assert report["params"]["base"]["n_groups"] == 30 and report["params"]["base"]["seed"] == 5
-    assert report["report"]["kept"] == len(pairs) and report["report"]["seen"] == 60
+    per_group = 1 + report["params"]["base"]["requests_per_group"]  # a rule prompt and the group's requests
+    assert report["report"]["kept"] == len(pairs) and report["report"]["seen"] == 30 * per_group
     assert {p.source_type for p in pairs} == {"request_text", "rule_prompt"}
     assert "quality filter" in result.output and "rejected: duplicate" in result.output
 
@@ -63,7 +65,10 @@ def test_generate_defaults_to_kotone_home(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("KOTONE_HOME", str(tmp_path / "home"))
     result = runner.invoke(app, ["data", "generate", "--groups", "5"])
     assert result.exit_code == 0, result.output
-    assert len(read_models(tmp_path / "home" / "data" / "base.jsonl", Pair).rows) == 10
+    params = load_generation_params()
+    assert len(read_models(tmp_path / "home" / "data" / "base.jsonl", Pair).rows) == 5 * (
+        1 + params.base.requests_per_group
+    )
 
 
 def test_import_strict_lists_every_bad_line_and_writes_nothing(old_file: Path, tmp_path: Path) -> None:

@@ -5,11 +5,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kotone_pipeline.domain.augment import augment, augment_seed, plan_counts
-from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.dims import DIMS, to_scale10
+from kotone_pipeline.domain.label_rule import Mention, label_100
+from kotone_pipeline.domain.lexicon import default_lexicon
 from kotone_pipeline.domain.quality import request_text_problem
 from kotone_pipeline.domain.schemas import EvalRow, FailureExample, Pair, Vector, normalize_text
 
 vec = st.tuples(*[st.integers(0, 10)] * 6)
+LEXICON = default_lexicon()
 
 
 def eval_row(i: int, target: tuple[int, ...], row_mae: float) -> EvalRow:
@@ -95,18 +98,25 @@ def test_counts_sources_and_row_shape():
         assert p.group_id.startswith("aug-c1-")
         assert p.meta["source_pair_id"] == p.parent_id
     assert len({p.group_id for p in result.pairs}) == len(result.pairs)
-    by_id = {r.pair_id: r.target for r in failing}
-    assert all(p.vector == by_id[p.parent_id] for p in replay)  # replay keeps the vector
+    by_id = {r.pair_id: r.target.as_dict() for r in failing}
+    assert all(p.meta["target_vector"] == by_id[p.parent_id] for p in replay)  # replay aims at the same vector
 
 
 def test_focus_dims_are_pushed_away_from_the_middle_and_others_jitter():
     failing = [eval_row(0, (7, 5, 5, 5, 5, 3), 1.0)]
     result = run(failing, n=100)
-    for p in (p for p in result.pairs if p.origin == "augmented"):
-        assert 8 <= p.vector.energy <= 10  # 7 is above the middle: pushed up 1..3
-        assert 0 <= p.vector.nostalgia <= 2  # 3 is below: pushed down 1..3
-        assert all(4 <= getattr(p.vector, d) <= 6 for d in ("warmth", "brightness", "acousticness", "complexity"))
+    augmented = [p for p in result.pairs if p.origin == "augmented"]
+    for p in augmented:
+        target = p.meta["target_vector"]
+        assert 8 <= target["energy"] <= 10  # 7 is above the middle: pushed up 1..3
+        assert 0 <= target["nostalgia"] <= 2  # 3 is below: pushed down 1..3
+        assert all(4 <= target[d] <= 6 for d in ("warmth", "brightness", "acousticness", "complexity"))
         assert set(p.meta["pushed_dims"]) == {"energy", "nostalgia"}
+    # The label is the lexicon rule's for what the text says, aimed at the target: on average the
+    # request lands on the pushed side of the source.
+    assert sum(p.vector.energy for p in augmented) / len(augmented) > 7
+    assert sum(p.vector.nostalgia for p in augmented) / len(augmented) < 3
+    assert result.counts["target_mae"] < 1.5
 
 
 def test_falls_back_to_base_train_rows():
@@ -128,7 +138,8 @@ def test_failure_examples_work_as_sources():
     ]
     result = run(failing, focus=("warmth",))
     assert {p.parent_id for p in result.pairs} == {"f1"}
-    assert all(p.vector.warmth == 0 for p in result.pairs if p.origin == "augmented")  # 1 pushed down, clamped
+    # 1 pushed down, clamped at 0.
+    assert all(p.meta["target_vector"]["warmth"] == 0 for p in result.pairs if p.origin == "augmented")
 
 
 def test_same_seed_same_rows_and_a_new_eval_run_changes_them():
@@ -178,9 +189,14 @@ def test_augmented_rows_are_valid_pushed_deterministic_and_new(sources, focus, n
     source_vectors = {r.pair_id: r.target.values() for r in failing} | {b.id: b.vector.values() for b in BASE}
     for p in result.pairs:
         Pair.model_validate(p.model_dump())  # round-trips as a valid Pair
-        values = p.vector.values()
-        assert all(isinstance(v, int) and 0 <= v <= 10 for v in values)
+        assert all(isinstance(v, int) and 0 <= v <= 10 for v in p.vector.values())
         assert request_text_problem(p.text) is None
+        mentions = [Mention(LEXICON.by_id[m["concept"]], m["role"], m["modifier"]) for m in p.meta["mentions"]]
+        clean = label_100(mentions)
+        noisy = p.meta["vector_100"]
+        assert all(abs(c - v) <= 6.01 for c, v in zip(clean, noisy, strict=True))  # the rule's label + noise
+        assert p.vector.values() == tuple(to_scale10(v) for v in noisy)
+        values = tuple(p.meta["target_vector"][d] for d in DIMS)
         src = source_vectors[p.parent_id]
         if p.origin == "replay":
             assert values == src

@@ -52,8 +52,8 @@ def test_better_candidate_is_promoted_with_a_reason_per_check():
     assert decision.reference_kind == "champion" and decision.reference_id == "c0/r1"
     assert decision.candidate_holdout_mae == 0.9 and decision.reference_holdout_mae == 1.0
     assert decision.per_dim_delta == pytest.approx(dict.fromkeys(DIMS, -0.1))
-    assert decision.reasons[0] == "promote over the champion 'c0/r1': all 4 checks pass"
-    assert sum(r.startswith("pass: ") for r in decision.reasons) == 4
+    assert decision.reasons[0] == "promote over the champion 'c0/r1': all 5 checks pass"
+    assert sum(r.startswith("pass: ") for r in decision.reasons) == 5
     assert "improvement +0.1000 (needs >= 0.0050)" in decision.reasons[2]
 
 
@@ -156,4 +156,39 @@ def test_promotion_implies_every_condition(cand_dims, ref_dims, valid):
         assert ref.vector_mae - cand.vector_mae >= 0.005 - 1e-9
         assert all(c - r <= 0.15 + 1e-9 for c, r in zip(cand_dims, ref_dims, strict=True))
         assert valid >= 0.98
-    assert len(decision.reasons) == 5  # verdict + four checks
+    assert len(decision.reasons) == 6  # verdict + five checks (the human-set guard included)
+
+
+def _human(mae: float) -> EvalSummary:
+    return holdout(mae).model_copy(update={"dataset": "human", "rows": 170})
+
+
+def test_human_set_guard_refuses_a_candidate_worse_than_the_champion_on_people_s_requests():
+    # Better on the teacher's holdout (0.9 vs 1.0) but 0.08 worse on the human set: kept, with the reason.
+    decision = decide(holdout(0.9), candidate_human=_human(1.38), reference_human={"c0/r1": _human(1.30)})
+    assert not decision.promote
+    assert decision.reasons[0] == "keep the champion 'c0/r1': 1 check(s) fail"
+    failed = [r for r in decision.reasons if r.startswith("FAIL: ")]
+    assert failed == ["FAIL: human set MAE 1.3800 vs champion 'c0/r1' 1.3000: +0.0800 (may be worse by at most 0.0500)"]
+    assert decision.candidate_human_mae == 1.38 and decision.reference_human_mae == 1.30
+
+
+def test_human_set_guard_allows_a_regression_within_the_threshold_and_takes_the_setting():
+    within = decide(holdout(0.9), candidate_human=_human(1.34), reference_human={"c0/r1": _human(1.30)})
+    assert within.promote
+    assert "pass: human set MAE 1.3400 vs champion 'c0/r1' 1.3000: +0.0400" in " ".join(within.reasons)
+    strict = decide(
+        holdout(0.9),
+        candidate_human=_human(1.34),
+        reference_human={"c0/r1": _human(1.30)},
+        thresholds=GateThresholds(max_human_regression=0.01),
+    )
+    assert not strict.promote
+
+
+def test_human_set_guard_is_reported_but_not_blocking_without_scores():
+    no_run = decide(holdout(0.9), reference_human={"c0/r1": _human(1.30)})
+    assert no_run.promote
+    assert "pass: human set: the candidate run recorded no human-set predictions; guard not applied" in no_run.reasons
+    no_ref = decide(holdout(0.9), candidate_human=_human(1.5))
+    assert no_ref.promote and any("has no human-set score" in r for r in no_ref.reasons)

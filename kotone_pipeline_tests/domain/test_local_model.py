@@ -214,7 +214,7 @@ def test_source_model_matches_the_sklearn_pipeline_it_replaces() -> None:
             TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b"),
             TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True),
         ),
-        Ridge(alpha=0.7),
+        Ridge(alpha=0.7, solver="lsqr"),
     ).fit(texts, y)
     ours = SourceModel(hp).fit(texts, y)
     unseen = [p.text for p in _cue_pairs(30, seed=12)] + ["", "zzz"]

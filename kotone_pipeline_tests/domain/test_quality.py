@@ -127,3 +127,17 @@ def test_leak_check_agrees_with_the_design_pattern(text):
 
 def test_dedup_key_collapses_whitespace_and_case():
     assert dedup_key("  A  Warm\tTune ") == dedup_key("a warm tune")
+
+
+def test_near_duplicate_requests_are_removed_and_counted() -> None:
+    rows = [
+        {"source_type": "request_text", "text": "Calm piano for a rainy evening, please!"},
+        {"source_type": "request_text", "text": "calm piano for a rainy evening please"},  # punctuation/case only
+        {"source_type": "request_text", "text": "For a rainy evening, calm piano please."},  # same words reordered
+        {"source_type": "request_text", "text": "Calm piano for a snowy evening, please!"},  # a different request
+    ]
+    kept, report = filter_rows(rows)
+    assert [r["text"] for r in kept] == [rows[0]["text"], rows[3]["text"]]
+    assert report.count("near_duplicate") == 2 and report.as_dict()["near_duplicate"] == 2
+    _, against_existing = filter_rows(rows[1:2], existing=["CALM piano, for a rainy evening; please"])
+    assert against_existing.count("near_duplicate") == 1

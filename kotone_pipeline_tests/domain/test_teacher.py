@@ -6,6 +6,8 @@ from hypothesis import strategies as st
 
 from kotone_pipeline.domain.catalog import load_catalog, mean_vector_100
 from kotone_pipeline.domain.dims import DIMS, SLOTS, to_scale10
+from kotone_pipeline.domain.label_rule import Mention, label_100
+from kotone_pipeline.domain.lexicon import default_lexicon
 from kotone_pipeline.domain.quality import filter_rows
 from kotone_pipeline.domain.schemas import Pair, pair_id
 from kotone_pipeline.domain.teacher import (
@@ -13,6 +15,7 @@ from kotone_pipeline.domain.teacher import (
     POOLS,
     combination_pool,
     combinations,
+    concept_pool,
     generate_pairs,
     generate_rows,
 )
@@ -41,18 +44,34 @@ def test_a_run_is_a_prefix_of_a_longer_run_with_the_same_seed():
     assert list(generate_rows(CATALOG, 90, 4, "base"))[: len(short)] == short
 
 
-def test_each_group_is_a_rule_prompt_and_a_request_text_with_one_vector():
-    groups = _groups(generate_rows(CATALOG, 40, 1, "probe"))
+def test_each_group_is_a_rule_prompt_then_its_composed_requests():
+    groups = _groups(generate_rows(CATALOG, 40, 1, "probe", pool="probe", requests_per_group=3))
     assert list(groups) == [f"probe-{i:07d}" for i in range(40)]
     for rows in groups.values():
-        assert [r["source_type"] for r in rows] == ["rule_prompt", "request_text"]
-        assert rows[0]["vector"] == rows[1]["vector"]
-        assert rows[0]["parts"] == rows[1]["parts"] == parse_rule_prompt(rows[0]["text"])
+        assert [r["source_type"] for r in rows] == ["rule_prompt"] + ["request_text"] * 3
+        assert rows[0]["parts"] == parse_rule_prompt(rows[0]["text"])
         assert all(r["origin"] == "teacher" and r["id"] == pair_id(r["source_type"], r["text"]) for r in rows)
+        for request in rows[1:]:
+            assert request["parts"] is None
+            # Eval requests never repeat a training request's combination of concepts.
+            assert concept_pool([m["concept"] for m in request["meta"]["mentions"]]) == "probe"
+
+
+def test_a_request_label_is_the_lexicon_rule_of_what_it_mentions_plus_bounded_noise():
+    lexicon = default_lexicon()
+    requests = [r for r in generate_rows(CATALOG, 200, 9, "base") if r["source_type"] == "request_text"]
+    assert {r["meta"]["lang"] for r in requests} == {"en", "ja"}
+    for row in requests:
+        mentions = [Mention(lexicon.by_id[m["concept"]], m["role"], m["modifier"]) for m in row["meta"]["mentions"]]
+        for dim, clean, noisy in zip(DIMS, label_100(mentions), row["meta"]["vector_100"], strict=True):
+            assert min(max(clean - NOISE_100, 0), 100) - 0.01 <= noisy <= min(clean + NOISE_100, 100) + 0.01
+            assert row["vector"][dim] == to_scale10(noisy)
 
 
 def test_label_is_the_noisy_catalog_mean_converted_half_up():
     for row in generate_rows(CATALOG, 300, 9, "base"):
+        if row["source_type"] != "rule_prompt":
+            continue
         parts = [CATALOG.get(row["parts"][s]) for s in SLOTS]
         means = mean_vector_100(parts)
         v100 = row["meta"]["vector_100"]

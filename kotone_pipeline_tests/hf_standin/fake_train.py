@@ -59,14 +59,14 @@ def main() -> int:
         )
         splits = {
             name: [json.loads(line) for line in (data / "splits" / f"{name}.jsonl").read_text().splitlines() if line]
-            for name in ("train", "validation", "holdout", "probe")
+            for name in ("train", "validation", "holdout", "probe", "human")
             if (data / "splits" / f"{name}.jsonl").is_file()
         }
     median = {d: int(statistics.median_low(r["vector"][d] for r in splits["train"])) for d in DIMS}
     out = Path("outputs")
     out.mkdir(exist_ok=True)
     predict = _local_model(splits["train"]) if os.environ.get("FAKE_TRAIN_MODEL") == "local" else None
-    for split in ("validation", "holdout", "probe"):
+    for split in ("validation", "holdout", "probe", "human"):
         if split not in splits:
             continue
         vectors = predict(splits[split]) if predict else [median] * len(splits[split])

@@ -62,7 +62,14 @@ def make_splits(n_train: int = 8, n_eval: int = 3) -> dict[str, list[Pair]]:
             meta={"seed": i, "score": 0.25 * i, "tags": ["a", "b"]},
         )
 
-    counts = {"train": n_train, "validation": n_eval, "test": n_eval, "holdout": n_eval, "probe": n_eval}
+    counts = {
+        "train": n_train,
+        "validation": n_eval,
+        "test": n_eval,
+        "holdout": n_eval,
+        "probe": n_eval,
+        "human": n_eval,
+    }
     return {split: [pair(split, i) for i in range(n)] for split, n in counts.items()}
 
 

@@ -35,6 +35,7 @@ def make_splits(offset: int = 0) -> dict[str, list[Pair]]:
         "test": [pair(offset + 11), pair(offset + 12)],
         "holdout": [pair(offset + 20)],
         "probe": [pair(offset + 30)],
+        "human": [pair(offset + 40)],
     }
 
 
@@ -66,6 +67,7 @@ def test_publish_then_load_round_trips_with_a_card(store: LocalDatasetStore) -> 
         "test": 2,
         "holdout": 1,
         "probe": 1,
+        "human": 1,
     }
     assert card["cycle_id"] == "c1" and card["data_hash"] == ref.data_hash
     assert card["card"] == {"teacher_seed": 7, "add_ratio": 0.2}

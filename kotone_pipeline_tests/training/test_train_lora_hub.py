@@ -97,6 +97,7 @@ def test_a_finished_run_is_uploaded_to_its_own_branch(published, hub, tmp_path, 
         "predictions_validation.jsonl",
         "predictions_holdout.jsonl",
         "predictions_probe.jsonl",  # the dataset carries the probe eval split, so the run predicts it
+        "predictions_human.jsonl",  # and the hand-written human set
     }
     assert _files(hub, "main") == {".gitattributes"}  # main is never written
     run = _run_record(hub)
