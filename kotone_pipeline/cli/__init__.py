@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import typer
 
-from kotone_pipeline.cli import cycle, data, model
+from kotone_pipeline.cli import cycle, data, model, predict
 
 # Order is the order of ``kotone --help``.
-COMMAND_MODULES = (data, model, cycle)
+COMMAND_MODULES = (data, model, predict, cycle)
 
 app = typer.Typer(
     name="kotone",

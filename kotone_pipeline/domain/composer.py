@@ -367,7 +367,8 @@ def _parts_en(plan: Plan, rng: random.Random) -> _Parts:
             p.adjs.append(_adj_en(m, f, rng))
             p.adj_bare.append(f)
         elif m.concept.kind == "instrument":
-            p.insts.append(_pick(rng, _EN_INST[m.modifier]).format(f=f))
+            # "with a koto", but "with lots of koto"
+            p.insts.append(_pick(rng, _EN_INST[m.modifier]).format(f=f if m.modifier == "plain" else strip_article(f)))
             p.inst_bare.append(f)
         elif m.modifier == "hedged":
             p.genre_tails.append(_pick(rng, _EN_GENRE_HEDGE).format(f=f))

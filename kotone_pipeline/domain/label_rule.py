@@ -16,6 +16,7 @@ half-up. Worked examples live in the tests (``test_label_rule.py``).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,22 +55,23 @@ def label_100(mentions: Sequence[Mention]) -> list[float]:
     """The rule's value per dim on 0..100, before noise (DIMS order)."""
     out = []
     for dim in DIMS:
-        weighted, weights = 0.0, 0.0
+        # fsum: exactly rounded, so the label cannot depend on the order the mentions come in.
+        weighted, weights = [], []
         low, high = 0.0, 100.0
         for m in mentions:
             offset = m.concept.offset(dim)
             if offset is None:
                 continue
             weight = SALIENCE[m.role]
-            weighted += weight * (NEUTRAL_100 + MULTIPLIER[m.modifier] * offset)
-            weights += weight
+            weighted.append(weight * (NEUTRAL_100 + MULTIPLIER[m.modifier] * offset))
+            weights.append(weight)
             if m.modifier == "not_too":
                 bound = NEUTRAL_100 + NOT_TOO_CAP * offset
                 if offset > 0:
                     high = min(high, bound)
                 else:
                     low = max(low, bound)
-        value = weighted / weights if weights else NEUTRAL_100
+        value = math.fsum(weighted) / math.fsum(weights) if weights else NEUTRAL_100
         value = min(max(value, low), high)
         out.append(min(max(value, 0.0), 100.0))
     return out

@@ -18,31 +18,29 @@ from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.label_rule import Mention, Modifier, default_role, label_100, to_vector_values
 from kotone_pipeline.domain.lexicon import ARTICLE, Concept, Lexicon
 
+# A filler word may stand between a modifier and its form ("not too much X", "no more X", "a bit of a X").
+_FILLER = r"\s+(?:(?:much|more|very|overly|the|a|an|any|some|of)\s+)?$"
 _EN_BEFORE: tuple[tuple[Modifier, re.Pattern[str]], ...] = (
     (
         "not_too",
-        re.compile(
-            r"\b(not too|not overly|not excessively|not super|not that|not so|too)\s+(?:(?:much|more|very|overly|the|a|an|any|some)\s+)?$"
-        ),
+        re.compile(r"\b(not too|not overly|not excessively|not super|not that|not so|too)" + _FILLER),
     ),
     (
         "negated",
-        re.compile(
-            r"\b(no|not|without|nothing|nothing like|less|avoid|avoiding|never|zero|minus|skip)\s+(?:(?:much|more|very|overly|the|a|an|any|some)\s+)?$"
-        ),
+        re.compile(r"\b(no|not|without|nothing|nothing like|less|avoid|avoiding|never|zero|minus|skip)" + _FILLER),
     ),
     (
         "hedged",
         re.compile(
             r"\b(a bit|a little|slightly|somewhat|kind of|kinda|sort of|mildly|a touch of|a hint of|hint of|"
-            r"touch of|a little bit|just a hint of|little)\s+(?:(?:much|more|very|overly|the|a|an|any|some)\s+)?$"
+            r"touch of|a little bit|just a hint of|little)" + _FILLER
         ),
     ),
     (
         "intensified",
         re.compile(
             r"\b(very|super|really|extremely|properly|seriously|so|ultra|incredibly|full-on|hardcore|all-out|"
-            r"lots of|loaded with|drenched in|totally|really really|insanely|crazy)\s+$"
+            r"lots of|loaded with|drenched in|totally|really really|insanely|crazy)" + _FILLER
         ),
     ),
 )
