@@ -246,7 +246,8 @@ def predict(
             "--model",
             "-m",
             metavar="champion|DIR",
-            help="'champion': the current champion under KOTONE_HOME; or a local model directory (`model fit`).",
+            help="'champion': the current champion under KOTONE_HOME; or a local model directory (`model fit`; "
+            "write ./champion for a directory of that name).",
         ),
     ] = CHAMPION,
     source_type: Annotated[

@@ -103,3 +103,17 @@ def tracking_metadata(link: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
         elif value:
             out[key] = dg.MetadataValue.text(str(value))
     return out
+
+
+def human_metadata(summaries: dict[str, dict[str, EvalSummary]]) -> dict[str, dg.MetadataValue]:
+    """Each model's MAE on the hand-written human set, the champion's as a number for the UI's plots."""
+    rows = [
+        [name, by_ds["human"].rows, by_ds["human"].vector_mae] for name, by_ds in summaries.items() if "human" in by_ds
+    ]
+    out: dict[str, dg.MetadataValue] = {
+        "human_set": dg.MetadataValue.md(md_table(["model", "rows", "human-set MAE"], rows) if rows else "not scored")
+    }
+    current = summaries.get("champion", {}).get("human")
+    if current is not None:
+        out["champion_human_mae"] = dg.MetadataValue.float(current.vector_mae)
+    return out

@@ -51,7 +51,10 @@ def teacher_pairs(kotone_home: KotoneHomeResource, loop_settings: LoopSettings) 
     group_name="base",
     deps=[teacher_pairs],
     kinds={"jsonl"},
-    description="Frozen eval sets: probe (mined for hard cases) and holdout (promotion gate only).",
+    description=(
+        "Frozen eval sets: probe (mined for hard cases), holdout (promotion gate only) and the hand-written "
+        "human set (scored every cycle, guarded by the gate; never trained on, never mined)."
+    ),
 )
 def eval_sets(kotone_home: KotoneHomeResource, loop_settings: LoopSettings) -> dg.MaterializeResult:
     base = load_base(kotone_home.artifacts(), loop_settings.split_seed)
@@ -59,15 +62,13 @@ def eval_sets(kotone_home: KotoneHomeResource, loop_settings: LoopSettings) -> d
     overlap = sorted(base.eval_group_ids & training_groups)
     if overlap:
         raise dg.Failure(f"eval groups found in the teacher set: {', '.join(overlap[:10])}")
-    rows = [
-        [name, len(pairs), len({p.group_id for p in pairs})]
-        for name, pairs in (("probe", base.probe), ("holdout", base.holdout))
-    ]
+    rows = [[name, len(pairs), len({p.group_id for p in pairs})] for name, pairs in base.eval_sets()]
     return dg.MaterializeResult(
         metadata={
             "sets": dg.MetadataValue.md(md_table(["set", "rows", "groups"], rows)),
-            "dagster/row_count": dg.MetadataValue.int(len(base.probe) + len(base.holdout)),
+            "dagster/row_count": dg.MetadataValue.int(sum(len(pairs) for _, pairs in base.eval_sets())),
             "probe_path": path_value(data_dir() / "eval" / "probe.jsonl"),
             "holdout_path": path_value(data_dir() / "eval" / "holdout.jsonl"),
+            "human_path": path_value(data_dir() / "eval" / "human.jsonl"),
         }
     )

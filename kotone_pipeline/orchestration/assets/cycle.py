@@ -6,6 +6,7 @@ from kotone_pipeline.cycle import steps
 from kotone_pipeline.cycle.tracking import write_failure_playbook
 from kotone_pipeline.orchestration.metadata import (
     dataset_metadata,
+    human_metadata,
     md_table,
     metrics_table,
     path_value,
@@ -40,7 +41,10 @@ def earlier_cycles(context: dg.AssetExecutionContext) -> list[str]:
     group_name="cycle",
     deps=["eval_sets", "teacher_pairs"],
     kinds={"json"},
-    description="The champion (or the baselines while there is none) on the frozen probe and holdout sets.",
+    description=(
+        "The champion and both baselines on the frozen probe and holdout sets and on the hand-written "
+        "human set (requests people wrote: the measure that matters)."
+    ),
 )
 def eval_summary(
     context: dg.AssetExecutionContext,
@@ -66,6 +70,7 @@ def eval_summary(
             "champion": dg.MetadataValue.text(result.champion.model_id if result.champion else "none (baselines)"),
             "holdout_vector_mae": dg.MetadataValue.float(current_holdout.vector_mae),
             "probe_vector_mae": dg.MetadataValue.float(result.summaries[result.current_model]["probe"].vector_mae),
+            **human_metadata(result.summaries),
             "metrics": dg.MetadataValue.md(metrics_table(flat)),
             "per_dim_mae_holdout": dg.MetadataValue.md(per_dim_table(holdout)),
             "eval_id": dg.MetadataValue.text(result.eval_id),

@@ -51,12 +51,14 @@ def validation_snapshot(
     for run in doc["runs"]:
         val = run.get("validation", {}).get("vector_mae", "")
         hold = run.get("holdout", {}).get("vector_mae", "")
+        human = run.get("human", {}).get("vector_mae", "")
         rows.append(
             [
                 run["run_id"],
                 run["stage"],
                 val,
                 hold,
+                human,
                 run.get("running_s") or "",
                 run.get("cost_usd") or 0.0,
                 run.get("url") or "",
@@ -65,11 +67,15 @@ def validation_snapshot(
         if "holdout" in run:
             summaries[f"{run['run_id']} / holdout"] = EvalSummary.model_validate(run["holdout"])
             summaries[f"{run['run_id']} / validation"] = EvalSummary.model_validate(run["validation"])
+        if "human" in run:
+            summaries[f"{run['run_id']} / human"] = EvalSummary.model_validate(run["human"])
     best = doc["best_run_id"]
     return dg.MaterializeResult(
         metadata={
             "runs": dg.MetadataValue.md(
-                md_table(["run", "stage", "validation MAE", "holdout MAE", "running s", "cost USD", "url"], rows)
+                md_table(
+                    ["run", "stage", "validation MAE", "holdout MAE", "human MAE", "running s", "cost USD", "url"], rows
+                )
             ),
             "best_run": dg.MetadataValue.text(best or "none (no run completed)"),
             "metrics": dg.MetadataValue.md(metrics_table(summaries) if summaries else "no completed run"),
@@ -123,6 +129,9 @@ def promotion_decision(
             if decision.candidate_holdout_mae is not None
             else dg.MetadataValue.text("n/a"),
             "reference_holdout_mae": dg.MetadataValue.float(decision.reference_holdout_mae),
+            "candidate_human_mae": dg.MetadataValue.float(decision.candidate_human_mae)
+            if decision.candidate_human_mae is not None
+            else dg.MetadataValue.text("n/a"),
             "per_dim_delta": dg.MetadataValue.md(md_table(["dim", "candidate - reference MAE"], delta_rows)),
             "decision_log": dg.MetadataValue.md(decision_markdown(decision)),
             **tracking_metadata(tracking),
