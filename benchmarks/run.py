@@ -29,7 +29,12 @@ from benchmarks import Benchmark, Row
 from kotone_pipeline.domain.jsonl import write_json
 
 # Add a benchmark module here: it exposes BENCHMARKS, or run(repeats) [+ rows(results, repeats)].
-MODULES: tuple[str, ...] = ("benchmarks.bench_domain", "benchmarks.bench_hf", "benchmarks.bench_cycle")
+MODULES: tuple[str, ...] = (
+    "benchmarks.bench_domain",
+    "benchmarks.bench_human",
+    "benchmarks.bench_hf",
+    "benchmarks.bench_cycle",
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 DEFAULT_REPEATS, QUICK_REPEATS = 3, 1

@@ -74,6 +74,9 @@ def demo(
             "champion_holdout_mae_before",
             "candidate_holdout_mae",
             "champion_holdout_mae_after",
+            "reference_human_mae_before",
+            "candidate_human_mae",
+            "champion_human_mae_after",
             "hard_dims",
             "rows_added",
             "decision",
@@ -82,14 +85,20 @@ def demo(
         typer.echo(json.dumps({"cycles": [r.model_dump(include=set(keys)) for r in reports]}))
         return
     # Wide enough for the table even when stdout is not a terminal (rich assumes 80 columns there).
-    out = Console(width=max(console.width, 150))
-    table = Table(title="Kotone demo cycles (holdout vector MAE, 0..10 scale; lower is better)")
+    out = Console(width=max(console.width, 190))
+    table = Table(
+        title="Kotone demo cycles (vector MAE on the teacher's holdout and on the hand-written human set, "
+        "0..10 scale; lower is better)"
+    )
     columns = [
         "cycle",
         "champion before",
         "MAE before",
         "candidate",
         "MAE after",
+        "human before",
+        "human cand.",
+        "human after",
         "hard dims",
         "rows +",
         "decision",
@@ -104,6 +113,9 @@ def demo(
             _fmt(r.champion_holdout_mae_before if r.champion_before else r.reference_holdout_mae_before),
             _fmt(r.candidate_holdout_mae),
             _fmt(r.champion_holdout_mae_after),
+            _fmt(r.reference_human_mae_before),
+            _fmt(r.candidate_human_mae),
+            _fmt(r.champion_human_mae_after),
             ", ".join(r.hard_dims),
             str(r.rows_added),
             r.decision,

@@ -78,6 +78,10 @@ class CycleReport(BaseModel):
     reference_holdout_mae_before: float
     candidate_holdout_mae: float | None
     champion_holdout_mae_after: float | None
+    # On the hand-written human set: the reference the gate compared with, the candidate, the champion after.
+    reference_human_mae_before: float | None = None
+    candidate_human_mae: float | None = None
+    champion_human_mae_after: float | None = None
     champion_after: str | None
     hard_dims: list[str]
     rows_added: int
@@ -203,6 +207,9 @@ class CycleRunner:
             mae_after = champion_mae_before
         else:
             mae_after = decision["candidate_holdout_mae"]
+        human_before, human_candidate = decision.get("reference_human_mae"), decision.get("candidate_human_mae")
+        promoted = after is not None and (not before or after["model_id"] != before["model_id"])
+        human_after = human_candidate if promoted else (human_before if before else None)
         return CycleReport(
             cycle_id=cycle_id,
             champion_before=before["model_id"] if before else None,
@@ -210,6 +217,9 @@ class CycleRunner:
             reference_holdout_mae_before=decision["reference_holdout_mae"],
             candidate_holdout_mae=decision["candidate_holdout_mae"],
             champion_holdout_mae_after=mae_after,
+            reference_human_mae_before=human_before,
+            candidate_human_mae=human_candidate,
+            champion_human_mae_after=human_after,
             champion_after=after["model_id"] if after else None,
             hard_dims=hard["focus"],
             rows_added=len(arts.read_pairs(cycle_id, "augmented_pairs")),
