@@ -121,3 +121,23 @@ def test_each_cycle_logged_offline_wandb_runs_and_wrote_a_playbook(two_cycles) -
         assert (home / "cycles" / cycle / "failure_playbook.md").read_text().startswith("#")
         # Offline, Weave tracing is off and the metadata says so instead of pretending.
         assert eval_link["weave_traced"] is False and eval_link["weave_reason"]
+
+
+def test_every_cycle_scores_the_human_set_and_the_gate_guards_it(two_cycles) -> None:
+    arts = CycleArtifacts(two_cycles["home"])
+    first, second = two_cycles["first"], two_cycles["second"]
+    for cycle in ("c1", "c2"):
+        eval_doc = arts.read_doc(cycle, "eval_summary")
+        # Both baselines (and the champion from cycle 2 on) are scored on the hand-written set.
+        scored = {name for name, by_ds in eval_doc["summaries"].items() if "human" in by_ds}
+        assert {"baseline-constant", "baseline-rule"} <= scored
+        assert all(by_ds["human"]["rows"] >= 150 for by_ds in eval_doc["summaries"].values() if "human" in by_ds)
+        snapshot = arts.read_doc(cycle, "validation_snapshot")
+        best = next(r for r in snapshot["runs"] if r["run_id"] == snapshot["best_run_id"])
+        decision = arts.read_doc(cycle, "promotion_decision")["decision"]
+        assert decision["candidate_human_mae"] == pytest.approx(best["human"]["vector_mae"])
+        assert any(r.startswith(("pass: human set MAE", "FAIL: human set MAE")) for r in decision["reasons"])
+    assert "champion" in {n for n, d in arts.read_doc("c2", "eval_summary")["summaries"].items() if "human" in d}
+    # The learned model understands people's requests far better than the constant it replaced.
+    assert first.candidate_human_mae < 0.7 * first.reference_human_mae_before
+    assert second.reference_human_mae_before == pytest.approx(first.candidate_human_mae)
