@@ -460,9 +460,14 @@ def _is_corruption(exc: sqlite3.Error) -> bool:
     return "malformed" in message or "not a database" in message
 
 
+EMBEDDING_CACHE_ENV = "KOTONE_EMBEDDING_CACHE"
+
+
 def embeddings_cache_root() -> Path:
-    """``$KOTONE_HOME/cache/embeddings``, where one SQLite file per encoder key lives."""
-    return _home() / "cache" / "embeddings"
+    """``$KOTONE_EMBEDDING_CACHE`` when set (one cache shared by several homes), else
+    ``$KOTONE_HOME/cache/embeddings``; one SQLite file per encoder key lives there."""
+    override = os.environ.get(EMBEDDING_CACHE_ENV)
+    return Path(override) if override else _home() / "cache" / "embeddings"
 
 
 class EmbeddingCache:

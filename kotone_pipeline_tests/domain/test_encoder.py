@@ -50,6 +50,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("KOTONE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv(ENCODER_ENV, raising=False)
     monkeypatch.delenv(ENCODER_SHA256_ENV, raising=False)
+    monkeypatch.delenv("KOTONE_EMBEDDING_CACHE", raising=False)  # these tests look at the home's own cache
     clear_encoders()
     yield tmp_path / "home"
     clear_encoders()
@@ -366,3 +367,11 @@ def test_encoder_spec_key_changes_with_anything_that_changes_vectors() -> None:
         dataclasses.replace(spec, model_sha256="d" * 64),
     ]
     assert len({v.key for v in variants}) == len(variants)
+
+
+def test_kotone_embedding_cache_moves_the_cache_out_of_the_home(home: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("KOTONE_EMBEDDING_CACHE", str(tmp_path / "shared"))
+    cached = get_encoder()
+    cached.encode(["a shared cache for several homes"])
+    assert cached.cache is not None and cached.cache.path.parent == tmp_path / "shared"
+    assert not (home / "cache" / "embeddings").exists()
