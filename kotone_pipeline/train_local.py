@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kotone_pipeline.domain import metrics
+from kotone_pipeline.domain.encoder import EncoderError
 from kotone_pipeline.domain.jsonl import read_models, write_json, write_jsonl
 from kotone_pipeline.domain.local_model import (
     LocalTextModel,
@@ -140,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train(args.dataset, args.out, hparams, record)
         record["status"] = "completed"
         exit_code = 0
-    except (ValueError, OSError) as exc:  # bad input: one clear message, no traceback
+    except (ValueError, OSError, EncoderError) as exc:  # bad input or install: one clear message, no traceback
         message = f"{exc.filename}: {exc.strerror or exc}" if isinstance(exc, OSError) and exc.filename else str(exc)
         _error(message)
         record.update(status="failed", error=message)

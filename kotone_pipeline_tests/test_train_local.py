@@ -143,3 +143,30 @@ def test_runs_as_a_module_in_a_subprocess(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path / 'nope'}: dataset directory not found"
+
+
+def test_a_corrupt_encoder_file_ends_the_job_with_its_path_checksum_and_remedy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kotone_pipeline.domain.encoder import clear_encoders, default_spec
+
+    spec = default_spec()
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    model = folder / "model.onnx"
+    data = bytearray(spec.model_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    model.write_bytes(bytes(data))
+    (folder / "tokenizer.json").write_bytes(spec.tokenizer_path.read_bytes())
+    monkeypatch.setenv("KOTONE_ENCODER", str(folder))
+    monkeypatch.setenv("KOTONE_ENCODER_SHA256", spec.model_sha256)
+    clear_encoders()
+    out = tmp_path / "out"
+    try:
+        code = train_local.main(["--dataset", str(_dataset(tmp_path / "ds")), "--out", str(out)])
+    finally:
+        clear_encoders()
+    assert code == train_local.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(model) in err and spec.model_sha256 in err
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"

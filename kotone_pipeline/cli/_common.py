@@ -10,6 +10,7 @@ from typing import ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
+from kotone_pipeline.domain.encoder import EncoderError
 from kotone_pipeline.domain.jsonl import DataFileError
 
 P = ParamSpec("P")
@@ -38,8 +39,9 @@ def check_scale(value: int | None) -> int | None:
 def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Wrap a command so user errors print as one message (a data file's bad lines each on a line).
 
-    "User errors" are the input being wrong: ValueError (DataFileError, ModelLoadError, pydantic's
-    ValidationError, bad arguments) and OSError. Anything else is a bug and keeps its traceback."""
+    "User errors" are the input being wrong: ValueError (DataFileError, ModelLoadError, LexiconError,
+    pydantic's ValidationError, bad arguments), OSError and EncoderError (a missing or corrupt encoder
+    file: the message says how to reinstall). Anything else is a bug and keeps its traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -52,7 +54,7 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             raise fail(f"{where}{exc.strerror or exc}") from None
-        except ValueError as exc:
+        except (ValueError, EncoderError) as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
