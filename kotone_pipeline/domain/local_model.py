@@ -272,7 +272,8 @@ class LocalTextModel(Predictor):
         """The sentence encoder this model was trained with, loaded once per process and verified."""
         if self._encoder is None:
             info = self.encoder_info or {}
-            encoder = get_encoder(info.get("setting"))
+            # The encoder the model was trained with, whatever KOTONE_ENCODER says today.
+            encoder = get_encoder(info.get("setting") or "default")
             if info.get("key") and encoder.spec.key != info["key"]:
                 raise EncoderError(
                     f"this model was trained with encoder {info['key']} but {encoder.spec.key} is installed "
@@ -311,7 +312,7 @@ class LocalTextModel(Predictor):
         self.hparams = hp
         embed_s = 0.0
         if hp.use_encoder and ENCODED_SOURCES & set(by_source):
-            setting = os.environ.get(ENCODER_ENV) or None
+            setting = os.environ.get(ENCODER_ENV) or "default"
             self._encoder = get_encoder(setting)
             self.encoder_info = {"setting": setting, "key": self._encoder.spec.key, "dim": self._encoder.dim}
         if hp.use_lexicon:

@@ -219,3 +219,32 @@ def test_source_model_matches_the_sklearn_pipeline_it_replaces() -> None:
     ours = SourceModel(hp).fit(texts, y)
     unseen = [p.text for p in _cue_pairs(30, seed=12)] + ["", "zzz"]
     np.testing.assert_allclose(ours.predict(unseen), reference.predict(unseen), atol=1e-9)
+
+
+def test_default_model_uses_every_feature_block_and_records_its_encoder(fitted) -> None:
+    model, _ = fitted
+    assert model.hparams is not None and model.hparams.use_encoder and model.hparams.use_lexicon
+    assert model.encoder_info is not None and model.encoder_info["setting"] == "default"
+    assert model.encoder_info["dim"] == 384
+    assert model._models["request_text"].embedded  # requests: embeddings + the lexicon's reading
+
+
+def test_a_saved_model_keeps_its_encoder_and_lexicon_whatever_the_environment_says(
+    fitted, tmp_path, monkeypatch
+) -> None:
+    from kotone_pipeline.domain.encoder import EncoderError, clear_encoders
+
+    model, pairs = fitted
+    inputs = [PredictInput(p.text, p.source_type) for p in pairs[:20]]
+    saved = model.save(tmp_path / "m")
+    monkeypatch.setenv("KOTONE_ENCODER", str(tmp_path / "no-such-encoder"))  # not the one it was trained with
+    clear_encoders()
+    loaded = LocalTextModel.load(saved)
+    np.testing.assert_array_equal(loaded.predict_values(inputs), model.predict_values(inputs))
+    assert loaded.lexicon_reader is not None and len(loaded.lexicon_reader.lexicon) == len(model.lexicon_reader.lexicon)
+
+    meta = json.loads((saved / "model.json").read_text())
+    meta["encoder"]["key"] = "another-encoder-000000000000"
+    (saved / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(EncoderError, match="trained with encoder another-encoder"):
+        LocalTextModel.load(saved).predict_values(inputs)
