@@ -95,9 +95,12 @@ def _local_model(train: list[dict]) -> Callable[[list[dict]], list[dict[str, int
     """The project's local text model fitted on the train rows (stand-in machines can import the repo)."""
     from kotone_pipeline.domain.local_model import LocalTextModel
     from kotone_pipeline.domain.predictor import PredictInput
-    from kotone_pipeline.domain.schemas import Pair
+    from kotone_pipeline.domain.schemas import LocalHyperParams, Pair
 
-    model = LocalTextModel(model_id="fake-lora").fit([Pair.model_validate(r) for r in train])
+    # No sentence encoder: a stand-in machine has a clean environment (no shared embedding cache), and
+    # this only has to be a candidate that learns, not the best one.
+    hparams = LocalHyperParams(use_encoder=False)
+    model = LocalTextModel(model_id="fake-lora").fit([Pair.model_validate(r) for r in train], hparams)
 
     def predict(rows: list[dict]) -> list[dict[str, int] | None]:
         predictions = model.predict([PredictInput(r["text"], r["source_type"]) for r in rows])
