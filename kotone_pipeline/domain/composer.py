@@ -19,11 +19,9 @@ import numpy as np
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.label_rule import (
     MULTIPLIER,
-    SALIENCE,
     Mention,
     Modifier,
     apply_noise,
-    default_role,
     label_100,
     to_vector_values,
 )
@@ -562,16 +560,3 @@ def _render_ja(plan: Plan, rng: random.Random) -> str:
 def render(plan: Plan, rng: random.Random) -> str:
     text = _render_ja(plan, rng) if plan.lang == "ja" else _render_en(plan, rng)
     return "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
-
-
-__all__ = [
-    "Composer",
-    "ComposedRequest",
-    "Plan",
-    "REGISTERS",
-    "EN_REGISTERS",
-    "JA_REGISTERS",
-    "SALIENCE",
-    "default_role",
-    "render",
-]
