@@ -290,9 +290,14 @@ def test_help_explains_modes_and_exit_codes() -> None:
     assert "predict" in runner.invoke(app, ["--help"]).output
 
 
-def test_an_encoder_that_cannot_load_is_one_clear_error(encoder_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KOTONE_ENCODER", "/no/such/encoder")
-    result = runner.invoke(app, ["predict", REQUEST, "--model", str(encoder_model)])
+def test_an_encoder_that_cannot_load_is_one_clear_error(encoder_model: Path, tmp_path: Path) -> None:
+    # A model trained with an encoder folder that has since gone away.
+    moved = tmp_path / "moved-model"
+    shutil.copytree(encoder_model, moved)
+    meta = json.loads((moved / "model.json").read_text())
+    meta["encoder"]["setting"] = "/no/such/encoder"
+    (moved / "model.json").write_text(json.dumps(meta))
+    result = runner.invoke(app, ["predict", REQUEST, "--model", str(moved)])
     assert result.exit_code == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and "/no/such/encoder" in line
