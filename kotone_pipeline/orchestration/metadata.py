@@ -115,5 +115,5 @@ def human_metadata(summaries: dict[str, dict[str, EvalSummary]]) -> dict[str, dg
     }
     current = summaries.get("champion", {}).get("human")
     if current is not None:
-        out["champion_human_mae"] = dg.MetadataValue.float(current.vector_mae)
+        out["champion_human_mae"] = dg.MetadataValue.float(round(current.vector_mae, 4))  # full precision in the JSON
     return out

@@ -129,7 +129,7 @@ def promotion_decision(
             if decision.candidate_holdout_mae is not None
             else dg.MetadataValue.text("n/a"),
             "reference_holdout_mae": dg.MetadataValue.float(decision.reference_holdout_mae),
-            "candidate_human_mae": dg.MetadataValue.float(decision.candidate_human_mae)
+            "candidate_human_mae": dg.MetadataValue.float(round(decision.candidate_human_mae, 4))
             if decision.candidate_human_mae is not None
             else dg.MetadataValue.text("n/a"),
             "per_dim_delta": dg.MetadataValue.md(md_table(["dim", "candidate - reference MAE"], delta_rows)),
