@@ -34,6 +34,8 @@ MODULES: tuple[str, ...] = (
     "benchmarks.bench_human",
     "benchmarks.bench_hf",
     "benchmarks.bench_cycle",
+    "benchmarks.bench_report",
+    "benchmarks.bench_serve",
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"

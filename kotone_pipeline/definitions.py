@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from kotone_pipeline.orchestration.assets import base, cycle, validation
+from kotone_pipeline.orchestration.assets import base, cycle, report, validation
 from kotone_pipeline.orchestration.checks import all_checks
 from kotone_pipeline.orchestration.jobs import base_job, cycle_job, validation_job
 from kotone_pipeline.orchestration.resources import resources_from_env
@@ -25,6 +25,7 @@ ALL_ASSETS = [
     validation.trained_models,
     validation.validation_snapshot,
     validation.promotion_decision,
+    report.workflow_log,
 ]
 
 

@@ -14,6 +14,7 @@ cycle_job = dg.define_asset_job(
 )
 validation_job = dg.define_asset_job(
     "validation_job",
-    selection=dg.AssetSelection.assets("validation_snapshot", "promotion_decision"),
+    # workflow_log (unpartitioned) rides along so the report is rebuilt after every promotion decision.
+    selection=dg.AssetSelection.assets("validation_snapshot", "promotion_decision", "workflow_log"),
     description="Requested by training_jobs_sensor when all of a cycle's jobs have ended.",
 )
