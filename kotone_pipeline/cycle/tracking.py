@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,13 @@ from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.weave_tracing import trace_evaluation
 
 PLAYBOOK_FILE = "failure_playbook.md"
+# W&B artifact collections: one version per published split / per promoted model. The names are fixed so
+# that the `champion` alias moves along one collection, as the registry's champion does.
+DATASET_ARTIFACT = "kotone-dataset"
+MODEL_ARTIFACT = "kotone-model"
+CHAMPION_ALIAS = "champion"
+DATASET_CARD = "card.json"  # written by both dataset stores beside the splits
+HF_HUB = "https://huggingface.co"
 
 
 def log_eval(
@@ -56,8 +65,14 @@ def log_cycle(tracker: tr.Tracker, artifacts: CycleArtifacts, cycle_id: str, dec
         "hparams_patch": submission["hparams_decision"]["patch"],
         "dataset_version": split_doc["dataset"]["version"],
     }
+    lineage = log_dataset(tracker, cycle_id, split_doc)
+    dataset_artifact = lineage.get("wandb_dataset_artifact")
     run = tracker.start(cycle_id, name=f"{cycle_id}-cycle", job_type="cycle", config=config)
     try:
+        # The cycle run stands for the cycle's training runs (their hyper-parameters and validation
+        # metrics are logged here), so it is the one that consumed the dataset version.
+        if dataset_artifact:
+            run.use_artifact(dataset_artifact, "dataset")
         run.log_metrics(tr.hard_dims_metrics(hard), prefix="hard_dims")
         run.log_metrics(
             {k: v for k, v in augmented["counts"].items() if isinstance(v, int | float)},
@@ -73,10 +88,84 @@ def log_cycle(tracker: tr.Tracker, artifacts: CycleArtifacts, cycle_id: str, dec
                     )
         run.log_metrics(tr.gate_metrics(decision), prefix="gate")
         run.log_summary(tr.gate_summary(decision))
+        if decision.promote and decision.candidate_model_ref:
+            model_artifact = run.log_artifact(
+                MODEL_ARTIFACT,
+                "model",
+                aliases=[tr.artifact_alias(f"cycle-{cycle_id}"), CHAMPION_ALIAS],
+                references=model_references(decision.candidate_model_ref),
+                metadata={
+                    "model_id": decision.candidate_run_id,
+                    "model_uri": decision.candidate_model_ref,
+                    "cycle_id": cycle_id,
+                    "holdout_mae": decision.candidate_holdout_mae,
+                    "human_mae": decision.candidate_human_mae,
+                    "forced": decision.forced,
+                    "dataset_version": split_doc["dataset"]["version"],
+                    "dataset_artifact": dataset_artifact,
+                },
+            )
+            if model_artifact:
+                lineage["wandb_model_artifact"] = model_artifact
     except BaseException:
         run.finish(exit_code=1)
         raise
-    return run.finish().as_metadata()
+    return {**run.finish().as_metadata(), **lineage}
+
+
+def dataset_references(dataset: Mapping[str, Any]) -> tuple[dict[str, Path], list[str]]:
+    """Small files and references for a published split: the card itself, and where the data lives."""
+    uri = str(dataset["uri"])
+    if dataset.get("store") == "local" or not uri.startswith(("https://", "http://")):
+        folder = Path(uri)
+        card = folder / DATASET_CARD
+        files = {DATASET_CARD: card} if card.is_file() else {}
+        return files, [tr.file_reference(folder)] if folder.exists() else []
+    # A Hub version: the https URL of the pinned revision (never downloaded; see ArtifactSpec.to_wandb).
+    return {}, [uri]
+
+
+def model_references(model_uri: str) -> list[str]:
+    """A local model folder as a file:// reference, a Hub ``repo@sha`` as the https URL of that commit."""
+    path = Path(model_uri)
+    if path.exists():
+        return [tr.file_reference(path)]
+    repo, sep, revision = model_uri.rpartition("@")
+    if sep and repo and revision:
+        endpoint = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or HF_HUB
+        return [f"{endpoint}/{repo}/tree/{revision}"]
+    return []  # gone or unknown: the artifact still records the URI in its metadata
+
+
+def log_dataset(tracker: tr.Tracker, cycle_id: str, split_doc: Mapping[str, Any]) -> dict[str, str]:
+    """A ``dataset`` run whose output is the cycle's published split as a ``dataset`` artifact.
+
+    Its own run (rather than the cycle run) so that W&B's graph reads dataset -> cycle -> model, as
+    Dagster's does; returns the artifact name (``wandb_dataset_artifact``) and where the run went."""
+    dataset = split_doc["dataset"]
+    files, references = dataset_references(dataset)
+    facts = {k: dataset[k] for k in ("store", "name", "version", "uri", "data_hash")}
+    run = tracker.start(cycle_id, name=f"{cycle_id}-dataset", job_type="dataset", config={"dataset": facts})
+    try:
+        artifact = run.log_artifact(
+            DATASET_ARTIFACT,
+            "dataset",
+            aliases=[tr.artifact_alias(f"cycle-{cycle_id}"), tr.artifact_alias(str(dataset["version"]))],
+            files=files,
+            references=references,
+            metadata={**facts, "cycle_id": cycle_id, "rows": split_doc.get("rows", {})},
+        )
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
+    link = run.finish().as_metadata()
+    out: dict[str, str] = {}
+    if artifact:
+        out["wandb_dataset_artifact"] = artifact
+    for key in ("wandb_run_id", "wandb_url", "wandb_sync_command"):
+        if key in link:
+            out[key.replace("wandb_", "wandb_dataset_", 1)] = link[key]
+    return out
 
 
 def write_failure_playbook(artifacts: CycleArtifacts, cycle_id: str) -> tuple[Path, Any]:

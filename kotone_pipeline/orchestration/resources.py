@@ -21,7 +21,7 @@ from kotone_pipeline.services.champion import ChampionRegistry
 from kotone_pipeline.services.datasets import DatasetStore
 from kotone_pipeline.services.home import kotone_home
 from kotone_pipeline.services.jobs import JobBackend
-from kotone_pipeline.services.tracker import Tracker, tracker_from_env, tracker_mode_from_env
+from kotone_pipeline.services.tracker import Tracker, tracker_from_env, tracker_mode_from_env, wandb_host
 
 
 class ConfigurationError(ValueError):
@@ -138,13 +138,29 @@ class ChampionRegistryResource(dg.ConfigurableResource):
         return ChampionRegistry(CycleArtifacts(resolve_home(self.home)).registry_dir)
 
 
+def dagster_wandb_login(api_key: str, host: str) -> dict[str, Any]:
+    """Log in through dagster-wandb's ``wandb_resource``: ``{"sdk": wandb, "api": ..., "host": ...}``.
+
+    That resource is the one place where the key and host meet ``wandb.login``; invoking it directly
+    (rather than as a job resource) lets the tracker resource keep its Pythonic configuration."""
+    from dagster_wandb import wandb_resource
+
+    context = dg.build_init_resource_context(config={"api_key": api_key, "host": host})
+    return wandb_resource(context)
+
+
 class TrackerResource(dg.ConfigurableResource):
-    """W&B: ``online`` when WANDB_API_KEY is set, ``offline`` by default, ``disabled`` on request."""
+    """W&B: ``online`` when WANDB_API_KEY is set, ``offline`` by default, ``disabled`` on request.
+
+    Online, runs log in through dagster-wandb's ``wandb_resource`` with ``api_key`` / ``host`` (defaults:
+    ``WANDB_API_KEY`` / ``WANDB_BASE_URL``). Offline and disabled never log in."""
 
     mode: str = ""  # empty: decided from the environment (KOTONE_WANDB_MODE, then WANDB_API_KEY)
     project: str = "kotone"
     entity: str = ""
     home: str = ""
+    api_key: str | None = None  # a dg.EnvVar in resources_from_env, so the value never sits in config
+    host: str = ""
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -153,10 +169,30 @@ class TrackerResource(dg.ConfigurableResource):
         env["KOTONE_WANDB_PROJECT"] = self.project
         if self.entity:
             env["WANDB_ENTITY"] = self.entity
+        if self.api_key:
+            env["WANDB_API_KEY"] = self.api_key
+        if self.host:
+            env["WANDB_BASE_URL"] = self.host
         return env
 
     def get_tracker(self) -> Tracker:
-        return tracker_from_env(self.env(), resolve_home(self.home))
+        env = self.env()
+        home = resolve_home(self.home)
+        api_key = env.get("WANDB_API_KEY", "").strip()
+        if tracker_mode_from_env(env) != "online" or not api_key:
+            # Offline/disabled: no login at all. Online without a key (forced by KOTONE_WANDB_MODE):
+            # wandb falls back to its own credentials (~/.netrc from `wandb login`), as before.
+            return tracker_from_env(env, home)
+        host = wandb_host(env)
+        handle: dict[str, Any] = {}
+
+        def login_once() -> dict[str, Any]:
+            # One login per tracker, however many runs it starts.
+            if not handle:
+                handle.update(dagster_wandb_login(api_key, host))
+            return handle
+
+        return tracker_from_env(env, home, api_factory=login_once)
 
     @property
     def resolved_mode(self) -> str:
@@ -234,5 +270,7 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.Con
             project=env.get("KOTONE_WANDB_PROJECT", "kotone"),
             entity=env.get("WANDB_ENTITY", ""),
             home=home,
+            api_key=dg.EnvVar("WANDB_API_KEY") if env.get("WANDB_API_KEY") else None,
+            host=env.get("WANDB_BASE_URL", ""),
         ),
     }

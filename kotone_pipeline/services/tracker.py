@@ -8,6 +8,11 @@ network; upload them later with ``wandb sync <run dir>``. Disabled writes nothin
 Nothing secret is ever logged: config and summaries go through ``redact`` (drops keys that look like
 tokens, keys, secrets or passwords, and masks any value that contains a secret from the environment).
 
+Lineage: ``TrackerRun.log_artifact`` declares a W&B Artifact as the run's output (references to where the
+data lives plus small files, never the data itself) and ``use_artifact`` declares one as its input, so
+W&B's lineage view mirrors Dagster's. Offline both are written into the offline run's record file and
+reach W&B with ``wandb sync``; online ``use_artifact`` resolves the name on the server.
+
 The convenience functions at the bottom turn the domain results (``EvalSummary``, ``EvalRow``,
 ``HardDimReport``, ``SplitStats``, ``GateDecision``) into metric dicts and tables, so that an asset
 logs each of them in one line.
@@ -22,9 +27,12 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, get_args
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
 
 import pandas as pd
 from pydantic import BaseModel
@@ -53,6 +61,11 @@ TOP_FAILURES_TABLE = "top_failures"
 
 _SECRET_KEY = re.compile(r"token|key|secret|password", re.IGNORECASE)
 _MASK = "***"
+
+# Stricter than W&B itself (which only forbids '/' in names and '/', ':' in aliases): these names end up
+# in URLs, aliases and `name:alias` references, where any other character needs quoting or is ambiguous.
+_ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_REFERENCE_SCHEMES = ("file://", "https://", "http://", "s3://", "gs://")
 
 
 class TrackerUnavailableError(RuntimeError):
@@ -129,6 +142,93 @@ def to_frame(data: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+# ------------------------------------------------------------------------------------------- artifacts
+
+
+def artifact_alias(value: str) -> str:
+    """A free-form value (cycle id, dataset version, commit sha) as a valid artifact alias."""
+    alias = re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-.")[:128]
+    if not alias:
+        raise ValueError(f"cannot make an artifact alias of {value!r}")
+    return alias
+
+
+def _check_artifact_type(type: str) -> None:
+    if not _ARTIFACT_NAME.fullmatch(type):
+        raise ValueError(f"invalid artifact type {type!r}: use letters, digits, '.', '_' or '-'")
+
+
+def file_reference(path: Path | str) -> str:
+    """A ``file://`` reference to a local file or folder (absolute: the URI must mean the same later)."""
+    return Path(path).expanduser().absolute().as_uri()
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """A validated, redacted description of an artifact; rebuilt into a ``wandb.Artifact`` on each use."""
+
+    name: str
+    type: str
+    aliases: tuple[str, ...] = ()
+    files: tuple[tuple[str, Path], ...] = ()
+    references: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        type: str,
+        aliases: Sequence[str] = (),
+        files: Mapping[str, Path] | None = None,
+        references: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ArtifactSpec:
+        if not _ARTIFACT_NAME.fullmatch(name):
+            raise ValueError(f"invalid artifact name {name!r}: use letters, digits, '.', '_' or '-' (max 128)")
+        _check_artifact_type(type)
+        bad_aliases = [a for a in aliases if not _ARTIFACT_NAME.fullmatch(a)]
+        if bad_aliases:
+            raise ValueError(f"invalid artifact aliases {bad_aliases}: see artifact_alias()")
+        checked_files = []
+        for artifact_path, local in (files or {}).items():
+            parts = Path(artifact_path).parts
+            if not artifact_path or Path(artifact_path).is_absolute() or ".." in parts:
+                raise ValueError(f"artifact file path must be relative and stay inside: {artifact_path!r}")
+            if not Path(local).is_file():
+                raise ValueError(f"artifact file {artifact_path!r}: {local} is not a file")
+            checked_files.append((artifact_path, Path(local)))
+        for uri in references:
+            if not uri.startswith(_REFERENCE_SCHEMES):
+                raise ValueError(f"artifact reference {uri!r} must start with one of {', '.join(_REFERENCE_SCHEMES)}")
+            if uri.startswith("file://") and not Path(url2pathname(urlparse(uri).path)).exists():
+                raise ValueError(f"artifact reference {uri}: nothing there")
+        clean = redact(dict(metadata or {}))
+        json.dumps(clean)  # W&B stores metadata as JSON: fail here, with our stack, not in the SDK
+        # Order-preserving de-duplication: W&B rejects nothing here, but a repeated alias is noise.
+        return cls(name, type, tuple(dict.fromkeys(aliases)), tuple(checked_files), tuple(references), clean)
+
+    def to_wandb(self, sdk: Any) -> Any:
+        artifact = sdk.Artifact(self.name, type=self.type, metadata=self.metadata)
+        for artifact_path, local in self.files:
+            artifact.add_file(str(local), name=artifact_path)
+        for uri in self.references:
+            # Entries go under the reference's last path segment (a folder keeps its name), so that they
+            # cannot clash with the small files added above. checksum=False: the digest comes from the URI
+            # alone, so nothing is hashed or downloaded (an https reference would otherwise be fetched);
+            # the URIs used here are immutable versions.
+            segment = urlparse(uri).path.rstrip("/").rsplit("/", 1)[-1]
+            artifact.add_reference(uri, name=unquote(segment) or None, checksum=False)
+        return artifact
+
+
+def _split_artifact_name(qualified: str) -> tuple[str, str]:
+    """``entity/project/name:alias`` -> (``name``, ``alias``); the alias defaults to ``latest``."""
+    tail = qualified.rsplit("/", 1)[-1]
+    name, _, alias = tail.partition(":")
+    return name, alias or "latest"
+
+
 # ------------------------------------------------------------------------------------------- interface
 
 
@@ -186,6 +286,34 @@ class TrackerRun(ABC):
         self._require_open()
         self._log_summary(flatten(redact(dict(values))))
 
+    def log_artifact(
+        self,
+        name: str,
+        type: str,
+        aliases: Sequence[str] = (),
+        files: Mapping[str, Path] | None = None,
+        references: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """Declare an artifact as this run's output; returns a name other runs can ``use_artifact``.
+
+        files: small files copied into the artifact (artifact path -> local file); references: URIs
+        (``file://``, ``https://``, ...) recorded without copying or fetching the data; metadata is redacted.
+        Online the returned name carries the version (``kotone-dataset:v3``); offline, where versions are
+        assigned at sync time, it carries the first alias (``kotone-dataset:cycle-c1``). None when disabled.
+        """
+        spec = ArtifactSpec.build(name, type, aliases, files, references, metadata)
+        self._require_open()
+        return self._log_artifact(spec)
+
+    def use_artifact(self, qualified_name_or_name: str, type: str) -> None:
+        """Declare an artifact (``name``, ``name:alias``, ``name:vN``, ``entity/project/name:alias``) as an input."""
+        _check_artifact_type(type)
+        if not qualified_name_or_name.strip():
+            raise ValueError("artifact name must be non-empty")
+        self._require_open()
+        self._use_artifact(qualified_name_or_name.strip(), type)
+
     def finish(self, exit_code: int = 0) -> RunLink:
         if self._link is None:
             self._link = self._finish(exit_code)
@@ -211,6 +339,12 @@ class TrackerRun(ABC):
 
     @abstractmethod
     def _log_summary(self, values: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def _log_artifact(self, spec: ArtifactSpec) -> str | None: ...
+
+    @abstractmethod
+    def _use_artifact(self, name: str, type: str) -> None: ...
 
     @abstractmethod
     def _finish(self, exit_code: int) -> RunLink: ...
@@ -239,16 +373,27 @@ class _DisabledRun(TrackerRun):
     def _log_summary(self, values: dict[str, Any]) -> None:
         pass
 
+    def _log_artifact(self, spec: ArtifactSpec) -> str | None:
+        return None
+
+    def _use_artifact(self, name: str, type: str) -> None:
+        pass
+
     def _finish(self, exit_code: int) -> RunLink:
         return RunLink(mode="disabled")
 
 
 class _WandbRun(TrackerRun):
-    def __init__(self, sdk: Any, run: Any, mode: TrackerMode) -> None:
+    def __init__(
+        self, sdk: Any, run: Any, mode: TrackerMode, logged: dict[tuple[str, str], ArtifactSpec] | None = None
+    ) -> None:
         super().__init__()
         self._sdk = sdk
         self._run = run
         self._mode = mode
+        # (name, alias) -> what was logged under it by any run of the same tracker; offline this is the
+        # only way to resolve a name, as there is no server to ask.
+        self._logged = {} if logged is None else logged
 
     def _log_metrics(self, values: dict[str, int | float]) -> None:
         self._run.log(values)
@@ -258,6 +403,36 @@ class _WandbRun(TrackerRun):
 
     def _log_summary(self, values: dict[str, Any]) -> None:
         self._run.summary.update(values)
+
+    def _log_artifact(self, spec: ArtifactSpec) -> str | None:
+        logged = self._run.log_artifact(spec.to_wandb(self._sdk), aliases=list(spec.aliases))
+        for alias in (*spec.aliases, "latest"):
+            self._logged[(spec.name, alias)] = spec
+        if self._mode == "online":
+            # Wait for the commit, so that the version is known and the next run can use it by name.
+            logged.wait()
+            self._logged[_split_artifact_name(logged.name)] = spec
+            return str(logged.name)
+        return f"{spec.name}:{spec.aliases[0] if spec.aliases else 'latest'}"
+
+    def _use_artifact(self, name: str, type: str) -> None:
+        if self._mode == "online":
+            self._run.use_artifact(name, type=type)
+            return
+        key = _split_artifact_name(name)
+        spec = self._logged.get(key)
+        if spec is None:
+            # Offline there is no server to resolve a name this tracker did not log; keep the intent in
+            # the summary instead of failing the cycle over bookkeeping.
+            self._run.summary.update({f"used_artifacts/{type}": name})
+            return
+        if spec.type != type:
+            raise ValueError(f"artifact {name} has type {spec.type!r}, not {type!r}")
+        # wandb refuses use_artifact offline. Its own online path for a draft artifact does exactly this:
+        # log the same content (same digest, so the same version) marked use_after_commit, which `wandb sync`
+        # turns into "this run used that version". Only the alias the caller named is re-asserted (plus
+        # 'latest', which wandb always adds), so 'champion' never moves back to an older version.
+        self._run._log_artifact(spec.to_wandb(self._sdk), aliases=[key[1]], is_user_created=True, use_after_commit=True)
 
     def _finish(self, exit_code: int) -> RunLink:
         run = self._run
@@ -311,6 +486,7 @@ class WandbTracker(Tracker):
         self.root_dir = Path(root_dir)
         self._api_factory = api_factory
         self._init_timeout_s = init_timeout_s
+        self._logged_artifacts: dict[tuple[str, str], ArtifactSpec] = {}
 
     def start(self, cycle_id: str, name: str, job_type: str, config: Mapping[str, Any]) -> TrackerRun:
         validate_cycle_id(cycle_id)
@@ -362,16 +538,21 @@ class WandbTracker(Tracker):
             raise TrackerUnavailableError(
                 f"W&B unreachable at {host}: {exc}; set KOTONE_WANDB_MODE=offline to log locally"
             ) from exc
-        return _WandbRun(sdk, run, self.mode)
+        return _WandbRun(sdk, run, self.mode, self._logged_artifacts)
 
 
-def tracker_from_env(env: Mapping[str, str], home: Path) -> WandbTracker:
-    """The tracker the pipeline uses: mode, project and entity from the environment; runs under home."""
+def tracker_from_env(
+    env: Mapping[str, str], home: Path, *, api_factory: Callable[[], Mapping[str, Any]] | None = None
+) -> WandbTracker:
+    """The tracker the pipeline uses: mode, project and entity from the environment; runs under home.
+
+    api_factory: the online W&B handle (see ``WandbTracker``); the Dagster layer passes dagster-wandb's."""
     return WandbTracker(
         tracker_mode_from_env(env),
         project=env.get(PROJECT_ENV, "").strip() or DEFAULT_PROJECT,
         entity=env.get("WANDB_ENTITY", "").strip() or None,
         root_dir=home,
+        api_factory=api_factory,
     )
 
 
