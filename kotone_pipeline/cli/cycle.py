@@ -174,15 +174,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     from kotone_pipeline.orchestration.resources import ChampionRegistryResource
 
     champion = ChampionRegistryResource(home=str(arts.home)).get_registry().current()
-    stages = [
-        "eval_summary",
-        "hard_dims",
-        "augmented_pairs",
-        "split_dataset",
-        "training_submission",
-        "validation_snapshot",
-        "promotion_decision",
-    ]
+    from kotone_pipeline.cycle.steps import STAGES as stages
+
     rows = []
     for cycle_id in runner.cycles():
         done = [s for s in stages if arts.has_doc(cycle_id, s)]

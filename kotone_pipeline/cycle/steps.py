@@ -48,6 +48,16 @@ from kotone_pipeline.services.datasets import DatasetRef, DatasetStore
 from kotone_pipeline.services.jobs import JobBackend, JobSpec, JobState
 from kotone_pipeline.services.tracker import Tracker
 
+# The documents a cycle writes, in order; the last one present is the cycle's stage.
+STAGES: tuple[str, ...] = (
+    "eval_summary",
+    "hard_dims",
+    "augmented_pairs",
+    "split_dataset",
+    "training_submission",
+    "validation_snapshot",
+    "promotion_decision",
+)
 BASELINE_NAMES = ("baseline-constant", "baseline-rule")
 # The gate's reference before the first champion. The rule baseline reads requests with the lexicon the
 # teacher labels with (and prompts with the catalog), so on the teacher's holdout it *is* the labeller:

@@ -21,6 +21,7 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
+from kotone_pipeline.cycle.steps import STAGES
 from kotone_pipeline.domain.jsonl import atomic_writer
 from kotone_pipeline.domain.schemas import GateThresholds
 from kotone_pipeline.domain.workflow_log import (
@@ -47,16 +48,7 @@ VALIDATION_KEY_TAG = "kotone/validation_key"  # sensors.py's tag; not imported t
 SENSOR_NAME = "training_jobs_sensor"
 REPORTS_DIR = "reports"
 MD_FILE, HTML_FILE = "workflow_log.md", "workflow_log.html"
-# In the order a cycle writes them; the last one present is the cycle's stage.
-STEPS = (
-    "eval_summary",
-    "hard_dims",
-    "augmented_pairs",
-    "split_dataset",
-    "training_submission",
-    "validation_snapshot",
-    "promotion_decision",
-)
+STEPS = STAGES
 CYCLE_ASSETS = (*STEPS[:5], "failure_playbook", "trained_models", *STEPS[5:])
 EVENT_KIND_BY_ASSET = {
     "trained_models": "sensor_report",
