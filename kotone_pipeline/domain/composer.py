@@ -104,10 +104,6 @@ class ComposedRequest:
     values_100: tuple[float, ...]
     vector: tuple[int, ...]
 
-    @property
-    def concept_ids(self) -> tuple[str, ...]:
-        return tuple(sorted(m.concept.id for m in self.plan.mentions))
-
     def meta(self) -> dict[str, object]:
         return {
             "lang": self.plan.lang,

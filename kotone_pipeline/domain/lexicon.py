@@ -126,14 +126,6 @@ class Lexicon:
     def __iter__(self) -> Iterator[Concept]:
         return iter(self.concepts)
 
-    def get(self, concept_id: str) -> Concept | None:
-        return self.by_id.get(concept_id)
-
-    @cached_property
-    def form_index(self) -> dict[str, Concept]:
-        """Casefolded surface form (either language) -> concept."""
-        return {f.casefold(): c for c in self.concepts for f in (*c.en, *c.ja)}
-
 
 def lexicon_dir() -> Path:
     return data_dir() / LEXICON_DIR
