@@ -1,20 +1,22 @@
 """``kotone serve`` over real HTTP: latency one request at a time, throughput with 8 clients, a champion swap.
 
-A uvicorn server runs in this process on 127.0.0.1 (a free port) with a small champion trained at the default
-hyper-parameters, so every request runs the sentence encoder. Every request text is new to the server (its
-embedding caches start empty, in a temp KOTONE_HOME): the conservative figure.
+``kotone serve --port 0`` runs as its own process on 127.0.0.1, as a user starts it, with a small champion
+trained at the default hyper-parameters, so every request runs the sentence encoder; the clients are threads
+of this process. Every request text is new to the server (no served text is in its embedding cache, in a temp
+KOTONE_HOME): the conservative figure.
 
 - ``serve_p50_ms`` / ``serve_p95_ms``: ``SEQUENTIAL`` POST /predict, one after another on one keep-alive
   connection, timed at the client;
 - ``serve_direct_p95_ms``: the same model called directly on as many other new texts (no HTTP): the baseline;
 - ``serve_rps``: ``CLIENTS`` concurrent clients sending ``CONCURRENT`` requests in all, requests per second;
-  ``serve_mean_batch``: texts per predictor call meanwhile (the server coalesces concurrent requests);
+  ``serve_mean_batch``: texts per predictor call meanwhile (the server coalesces concurrent requests; read
+  from its ``/healthz`` counters);
   ``serve_direct_rps``: the model alone on as many other new texts in batches of that size: the ceiling;
 - ``serve_swap_failed``: failed requests (not 200, or a connection error) while ``CLIENTS`` clients send
   ``SWAP_REQUESTS`` in all and a second champion is promoted a quarter of the way in;
   ``serve_swap_switched`` is 1 when every client ended on the new champion.
 
-The clients share the server's process (and its GIL) on a small machine, so the figures are a floor. Targets:
+Server and clients share the 2 cores of a small machine, so the figures are a floor. Targets:
 p95 <= 30 ms, >= 200 req/s with 8 clients, no failed request across a swap.
 """
 
@@ -23,9 +25,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
-import socket
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -67,26 +72,42 @@ def _temp_home() -> Iterator[Path]:
 
 
 @contextmanager
-def _server(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
+def _serve_process(home: Path) -> Iterator[str]:
+    """``kotone serve --port 0`` as a user starts it, in its own process (its own GIL, as in production):
+    yields its URL once it prints that it is serving."""
+    script = Path(sys.executable).with_name("kotone")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "kotone_pipeline.cli"]
+    command += ["serve", "--port", "0", "--check-interval", str(CHECK_INTERVAL_S)]
+    env = {**os.environ, "KOTONE_HOME": str(home)}
+    env.pop("KOTONE_EMBEDDING_CACHE", None)  # the cache under the temp home: no served text is in it
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the benchmark server did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        assert process.stdout is not None
+        line = process.stdout.readline()  # blocks until the server is up (or exits)
+        match = re.search(r" on (http://\S+)", line)
+        if match is None:
+            process.kill()
+            _, err = process.communicate(timeout=30)
+            raise RuntimeError(f"kotone serve did not start: {line.strip()} {err.strip()[-2000:]}")
+        yield match.group(1)
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _health(url: str) -> dict[str, Any]:
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request("GET", "/healthz")
+        return json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
 
 
 def _promote(registry: Any, model_dir: Path, model_id: str, decision: str) -> None:
@@ -202,7 +223,6 @@ def run(repeats: int) -> dict[str, float]:
     from kotone_pipeline.domain.schemas import LocalHyperParams
     from kotone_pipeline.domain.teacher import generate_pairs
     from kotone_pipeline.services.champion import ChampionRegistry
-    from kotone_pipeline.serving.app import create_app
 
     repeats = max(1, repeats)
     catalog = load_catalog()
@@ -227,23 +247,23 @@ def run(repeats: int) -> dict[str, float]:
             second_dir = second.save(root / "model_b")
             registry = ChampionRegistry(root / "home" / "registry")
             _promote(registry, first, "bench-serve-a", "decision-a")
-            clear_encoders()  # the server embeds every request text afresh: nothing from the fit is reused
-            app = create_app(registry, check_interval_s=CHECK_INTERVAL_S)
+            clear_encoders()  # the direct baseline embeds every text afresh too: nothing from the fit is reused
             direct_model = LocalTextModel.load(first)
             p50, p95, direct_p95, rps, direct_rps, mean_batch = [], [], [], [], [], []
-            with _server(app) as url:
-                coalescer = app.state.coalescer
+            with _serve_process(root / "home") as url:
                 for _ in range(repeats):
                     latencies = _sequential(url, next_texts(SEQUENTIAL))
                     p50.append(float(np.percentile(latencies, 50)))
                     p95.append(float(np.percentile(latencies, 95)))
                     direct_p95.append(float(np.percentile(_direct(direct_model, next_texts(SEQUENTIAL)), 95)))
-                    runs_before = coalescer.runs
+                    before = _health(url)
                     seconds, failed, _ = _concurrent(url, next_texts(CONCURRENT))
                     if failed:
                         raise RuntimeError(f"{failed} request(s) failed without a swap")
+                    after = _health(url)
                     rps.append(CONCURRENT / seconds)
-                    mean_batch.append(CONCURRENT / max(1, coalescer.runs - runs_before))
+                    calls = max(1, after["model_calls"] - before["model_calls"])
+                    mean_batch.append((after["texts_predicted"] - before["texts_predicted"]) / calls)
                     size = max(1, round(mean_batch[-1]))
                     direct_rps.append(CONCURRENT / _direct_batches(direct_model, next_texts(CONCURRENT), size))
 

@@ -218,6 +218,9 @@ def test_healthz_without_then_with_a_champion(fast_model: Path, kotone_home: Pat
         assert out["status"] == "ok" and out["model_id"] == "cycle-007-local" and out["error"] is None
         assert out["promoted_at"] == promoted.promoted_at
         assert client.post("/predict", json={"text": REQUEST}).json()["model_id"] == "cycle-007-local"
+        counted = client.get("/healthz").json()
+        assert counted["texts_predicted"] == out["texts_predicted"] + 1
+        assert counted["model_calls"] == out["model_calls"] + 1
 
 
 # --- errors -----------------------------------------------------------------------------------------------
