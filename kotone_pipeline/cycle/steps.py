@@ -15,7 +15,15 @@ from typing import Any
 
 from kotone_pipeline.cycle.base import BaseData, load_base
 from kotone_pipeline.cycle.config import LoopConfig
-from kotone_pipeline.cycle.tracking import log_cycle, log_eval, trace_current_model, write_failure_playbook
+from kotone_pipeline.cycle.tracking import (
+    DATASET_ARTIFACT_ENV,
+    dataset_artifact_for_jobs,
+    log_cycle,
+    log_dataset,
+    log_eval,
+    trace_current_model,
+    write_failure_playbook,
+)
 from kotone_pipeline.domain.augment import augment
 from kotone_pipeline.domain.baselines import ConstantBaseline, RuleBaseline
 from kotone_pipeline.domain.dims import DIMS
@@ -396,6 +404,7 @@ class SplitStep:
     dataset: DatasetRef
     stats: dict[str, Any]
     rows: dict[str, int]
+    tracking: dict[str, str] = field(default_factory=dict)  # the W&B dataset artifact and its run
 
 
 def step_split_dataset(
@@ -404,8 +413,10 @@ def step_split_dataset(
     config: LoopConfig,
     cycle_id: str,
     earlier_cycles: Sequence[str],
+    tracker: Tracker | None = None,
 ) -> SplitStep:
-    """Base + every cycle's augmented rows so far, split group-aware, published as one immutable version."""
+    """Base + every cycle's augmented rows so far, split group-aware, published as one immutable version
+    (and, with a tracker, logged as a W&B ``dataset`` artifact that the training runs then use)."""
     base = load_base(artifacts, config.split_seed)
     pairs = [
         *base.teacher_pairs,
@@ -426,12 +437,12 @@ def step_split_dataset(
     }
     ref = store.publish(cycle_id, splits, card)
     rows = {name: len(split) for name, split in splits.items()}
-    artifacts.write_doc(
-        cycle_id,
-        "split_dataset",
-        {"cycle_id": cycle_id, "dataset": ref.model_dump(mode="json"), "stats": stats, "rows": rows},
-    )
-    return SplitStep(ref, stats, rows)
+    doc: dict[str, Any] = {"cycle_id": cycle_id, "dataset": ref.model_dump(mode="json"), "stats": stats, "rows": rows}
+    tracking = log_dataset(tracker, cycle_id, doc) if tracker is not None else {}
+    if tracking:
+        doc["tracking"] = tracking
+    artifacts.write_doc(cycle_id, "split_dataset", doc)
+    return SplitStep(ref, stats, rows, tracking)
 
 
 # --- training_submission ---------------------------------------------------------------------------
@@ -476,6 +487,8 @@ def step_training_submission(
         ]
     dataset = DatasetRef.model_validate(split_doc["dataset"])
     _refuse_changed_resubmission(artifacts, cycle_id, dataset, variants)
+    dataset_artifact = dataset_artifact_for_jobs(split_doc)
+    job_env = {DATASET_ARTIFACT_ENV: dataset_artifact} if dataset_artifact else {}
     runs = []
     for index, hparams in enumerate(variants):
         spec = JobSpec(
@@ -485,6 +498,7 @@ def step_training_submission(
             hparams=hparams,
             dataset=dataset,
             timeout_s=config.job_timeout_s,
+            env=job_env,
         )
         state = backend.submit(spec)
         runs.append({"run_id": spec.run_id, "hparams": hparams, **_state_fields(state)})
@@ -759,7 +773,7 @@ def run_cycle_plain(
     step_eval_summary(artifacts, registry, config, cycle_id, tracker)
     step_hard_dims(artifacts, config, cycle_id)
     step_augmented_pairs(artifacts, config, cycle_id, earlier_cycles)
-    step_split_dataset(artifacts, store, config, cycle_id, earlier_cycles)
+    step_split_dataset(artifacts, store, config, cycle_id, earlier_cycles, tracker)
     submission = step_training_submission(artifacts, backend, config, cycle_id)
     deadline = time.monotonic() + timeout_s
     job_ids = [r["job_id"] for r in submission["runs"]]

@@ -20,6 +20,8 @@ PLAYBOOK_FILE = "failure_playbook.md"
 DATASET_ARTIFACT = "kotone-dataset"
 MODEL_ARTIFACT = "kotone-model"
 CHAMPION_ALIAS = "champion"
+# A training job's env: the dataset artifact its own W&B run declares as its input (train_lora.py reads it).
+DATASET_ARTIFACT_ENV = "KOTONE_DATASET_ARTIFACT"
 DATASET_CARD = "card.json"  # written by both dataset stores beside the splits
 HF_HUB = "https://huggingface.co"
 
@@ -65,14 +67,15 @@ def log_cycle(tracker: tr.Tracker, artifacts: CycleArtifacts, cycle_id: str, dec
         "hparams_patch": submission["hparams_decision"]["patch"],
         "dataset_version": split_doc["dataset"]["version"],
     }
-    lineage = log_dataset(tracker, cycle_id, split_doc)
+    # Logged when the split was published; a split published with tracking off is logged now.
+    lineage = dict(split_doc.get("tracking") or {}) or log_dataset(tracker, cycle_id, split_doc)
     dataset_artifact = lineage.get("wandb_dataset_artifact")
     run = tracker.start(cycle_id, name=f"{cycle_id}-cycle", job_type="cycle", config=config)
     try:
         # The cycle run stands for the cycle's training runs (their hyper-parameters and validation
         # metrics are logged here), so it is the one that consumed the dataset version.
         if dataset_artifact:
-            run.use_artifact(dataset_artifact, "dataset")
+            run.use_artifact(dataset_artifact, "dataset", like=_dataset_spec_if_present(cycle_id, split_doc))
         run.log_metrics(tr.hard_dims_metrics(hard), prefix="hard_dims")
         run.log_metrics(
             {k: v for k, v in augmented["counts"].items() if isinstance(v, int | float)},
@@ -137,35 +140,65 @@ def model_references(model_uri: str) -> list[str]:
     return []  # gone or unknown: the artifact still records the URI in its metadata
 
 
-def log_dataset(tracker: tr.Tracker, cycle_id: str, split_doc: Mapping[str, Any]) -> dict[str, str]:
-    """A ``dataset`` run whose output is the cycle's published split as a ``dataset`` artifact.
-
-    Its own run (rather than the cycle run) so that W&B's graph reads dataset -> cycle -> model, as
-    Dagster's does; returns the artifact name (``wandb_dataset_artifact``) and where the run went."""
+def dataset_artifact_spec(cycle_id: str, split_doc: Mapping[str, Any]) -> tr.ArtifactSpec:
+    """The ``dataset`` artifact of a published split, rebuilt the same from its doc wherever it is needed."""
     dataset = split_doc["dataset"]
     files, references = dataset_references(dataset)
     facts = {k: dataset[k] for k in ("store", "name", "version", "uri", "data_hash")}
-    run = tracker.start(cycle_id, name=f"{cycle_id}-dataset", job_type="dataset", config={"dataset": facts})
+    return tr.ArtifactSpec.build(
+        DATASET_ARTIFACT,
+        "dataset",
+        aliases=[tr.artifact_alias(f"cycle-{cycle_id}"), tr.artifact_alias(str(dataset["version"]))],
+        files=files,
+        references=references,
+        metadata={**facts, "cycle_id": cycle_id, "rows": split_doc.get("rows", {})},
+    )
+
+
+def log_dataset(tracker: tr.Tracker, cycle_id: str, split_doc: Mapping[str, Any]) -> dict[str, str]:
+    """A ``dataset`` run whose output is the cycle's published split as a ``dataset`` artifact.
+
+    Logged when the split is published (``split_dataset``), in its own run, so that W&B's graph reads
+    dataset -> training -> model as Dagster's does; returns the artifact name (``wandb_dataset_artifact``)
+    and where the run went (``wandb_dataset_*``). The split doc keeps it as its ``tracking``."""
+    spec = dataset_artifact_spec(cycle_id, split_doc)
+    run = tracker.start(cycle_id, name=f"{cycle_id}-dataset", job_type="dataset", config={"dataset": spec.metadata})
     try:
         artifact = run.log_artifact(
-            DATASET_ARTIFACT,
-            "dataset",
-            aliases=[tr.artifact_alias(f"cycle-{cycle_id}"), tr.artifact_alias(str(dataset["version"]))],
-            files=files,
-            references=references,
-            metadata={**facts, "cycle_id": cycle_id, "rows": split_doc.get("rows", {})},
+            spec.name,
+            spec.type,
+            aliases=spec.aliases,
+            files=dict(spec.files),
+            references=spec.references,
+            metadata=spec.metadata,
         )
     except BaseException:
         run.finish(exit_code=1)
         raise
     link = run.finish().as_metadata()
-    out: dict[str, str] = {}
-    if artifact:
-        out["wandb_dataset_artifact"] = artifact
-    for key in ("wandb_run_id", "wandb_url", "wandb_sync_command"):
+    if not artifact:  # tracking disabled: nothing to link
+        return {}
+    out = {"wandb_dataset_artifact": artifact}
+    for key in ("wandb_mode", "wandb_run_id", "wandb_url", "wandb_run_dir", "wandb_sync_command"):
         if key in link:
             out[key.replace("wandb_", "wandb_dataset_", 1)] = link[key]
     return out
+
+
+def _dataset_spec_if_present(cycle_id: str, split_doc: Mapping[str, Any]) -> tr.ArtifactSpec | None:
+    try:
+        return dataset_artifact_spec(cycle_id, split_doc)
+    except ValueError:  # the published files are gone: the use is then recorded by name only
+        return None
+
+
+def dataset_artifact_for_jobs(split_doc: Mapping[str, Any]) -> str | None:
+    """The dataset artifact a training job's own W&B run declares as its input: only an online one, as a
+    job cannot resolve a name that exists only in an offline run on this machine."""
+    tracking = split_doc.get("tracking") or {}
+    if tracking.get("wandb_dataset_mode") != "online":
+        return None
+    return tracking.get("wandb_dataset_artifact") or None
 
 
 def write_failure_playbook(artifacts: CycleArtifacts, cycle_id: str) -> tuple[Path, Any]:

@@ -96,9 +96,9 @@ def tracking_metadata(link: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
     for key, value in link.items():
         if isinstance(value, bool):
             out[key] = dg.MetadataValue.bool(value)
-        elif key in ("wandb_url", "weave_evaluation_url") and value:
+        elif key in ("wandb_url", "wandb_dataset_url", "weave_evaluation_url") and value:
             out[key] = dg.MetadataValue.url(value)
-        elif key == "wandb_run_dir" and value:
+        elif key in ("wandb_run_dir", "wandb_dataset_run_dir") and value:
             out[key] = dg.MetadataValue.path(value)
         elif value:
             out[key] = dg.MetadataValue.text(str(value))

@@ -357,6 +357,18 @@ def _tracking_links(label: str, tracking: Mapping[str, Any] | None) -> list[Link
     return links
 
 
+def _artifact_links(dataset_artifact: str | None, decision_tracking: Mapping[str, Any]) -> list[Link]:
+    """The W&B artifacts of the cycle: the dataset version its runs used and the model it promoted."""
+    links = []
+    dataset = dataset_artifact or decision_tracking.get("wandb_dataset_artifact")
+    if dataset:
+        links.append(Link(label="W&B dataset artifact", detail=f"`{dataset}` (type dataset; used by the cycle run)"))
+    model = decision_tracking.get("wandb_model_artifact")
+    if model:
+        links.append(Link(label="W&B model artifact", detail=f"`{model}` (type model; aliases cycle-<id>, champion)"))
+    return links
+
+
 def _evidence(
     entry: CycleEntry,
     eval_doc: Mapping[str, Any] | None,
@@ -365,7 +377,13 @@ def _evidence(
 ) -> list[Link]:
     links = [Link(label=f"Dagster {r.job_name} run {r.run_id[:8]}", url=r.url) for r in entry.dagster_runs]
     links += _tracking_links("eval", (eval_doc or {}).get("tracking"))
-    links += _tracking_links("cycle", (decision_doc or {}).get("tracking"))
+    dataset_tracking = (split or {}).get("tracking") or {}
+    links += _tracking_links(
+        "dataset", {k.replace("wandb_dataset_", "wandb_", 1): v for k, v in dataset_tracking.items()}
+    )
+    decision_tracking = (decision_doc or {}).get("tracking") or {}
+    links += _tracking_links("cycle", decision_tracking)
+    links += _artifact_links(dataset_tracking.get("wandb_dataset_artifact"), decision_tracking)
     for run in entry.training_runs:
         if run.url and run.url.startswith(("http://", "https://")):
             links.append(Link(label=f"HF job {run.job_id}", url=run.url))

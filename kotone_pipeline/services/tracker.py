@@ -306,13 +306,16 @@ class TrackerRun(ABC):
         self._require_open()
         return self._log_artifact(spec)
 
-    def use_artifact(self, qualified_name_or_name: str, type: str) -> None:
-        """Declare an artifact (``name``, ``name:alias``, ``name:vN``, ``entity/project/name:alias``) as an input."""
+    def use_artifact(self, qualified_name_or_name: str, type: str, like: ArtifactSpec | None = None) -> None:
+        """Declare an artifact (``name``, ``name:alias``, ``name:vN``, ``entity/project/name:alias``) as an input.
+
+        ``like``: the spec it was logged from, when another process logged it. Offline there is no server to
+        resolve a name, so that spec stands in for it (same files and references, so the same version)."""
         _check_artifact_type(type)
         if not qualified_name_or_name.strip():
             raise ValueError("artifact name must be non-empty")
         self._require_open()
-        self._use_artifact(qualified_name_or_name.strip(), type)
+        self._use_artifact(qualified_name_or_name.strip(), type, like)
 
     def finish(self, exit_code: int = 0) -> RunLink:
         if self._link is None:
@@ -344,7 +347,7 @@ class TrackerRun(ABC):
     def _log_artifact(self, spec: ArtifactSpec) -> str | None: ...
 
     @abstractmethod
-    def _use_artifact(self, name: str, type: str) -> None: ...
+    def _use_artifact(self, name: str, type: str, like: ArtifactSpec | None) -> None: ...
 
     @abstractmethod
     def _finish(self, exit_code: int) -> RunLink: ...
@@ -376,7 +379,7 @@ class _DisabledRun(TrackerRun):
     def _log_artifact(self, spec: ArtifactSpec) -> str | None:
         return None
 
-    def _use_artifact(self, name: str, type: str) -> None:
+    def _use_artifact(self, name: str, type: str, like: ArtifactSpec | None) -> None:
         pass
 
     def _finish(self, exit_code: int) -> RunLink:
@@ -415,12 +418,14 @@ class _WandbRun(TrackerRun):
             return str(logged.name)
         return f"{spec.name}:{spec.aliases[0] if spec.aliases else 'latest'}"
 
-    def _use_artifact(self, name: str, type: str) -> None:
+    def _use_artifact(self, name: str, type: str, like: ArtifactSpec | None) -> None:
         if self._mode == "online":
             self._run.use_artifact(name, type=type)
             return
         key = _split_artifact_name(name)
         spec = self._logged.get(key)
+        if spec is None and like is not None and like.name == key[0]:
+            spec = like
         if spec is None:
             # Offline there is no server to resolve a name this tracker did not log; keep the intent in
             # the summary instead of failing the cycle over bookkeeping.

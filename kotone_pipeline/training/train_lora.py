@@ -172,6 +172,7 @@ SPLIT_FILES = {
 REQUIRED_SPLITS = ("train", "validation", "holdout")
 PREDICTED_SPLITS = ("validation", "holdout", "probe", "human")  # probe: mined for hard dims; human: the guard
 MODEL_SUBDIR = "model"
+DATASET_ARTIFACT_ENV = "KOTONE_DATASET_ARTIFACT"  # the W&B dataset artifact this run declares as its input
 TRAINER_SUBDIR = "_trainer"  # checkpoints and trainer logs: never uploaded
 DEFAULT_PREDICT_BATCH = 1  # per-request latency, comparable across runs and with the seed project
 MAX_NEW_TOKENS = 48  # the completion is ~40 tokens; a longer answer is invalid anyway
@@ -708,6 +709,7 @@ def run(args: argparse.Namespace, hparams: dict[str, Any], run_record: dict[str,
         import wandb
 
         run_record["wandb_url"] = wandb.run.url if wandb.run is not None else None
+        run_record["wandb_dataset_artifact"] = declare_dataset_input(wandb.run, os.environ.get(DATASET_ARTIFACT_ENV))
 
     model_dir = args.output_dir / MODEL_SUBDIR
     trainer.model.save_pretrained(str(model_dir))
@@ -726,6 +728,19 @@ def run(args: argparse.Namespace, hparams: dict[str, Any], run_record: dict[str,
         run_record.setdefault("json_valid", {})[split] = f"{valid}/{len(records)}"
         log(f"{split}: {valid}/{len(records)} valid predictions in {timings[f'predict_{split}_s']:.1f} s")
     return run_record
+
+
+def declare_dataset_input(run: Any, artifact: str | None) -> str | None:
+    """W&B lineage: this training run used the dataset version the cycle logged (KOTONE_DATASET_ARTIFACT).
+    Bookkeeping only: a name W&B cannot resolve is recorded in run.json, never a failed (paid) run."""
+    if run is None or not artifact:
+        return None
+    try:
+        run.use_artifact(artifact, type="dataset")
+    except Exception as exc:  # noqa: BLE001 - the model is trained; lineage must not lose it
+        log(f"warning: could not declare the dataset artifact {artifact} as this run's input: {exc}")
+        return None
+    return artifact
 
 
 def main(argv: Sequence[str] | None = None) -> int:

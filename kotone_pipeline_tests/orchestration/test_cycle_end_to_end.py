@@ -141,3 +141,40 @@ def test_every_cycle_scores_the_human_set_and_the_gate_guards_it(two_cycles) -> 
     # The learned model understands people's requests far better than the constant it replaced.
     assert first.candidate_human_mae < 0.7 * first.reference_human_mae_before
     assert second.reference_human_mae_before == pytest.approx(first.candidate_human_mae)
+
+
+def test_split_dataset_logs_the_dataset_artifact_that_the_cycle_run_uses(two_cycles) -> None:
+    from kotone_pipeline_tests.services.test_wandb_lineage import _artifact_records
+
+    arts = CycleArtifacts(two_cycles["home"])
+    for cycle in ("c1", "c2"):
+        tracking = arts.read_doc(cycle, "split_dataset")["tracking"]
+        assert tracking["wandb_dataset_artifact"] == f"kotone-dataset:cycle-{cycle}"
+        assert tracking["wandb_dataset_mode"] == "offline"
+        (produced,) = _artifact_records(Path(tracking["wandb_dataset_run_dir"]))
+        assert (produced.type, produced.use_after_commit) == ("dataset", False)
+        # The cycle run (a later Dagster run, another tracker) declares that same version as its input.
+        cycle_dir = Path(arts.read_doc(cycle, "promotion_decision")["tracking"]["wandb_run_dir"])
+        used = [r for r in _artifact_records(cycle_dir) if r.type == "dataset"]
+        assert [(u.name, u.digest, u.use_after_commit) for u in used] == [(produced.name, produced.digest, True)]
+        # Offline names cannot be resolved by a job's own online W&B run, so none is passed to the jobs.
+        submission = arts.read_doc(cycle, "training_submission")
+        assert submission["dataset"]["version"] == arts.read_doc(cycle, "split_dataset")["dataset"]["version"]
+
+
+def test_the_workflow_log_links_each_cycles_wandb_runs_and_artifacts(two_cycles) -> None:
+    from kotone_pipeline.orchestration.workflow_log import collect_report
+    from kotone_pipeline.services.champion import ChampionRegistry
+
+    arts = CycleArtifacts(two_cycles["home"])
+    report = collect_report(two_cycles["instance"], arts, ChampionRegistry(arts.registry_dir))
+    for entry in report.cycles:
+        labels = {link.label: link for link in entry.evidence}
+        dataset_dir = arts.read_doc(entry.cycle_id, "split_dataset")["tracking"]["wandb_dataset_run_dir"]
+        assert dataset_dir in (labels["W&B dataset run (offline)"].detail or "")
+        assert f"kotone-dataset:cycle-{entry.cycle_id}" in (labels["W&B dataset artifact"].detail or "")
+        decision = arts.read_doc(entry.cycle_id, "promotion_decision")
+        if decision["decision"]["promote"]:
+            assert f"kotone-model:cycle-{entry.cycle_id}" in (labels["W&B model artifact"].detail or "")
+        else:
+            assert "W&B model artifact" not in labels

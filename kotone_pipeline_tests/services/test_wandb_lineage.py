@@ -6,6 +6,7 @@ Offline runs are read back from wandb's own record file (``run-*.wandb``), as ``
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,18 +43,39 @@ class ArtifactRecord:
     entries: dict[str, dict[str, str]]  # artifact path -> ref / local_path
 
 
-def _artifact_records(run_dir: Path) -> list[ArtifactRecord]:
-    """The artifact records of an offline run, decoded with wandb's datastore and protobuf records."""
+def _records(run_dir: Path) -> list[Any]:
+    """The protobuf records of an offline run, read with wandb's datastore as ``wandb sync`` reads them.
+
+    wandb-core writes the file in its own process and may still be at it just after ``finish()`` returns on a
+    loaded machine: read until the run's ``exit`` record is there and every checksum holds."""
     from wandb.proto import wandb_internal_pb2 as pb
     from wandb.sdk.internal.datastore import DataStore
 
     (wandb_file,) = run_dir.glob("run-*.wandb")
-    store = DataStore()
-    store.open_for_scan(str(wandb_file))
+    deadline = time.monotonic() + 20
+    while True:
+        records, complete = [], False
+        store = DataStore()
+        store.open_for_scan(str(wandb_file))
+        try:
+            while (data := store.scan_data()) is not None:
+                record = pb.Record()
+                record.ParseFromString(data)
+                records.append(record)
+            complete = any(r.WhichOneof("record_type") == "exit" for r in records)
+        except AssertionError:  # a record still being written
+            complete = False
+        finally:
+            store.close()
+        if complete or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _artifact_records(run_dir: Path) -> list[ArtifactRecord]:
+    """The artifact records of an offline run."""
     out = []
-    while (data := store.scan_data()) is not None:
-        record = pb.Record()
-        record.ParseFromString(data)
+    for record in _records(run_dir):
         if record.WhichOneof("record_type") != "artifact":
             continue
         art = record.artifact
@@ -68,26 +90,16 @@ def _artifact_records(run_dir: Path) -> list[ArtifactRecord]:
                 entries={e.path: {"ref": e.ref, "local_path": e.local_path} for e in art.manifest.contents},
             )
         )
-    store.close()
     return out
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
-    from wandb.proto import wandb_internal_pb2 as pb
-    from wandb.sdk.internal.datastore import DataStore
-
-    (wandb_file,) = run_dir.glob("run-*.wandb")
-    store = DataStore()
-    store.open_for_scan(str(wandb_file))
     out: dict[str, Any] = {}
-    while (data := store.scan_data()) is not None:
-        record = pb.Record()
-        record.ParseFromString(data)
+    for record in _records(run_dir):
         if record.WhichOneof("record_type") == "summary":
             for item in record.summary.update:
                 key = "/".join(item.nested_key) if item.nested_key else item.key
                 out[key] = json.loads(item.value_json)
-    store.close()
     return out
 
 
@@ -409,3 +421,63 @@ def test_log_cycle_links_dataset_training_and_champion(tmp_path: Path, monkeypat
         assert model.metadata["dataset_artifact"] == "kotone-dataset:cycle-c3"
     else:
         assert "wandb_model_artifact" not in tracking and models == []
+
+
+def test_offline_use_in_another_process_resolves_through_the_spec(tmp_path: Path, monkeypatch) -> None:
+    """The split is logged in one Dagster run, used in a later one: a fresh tracker that never saw the log
+    gets the spec rebuilt from the split doc, and records the same version (digest) as used."""
+    from kotone_pipeline.cycle.tracking import dataset_artifact_spec
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "data"))
+    folder = tmp_path / "datasets" / VERSION
+    folder.mkdir(parents=True)
+    (folder / "card.json").write_text("{}")
+    (folder / "train.jsonl").write_text('{"id": "p1"}\n')
+    doc = {
+        "dataset": {"store": "local", "name": "kotone-pairs", "version": VERSION, "uri": str(folder), "data_hash": "h"},
+        "rows": {"train": 1},
+    }
+    logged = log_dataset(WandbTracker("offline", project="p", root_dir=tmp_path / "home"), "c3", doc)
+    (produced,) = _artifact_records(Path(logged["wandb_dataset_run_dir"]))
+    later = WandbTracker("offline", project="p", root_dir=tmp_path / "home")
+    with later.start("c3", name="c3-cycle", job_type="cycle", config={}) as run:
+        run.use_artifact(logged["wandb_dataset_artifact"], "dataset", like=dataset_artifact_spec("c3", doc))
+    (used,) = _artifact_records(Path(run.finish().run_dir or ""))
+    assert (used.name, used.digest, used.use_after_commit) == (produced.name, produced.digest, True)
+    assert set(used.aliases) == {"cycle-c3", "latest"}
+
+
+def test_only_online_dataset_artifacts_are_passed_to_training_jobs() -> None:
+    from kotone_pipeline.cycle.tracking import DATASET_ARTIFACT_ENV, dataset_artifact_for_jobs
+    from kotone_pipeline.training import train_lora
+
+    assert train_lora.DATASET_ARTIFACT_ENV == DATASET_ARTIFACT_ENV  # the script cannot import the package
+    online = {"wandb_dataset_mode": "online", "wandb_dataset_artifact": "kotone-dataset:v3"}
+    assert dataset_artifact_for_jobs({"tracking": online}) == "kotone-dataset:v3"
+    offline = {**online, "wandb_dataset_mode": "offline"}
+    assert dataset_artifact_for_jobs({"tracking": offline}) is None
+    assert dataset_artifact_for_jobs({}) is None
+
+
+class _RecordingRun:
+    def __init__(self, fail: bool = False) -> None:
+        self.used: list[tuple[str, str]] = []
+        self.fail = fail
+
+    def use_artifact(self, name: str, type: str) -> None:
+        if self.fail:
+            raise RuntimeError(f"artifact {name} not found")
+        self.used.append((name, type))
+
+
+def test_the_training_script_declares_its_dataset_input(capsys) -> None:
+    from kotone_pipeline.training.train_lora import declare_dataset_input
+
+    run = _RecordingRun()
+    assert declare_dataset_input(run, "kotone-dataset:v3") == "kotone-dataset:v3"
+    assert run.used == [("kotone-dataset:v3", "dataset")]
+    assert declare_dataset_input(run, None) is None and declare_dataset_input(None, "x:v1") is None
+    # A name W&B cannot resolve is a warning in the job's log, never a failed training run.
+    assert declare_dataset_input(_RecordingRun(fail=True), "kotone-dataset:v9") is None
+    assert "could not declare the dataset artifact kotone-dataset:v9" in capsys.readouterr().err

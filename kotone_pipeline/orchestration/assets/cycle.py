@@ -157,13 +157,17 @@ def augmented_pairs(
     group_name="cycle",
     deps=[augmented_pairs, "teacher_pairs", "eval_sets"],
     kinds={"jsonl"},
-    description="Leak-free group-aware train/validation/test split, published as an immutable version.",
+    description=(
+        "Leak-free group-aware train/validation/test split, published as an immutable version and logged as a "
+        "W&B dataset artifact (alias cycle-<id>) that the training runs use."
+    ),
 )
 def split_dataset(
     context: dg.AssetExecutionContext,
     kotone_home: KotoneHomeResource,
     dataset_store: DatasetStoreResource,
     loop_settings: LoopSettings,
+    tracker: TrackerResource,
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
     result = steps.step_split_dataset(
@@ -172,6 +176,7 @@ def split_dataset(
         loop_settings.config(),
         context.partition_key,
         earlier_cycles(context),
+        tracker=tracker.get_tracker(),
     )
     counts = result.stats["counts"]
     count_rows = [
@@ -195,6 +200,7 @@ def split_dataset(
             "dataset_uri": dg.MetadataValue.url(result.dataset.uri)
             if result.dataset.uri.startswith("http")
             else path_value(result.dataset.uri),
+            **tracking_metadata(result.tracking),
         }
     )
 
