@@ -18,3 +18,8 @@ validation_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("validation_snapshot", "promotion_decision", "workflow_log"),
     description="Requested by training_jobs_sensor when all of a cycle's jobs have ended.",
 )
+report_job = dg.define_asset_job(
+    "report_job",
+    selection=dg.AssetSelection.assets("workflow_log"),
+    description="Rebuilds workflow_log; workflow_log_sensor asks for it after a decision made outside validation_job.",
+)

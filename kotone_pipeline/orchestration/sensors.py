@@ -9,11 +9,12 @@ import dagster as dg
 from dagster._utils.schedules import get_latest_completed_cron_tick
 
 from kotone_pipeline.cycle import steps
-from kotone_pipeline.orchestration.jobs import cycle_job, validation_job
+from kotone_pipeline.orchestration.jobs import cycle_job, report_job, validation_job
 from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.orchestration.resources import JobBackendResource, KotoneHomeResource, LoopSettings
 from kotone_pipeline.services.jobs import JobBackendError
 
+WORKFLOW_LOG = dg.AssetKey("workflow_log")
 MAX_REMEMBERED_CYCLES = 500
 MAX_VALIDATION_RETRIES = 3
 # Ticks a job may be missing from the backend's answer before it counts as DELETED (a remote list can
@@ -160,4 +161,38 @@ def nightly_cycle_sensor(
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=cycle_id, partition_key=cycle_id, tags={"kotone/cycle": cycle_id})],
         dynamic_partitions_requests=[cycles.build_add_request([cycle_id])],
+    )
+
+
+@dg.asset_sensor(
+    asset_key=dg.AssetKey("promotion_decision"),
+    job=report_job,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Rebuilds workflow_log after a promotion decision made outside validation_job (a forced promotion or a "
+        "re-decision from the UI); validation_job rebuilds it itself."
+    ),
+)
+def workflow_log_sensor(
+    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
+) -> dg.RunRequest | dg.SkipReason:
+    if _plans_the_report(context.instance, asset_event.run_id):
+        return dg.SkipReason(f"run {asset_event.run_id[:8]} rebuilds the workflow log itself")
+    # One rebuild per decision (run and cycle): the run key makes a re-evaluated tick a no-op.
+    partition = asset_event.dagster_event.partition if asset_event.dagster_event is not None else None
+    return dg.RunRequest(run_key=f"workflow-log:{asset_event.run_id}:{partition or '-'}")
+
+
+def _plans_the_report(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether the decision's run also materializes workflow_log (validation_job does): Dagster records every
+    asset a run plans to materialize when the run is created."""
+    if not run_id:
+        return False
+    planned = instance.get_records_for_run(
+        run_id=run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=1000
+    ).records
+    return any(
+        r.event_log_entry.dagster_event is not None and r.event_log_entry.dagster_event.asset_key == WORKFLOW_LOG
+        for r in planned
     )

@@ -238,3 +238,40 @@ def test_a_failed_validation_run_is_requested_again_with_a_new_key(instance, kot
     # While that retry has not failed, nothing more is requested.
     quiet, _ = tick(instance, kotone_home, cursor)
     assert isinstance(quiet, dg.SkipReason)
+
+
+def _decision_run(instance: dg.DagsterInstance, *selected: str) -> None:
+    """A real run materializing promotion_decision (stand-in assets with the real keys) and maybe workflow_log."""
+
+    @dg.asset(name="promotion_decision")
+    def decision() -> None:
+        return None
+
+    @dg.asset(name="workflow_log", deps=[decision])
+    def report() -> None:
+        return None
+
+    result = dg.materialize([decision, report], instance=instance, selection=list(selected))
+    assert result.success
+
+
+def test_workflow_log_is_rebuilt_after_a_decision_made_without_it() -> None:
+    """A forced promotion from the UI materializes promotion_decision alone: the sensor asks for the report."""
+    from kotone_pipeline.orchestration.sensors import workflow_log_sensor
+
+    with dg.instance_for_test() as instance:
+        _decision_run(instance, "promotion_decision", "workflow_log")  # like validation_job: rebuilt in-run
+        context = dg.build_sensor_context(instance=instance)
+        skipped = workflow_log_sensor.evaluate_tick(context)
+        assert skipped.run_requests == [] and "rebuilds the workflow log itself" in (skipped.skip_message or "")
+
+        _decision_run(instance, "promotion_decision")
+        context = dg.build_sensor_context(instance=instance, cursor=skipped.cursor)
+        requested = workflow_log_sensor.evaluate_tick(context)
+        (request,) = requested.run_requests
+        assert request.run_key.startswith("workflow-log:")
+        assert request.job_name in (None, "report_job")
+
+        # The cursor moved past that event: the next tick asks for nothing more.
+        again = workflow_log_sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=requested.cursor))
+        assert again.run_requests == []
