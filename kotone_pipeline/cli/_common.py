@@ -21,6 +21,15 @@ console = Console()
 status_console = Console(stderr=True)
 
 EXIT_BAD_INPUT = 2
+MAX_MESSAGE_LINES = 20
+
+
+def capped(problems: list[str], report: object | None = None, limit: int = MAX_MESSAGE_LINES) -> list[str]:
+    """At most ``limit`` problem lines, then one line with the count (and where the full list is)."""
+    if len(problems) <= limit:
+        return problems
+    where = f"; all of them in {report}" if report is not None else ""
+    return [*problems[:limit], f"... and {len(problems) - limit} more{where}"]
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:

@@ -13,6 +13,7 @@ from rich.table import Table
 from kotone_pipeline.cli._common import check_scale, console, handle_errors, status_console
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.importer import load_pairs
+from kotone_pipeline.domain.output import check_output
 from kotone_pipeline.domain.schemas import EvalSummary
 
 # metrics and local_model (scikit-learn: about a second to import) are imported inside the commands,
@@ -66,10 +67,15 @@ def fit(
 ) -> None:
     """Fit the local model on a JSONL file and save it (with validation metrics when --valid is given)."""
     from kotone_pipeline.domain import metrics
-    from kotone_pipeline.domain.local_model import LocalTextModel, parse_hparams
+    from kotone_pipeline.domain.local_model import ESTIMATOR_FILE, META_FILE, LocalTextModel, parse_hparams
 
     hp = parse_hparams(hparams)
-    train_pairs = load_pairs(train, scale).rows
+    check_output(out, inputs=[train, valid], directory=True, say=lambda message: status_console.print(message))
+    for name in (ESTIMATOR_FILE, META_FILE):
+        check_output(out / name, inputs=[train, valid])
+    train_pairs = load_pairs(train, scale, unique=True).rows
+    if not train_pairs:
+        raise ValueError(f"{train}: no training pairs (the file is empty or blank); nothing written")
     valid_pairs = load_pairs(valid, scale).rows if valid is not None else None
     started = time.perf_counter()
     with status_console.status(f"fitting on {len(train_pairs)} pairs"):
