@@ -22,6 +22,7 @@ status_console = Console(stderr=True)
 
 EXIT_BAD_INPUT = 2
 MAX_MESSAGE_LINES = 20
+INTERRUPTED = "interrupted: nothing is lost; run the same command again to continue where it stopped"
 
 
 def capped(problems: list[str], report: object | None = None, limit: int = MAX_MESSAGE_LINES) -> list[str]:
@@ -66,7 +67,13 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
         except (ValueError, EncoderError) as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
+            typer.echo(INTERRUPTED, err=True)
             sys.exit(130)
+        except Exception as exc:
+            # Ctrl-C inside a Dagster run surfaces as Dagster's interruption error, not KeyboardInterrupt.
+            if type(exc).__name__ == "DagsterExecutionInterruptedError":
+                typer.echo(INTERRUPTED, err=True)
+                sys.exit(130)
+            raise
 
     return wrapper

@@ -52,6 +52,16 @@ def demo(
     runner = _runner(progress=True)
     existing = set(runner.cycles())
     reports = []
+    for unfinished in runner.unfinished_cycles():
+        status_console.print(f"[bold]cycle {unfinished}[/bold] stopped before its decision: finishing it first")
+        try:
+            reports.append(runner.run_cycle(unfinished))
+        except CycleFailedError as exc:
+            raise fail(
+                f"{exc}; cycle {unfinished} is still unfinished, so no new cycle was opened "
+                "(fix the cause and re-run: it continues where it stopped)",
+                code=1,
+            ) from None
     number = 1
     for _ in range(cycles):
         while f"{prefix}-{number:03d}" in existing:

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kotone_pipeline.cli._common import capped, check_scale, console, fail, handle_errors, status_console
+from kotone_pipeline.cli._common import (
+    MAX_MESSAGE_LINES,
+    capped,
+    check_scale,
+    console,
+    fail,
+    handle_errors,
+    status_console,
+)
 from kotone_pipeline.domain import base_data
 from kotone_pipeline.domain.importer import import_file, scale_warning
 from kotone_pipeline.domain.jsonl import DataFileError, rejected_path, write_json, write_jsonl, write_rejected
@@ -103,7 +111,8 @@ def import_(
     except DataFileError as exc:
         raise fail(str(exc)) from None
     if result.rejected and not quarantine:
-        report = write_rejected(out, file, result.rejected)
+        # The full list is written only when the screen shows part of it; the output itself never is.
+        report = write_rejected(out, file, result.rejected) if len(result.rejected) > MAX_MESSAGE_LINES else None
         for problem in capped([f"{file}:{n}: {reason}" for n, _, reason in result.rejected], report):
             typer.echo(problem, err=True)
         hint = "nothing written (use --quarantine to keep the good rows)"

@@ -22,6 +22,9 @@ class DataFileError(ValueError):
     def __init__(self, path: Path | str, problems: list[str]) -> None:
         self.path = str(path)
         self.problems = problems
+        if len(problems) == 1 and problems[0].startswith(f"{path}: "):  # the whole file, not one of its lines
+            super().__init__(problems[0])
+            return
         shown = "\n".join(problems[:20])
         more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
         super().__init__(f"{path}: {len(problems)} bad line(s)\n{shown}{more}")

@@ -47,6 +47,9 @@ def check_output(
         info = os.stat(path)
     except FileNotFoundError:
         info = None
+    except NotADirectoryError:
+        blocker = next(p for p in path.parents if p.exists() and not p.is_dir())
+        raise OutputError(f"{blocker}: is not a directory, so {path} cannot be created") from None
     except OSError as exc:
         raise OutputError(f"{path}: cannot use as output ({exc.strerror})") from None
     if info is not None:

@@ -124,6 +124,17 @@ class CycleRunner:
     def cycles(self) -> list[str]:
         return list(self.instance.get_dynamic_partitions(cycles.name))
 
+    def unfinished_cycles(self) -> list[str]:
+        """Cycles that started (some stage is recorded) but have no decision yet: a run that failed or
+        was interrupted. They are finished before a new cycle opens, so none is left behind with a job."""
+        from kotone_pipeline.cycle.steps import STAGES
+
+        return [
+            c
+            for c in self.cycles()
+            if not self.artifacts.has_doc(c, "promotion_decision") and any(self.artifacts.has_doc(c, s) for s in STAGES)
+        ]
+
     # --- execution -------------------------------------------------------------------------------
     def _execute(self, job_name: str, partition_key: str | None = None, tags: dict[str, str] | None = None) -> None:
         job = self.defs.resolve_job_def(job_name)

@@ -49,6 +49,7 @@ RUNNER_MODULE = "kotone_pipeline.services.local_job_runner"
 TRAIN_MODULE = "kotone_pipeline.train_local"
 JOB_FILE = "job.json"
 LOG_FILE = "log.txt"
+DEAD_JOB_LOG_LINES = 10
 OUTPUT_DIR = "output"
 LOCK_FILE = ".lock"
 
@@ -377,6 +378,9 @@ class LocalJobBackend(JobBackend):
             record = read_record(job_dir)  # the runner may have finished since the first read
             reason = None if record.terminal else _stale_reason(record)
             if reason is not None:
+                tail = tail_lines(job_dir / LOG_FILE, DEAD_JOB_LOG_LINES)
+                if tail:  # the report shows why it died (an OOM kill, a traceback) without opening the file
+                    reason += "; last log lines:\n" + "\n".join(tail)
                 record.stage, record.message = "ERROR", reason
                 record.finished_at = record.finished_at or utc_now()
                 write_record(job_dir, record)
