@@ -166,6 +166,11 @@ def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write (a full disk) names no file: name the one being written
+            raise OSError(exc.errno, f"cannot write ({exc.strerror}); nothing was written", str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

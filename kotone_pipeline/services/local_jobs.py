@@ -221,7 +221,12 @@ class LocalJobBackend(JobBackend):
             return self._adopt(spec, job_id)
         # Build the whole job dir aside, then rename it into place: a rename onto an existing (non-empty)
         # job dir fails, so exactly one submitter wins and the others adopt its job.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{job_id}.", suffix=".tmp", dir=self.root))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{job_id}.", suffix=".tmp", dir=self.root))
+        except OSError as exc:  # a read-only or full KOTONE_HOME: say so, with the path; nothing was submitted
+            raise JobBackendError(
+                f"job {job_id}: cannot write under {self.root} ({exc.strerror}); nothing was submitted", transient=False
+            ) from exc
         try:
             (tmp / OUTPUT_DIR).mkdir()
             (tmp / LOG_FILE).touch()
