@@ -37,7 +37,9 @@ def _runner(progress: bool = True) -> CycleRunner:
         if progress:
             status_console.print(f"[dim]{message}[/dim]")
 
-    return CycleRunner(build_definitions(), open_instance(), progress=say)
+    # Failures reach the user as one CycleFailedError line naming the step and its error (the full logs
+    # stay in the instance, see `kotone dev`), so Dagster's console logger only prints critical events.
+    return CycleRunner(build_definitions(), open_instance(), progress=say, log_level="CRITICAL")
 
 
 @handle_errors

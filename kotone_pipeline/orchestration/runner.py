@@ -147,6 +147,15 @@ class CycleRunner:
             run_config={"loggers": {"console": {"config": {"log_level": self.log_level}}}},
         )
         if not result.success:
+            errors = [
+                e.event_specific_data.error  # type: ignore[union-attr]
+                for e in result.all_events
+                if (e.is_step_failure or e.is_failure) and getattr(e.event_specific_data, "error", None)
+            ]
+            if any(error.cls_name == "DagsterExecutionInterruptedError" for error in errors):
+                # Ctrl-C: the run is recorded as failed and a re-run continues from there; the command
+                # ends with one line (cli handle_errors), not Dagster's stack trace.
+                raise KeyboardInterrupt
             failures = [
                 f"{e.step_key}: {e.event_specific_data.error.message.strip().splitlines()[-1]}"  # type: ignore[union-attr]
                 for e in result.all_events

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -392,3 +394,27 @@ def test_as_a_real_process(tmp_path: Path, argv: list[str], env: dict[str, str],
     assert expect in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
     assert proc.stderr.count("error:") == 1
     assert snapshot(w) == before and not (tmp_path / "home").exists()
+
+
+def test_ctrl_c_ends_with_one_line_and_leaves_nothing_partial(tmp_path: Path) -> None:
+    from kotone_pipeline.cli._common import INTERRUPTED
+
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    os.mkfifo(source)  # the command blocks reading it: a Ctrl-C lands mid-command, deterministically
+    env = {**os.environ, "KOTONE_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(
+        [*KOTONE, "data", "import", str(source), "--scale", "10", "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with source.open("w") as writer:  # returns once the command has opened the file
+        writer.write(old_row("one") + "\n")
+        writer.flush()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert stderr.strip().splitlines() == [INTERRUPTED] and stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no output, no temp file
