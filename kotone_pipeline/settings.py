@@ -136,6 +136,11 @@ class Settings(BaseModel):
             raise ValueError("expected a finite number, not NaN or infinity")
         return value
 
+    @field_validator("wandb_mode", "dagster_storage", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value  # as the tracker and runner read them
+
     @field_validator("dagster_url", "hf_endpoint", "wandb_base_url")
     @classmethod
     def _urls(cls, value: str | None) -> str | None:

@@ -168,7 +168,7 @@ def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        if exc.filename is None:  # a failed write (a full disk) names no file: name the one being written
+        if exc.filename is None and exc.errno is not None:  # a failed write (a full disk) names no file
             raise OSError(exc.errno, f"cannot write ({exc.strerror}); nothing was written", str(path)) from exc
         raise
     except BaseException:
