@@ -219,6 +219,8 @@ def _predict_jsonl(model: _Model, source: str, default_source: str) -> None:
     finally:
         if source != STDIN:
             stream.close()
+    if predicted == skipped == 0:  # an empty input is a mistake (a wrong file, a pipe that failed upstream)
+        raise fail(f"{label}: no input lines (the input is empty or blank)")
     shown = f" (the first {MAX_MESSAGE_LINES} shown above)" if skipped > MAX_MESSAGE_LINES else ""
     typer.echo(f"predicted {predicted}, skipped {skipped} bad line(s){shown}", err=True)
     if skipped:

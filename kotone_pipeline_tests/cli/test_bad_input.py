@@ -92,6 +92,14 @@ def _model(meta: bytes) -> Callable[[Path], None]:
     return make
 
 
+def _fast_model(w: Path) -> None:
+    from kotone_pipeline.domain.local_model import LocalHyperParams, LocalTextModel
+    from kotone_pipeline.domain.schemas import Pair
+
+    pairs = [Pair.model_validate_json(pair_row(f"a {word} tune")) for word in ("calm", "loud", "soft", "bright")]
+    LocalTextModel(model_id="local:tiny").fit(pairs, LocalHyperParams(use_encoder=False)).save(w / "model")
+
+
 def _registry(w: Path) -> None:
     registry = w.parent / "home" / "registry"
     registry.mkdir(parents=True)
@@ -260,6 +268,13 @@ CASES = [
     Case("eval-model-json-invalid", EVAL, "corrupt model metadata", {"in.jsonl": b""}, prepare=_model(b"{")),
     Case("eval-model-json-other-kind", EVAL, "kind='other'", {"in.jsonl": b""}, prepare=_model(b'{"kind": "other"}')),
     Case("predict-model-json-array", ["predict", "hi", "--model", "{w}/model"], "got list", prepare=_model(b"[]")),
+    Case(
+        "predict-jsonl-empty-input",
+        ["predict", "--jsonl", "{w}/in.jsonl", "--model", "{w}/model"],
+        "{w}/in.jsonl: no input lines",
+        {"in.jsonl": b"\n\n"},
+        prepare=_fast_model,
+    ),
     Case("predict-bad-source-type", ["predict", "hi", "--source-type", "poem"], "must be one of"),
     Case("predict-no-champion", ["predict", "something calm"], "no champion yet"),
     Case("predict-jsonl-missing-file", ["predict", "--jsonl", "{w}/nope.jsonl", "--model", "{w}/model"], "nope.jsonl"),
