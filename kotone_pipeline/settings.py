@@ -28,6 +28,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 SECRETS = frozenset({"HF_TOKEN", "WANDB_API_KEY", "DAGSTER_PG_PASSWORD"})
 _REPO_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+_WANDB_NAME = r"^[^/\\#?%:]{1,128}$"  # W&B refuses these characters in project and entity names
 
 
 class ConfigurationError(ValueError):
@@ -92,22 +93,37 @@ class Settings(BaseModel):
     dagster_url: str | None = Field(None, alias="KOTONE_DAGSTER_URL")
     encoder: str | None = Field(None, alias="KOTONE_ENCODER")
     embedding_cache: str | None = Field(None, alias="KOTONE_EMBEDDING_CACHE", description="a directory")
-    encoder_sha256: str | None = Field(None, alias="KOTONE_ENCODER_SHA256", pattern=r"^[0-9a-fA-F]{64}$")
+    encoder_sha256: str | None = Field(
+        None, alias="KOTONE_ENCODER_SHA256", pattern=r"^[0-9a-fA-F]{64}$", description="64 hex digits (a SHA-256)"
+    )
     nightly_cron: str = Field("0 2 * * *", alias="KOTONE_NIGHTLY_CRON")
     nightly_timezone: str = Field("UTC", alias="KOTONE_NIGHTLY_TIMEZONE")
     job_backend: Literal["local", "hf"] = Field("local", alias="KOTONE_JOB_BACKEND")
     dataset_store: Literal["local", "hf"] = Field("local", alias="KOTONE_DATASET_STORE")
-    hf_namespace: str | None = Field(None, alias="KOTONE_HF_NAMESPACE", pattern=rf"^{_REPO_PART}$")
-    hf_dataset_repo: str | None = Field(None, alias="KOTONE_HF_DATASET_REPO", pattern=rf"^{_REPO_PART}/{_REPO_PART}$")
-    hf_flavor: str = Field("a10g-small", alias="KOTONE_HF_FLAVOR", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    hf_namespace: str | None = Field(
+        None, alias="KOTONE_HF_NAMESPACE", pattern=rf"^{_REPO_PART}$", description="a Hugging Face user or org name"
+    )
+    hf_dataset_repo: str | None = Field(
+        None,
+        alias="KOTONE_HF_DATASET_REPO",
+        pattern=rf"^{_REPO_PART}/{_REPO_PART}$",
+        description="a repo id such as my-org/kotone-music-params",
+    )
+    hf_flavor: str = Field(
+        "a10g-small", alias="KOTONE_HF_FLAVOR", pattern=r"^[a-z0-9][a-z0-9-]*$", description="a flavor such as l4x1"
+    )
     hf_budget_usd: float = Field(10.0, alias="KOTONE_HF_BUDGET_USD", gt=0, le=100_000)
     hf_scheduling_limit_s: int = Field(3600, alias="KOTONE_HF_SCHEDULING_LIMIT_S", ge=1)
     hf_training_script: str | None = Field(None, alias="KOTONE_HF_TRAINING_SCRIPT", description="an existing file")
     hf_token: str | None = Field(None, alias="HF_TOKEN")
     hf_endpoint: str | None = Field(None, alias="HF_ENDPOINT")
     wandb_mode: Literal["online", "offline", "disabled"] | None = Field(None, alias="KOTONE_WANDB_MODE")
-    wandb_project: str = Field("kotone", alias="KOTONE_WANDB_PROJECT", pattern=r"^[A-Za-z0-9._-]{1,128}$")
-    wandb_entity: str | None = Field(None, alias="WANDB_ENTITY", pattern=r"^[A-Za-z0-9._-]{1,128}$")
+    wandb_project: str = Field(
+        "kotone", alias="KOTONE_WANDB_PROJECT", pattern=_WANDB_NAME, description="a name without / \\ # ? % :"
+    )
+    wandb_entity: str | None = Field(
+        None, alias="WANDB_ENTITY", pattern=_WANDB_NAME, description="a name without / \\ # ? % :"
+    )
     wandb_api_key: str | None = Field(None, alias="WANDB_API_KEY")
     wandb_base_url: str | None = Field(None, alias="WANDB_BASE_URL")
     dagster_storage: Literal["sqlite", "postgres"] = Field("sqlite", alias="KOTONE_DAGSTER_STORAGE")
@@ -245,6 +261,8 @@ def _describe(error: dict[str, Any], values: Mapping[str, str]) -> str:
     name = str(loc[0])
     field = next((f for f in Settings.model_fields.values() if f.alias == name), None)
     allowed = f" ({field.description})" if field is not None and field.description and "expected" not in msg else ""
+    if error.get("type") == "string_pattern_mismatch" and field is not None and field.description:
+        msg, allowed = f"expected {field.description}", ""
     if error.get("type") == "literal_error":
         msg = "not one of " + msg.removeprefix("Input should be ").replace("'", "")
     shown = "(value hidden)" if name in SECRETS else repr(values.get(name, ""))

@@ -30,9 +30,11 @@ BAD = [
     ("KOTONE_CAMPAIGN_SIZE", "0", "greater than or equal to 1"),
     ("KOTONE_JOB_TIMEOUT_S", "5", "greater than or equal to 60"),
     ("KOTONE_FORCED_HARD_DIMS", "energy,loudness", "unknown dim(s) loudness"),
-    ("KOTONE_HF_DATASET_REPO", "no-slash", "match pattern"),
-    ("KOTONE_ENCODER_SHA256", "abc", "match pattern"),
+    ("KOTONE_HF_DATASET_REPO", "no-slash", "expected a repo id such as my-org/kotone-music-params"),
+    ("KOTONE_ENCODER_SHA256", "abc", "expected 64 hex digits"),
     ("DAGSTER_PG_PORT", "70000", "less than or equal to 65535"),
+    ("KOTONE_WANDB_PROJECT", "team/kotone", "expected a name without /"),
+    ("KOTONE_HF_FLAVOR", "A100 large", "expected a flavor such as l4x1"),
 ]
 
 
