@@ -92,3 +92,17 @@ def test_the_code_location_refuses_to_load_with_a_bad_setting() -> None:
 
     with pytest.raises(ConfigurationError, match="KOTONE_WANDB_MODE='loud'"):
         build_definitions({"KOTONE_WANDB_MODE": "loud"})
+
+
+def test_help_is_shown_even_with_a_bad_setting() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kotone = str(Path(sys.executable).parent / "kotone")
+    env = {**os.environ, "KOTONE_MIN_IMPROVEMENT": "nan"}
+    shown = subprocess.run([kotone, "status", "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "Usage: kotone status" in shown.stdout
+    refused = subprocess.run([kotone, "status"], env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "KOTONE_MIN_IMPROVEMENT='nan'" in refused.stderr

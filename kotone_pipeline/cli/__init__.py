@@ -6,6 +6,8 @@ import it and list it in ``COMMAND_MODULES``.
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from kotone_pipeline.cli import cycle, data, model, predict, report, serve
@@ -26,9 +28,12 @@ app = typer.Typer(
 
 
 @app.callback()
-def _check_configuration() -> None:
+def _check_configuration(ctx: typer.Context) -> None:
     """Every command starts by validating all KOTONE_*, HF_*, WANDB_* settings: a bad one stops it here,
     naming the variable, instead of failing mid-cycle."""
+    # Help needs no configuration (click has already handed the subcommand's arguments on: read argv).
+    if ctx.resilient_parsing or "--help" in sys.argv[1:]:
+        return
     try:
         check_settings()
     except ConfigurationError as exc:
