@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -56,6 +60,22 @@ def summary_table(summary: EvalSummary) -> Table:
     return table
 
 
+def save_model_dir(out: Path, save: Callable[[Path], object]) -> None:
+    """A new model directory appears whole or not at all: written aside, then renamed into place. An
+    existing one is updated file by file (each atomic; model.json, written last, marks a whole model)."""
+    if out.exists():
+        save(out)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        save(aside)
+        os.rename(aside, out)
+    except BaseException:
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+
+
 @app.command("fit")
 @handle_errors
 def fit(
@@ -86,7 +106,7 @@ def fit(
         summary, _ = metrics.evaluate(model, valid_pairs, valid.name if valid else "validation")
         saved_metrics = {"validation": summary.model_dump(mode="json")}
         console.print(summary_table(summary))
-    model.save(out, metrics=saved_metrics)
+    save_model_dir(out, lambda directory: model.save(directory, metrics=saved_metrics))
     console.print(f"model saved to {out}")
 
 
