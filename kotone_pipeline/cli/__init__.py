@@ -6,9 +6,13 @@ import it and list it in ``COMMAND_MODULES``.
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from kotone_pipeline.cli import cycle, data, model, predict, report, serve
+from kotone_pipeline.cli._common import EXIT_BAD_INPUT
+from kotone_pipeline.settings import ConfigurationError, check_settings
 
 # Order is the order of ``kotone --help``.
 COMMAND_MODULES = (data, model, predict, serve, cycle, report)
@@ -21,6 +25,21 @@ app = typer.Typer(
     # Locals can hold tokens; never print them in a traceback.
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _check_configuration(ctx: typer.Context) -> None:
+    """Every command starts by validating all KOTONE_*, HF_*, WANDB_* settings: a bad one stops it here,
+    naming the variable, instead of failing mid-cycle."""
+    # Help needs no configuration (click has already handed the subcommand's arguments on: read argv).
+    if ctx.resilient_parsing or "--help" in sys.argv[1:]:
+        return
+    try:
+        check_settings()
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
 
 for _module in COMMAND_MODULES:
     _module.register(app)

@@ -21,6 +21,16 @@ console = Console()
 status_console = Console(stderr=True)
 
 EXIT_BAD_INPUT = 2
+MAX_MESSAGE_LINES = 20
+INTERRUPTED = "interrupted: nothing is lost; run the same command again to continue where it stopped"
+
+
+def capped(problems: list[str], report: object | None = None, limit: int = MAX_MESSAGE_LINES) -> list[str]:
+    """At most ``limit`` problem lines, then one line with the count (and where the full list is)."""
+    if len(problems) <= limit:
+        return problems
+    where = f"; all of them in {report}" if report is not None else ""
+    return [*problems[:limit], f"... and {len(problems) - limit} more{where}"]
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -57,7 +67,13 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
         except (ValueError, EncoderError) as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
+            typer.echo(INTERRUPTED, err=True)
             sys.exit(130)
+        except Exception as exc:
+            # Ctrl-C inside a Dagster run surfaces as Dagster's interruption error, not KeyboardInterrupt.
+            if type(exc).__name__ == "DagsterExecutionInterruptedError":
+                typer.echo(INTERRUPTED, err=True)
+                sys.exit(130)
+            raise
 
     return wrapper

@@ -37,7 +37,9 @@ def _runner(progress: bool = True) -> CycleRunner:
         if progress:
             status_console.print(f"[dim]{message}[/dim]")
 
-    return CycleRunner(build_definitions(), open_instance(), progress=say)
+    # Failures reach the user as one CycleFailedError line naming the step and its error (the full logs
+    # stay in the instance, see `kotone dev`), so Dagster's console logger only prints critical events.
+    return CycleRunner(build_definitions(), open_instance(), progress=say, log_level="CRITICAL")
 
 
 @handle_errors
@@ -52,6 +54,16 @@ def demo(
     runner = _runner(progress=True)
     existing = set(runner.cycles())
     reports = []
+    for unfinished in runner.unfinished_cycles():
+        status_console.print(f"[bold]cycle {unfinished}[/bold] stopped before its decision: finishing it first")
+        try:
+            reports.append(runner.run_cycle(unfinished))
+        except CycleFailedError as exc:
+            raise fail(
+                f"{exc}; cycle {unfinished} is still unfinished, so no new cycle was opened "
+                "(fix the cause and re-run: it continues where it stopped)",
+                code=1,
+            ) from None
     number = 1
     for _ in range(cycles):
         while f"{prefix}-{number:03d}" in existing:

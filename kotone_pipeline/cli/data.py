@@ -8,10 +8,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kotone_pipeline.cli._common import check_scale, console, fail, handle_errors, status_console
+from kotone_pipeline.cli._common import (
+    MAX_MESSAGE_LINES,
+    capped,
+    check_scale,
+    console,
+    fail,
+    handle_errors,
+    status_console,
+)
 from kotone_pipeline.domain import base_data
 from kotone_pipeline.domain.importer import import_file, scale_warning
 from kotone_pipeline.domain.jsonl import DataFileError, rejected_path, write_json, write_jsonl, write_rejected
+from kotone_pipeline.domain.output import check_output
 from kotone_pipeline.domain.quality import QualityReport
 from kotone_pipeline.services.home import kotone_home
 
@@ -59,6 +68,8 @@ def generate(
     if update:
         params = params.model_copy(update={"base": params.base.model_copy(update=update)})
     out = out if out is not None else kotone_home(create=False) / "data"
+    for target in (out / BASE_FILE, out / REPORT_FILE):
+        check_output(target, say=lambda message: status_console.print(message))
     with status_console.status(f"generating {params.base.n_groups} groups (seed {params.base.seed})"):
         pairs, report = base_data.build_base_set(params)
     write_jsonl(out / BASE_FILE, pairs)
@@ -74,28 +85,53 @@ def import_(
     scale: Annotated[
         int, typer.Option("--scale", callback=check_scale, help="Scale of the file's vectors: 10 or 100.")
     ],
-    out: Annotated[Path, typer.Option("--out", help="Pair JSONL file to write.")],
+    out: Annotated[Path, typer.Option("--out", help="Pair JSONL file to write (never the input itself).")],
     quarantine: Annotated[
         bool,
         typer.Option("--quarantine", help="Write the good rows and put bad lines in *.rejected.jsonl beside --out."),
     ] = False,
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Accept an input with no rows (writes an empty file).")
+    ] = False,
+    allow_collapsed: Annotated[
+        bool,
+        typer.Option(
+            "--allow-collapsed", help="Accept --scale 100 data whose values all come out as 0 or 1 (looks like 0..10)."
+        ),
+    ] = False,
 ) -> None:
-    """Import the predecessor's data (strict: any bad line fails the import, listing every one)."""
+    """Import the predecessor's data (strict: any bad line fails the import and nothing is written).
+
+    Bad lines are listed (the first 20 on screen) with FILE:LINE and the reason; the full list goes to
+    OUT.rejected.jsonl. With --quarantine, every input line is accounted for: kept + quarantined = read."""
+    check_output(out, inputs=[file], say=lambda message: status_console.print(message))
+    check_output(rejected_path(out), inputs=[file])
     try:
-        result = import_file(file, scale, strict=not quarantine)
+        result = import_file(file, scale, strict=False)
     except DataFileError as exc:
-        # Every bad line, not the first 20: the user fixes the file from this list.
-        for problem in exc.problems:
+        raise fail(str(exc)) from None
+    if result.rejected and not quarantine:
+        # The full list is written only when the screen shows part of it; the output itself never is.
+        report = write_rejected(out, file, result.rejected) if len(result.rejected) > MAX_MESSAGE_LINES else None
+        for problem in capped([f"{file}:{n}: {reason}" for n, _, reason in result.rejected], report):
             typer.echo(problem, err=True)
         hint = "nothing written (use --quarantine to keep the good rows)"
-        raise fail(f"{file}: {len(exc.problems)} bad line(s); {hint}") from None
+        raise fail(f"{file}: {len(result.rejected)} bad line(s); {hint}")
+    if not result.rows and not allow_empty:
+        what = "no valid rows" if result.lines_read else "no rows (empty or blank)"
+        raise fail(f"{file}: {what}; nothing written (pass --allow-empty to write an empty file)")
+    warning = scale_warning(result.rows, scale)
+    if warning and not allow_collapsed:
+        raise fail(f"{file}: {warning}; nothing written (or pass --allow-collapsed)")
     written = write_jsonl(out, result.rows)
     console.print(f"imported {written} pairs (scale {scale}) to {out}")
-    warning = scale_warning(result.rows, scale)
     if warning:
         typer.echo(f"warning: {warning}", err=True)
     if result.rejected:
         rejected = write_rejected(out, file, result.rejected)
+        for problem in capped([f"{file}:{n}: {reason}" for n, _, reason in result.rejected], rejected):
+            typer.echo(problem, err=True)
         console.print(f"quarantined {len(result.rejected)} bad line(s) to {rejected}")
     else:
         rejected_path(out).unlink(missing_ok=True)  # a stale list from an earlier import would mislead
+    console.print(result.accounting())

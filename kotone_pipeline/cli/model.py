@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +17,7 @@ from rich.table import Table
 from kotone_pipeline.cli._common import check_scale, console, handle_errors, status_console
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.importer import load_pairs
+from kotone_pipeline.domain.output import check_output
 from kotone_pipeline.domain.schemas import EvalSummary
 
 # metrics and local_model (scikit-learn: about a second to import) are imported inside the commands,
@@ -55,6 +60,22 @@ def summary_table(summary: EvalSummary) -> Table:
     return table
 
 
+def save_model_dir(out: Path, save: Callable[[Path], object]) -> None:
+    """A new model directory appears whole or not at all: written aside, then renamed into place. An
+    existing one is updated file by file (each atomic; model.json, written last, marks a whole model)."""
+    if out.exists():
+        save(out)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        save(aside)
+        os.rename(aside, out)
+    except BaseException:
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+
+
 @app.command("fit")
 @handle_errors
 def fit(
@@ -66,10 +87,15 @@ def fit(
 ) -> None:
     """Fit the local model on a JSONL file and save it (with validation metrics when --valid is given)."""
     from kotone_pipeline.domain import metrics
-    from kotone_pipeline.domain.local_model import LocalTextModel, parse_hparams
+    from kotone_pipeline.domain.local_model import ESTIMATOR_FILE, META_FILE, LocalTextModel, parse_hparams
 
     hp = parse_hparams(hparams)
-    train_pairs = load_pairs(train, scale).rows
+    check_output(out, inputs=[train, valid], directory=True, say=lambda message: status_console.print(message))
+    for name in (ESTIMATOR_FILE, META_FILE):
+        check_output(out / name, inputs=[train, valid])
+    train_pairs = load_pairs(train, scale, unique=True).rows
+    if not train_pairs:
+        raise ValueError(f"{train}: no training pairs (the file is empty or blank); nothing written")
     valid_pairs = load_pairs(valid, scale).rows if valid is not None else None
     started = time.perf_counter()
     with status_console.status(f"fitting on {len(train_pairs)} pairs"):
@@ -80,7 +106,7 @@ def fit(
         summary, _ = metrics.evaluate(model, valid_pairs, valid.name if valid else "validation")
         saved_metrics = {"validation": summary.model_dump(mode="json")}
         console.print(summary_table(summary))
-    model.save(out, metrics=saved_metrics)
+    save_model_dir(out, lambda directory: model.save(directory, metrics=saved_metrics))
     console.print(f"model saved to {out}")
 
 

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kotone_pipeline.cli._common import console, fail, handle_errors, status_console
+from kotone_pipeline.cli._common import MAX_MESSAGE_LINES, console, fail, handle_errors, status_console
 from kotone_pipeline.domain.dims import DIMS, MAX_VALUE, SOURCE_TYPES
 from kotone_pipeline.domain.jsonl import DataFileError
 from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor
@@ -178,8 +178,9 @@ def _stream(model: _Model, label: str, lines: Iterable[bytes | str], default_sou
         for lineno, raw in batch:
             item, reason = _parse_line(lineno, raw, default_source)
             if reason is not None:
-                typer.echo(f"{label}:{lineno}: {reason}", err=True)
                 skipped += 1
+                if skipped <= MAX_MESSAGE_LINES:  # the summary line gives the total
+                    typer.echo(f"{label}:{lineno}: {reason}", err=True)
             elif item is not None:
                 items.append(item)
         if not items:
@@ -218,7 +219,10 @@ def _predict_jsonl(model: _Model, source: str, default_source: str) -> None:
     finally:
         if source != STDIN:
             stream.close()
-    typer.echo(f"predicted {predicted}, skipped {skipped} bad line(s)", err=True)
+    if predicted == skipped == 0:  # an empty input is a mistake (a wrong file, a pipe that failed upstream)
+        raise fail(f"{label}: no input lines (the input is empty or blank)")
+    shown = f" (the first {MAX_MESSAGE_LINES} shown above)" if skipped > MAX_MESSAGE_LINES else ""
+    typer.echo(f"predicted {predicted}, skipped {skipped} bad line(s){shown}", err=True)
     if skipped:
         raise typer.Exit(EXIT_BAD_LINES)
 

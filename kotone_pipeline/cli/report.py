@@ -33,6 +33,7 @@ def report(
     """Write the workflow log (the same as the workflow_log asset) from the Dagster instance and cycle records."""
     # Imported here so other commands do not pay for importing Dagster and matplotlib.
     from kotone_pipeline.domain.jsonl import atomic_writer
+    from kotone_pipeline.domain.output import check_output
     from kotone_pipeline.domain.workflow_log import render_plots, select_cycle_range, to_html, to_json, to_markdown
     from kotone_pipeline.orchestration.resources import resolve_home
     from kotone_pipeline.orchestration.runner import open_instance
@@ -40,6 +41,8 @@ def report(
     from kotone_pipeline.services.artifacts import CycleArtifacts
     from kotone_pipeline.services.champion import ChampionRegistry
 
+    if out is not None:
+        check_output(out, say=status_console.print)
     artifacts = CycleArtifacts(resolve_home())
     instance_dir = _instance_dir(artifacts.home)
     if not instance_dir.is_dir():

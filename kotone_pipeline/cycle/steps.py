@@ -718,6 +718,15 @@ def step_promotion_decision(
             ),
         },
     )
+    # A run that died (killed, OOM, timed out) is named in the decision log, not only in the snapshot.
+    failed = [
+        f"run {r['run_id']} (job {r['job_id']}) ended {r['stage']}: "
+        + (r.get("message") or "no message").splitlines()[0]
+        for r in snapshot["runs"]
+        if r.get("stage") != "COMPLETED"
+    ]
+    if failed:
+        decision = decision.model_copy(update={"reasons": [*decision.reasons, *failed]})
     decision_id = f"{cycle_id}/{best['run_id']}" if best else f"{cycle_id}/none"
     if decision.promote and best is not None:
         candidate = Champion(

@@ -104,6 +104,7 @@ def import_file(path: Path | str, scale: int, strict: bool = True) -> ReadResult
     result: ReadResult[Pair] = ReadResult()
     first_line: dict[str, int] = {}
     for lineno, raw, obj, error in iter_json_lines(path):
+        result.lines_read += 1
         if obj is not None:
             try:
                 pair = parse_predecessor_row(obj, scale, path.name)
@@ -117,6 +118,7 @@ def import_file(path: Path | str, scale: int, strict: bool = True) -> ReadResult
                     result.rows.append(pair)
                     continue
         result.rejected.append((lineno, raw, error or "invalid"))
+    result.check_accounting(path)
     if strict and result.rejected:
         raise DataFileError(path, [f"{path}:{n}: {reason}" for n, _, reason in result.rejected])
     return result
@@ -142,7 +144,9 @@ def detect_format(path: Path | str) -> FileFormat:
     raise DataFileError(path, [f"{path}: no valid JSON object line; the file is empty or unreadable"])
 
 
-def load_pairs(path: Path | str, scale: int | None = None, strict: bool = True) -> ReadResult[Pair]:
+def load_pairs(
+    path: Path | str, scale: int | None = None, strict: bool = True, unique: bool = False
+) -> ReadResult[Pair]:
     """Load Pairs from this project's Pair JSONL or the predecessor's format (auto-detected).
 
     The predecessor format needs ``scale`` (10 or 100); Pair files are always on 0..10, so a scale
@@ -156,4 +160,5 @@ def load_pairs(path: Path | str, scale: int | None = None, strict: bool = True) 
         return import_file(path, scale, strict=strict)
     if scale not in (None, 10):
         raise ValueError(f"{path}: Pair files are on the 0..10 scale; --scale {scale} does not apply")
-    return read_models(path, Pair, strict=strict)
+    # unique: training data where one id twice would weigh an item double (import_file always dedupes).
+    return read_models(path, Pair, strict=strict, key=(lambda pair: pair.id) if unique else None)

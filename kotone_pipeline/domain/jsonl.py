@@ -22,6 +22,9 @@ class DataFileError(ValueError):
     def __init__(self, path: Path | str, problems: list[str]) -> None:
         self.path = str(path)
         self.problems = problems
+        if len(problems) == 1 and problems[0].startswith(f"{path}: "):  # the whole file, not one of its lines
+            super().__init__(problems[0])
+            return
         shown = "\n".join(problems[:20])
         more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
         super().__init__(f"{path}: {len(problems)} bad line(s)\n{shown}{more}")
@@ -31,6 +34,17 @@ class DataFileError(ValueError):
 class ReadResult(Generic[T]):
     rows: list[T] = field(default_factory=list)
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (line number, raw line, reason)
+    lines_read: int = 0  # non-blank lines: every one is either a row or rejected
+
+    def check_accounting(self, path: Path | str) -> None:
+        """kept + quarantined must equal lines read: a row that vanished is a bug, never silent."""
+        if len(self.rows) + len(self.rejected) != self.lines_read:
+            raise RuntimeError(
+                f"{path}: read {self.lines_read} line(s) but kept {len(self.rows)} and rejected {len(self.rejected)}"
+            )
+
+    def accounting(self) -> str:
+        return f"read {self.lines_read} line(s): kept {len(self.rows)} + quarantined {len(self.rejected)}"
 
     @property
     def problems(self) -> list[str]:
@@ -46,38 +60,53 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def iter_json_lines(path: Path) -> Iterator[tuple[int, str, Any | None, str | None]]:
-    """Yield (line number, raw line, parsed object or None, error or None); blank lines are skipped."""
+def _parse_line(line: str) -> tuple[Any | None, str | None]:
     try:
-        handle = path.open("r", encoding="utf-8")
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
+        return None, f"invalid JSON ({str(exc).split(';')[0]})"
+    except RecursionError:
+        return None, "invalid JSON (nested too deeply)"
+    if not isinstance(obj, dict):
+        return None, f"expected a JSON object, got {type(obj).__name__}"
+    return obj, None
+
+
+def iter_json_lines(path: Path) -> Iterator[tuple[int, str, Any | None, str | None]]:
+    """Yield (line number, raw line, parsed object or None, error or None); blank lines are skipped.
+
+    Each line is decoded on its own, so one bad byte costs that line only and every later line keeps
+    its true number. An I/O error while reading names the file and the line it stopped at."""
+    try:
+        handle = path.open("rb")
     except FileNotFoundError as exc:
         raise DataFileError(path, [f"{path}: file not found"]) from exc
+    except IsADirectoryError as exc:
+        raise DataFileError(path, [f"{path}: is a directory, not a JSONL file"]) from exc
     except OSError as exc:
         raise DataFileError(path, [f"{path}: cannot open ({exc.strerror})"]) from exc
     with handle:
         lineno = 0
         while True:
+            try:
+                data = handle.readline()
+            except OSError as exc:
+                raise DataFileError(path, [f"{path}:{lineno + 1}: read error ({exc.strerror})"]) from exc
+            if not data:
+                return
             lineno += 1
             try:
-                raw = handle.readline()
+                line = data.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
-                yield lineno, "", None, f"not valid UTF-8 ({exc.reason})"
-                # The decoder cannot resynchronise reliably after a bad byte; stop here.
-                return
-            if not raw:
-                return
-            line = raw.rstrip("\n")
+                raw = data.decode("utf-8", errors="replace").rstrip("\r\n")
+                yield lineno, raw, None, f"not valid UTF-8 (byte {exc.start + 1}: {exc.reason})"
+                continue
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield lineno, line, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
-                continue
-            if not isinstance(obj, dict):
-                yield lineno, line, None, f"expected a JSON object, got {type(obj).__name__}"
-                continue
-            yield lineno, line, obj, None
+            obj, error = _parse_line(line)
+            yield lineno, line, obj, error
 
 
 def read_jsonl(
@@ -85,31 +114,43 @@ def read_jsonl(
     parse: Callable[[dict[str, Any]], T],
     *,
     strict: bool = True,
+    key: Callable[[T], Any] | None = None,
 ) -> ReadResult[T]:
     """Read and validate every line with ``parse``.
 
     strict: raise ``DataFileError`` listing every bad line (nothing is returned).
     otherwise: return good rows and the rejected lines with reasons (quarantine mode).
+    key: rows must be unique by it; a repeat is rejected naming the line it repeats.
     """
     path = Path(path)
     result: ReadResult[T] = ReadResult()
+    first_line: dict[Any, int] = {}
     for lineno, raw, obj, error in iter_json_lines(path):
+        result.lines_read += 1
         if error is None:
             try:
-                result.rows.append(parse(obj))
-                continue
+                row = parse(obj)
             except ValidationError as exc:
                 error = describe_validation_error(exc)
             except (ValueError, TypeError, KeyError) as exc:
                 error = str(exc)
+            else:
+                seen = first_line.setdefault(key(row), lineno) if key is not None else lineno
+                if seen == lineno:
+                    result.rows.append(row)
+                    continue
+                error = f"duplicate id of line {seen}"
         result.rejected.append((lineno, raw, error))
+    result.check_accounting(path)
     if strict and result.rejected:
         raise DataFileError(path, [f"{path}:{n}: {reason}" for n, _, reason in result.rejected])
     return result
 
 
-def read_models(path: Path | str, model: type[BaseModel], *, strict: bool = True) -> ReadResult[Any]:
-    return read_jsonl(path, model.model_validate, strict=strict)
+def read_models(
+    path: Path | str, model: type[BaseModel], *, strict: bool = True, key: Callable[[Any], Any] | None = None
+) -> ReadResult[Any]:
+    return read_jsonl(path, model.model_validate, strict=strict, key=key)
 
 
 @contextmanager
@@ -125,6 +166,11 @@ def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:  # a failed write (a full disk) names no file
+            raise OSError(exc.errno, f"cannot write ({exc.strerror}); nothing was written", str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -418,7 +418,10 @@ class LocalTextModel(Predictor):
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelLoadError(f"{meta_path}: corrupt model metadata ({exc})") from exc
-        if not isinstance(meta, dict) or meta.get("kind") != MODEL_KIND:
+        if not isinstance(meta, dict):
+            kind = type(meta).__name__
+            raise ModelLoadError(f"{meta_path}: corrupt model metadata (expected a JSON object, got {kind})")
+        if meta.get("kind") != MODEL_KIND:
             raise ModelLoadError(f"{meta_path}: not a {MODEL_KIND} (kind={meta.get('kind')!r})")
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelLoadError(

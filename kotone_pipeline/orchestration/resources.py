@@ -22,10 +22,7 @@ from kotone_pipeline.services.datasets import DatasetStore
 from kotone_pipeline.services.home import kotone_home
 from kotone_pipeline.services.jobs import JobBackend
 from kotone_pipeline.services.tracker import Tracker, tracker_from_env, tracker_mode_from_env, wandb_host
-
-
-class ConfigurationError(ValueError):
-    """Settings that cannot work together; raised when the resources are built, before any cycle runs."""
+from kotone_pipeline.settings import ConfigurationError, check_settings, check_world
 
 
 def resolve_home(home: str = "") -> Path:
@@ -199,26 +196,6 @@ class TrackerResource(dg.ConfigurableResource):
         return tracker_mode_from_env(self.env())
 
 
-def check_world(job_backend: str, dataset_store: str, trainer: str) -> None:
-    """The job backend, dataset store and trainer must belong to one world (DESIGN §1)."""
-    if job_backend == "local" and dataset_store == "hf":
-        raise ConfigurationError(
-            "KOTONE_JOB_BACKEND=local trains from a dataset directory on this machine, but "
-            "KOTONE_DATASET_STORE=hf publishes splits to the Hub: use KOTONE_DATASET_STORE=local with the "
-            "local backend, or KOTONE_JOB_BACKEND=hf"
-        )
-    if job_backend == "hf" and dataset_store != "hf":
-        raise ConfigurationError(
-            f"KOTONE_JOB_BACKEND=hf: HF Jobs read the pinned dataset commit from the Hub, but "
-            f"KOTONE_DATASET_STORE={dataset_store}: set KOTONE_DATASET_STORE=hf (and KOTONE_HF_DATASET_REPO)"
-        )
-    if job_backend == "hf" and trainer != "lora":
-        raise ConfigurationError(
-            f"KOTONE_JOB_BACKEND=hf runs the LoRA trainer, but KOTONE_TRAINER={trainer}: set KOTONE_TRAINER=lora "
-            "(or leave it unset: it defaults to lora with the hf backend)"
-        )
-
-
 def _number(env: Mapping[str, str], name: str, default: str, kind: type) -> Any:
     raw = env.get(name, default)
     try:
@@ -232,6 +209,7 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.Con
 
     Raises ``ConfigurationError`` for settings that cannot work together (see ``check_world``)."""
     env = os.environ if env is None else env
+    check_settings(env)  # every variable, each error naming it, before anything is built
     home = env.get("KOTONE_HOME", "")
     secret_token = dg.EnvVar("HF_TOKEN") if env.get("HF_TOKEN") else None
     loop = LoopConfig.from_env(env)

@@ -124,6 +124,17 @@ class CycleRunner:
     def cycles(self) -> list[str]:
         return list(self.instance.get_dynamic_partitions(cycles.name))
 
+    def unfinished_cycles(self) -> list[str]:
+        """Cycles that started (some stage is recorded) but have no decision yet: a run that failed or
+        was interrupted. They are finished before a new cycle opens, so none is left behind with a job."""
+        from kotone_pipeline.cycle.steps import STAGES
+
+        return [
+            c
+            for c in self.cycles()
+            if not self.artifacts.has_doc(c, "promotion_decision") and any(self.artifacts.has_doc(c, s) for s in STAGES)
+        ]
+
     # --- execution -------------------------------------------------------------------------------
     def _execute(self, job_name: str, partition_key: str | None = None, tags: dict[str, str] | None = None) -> None:
         job = self.defs.resolve_job_def(job_name)
@@ -136,6 +147,15 @@ class CycleRunner:
             run_config={"loggers": {"console": {"config": {"log_level": self.log_level}}}},
         )
         if not result.success:
+            errors = [
+                e.event_specific_data.error  # type: ignore[union-attr]
+                for e in result.all_events
+                if (e.is_step_failure or e.is_failure) and getattr(e.event_specific_data, "error", None)
+            ]
+            if any(error.cls_name == "DagsterExecutionInterruptedError" for error in errors):
+                # Ctrl-C: the run is recorded as failed and a re-run continues from there; the command
+                # ends with one line (cli handle_errors), not Dagster's stack trace.
+                raise KeyboardInterrupt
             failures = [
                 f"{e.step_key}: {e.event_specific_data.error.message.strip().splitlines()[-1]}"  # type: ignore[union-attr]
                 for e in result.all_events

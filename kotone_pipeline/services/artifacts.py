@@ -15,6 +15,10 @@ class ArtifactMissingError(FileNotFoundError):
     """An upstream artifact has not been materialized yet."""
 
 
+class CorruptStateError(ValueError):
+    """A state file exists but cannot be read; the message names it and says how to recover."""
+
+
 class CycleArtifacts:
     """File layout: ``base/`` for unpartitioned data, ``cycles/<id>/`` for one cycle's artifacts."""
 
@@ -65,8 +69,18 @@ class CycleArtifacts:
         target = self.path(cycle_id, f"{name}.json")
         if not target.is_file():
             raise ArtifactMissingError(f"{name} for cycle {cycle_id!r} is missing ({target}); materialize it first")
-        with target.open(encoding="utf-8") as handle:
-            return json.load(handle)
+        try:
+            doc = json.loads(target.read_bytes().decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError included
+            doc, reason = None, f"not valid JSON: {exc}"
+        else:
+            reason = None if isinstance(doc, dict) else f"expected a JSON object, got {type(doc).__name__}"
+        if reason is not None:
+            raise CorruptStateError(
+                f"{target}: corrupt cycle document ({reason}); delete it and re-materialize {name} for cycle "
+                f"{cycle_id!r} (in the UI, or re-run the cycle: the finished steps are kept)"
+            )
+        return doc
 
     # --- row files ----------------------------------------------------------------------------
     def write_rows(self, cycle_id: str, name: str, rows: list[Any]) -> Path:

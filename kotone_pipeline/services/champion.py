@@ -83,7 +83,12 @@ class ChampionRegistry:
             return Champion.model_validate_json(raw)
         except ValidationError as exc:
             raise DataFileError(
-                self.champion_path, [f"{self.champion_path}: {describe_validation_error(exc)}"]
+                self.champion_path,
+                [
+                    f"{self.champion_path}: corrupt champion registry ({describe_validation_error(exc)}); "
+                    f"to recover, restore it from the last line of {self.history_path} (every promotion is "
+                    "recorded there), or delete it to start again from the baselines"
+                ],
             ) from exc
 
     def history(self) -> list[Champion]:

@@ -163,7 +163,19 @@ class LocalDatasetStore(DatasetStore):
         return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime)]
 
     def card(self, ref: DatasetRef) -> dict[str, Any]:
-        return json.loads((self._verify(ref) / CARD_FILE).read_text(encoding="utf-8"))
+        path = self._verify(ref) / CARD_FILE
+        try:
+            card = json.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            hint = f"delete {path.parent} and re-materialize split_dataset"
+            raise DatasetIntegrityError(f"{path}: missing; {hint}") from None
+        except ValueError as exc:
+            raise DatasetIntegrityError(
+                f"{path}: corrupt dataset card ({exc}); delete {path.parent} and re-materialize split_dataset"
+            ) from None
+        if not isinstance(card, dict):
+            raise DatasetIntegrityError(f"{path}: corrupt dataset card (not a JSON object)")
+        return card
 
     def _verify(self, ref: DatasetRef) -> Path:
         if ref.store != self.name:
@@ -183,7 +195,9 @@ class LocalDatasetStore(DatasetStore):
         if actual != ref.data_hash:
             raise DatasetIntegrityError(
                 f"{version_dir}: content does not match its hash (expected {ref.data_hash}, got {actual}); "
-                f"changed file(s): {', '.join(_changed_files(version_dir, split_bytes)) or 'unknown'}"
+                f"changed file(s): {', '.join(_changed_files(version_dir, split_bytes)) or 'unknown'}; "
+                f"to recover, delete {version_dir} and re-materialize split_dataset (versions are rebuilt from "
+                "the cycle's rows)"
             )
         return version_dir
 

@@ -49,6 +49,7 @@ RUNNER_MODULE = "kotone_pipeline.services.local_job_runner"
 TRAIN_MODULE = "kotone_pipeline.train_local"
 JOB_FILE = "job.json"
 LOG_FILE = "log.txt"
+DEAD_JOB_LOG_LINES = 10
 OUTPUT_DIR = "output"
 LOCK_FILE = ".lock"
 
@@ -220,7 +221,12 @@ class LocalJobBackend(JobBackend):
             return self._adopt(spec, job_id)
         # Build the whole job dir aside, then rename it into place: a rename onto an existing (non-empty)
         # job dir fails, so exactly one submitter wins and the others adopt its job.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{job_id}.", suffix=".tmp", dir=self.root))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{job_id}.", suffix=".tmp", dir=self.root))
+        except OSError as exc:  # a read-only or full KOTONE_HOME: say so, with the path; nothing was submitted
+            raise JobBackendError(
+                f"job {job_id}: cannot write under {self.root} ({exc.strerror}); nothing was submitted", transient=False
+            ) from exc
         try:
             (tmp / OUTPUT_DIR).mkdir()
             (tmp / LOG_FILE).touch()
@@ -377,6 +383,9 @@ class LocalJobBackend(JobBackend):
             record = read_record(job_dir)  # the runner may have finished since the first read
             reason = None if record.terminal else _stale_reason(record)
             if reason is not None:
+                tail = tail_lines(job_dir / LOG_FILE, DEAD_JOB_LOG_LINES)
+                if tail:  # the report shows why it died (an OOM kill, a traceback) without opening the file
+                    reason += "; last log lines:\n" + "\n".join(tail)
                 record.stage, record.message = "ERROR", reason
                 record.finished_at = record.finished_at or utc_now()
                 write_record(job_dir, record)

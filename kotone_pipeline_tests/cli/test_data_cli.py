@@ -144,15 +144,18 @@ def _small_scale_row(text: str, value: int) -> str:
     return json.dumps({"request_text": text, "source_type": "request_text", "target_hidden_params": {"vector": vector}})
 
 
-def test_zero_to_ten_data_imported_as_scale_100_is_flagged(tmp_path: Path) -> None:
+def test_zero_to_ten_data_imported_as_scale_100_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "small.jsonl"
     path.write_text(
         "".join(_small_scale_row(f"song number {word}", v) + "\n" for word, v in (("one", 3), ("two", 7), ("three", 9)))
     )
     out = tmp_path / "imported.jsonl"
     flagged = runner.invoke(app, ["data", "import", str(path), "--scale", "100", "--out", str(out)])
-    assert flagged.exit_code == 0, flagged.output
+    assert flagged.exit_code == 2, flagged.output
     assert "looks like 0..10 data" in flagged.output and "--scale 10" in flagged.output
+    assert not out.exists()
+    forced = runner.invoke(app, ["data", "import", str(path), "--scale", "100", "--out", str(out), "--allow-collapsed"])
+    assert forced.exit_code == 0 and "looks like 0..10 data" in forced.output
     assert {v for p in read_models(out, Pair).rows for v in p.vector.values()} <= {0, 1}
     clean = runner.invoke(app, ["data", "import", str(path), "--scale", "10", "--out", str(out)])
     assert clean.exit_code == 0 and "looks like" not in clean.output

@@ -182,3 +182,18 @@ def test_console_script_runs_eval_end_to_end(files: dict[str, Path]) -> None:
     )  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.strip() == f"error: {files['valid']}: model directory not found"
+
+
+def test_a_model_directory_that_fails_half_way_leaves_nothing_behind(tmp_path: Path) -> None:
+    from kotone_pipeline.cli.model import save_model_dir
+
+    def half_then_fail(directory: Path) -> None:
+        (directory / "estimator.joblib").write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "models" / "m1"
+    with pytest.raises(OSError, match="No space left"):
+        save_model_dir(out, half_then_fail)
+    assert list((tmp_path / "models").iterdir()) == []  # neither the model nor its temporary directory
+    save_model_dir(out, lambda directory: (directory / "model.json").write_text("{}"))
+    assert sorted(p.name for p in out.iterdir()) == ["model.json"]

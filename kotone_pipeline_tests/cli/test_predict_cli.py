@@ -302,3 +302,15 @@ def test_an_encoder_that_cannot_load_is_one_clear_error(encoder_model: Path, tmp
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and "/no/such/encoder" in line
     assert "Traceback" not in result.output
+
+
+def test_many_bad_jsonl_lines_print_at_most_20_messages_and_the_count(fast_model: Path, tmp_path: Path) -> None:
+    rows = ["not json"] * 500 + [json.dumps({"text": REQUEST})]
+    data = tmp_path / "bad.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    result = runner.invoke(app, ["predict", "--jsonl", str(data), "-m", str(fast_model)])
+    assert result.exit_code == 2
+    messages = result.stderr.strip().splitlines()
+    assert messages[:20] == [f"{data}:{n}: invalid JSON (Expecting value at column 1)" for n in range(1, 21)]
+    assert messages[20:] == ["predicted 1, skipped 500 bad line(s) (the first 20 shown above)"]
+    assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == [501]

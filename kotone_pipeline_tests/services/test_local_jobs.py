@@ -222,6 +222,8 @@ def test_a_running_job_whose_process_died_becomes_error(backend: LocalJobBackend
     pid_file = backend.root / job_id / "output" / "pid"
     wait_for(pid_file.exists)
     record = read_record(backend.root / job_id)
+    with (backend.root / job_id / "log.txt").open("a") as log:
+        log.write("epoch 3/10 loss 0.41\n")
     # Kill everything without giving the runner a chance to record anything (like a machine crash).
     os.kill(record.runner_pid, signal.SIGKILL)
     os.killpg(record.child_pgid, signal.SIGKILL)
@@ -231,6 +233,7 @@ def test_a_running_job_whose_process_died_becomes_error(backend: LocalJobBackend
 
     assert state.stage == "ERROR" and f"pid {record.runner_pid}" in state.message
     assert "gone" in state.message
+    assert "last log lines:" in state.message and "epoch 3/10 loss 0.41" in state.message  # the log tail
     assert read_record(backend.root / job_id).stage == "ERROR"  # persisted, not only reported
 
 
