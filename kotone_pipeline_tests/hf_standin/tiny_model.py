@@ -12,6 +12,10 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kotone_pipeline_tests.hf_standin.server import HubStandIn
 
 # Mistral's instruct format (the v7 "tekken" templates of Mistral Small 3 / Ministral 3, reduced to text).
 MISTRAL_CHAT_TEMPLATE = (
@@ -66,8 +70,13 @@ def build_model_dir(dest: Path, corpus: Iterable[str], *, with_tokenizer: bool =
         sliding_window=None,
     )
     vision = PixtralVisionConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=8,
-        image_size=56, patch_size=14,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        head_dim=8,
+        image_size=56,
+        patch_size=14,
     )
     config = Mistral3Config(
         vision_config=vision,
@@ -89,3 +98,22 @@ def model_repo_files(corpus: Iterable[str], *, with_tokenizer: bool = True) -> d
     with tempfile.TemporaryDirectory(prefix="kotone-tiny-model-") as tmp:
         root = build_model_dir(Path(tmp), corpus, with_tokenizer=with_tokenizer)
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def prompt_corpus(rows: Iterable[object]) -> list[str]:
+    """Every text the script will encode for these Pairs (prompts and answers): the tokenizer's training data."""
+    from kotone_pipeline.training import train_lora as script
+
+    corpus = [script.SYSTEM_PROMPT]
+    for pair in rows:
+        corpus += [script.build_prompt(pair.text, pair.source_type), script.format_completion(pair.vector)]  # type: ignore[attr-defined]
+    return corpus
+
+
+def publish_base_model(hub: HubStandIn, corpus: Iterable[str], repo_id: str | None = None, **kwargs: bool) -> str:
+    """Publish the tiny model as a public model repo (default: the script's default base model id)."""
+    from kotone_pipeline.training import train_lora as script
+
+    repo_id = repo_id or script.DEFAULT_BASE_MODEL
+    hub.put_files("model", repo_id, model_repo_files(corpus, **kwargs), title="tiny random Mistral3 model")
+    return repo_id
