@@ -72,6 +72,9 @@ FLAVOR_PRICES_USD_PER_HOUR: dict[str, float] = {
 # Files a training run must leave in its output revision; metrics.json is written by some trainers only.
 REQUIRED_OUTPUTS = ("predictions_validation.jsonl", "predictions_holdout.jsonl", "run.json")
 OPTIONAL_OUTPUTS = ("metrics.json", "predictions_probe.jsonl")
+# The timeout we submitted, recorded on the job itself: the budget counts it for open jobs (the job JSON the
+# client parses carries no timeout, and any process that lists the job sees its labels).
+TIMEOUT_LABEL = "kotone-timeout-s"
 # Non-secret env names that look like credentials are refused: secrets go as job secrets only.
 _SECRETISH = ("TOKEN", "SECRET", "PASSW", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE_KEY")
 
@@ -115,6 +118,10 @@ def default_script_args(spec: JobSpec, output: OutputTarget) -> list[str]:
     ]
     if spec.hparams:
         args.append(f"--hparams={json.dumps(spec.hparams, sort_keys=True, separators=(',', ':'))}")
+    if spec.max_steps:
+        args.append(f"--max-steps={spec.max_steps}")
+    if spec.max_train_rows:
+        args.append(f"--max-train-rows={spec.max_train_rows}")
     return args
 
 
@@ -217,6 +224,20 @@ class HfJobsBackend(JobBackend):
             return max(self.prices.values())
         return self.prices[flavor]
 
+    def prepare_cycle(self, cycle_id: str) -> dict[str, Any]:
+        """Prices refreshed from ``list_jobs_hardware`` once per cycle; on failure the table stays, with a note."""
+        try:
+            self.refresh_prices()
+        except JobBackendError as exc:
+            log.warning("cycle %s: prices not refreshed (%s); using the last known table", cycle_id, exc)
+            return {
+                "source": "table",
+                "note": f"list_jobs_hardware failed ({exc}); budget computed from the last known prices",
+                "flavor": self.flavor,
+                "usd_per_hour": self.price_per_hour(self.flavor),
+            }
+        return {"source": "list_jobs_hardware", "flavor": self.flavor, "usd_per_hour": self.price_per_hour(self.flavor)}
+
     def refresh_prices(self) -> dict[str, float]:
         """Replace the price table with the Hub's current one (``list_jobs_hardware``)."""
         hardware = self._read("list hardware", lambda: self.api.list_jobs_hardware(token=self._need_token()))
@@ -232,7 +253,7 @@ class HfJobsBackend(JobBackend):
         validate_cycle_id(spec.cycle_id)
         validate_run_id(spec.run_id)
         cycle_jobs = self._list({"kotone-project": self.project, "kotone-cycle": spec.cycle_id})
-        mine = [(info, raw) for info, raw in cycle_jobs if (info.labels or {}).get("kotone-run") == spec.run_id]
+        mine = [(info, raw) for info, raw in cycle_jobs if _has_labels(info, spec.labels(self.project))]
         key = (spec.cycle_id, spec.run_id)
         if mine:
             # Adopt whatever stage it is in: a failed run is retried under a new run id, never resubmitted.
@@ -264,7 +285,8 @@ class HfJobsBackend(JobBackend):
         return self._state(info, None)
 
     def find(self, cycle_id: str, run_id: str) -> JobState | None:
-        found = self._list({"kotone-project": self.project, "kotone-cycle": cycle_id, "kotone-run": run_id})
+        labels = {"kotone-project": self.project, "kotone-cycle": cycle_id, "kotone-run": run_id}
+        found = self._list(labels)
         return self._state(*found[0]) if found else None
 
     def jobs(self, cycle_id: str | None = None) -> list[JobState]:
@@ -366,13 +388,12 @@ class HfJobsBackend(JobBackend):
     def _check_budget(self, spec: JobSpec, cycle_jobs: list[tuple[JobInfo, dict[str, Any]]]) -> None:
         """Spent (finished jobs) + committed (open jobs at their timeout) + this worst case <= budget."""
         committed = 0.0
-        for info, raw in cycle_jobs:
+        for info, _raw in cycle_jobs:
             price = self.price_per_hour(_flavor(info))
             if is_terminal(info.status.stage):
                 committed += (_running_s(info) or 0.0) * price / 3600
             else:
-                timeout = float(raw.get("timeoutSeconds") or self.max_timeout_s)
-                committed += max(timeout, _running_s(info) or 0.0) * price / 3600
+                committed += max(_submitted_timeout_s(info, self.max_timeout_s), _running_s(info) or 0.0) * price / 3600
         worst = spec.timeout_s * self.price_per_hour(self.flavor) / 3600
         if committed + worst > self.budget_usd_per_cycle + 1e-9:
             raise BudgetExceededError(
@@ -434,7 +455,7 @@ class HfJobsBackend(JobBackend):
                 secrets=self._job_secrets(),
                 flavor=self.flavor,
                 timeout=int(spec.timeout_s),
-                labels=spec.labels(self.project),
+                labels={**spec.labels(self.project), TIMEOUT_LABEL: str(int(spec.timeout_s))},
                 name=f"{self.project}-{spec.cycle_id}-{spec.run_id}",
                 namespace=self.namespace,
                 token=self._need_token(),
@@ -519,6 +540,9 @@ class HfJobsBackend(JobBackend):
 
         raws = self._read(f"list jobs {labels}", fetch)
         jobs = [(JobInfo(**raw, endpoint=self.endpoint), raw) for raw in raws]
+        # Checked here too: a job is only ever adopted or counted when its labels really match (a server that
+        # ignored or mis-applied the filter must not make us adopt another run's job).
+        jobs = [(info, raw) for info, raw in jobs if _has_labels(info, labels)]
         return sorted(jobs, key=lambda pair: pair[0].created_at or datetime.min.replace(tzinfo=UTC))
 
     def _inspect(self, job_id: str) -> JobInfo | None:
@@ -614,6 +638,19 @@ class HfJobsBackend(JobBackend):
             output_uri=output,
             adopted=adopted,
         )
+
+
+def _has_labels(info: JobInfo, labels: Mapping[str, str]) -> bool:
+    own = info.labels or {}
+    return all(own.get(key) == value for key, value in labels.items())
+
+
+def _submitted_timeout_s(info: JobInfo, fallback: int) -> float:
+    """The timeout we sent (our label); the backend's maximum for a job without one (not ours, or older)."""
+    try:
+        return float((info.labels or {})[TIMEOUT_LABEL])
+    except (KeyError, ValueError):
+        return float(fallback)
 
 
 def _flavor(info: JobInfo) -> str | None:

@@ -66,6 +66,7 @@ class HubStandIn:
         self.jobs_page_size = jobs_page_size
         self.faults = Faults()
         self.hold_scheduling = False  # jobs stay in SCHEDULING (scarce hardware) until released
+        self.ignore_label_filter = False  # the list answers every job of the namespace (a server bug)
         # Variables every job machine has (what its image sets); a job's own env and secrets override them.
         self.machine_env: dict[str, str] = {}
         self.clock_offset_s = 0.0

@@ -16,7 +16,7 @@ import pytest
 from kotone_pipeline.services.datasets import DatasetRef
 from kotone_pipeline.services.hf_common import TRAINING_SCRIPT_PATH_IN_REPO
 from kotone_pipeline.services.hf_datasets import HfHubDatasetStore
-from kotone_pipeline.services.hf_jobs import BudgetExceededError, HfJobsBackend
+from kotone_pipeline.services.hf_jobs import TIMEOUT_LABEL, BudgetExceededError, HfJobsBackend
 from kotone_pipeline.services.jobs import JobBackendError, JobSpec, JobState
 from kotone_pipeline_tests.hf_standin.fixtures import (
     FAKE_TRAIN_SCRIPT,
@@ -399,11 +399,12 @@ def test_budget_refuses_a_job_the_cycle_cannot_afford(make_backend, held):
         stage="ERROR",
         running_s=1800,
     )
+    # Its job JSON says 36000 s, but the budget counts the timeout we submitted (our label): 1800 s.
     held.add_job(
         USER,
-        {"kotone-project": "kotone", "kotone-cycle": "c1", "kotone-run": "open"},
+        {"kotone-project": "kotone", "kotone-cycle": "c1", "kotone-run": "open", TIMEOUT_LABEL: "1800"},
         stage="RUNNING",
-        timeout_s=1800,
+        timeout_s=36000,
     )
     held.add_job(
         USER,
@@ -429,6 +430,42 @@ def test_prices_can_be_refreshed_from_the_hub(backend, held):
     prices = backend.refresh_prices()
     assert prices["a10g-small"] == pytest.approx(1.0, rel=1e-3)
     assert prices["h200"] == pytest.approx(5.0, rel=1e-3)
+
+
+def test_an_open_job_without_our_timeout_label_is_counted_at_the_maximum(make_backend, held):
+    backend = make_backend(budget_usd_per_cycle=3.0, max_timeout_s=3 * 3600)
+    held.add_job(USER, {"kotone-project": "kotone", "kotone-cycle": "c1", "kotone-run": "x"}, timeout_s=600)
+    with pytest.raises(BudgetExceededError, match=r"committed \$3\.00"):
+        backend.submit(spec(run_id="r2", timeout_s=600))
+
+
+def test_the_submitted_timeout_is_a_label_of_the_job(backend, held):
+    backend.submit(spec(timeout_s=1320))
+    (job,) = held.jobs.values()
+    assert job.spec["labels"][TIMEOUT_LABEL] == "1320" and job.spec["timeoutSeconds"] == 1320
+
+
+def test_prices_are_refreshed_once_per_cycle_and_fall_back_to_the_table_with_a_note(backend, held):
+    backend.prices["a10g-small"] = 9.0  # stale
+    assert backend.prepare_cycle("c1") == {
+        "source": "list_jobs_hardware",
+        "flavor": "a10g-small",
+        "usd_per_hour": pytest.approx(1.0, rel=1e-3),
+    }
+    held.faults.fail("jobs.hardware", 500, times=FAST_RETRY.attempts)
+    backend.prices["a10g-small"] = 1.25
+    pricing = backend.prepare_cycle("c2")
+    assert pricing["source"] == "table" and pricing["usd_per_hour"] == 1.25
+    assert "list_jobs_hardware failed" in pricing["note"]
+
+
+def test_a_listed_job_of_another_run_is_never_adopted_even_when_the_server_ignores_the_filter(backend, held):
+    other = held.add_job(USER, {"kotone-project": "kotone", "kotone-cycle": "c1", "kotone-run": "r9"})
+    held.ignore_label_filter = True
+    assert backend.find("c1", "r1") is None
+    state = backend.submit(spec(run_id="r1"))
+    assert state.job_id != other.id and not state.adopted
+    assert backend.find("c1", "r1").job_id == state.job_id
 
 
 # --- secrets ------------------------------------------------------------------------------------------------

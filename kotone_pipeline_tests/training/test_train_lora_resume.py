@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from huggingface_hub import HfApi
 
 from kotone_pipeline.services.hf_datasets import HfHubDatasetStore
 from kotone_pipeline.training import TRAIN_SCRIPT
@@ -126,7 +125,12 @@ def test_a_killed_run_resumes_from_its_pushed_checkpoint_and_trains_no_step_twic
     files = _branch_files(hub)
     # A completed run keeps its adapter and predictions, not the checkpoint.
     assert not any(f.startswith("checkpoint/") for f in files)
-    assert {"model/adapter_config.json", "metrics.json", "predictions_holdout.jsonl", "predictions_human.jsonl"} <= files
+    assert {
+        "model/adapter_config.json",
+        "metrics.json",
+        "predictions_holdout.jsonl",
+        "predictions_human.jsonl",
+    } <= files
     holdout = hub.file_at("model", RUNS_REPO, BRANCH, "predictions_holdout.jsonl")[1].data.decode().splitlines()
     assert [json.loads(line)["pair_id"] for line in holdout] == [p.id for p in splits["holdout"]]
 
