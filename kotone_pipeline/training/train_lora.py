@@ -896,6 +896,8 @@ def run(args: argparse.Namespace, hparams: dict[str, Any], run_record: dict[str,
         if branch is not None:
             _push(branch, args.output_dir, [name], f"{split} predictions", timings, f"push_{split}_s")
     run_record["predict_batch_size"] = args.predict_batch_size
+    if torch.cuda.is_available():
+        run_record["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return run_record
 
 
