@@ -150,7 +150,12 @@ def dev(
 # A first production run that costs cents: one run, a handful of training rows, a few optimizer steps; every
 # phase of the job (environment, base model download, training, checkpoint and adapter push, batched
 # prediction of the full eval splits, validation, gate) still runs. Explicit KOTONE_* settings win.
-SMOKE_SETTINGS = {"KOTONE_CAMPAIGN_SIZE": "1", "KOTONE_JOB_MAX_TRAIN_ROWS": "32", "KOTONE_JOB_MAX_STEPS": "4"}
+SMOKE_SETTINGS = {
+    "KOTONE_CAMPAIGN_SIZE": "1",
+    "KOTONE_JOB_MAX_TRAIN_ROWS": "32",
+    "KOTONE_JOB_MAX_STEPS": "4",
+    "KOTONE_JOB_MAX_PREDICT_ROWS": "32",
+}
 
 
 def apply_smoke_settings(env: MutableMapping[str, str]) -> dict[str, str]:
@@ -176,7 +181,8 @@ def cycle_new(
         "--smoke",
         help="With --run, on HF Jobs: a first run that costs cents (1 run, "
         f"{SMOKE_SETTINGS['KOTONE_JOB_MAX_TRAIN_ROWS']} training rows, {SMOKE_SETTINGS['KOTONE_JOB_MAX_STEPS']} "
-        "steps) exercising every phase of the job.",
+        f"steps, {SMOKE_SETTINGS['KOTONE_JOB_MAX_PREDICT_ROWS']} predictions per split) exercising every phase of "
+        "the job; it is never promoted.",
     ),
 ) -> None:
     """Add a cycle partition (and optionally run it)."""

@@ -30,6 +30,9 @@ class LoopConfig(BaseModel):
     )
     job_max_steps: int | None = Field(default=None, ge=1, description="stop LoRA training after N steps (smoke)")
     job_max_train_rows: int | None = Field(default=None, ge=1, description="train on the first N pairs (smoke)")
+    job_max_predict_rows: int | None = Field(
+        default=None, ge=1, description="predict the first N pairs of each eval split (smoke)"
+    )
     min_improvement: float = 0.005
     max_dim_regression: float = 0.15
     max_human_regression: float = Field(
@@ -93,6 +96,7 @@ class LoopConfig(BaseModel):
             "job_timeout_s": "KOTONE_JOB_TIMEOUT_S",
             "job_max_steps": "KOTONE_JOB_MAX_STEPS",
             "job_max_train_rows": "KOTONE_JOB_MAX_TRAIN_ROWS",
+            "job_max_predict_rows": "KOTONE_JOB_MAX_PREDICT_ROWS",
             "min_improvement": "KOTONE_MIN_IMPROVEMENT",
             "max_dim_regression": "KOTONE_MAX_DIM_REGRESSION",
             "max_human_regression": "KOTONE_MAX_HUMAN_REGRESSION",

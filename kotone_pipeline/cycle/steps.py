@@ -490,6 +490,7 @@ def step_training_submission(
             timeout_s=timeout_s,
             max_steps=config.job_max_steps,
             max_train_rows=config.job_max_train_rows,
+            max_predict_rows=config.job_max_predict_rows,
         )
         state = backend.submit(spec)
         # The timeout we sent is what the budget counts (the job's answer is not trusted to echo it).
@@ -504,8 +505,12 @@ def step_training_submission(
     }
     if pricing:
         doc["pricing"] = pricing
-    if config.job_max_steps or config.job_max_train_rows:
-        doc["smoke"] = {"max_steps": config.job_max_steps, "max_train_rows": config.job_max_train_rows}
+    if config.job_max_steps or config.job_max_train_rows or config.job_max_predict_rows:
+        doc["smoke"] = {
+            "max_steps": config.job_max_steps,
+            "max_train_rows": config.job_max_train_rows,
+            "max_predict_rows": config.job_max_predict_rows,
+        }
     artifacts.write_doc(cycle_id, "training_submission", doc)
     return doc
 
@@ -519,7 +524,8 @@ def job_timeout_s(config: LoopConfig, backend: JobBackend, rows: dict[str, int],
     train_rows = int(rows.get("train", 0))
     if config.job_max_train_rows:
         train_rows = min(train_rows, config.job_max_train_rows)
-    predict_rows = sum(int(rows.get(split, 0)) for split in ("validation", "holdout", "probe", "human"))
+    cap = config.job_max_predict_rows or 10**9
+    predict_rows = sum(min(int(rows.get(split, 0)), cap) for split in ("validation", "holdout", "probe", "human"))
     return default_job_timeout_s(
         getattr(backend, "flavor", "local"),
         train_rows,

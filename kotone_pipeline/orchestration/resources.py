@@ -58,6 +58,7 @@ class LoopSettings(dg.ConfigurableResource):
     job_timeout_s: int | None = None
     job_max_steps: int | None = None
     job_max_train_rows: int | None = None
+    job_max_predict_rows: int | None = None
     min_improvement: float = 0.005
     max_dim_regression: float = 0.15
     max_human_regression: float = 0.05

@@ -122,6 +122,8 @@ def default_script_args(spec: JobSpec, output: OutputTarget) -> list[str]:
         args.append(f"--max-steps={spec.max_steps}")
     if spec.max_train_rows:
         args.append(f"--max-train-rows={spec.max_train_rows}")
+    if spec.max_predict_rows:
+        args.append(f"--max-predict-rows={spec.max_predict_rows}")
     return args
 
 

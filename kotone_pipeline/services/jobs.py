@@ -51,6 +51,7 @@ class JobSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)  # non-secret settings only
     max_steps: int | None = None  # smoke runs: stop training early
     max_train_rows: int | None = None  # smoke runs: train on the first N pairs
+    max_predict_rows: int | None = None  # smoke runs: predict the first N pairs of each split
 
     def labels(self, project: str = "kotone") -> dict[str, str]:
         return {"kotone-project": project, "kotone-cycle": self.cycle_id, "kotone-run": self.run_id}

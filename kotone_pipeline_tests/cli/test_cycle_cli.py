@@ -84,6 +84,10 @@ def test_smoke_settings_fill_only_what_is_not_set() -> None:
 
     env = {"KOTONE_JOB_BACKEND": "hf", "KOTONE_JOB_MAX_STEPS": "10"}
     applied = apply_smoke_settings(env)
-    assert applied == {"KOTONE_CAMPAIGN_SIZE": "1", "KOTONE_JOB_MAX_TRAIN_ROWS": "32"}
+    assert applied == {
+        "KOTONE_CAMPAIGN_SIZE": "1",
+        "KOTONE_JOB_MAX_TRAIN_ROWS": "32",
+        "KOTONE_JOB_MAX_PREDICT_ROWS": "32",
+    }
     config = LoopConfig.from_env({**env, "KOTONE_TRAINER": "lora"})
     assert (config.campaign_size, config.job_max_steps, config.job_max_train_rows) == (1, 10, 32)
