@@ -399,7 +399,7 @@ def test_budget_refuses_a_job_the_cycle_cannot_afford(make_backend, held):
         stage="ERROR",
         running_s=1800,
     )
-    # Its job JSON says 36000 s, but the budget counts the timeout we submitted (our label): 1800 s.
+    # The budget counts the timeout recorded on the job (our label), whatever else it was created with: 1800 s.
     held.add_job(
         USER,
         {"kotone-project": "kotone", "kotone-cycle": "c1", "kotone-run": "open", TIMEOUT_LABEL: "1800"},
