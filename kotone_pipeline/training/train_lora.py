@@ -409,6 +409,9 @@ def prefetch_base_model(repo: str, revision: str | None) -> None:
         repo_id=repo,
         revision=revision,
         allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt"],
+        # Mistral repos also ship their native-format weights (consolidated.safetensors): not used here,
+        # and as large as the transformers shards.
+        ignore_patterns=["consolidated*", "original/*"],
         token=os.environ.get("HF_TOKEN") or None,
         endpoint=hub_endpoint(),
     )
