@@ -16,7 +16,7 @@ import pytest
 from kotone_pipeline.services.datasets import DatasetRef
 from kotone_pipeline.services.hf_common import TRAINING_SCRIPT_PATH_IN_REPO
 from kotone_pipeline.services.hf_datasets import HfHubDatasetStore
-from kotone_pipeline.services.hf_jobs import TIMEOUT_LABEL, BudgetExceededError, HfJobsBackend
+from kotone_pipeline.services.hf_jobs import ATTEMPT_LABEL, TIMEOUT_LABEL, BudgetExceededError, HfJobsBackend
 from kotone_pipeline.services.jobs import JobBackendError, JobSpec, JobState
 from kotone_pipeline_tests.hf_standin.fixtures import (
     FAKE_TRAIN_SCRIPT,
@@ -185,6 +185,31 @@ def test_a_failed_job_reports_its_log_tail(backend, dataset):
     assert "exit code: 1" in final.message
     assert "CUDA out of memory (fake)" in final.message
     assert "step 4: loss nan" in final.message
+
+
+def test_a_run_whose_job_timed_out_is_submitted_again_to_the_same_branch_once(backend, hf_standin, dataset):
+    first = backend.submit(spec(dataset=dataset, timeout_s=600, hparams={"sleep_s": 60}))
+    wait_for(lambda: backend.statuses([first.job_id])[first.job_id].stage == "RUNNING")
+    hf_standin.advance(601)  # the machine's watchdog kills the job at its timeout
+    failed = poll_until_terminal(backend, first.job_id)
+    assert failed.stage == "ERROR" and "timeout" in failed.message.lower()
+
+    second = backend.submit(spec(dataset=dataset, timeout_s=600, hparams={"sleep_s": 60}))
+    assert not second.adopted and second.job_id != first.job_id
+    assert second.output_uri == first.output_uri  # the same branch: the script resumes from its checkpoint
+    job = hf_standin.jobs[second.job_id]
+    assert job.spec["labels"][ATTEMPT_LABEL] == "2" and job.spec["labels"]["kotone-run"] == "r1"
+    # Submitting again adopts the live attempt: never two jobs at once for one run.
+    third = backend.submit(spec(dataset=dataset, timeout_s=600, hparams={"sleep_s": 60}))
+    assert third.adopted and third.job_id == second.job_id
+    assert len(jobs_of_run(hf_standin)) == 2
+
+
+def test_a_job_that_failed_otherwise_is_adopted_not_submitted_again(backend, held):
+    held.add_job(USER, {"kotone-project": "kotone", "kotone-cycle": "c1", "kotone-run": "r1"}, stage="ERROR")
+    state = backend.submit(spec())
+    assert state.adopted and state.stage == "ERROR"
+    assert len(jobs_of_run(held)) == 1
 
 
 def test_cancel_stops_a_running_job(backend, hf_standin, dataset):
