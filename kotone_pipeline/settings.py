@@ -86,7 +86,11 @@ class Settings(BaseModel):
     add_ratio: float = Field(0.2, alias="KOTONE_ADD_RATIO", ge=0, le=1)
     replay_ratio: float = Field(0.15, alias="KOTONE_REPLAY_RATIO", ge=0, le=1)
     split_seed: int = Field(20261125, alias="KOTONE_SPLIT_SEED", ge=0, lt=2**63)
-    job_timeout_s: int = Field(1800, alias="KOTONE_JOB_TIMEOUT_S", ge=60, le=7 * 24 * 3600)
+    # Unset: the local trainer's 1800 s, or for LoRA jobs the formula of domain/job_timeout.py.
+    job_timeout_s: int | None = Field(None, alias="KOTONE_JOB_TIMEOUT_S", ge=60, le=7 * 24 * 3600)
+    job_max_steps: int | None = Field(None, alias="KOTONE_JOB_MAX_STEPS", ge=1)
+    job_max_train_rows: int | None = Field(None, alias="KOTONE_JOB_MAX_TRAIN_ROWS", ge=1)
+    job_max_predict_rows: int | None = Field(None, alias="KOTONE_JOB_MAX_PREDICT_ROWS", ge=1)
     min_improvement: float = Field(0.005, alias="KOTONE_MIN_IMPROVEMENT", ge=0, le=10)
     max_dim_regression: float = Field(0.15, alias="KOTONE_MAX_DIM_REGRESSION", ge=0, le=10)
     max_human_regression: float = Field(0.05, alias="KOTONE_MAX_HUMAN_REGRESSION", ge=0, le=10)

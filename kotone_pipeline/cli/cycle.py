@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -158,15 +159,52 @@ def dev(
     raise typer.Exit(subprocess.call([dagster, "dev", *target, "-h", host, "-p", str(port)], env=env, cwd=REPO_ROOT))
 
 
+# A first production run that costs cents: one run, a handful of training rows, a few optimizer steps; every
+# phase of the job (environment, base model download, training, checkpoint and adapter push, batched
+# prediction of the full eval splits, validation, gate) still runs. Explicit KOTONE_* settings win.
+SMOKE_SETTINGS = {
+    "KOTONE_CAMPAIGN_SIZE": "1",
+    "KOTONE_JOB_MAX_TRAIN_ROWS": "32",
+    "KOTONE_JOB_MAX_STEPS": "4",
+    "KOTONE_JOB_MAX_PREDICT_ROWS": "32",
+}
+
+
+def apply_smoke_settings(env: MutableMapping[str, str]) -> dict[str, str]:
+    """Set the smoke settings not already set in ``env``; the ones applied."""
+    trainer = env.get("KOTONE_TRAINER") or ("lora" if env.get("KOTONE_JOB_BACKEND") == "hf" else "local")
+    if trainer != "lora":
+        raise ValueError(
+            "--smoke is a first run of the LoRA trainer on HF Jobs: set KOTONE_JOB_BACKEND=hf and "
+            "KOTONE_DATASET_STORE=hf (see the README's production section)"
+        )
+    applied = {k: v for k, v in SMOKE_SETTINGS.items() if not env.get(k)}
+    env.update(applied)
+    return applied
+
+
 @cycle_app.command("new")
 @handle_errors
 def cycle_new(
     cycle_id: str = typer.Argument(None, help="Cycle id (a-z, 0-9, '_', '-'; max 63). Default: cycle-NNN."),
     run: bool = typer.Option(False, "--run", help="Also run the cycle to the end, like demo does for one cycle."),
+    smoke: bool = typer.Option(
+        False,
+        "--smoke",
+        help="With --run, on HF Jobs: a first run that costs cents (1 run, "
+        f"{SMOKE_SETTINGS['KOTONE_JOB_MAX_TRAIN_ROWS']} training rows, {SMOKE_SETTINGS['KOTONE_JOB_MAX_STEPS']} "
+        f"steps, {SMOKE_SETTINGS['KOTONE_JOB_MAX_PREDICT_ROWS']} predictions per split) exercising every phase of "
+        "the job; it is never promoted.",
+    ),
 ) -> None:
     """Add a cycle partition (and optionally run it)."""
     from kotone_pipeline.orchestration.runner import CycleFailedError
 
+    if smoke:
+        if not run:
+            raise fail("--smoke needs --run (it sizes the cycle's training job)")
+        applied = apply_smoke_settings(os.environ)
+        status_console.print(f"[dim]smoke run: {', '.join(f'{k}={v}' for k, v in applied.items()) or 'as set'}[/dim]")
     runner = _runner(progress=True)
     created = runner.new_cycle(cycle_id)
     typer.echo(created)

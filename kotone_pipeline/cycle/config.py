@@ -25,7 +25,14 @@ class LoopConfig(BaseModel):
     add_ratio: float = 0.2
     replay_ratio: float = 0.15
     split_seed: int = 20261125
-    job_timeout_s: int = Field(default=1800, ge=60)
+    job_timeout_s: int | None = Field(
+        default=None, ge=60, description="job timeout; unset: derived from data size and flavor (domain.job_timeout)"
+    )
+    job_max_steps: int | None = Field(default=None, ge=1, description="stop LoRA training after N steps (smoke)")
+    job_max_train_rows: int | None = Field(default=None, ge=1, description="train on the first N pairs (smoke)")
+    job_max_predict_rows: int | None = Field(
+        default=None, ge=1, description="predict the first N pairs of each eval split (smoke)"
+    )
     min_improvement: float = 0.005
     max_dim_regression: float = 0.15
     max_human_regression: float = Field(
@@ -87,6 +94,9 @@ class LoopConfig(BaseModel):
             "replay_ratio": "KOTONE_REPLAY_RATIO",
             "split_seed": "KOTONE_SPLIT_SEED",
             "job_timeout_s": "KOTONE_JOB_TIMEOUT_S",
+            "job_max_steps": "KOTONE_JOB_MAX_STEPS",
+            "job_max_train_rows": "KOTONE_JOB_MAX_TRAIN_ROWS",
+            "job_max_predict_rows": "KOTONE_JOB_MAX_PREDICT_ROWS",
             "min_improvement": "KOTONE_MIN_IMPROVEMENT",
             "max_dim_regression": "KOTONE_MAX_DIM_REGRESSION",
             "max_human_regression": "KOTONE_MAX_HUMAN_REGRESSION",

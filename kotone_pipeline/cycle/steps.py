@@ -35,6 +35,7 @@ from kotone_pipeline.domain.hparams import (
     next_local_hparams,
     next_lora_hparams,
 )
+from kotone_pipeline.domain.job_timeout import default_job_timeout_s
 from kotone_pipeline.domain.jsonl import iter_json_lines
 from kotone_pipeline.domain.metrics import evaluate, score_prediction_records
 from kotone_pipeline.domain.predictor import Predictor
@@ -489,19 +490,25 @@ def step_training_submission(
     _refuse_changed_resubmission(artifacts, cycle_id, dataset, variants)
     dataset_artifact = dataset_artifact_for_jobs(split_doc)
     job_env = {DATASET_ARTIFACT_ENV: dataset_artifact} if dataset_artifact else {}
+    pricing = backend.prepare_cycle(cycle_id)
     runs = []
     for index, hparams in enumerate(variants):
+        timeout_s = job_timeout_s(config, backend, split_doc.get("rows") or {}, hparams)
         spec = JobSpec(
             cycle_id=cycle_id,
             run_id=f"r{index}",
             trainer=config.trainer,  # type: ignore[arg-type]
             hparams=hparams,
             dataset=dataset,
-            timeout_s=config.job_timeout_s,
+            timeout_s=timeout_s,
             env=job_env,
+            max_steps=config.job_max_steps,
+            max_train_rows=config.job_max_train_rows,
+            max_predict_rows=config.job_max_predict_rows,
         )
         state = backend.submit(spec)
-        runs.append({"run_id": spec.run_id, "hparams": hparams, **_state_fields(state)})
+        # The timeout we sent is what the budget counts (the job's answer is not trusted to echo it).
+        runs.append({"run_id": spec.run_id, "hparams": hparams, "timeout_s": timeout_s, **_state_fields(state)})
     doc = {
         "cycle_id": cycle_id,
         "trainer": config.trainer,
@@ -510,8 +517,37 @@ def step_training_submission(
         "hparams_decision": decision.model_dump(mode="json"),
         "runs": runs,
     }
+    if pricing:
+        doc["pricing"] = pricing
+    if config.job_max_steps or config.job_max_train_rows or config.job_max_predict_rows:
+        doc["smoke"] = {
+            "max_steps": config.job_max_steps,
+            "max_train_rows": config.job_max_train_rows,
+            "max_predict_rows": config.job_max_predict_rows,
+        }
     artifacts.write_doc(cycle_id, "training_submission", doc)
     return doc
+
+
+def job_timeout_s(config: LoopConfig, backend: JobBackend, rows: dict[str, int], hparams: dict[str, Any]) -> int:
+    """KOTONE_JOB_TIMEOUT_S when set; else the local default, or the LoRA formula (domain.job_timeout)."""
+    if config.job_timeout_s:
+        return config.job_timeout_s
+    if config.trainer != "lora":
+        return 1800  # the local trainer fits in seconds; this only bounds a hung process
+    train_rows = int(rows.get("train", 0))
+    if config.job_max_train_rows:
+        train_rows = min(train_rows, config.job_max_train_rows)
+    cap = config.job_max_predict_rows or 10**9
+    predict_rows = sum(min(int(rows.get(split, 0)), cap) for split in ("validation", "holdout", "probe", "human"))
+    return default_job_timeout_s(
+        getattr(backend, "flavor", "local"),
+        train_rows,
+        predict_rows,
+        hparams,
+        max_steps=config.job_max_steps,
+        max_timeout_s=int(getattr(backend, "max_timeout_s", 6 * 3600)),
+    )
 
 
 def _refuse_changed_resubmission(

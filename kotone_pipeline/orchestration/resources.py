@@ -52,7 +52,10 @@ class LoopSettings(dg.ConfigurableResource):
     add_ratio: float = 0.2
     replay_ratio: float = 0.15
     split_seed: int = 20261125
-    job_timeout_s: int = 1800
+    job_timeout_s: int | None = None
+    job_max_steps: int | None = None
+    job_max_train_rows: int | None = None
+    job_max_predict_rows: int | None = None
     min_improvement: float = 0.005
     max_dim_regression: float = 0.15
     max_human_regression: float = 0.05

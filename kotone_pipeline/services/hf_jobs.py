@@ -72,6 +72,12 @@ FLAVOR_PRICES_USD_PER_HOUR: dict[str, float] = {
 # Files a training run must leave in its output revision; metrics.json is written by some trainers only.
 REQUIRED_OUTPUTS = ("predictions_validation.jsonl", "predictions_holdout.jsonl", "run.json")
 OPTIONAL_OUTPUTS = ("metrics.json", "predictions_probe.jsonl")
+# The timeout we submitted, recorded on the job itself: the budget counts it for open jobs (the job JSON the
+# client parses carries no timeout, and any process that lists the job sees its labels).
+TIMEOUT_LABEL = "kotone-timeout-s"
+# A run whose job hit its timeout is submitted again (up to ``max_attempts`` jobs), to the same output branch:
+# the training script resumes from the checkpoint it pushed there and skips what it already uploaded.
+ATTEMPT_LABEL = "kotone-attempt"
 # Non-secret env names that look like credentials are refused: secrets go as job secrets only.
 _SECRETISH = ("TOKEN", "SECRET", "PASSW", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE_KEY")
 
@@ -115,6 +121,12 @@ def default_script_args(spec: JobSpec, output: OutputTarget) -> list[str]:
     ]
     if spec.hparams:
         args.append(f"--hparams={json.dumps(spec.hparams, sort_keys=True, separators=(',', ':'))}")
+    if spec.max_steps:
+        args.append(f"--max-steps={spec.max_steps}")
+    if spec.max_train_rows:
+        args.append(f"--max-train-rows={spec.max_train_rows}")
+    if spec.max_predict_rows:
+        args.append(f"--max-predict-rows={spec.max_predict_rows}")
     return args
 
 
@@ -142,6 +154,7 @@ class HfJobsBackend(JobBackend):
         retry: RetryPolicy | None = None,
         create_settle_s: float | None = None,
         log_tail_lines: int = 50,
+        max_attempts: int = 2,
         api: HfApi | None = None,
     ) -> None:
         self.endpoint = resolve_endpoint(endpoint or (api.endpoint if api is not None else None))
@@ -168,6 +181,7 @@ class HfJobsBackend(JobBackend):
         )
         self._unsettled: dict[tuple[str, str], float] = {}
         self.log_tail_lines = log_tail_lines
+        self.max_attempts = max(1, int(max_attempts))
         self.redact = Redactor([self._token, *env_secrets(dict(secret_source) if secret_source else None).values()])
         self._log_tails: dict[str, str] = {}
         self._cancel_reasons: dict[str, str] = {}
@@ -217,6 +231,20 @@ class HfJobsBackend(JobBackend):
             return max(self.prices.values())
         return self.prices[flavor]
 
+    def prepare_cycle(self, cycle_id: str) -> dict[str, Any]:
+        """Prices refreshed from ``list_jobs_hardware`` once per cycle; on failure the table stays, with a note."""
+        try:
+            self.refresh_prices()
+        except JobBackendError as exc:
+            log.warning("cycle %s: prices not refreshed (%s); using the last known table", cycle_id, exc)
+            return {
+                "source": "table",
+                "note": f"list_jobs_hardware failed ({exc}); budget computed from the last known prices",
+                "flavor": self.flavor,
+                "usd_per_hour": self.price_per_hour(self.flavor),
+            }
+        return {"source": "list_jobs_hardware", "flavor": self.flavor, "usd_per_hour": self.price_per_hour(self.flavor)}
+
     def refresh_prices(self) -> dict[str, float]:
         """Replace the price table with the Hub's current one (``list_jobs_hardware``)."""
         hardware = self._read("list hardware", lambda: self.api.list_jobs_hardware(token=self._need_token()))
@@ -232,13 +260,27 @@ class HfJobsBackend(JobBackend):
         validate_cycle_id(spec.cycle_id)
         validate_run_id(spec.run_id)
         cycle_jobs = self._list({"kotone-project": self.project, "kotone-cycle": spec.cycle_id})
-        mine = [(info, raw) for info, raw in cycle_jobs if (info.labels or {}).get("kotone-run") == spec.run_id]
+        mine = [(info, raw) for info, raw in cycle_jobs if _has_labels(info, spec.labels(self.project))]
         key = (spec.cycle_id, spec.run_id)
+        attempt = 1
         if mine:
-            # Adopt whatever stage it is in: a failed run is retried under a new run id, never resubmitted.
+            # Adopt the live job, or a finished one: a failed run is retried under a new run id, except a run
+            # whose last job hit its timeout, which is submitted again (it resumes from its checkpoint).
             self._unsettled.pop(key, None)
-            self._cancel_duplicates(mine)
-            return self._state(*mine[0], adopted=True)
+            live = [(info, raw) for info, raw in mine if not is_terminal(str(info.status.stage))]
+            if live:
+                self._cancel_duplicates(live)
+                return self._state(*live[0], adopted=True)
+            if len(mine) >= self.max_attempts or not _timed_out(mine[-1][0]):
+                return self._state(*mine[-1], adopted=True)
+            attempt = len(mine) + 1
+            log.warning(
+                "run %s/%s: job %s hit its timeout; submitting attempt %d, which resumes from its checkpoint",
+                spec.cycle_id,
+                spec.run_id,
+                mine[-1][0].id,
+                attempt,
+            )
         since = self._unsettled.get(key)
         if since is not None and time.monotonic() - since < self.create_settle_s:
             raise JobBackendError(
@@ -253,18 +295,19 @@ class HfJobsBackend(JobBackend):
         script_url = self.script_url_resolver(spec)
         self._prepare_output(output)
         try:
-            info = self._create(spec, output, script_url)
+            info = self._create(spec, output, script_url, attempt)
         except Exception as exc:
             if http_status(exc) is not None and not is_ambiguous(exc):
                 raise JobBackendError(
                     f"HF Jobs refused the job for {spec.cycle_id}/{spec.run_id}: {describe_error(exc, self.redact)}",
                     transient=is_transient(exc),
                 ) from None
-            return self._reconcile_after_failed_create(spec, exc)
+            return self._reconcile_after_failed_create(spec, exc, attempt)
         return self._state(info, None)
 
     def find(self, cycle_id: str, run_id: str) -> JobState | None:
-        found = self._list({"kotone-project": self.project, "kotone-cycle": cycle_id, "kotone-run": run_id})
+        labels = {"kotone-project": self.project, "kotone-cycle": cycle_id, "kotone-run": run_id}
+        found = self._list(labels)
         return self._state(*found[0]) if found else None
 
     def jobs(self, cycle_id: str | None = None) -> list[JobState]:
@@ -366,13 +409,12 @@ class HfJobsBackend(JobBackend):
     def _check_budget(self, spec: JobSpec, cycle_jobs: list[tuple[JobInfo, dict[str, Any]]]) -> None:
         """Spent (finished jobs) + committed (open jobs at their timeout) + this worst case <= budget."""
         committed = 0.0
-        for info, raw in cycle_jobs:
+        for info, _raw in cycle_jobs:
             price = self.price_per_hour(_flavor(info))
             if is_terminal(info.status.stage):
                 committed += (_running_s(info) or 0.0) * price / 3600
             else:
-                timeout = float(raw.get("timeoutSeconds") or self.max_timeout_s)
-                committed += max(timeout, _running_s(info) or 0.0) * price / 3600
+                committed += max(_submitted_timeout_s(info, self.max_timeout_s), _running_s(info) or 0.0) * price / 3600
         worst = spec.timeout_s * self.price_per_hour(self.flavor) / 3600
         if committed + worst > self.budget_usd_per_cycle + 1e-9:
             raise BudgetExceededError(
@@ -422,8 +464,11 @@ class HfJobsBackend(JobBackend):
             self.redact.add(value)
         return secrets
 
-    def _create(self, spec: JobSpec, output: OutputTarget, script_url: str) -> JobInfo:
+    def _create(self, spec: JobSpec, output: OutputTarget, script_url: str, attempt: int = 1) -> JobInfo:
         """One POST /api/jobs/{namespace}: ``uv run <pinned script URL> <args>`` (never retried here)."""
+        labels = {**spec.labels(self.project), TIMEOUT_LABEL: str(int(spec.timeout_s))}
+        if attempt > 1:
+            labels[ATTEMPT_LABEL] = str(attempt)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*run_uv_job.*experimental")
             return self.api.run_uv_job(
@@ -434,19 +479,18 @@ class HfJobsBackend(JobBackend):
                 secrets=self._job_secrets(),
                 flavor=self.flavor,
                 timeout=int(spec.timeout_s),
-                labels=spec.labels(self.project),
-                name=f"{self.project}-{spec.cycle_id}-{spec.run_id}",
+                labels=labels,
+                name=f"{self.project}-{spec.cycle_id}-{spec.run_id}" + (f"-a{attempt}" if attempt > 1 else ""),
                 namespace=self.namespace,
                 token=self._need_token(),
             )
 
-    def _reconcile_after_failed_create(self, spec: JobSpec, exc: BaseException) -> JobState:
-        """The create may have worked: look the run up by its labels before anyone retries."""
+    def _reconcile_after_failed_create(self, spec: JobSpec, exc: BaseException, attempt: int = 1) -> JobState:
+        """The create may have worked: look the run (this attempt) up by its labels before anyone retries."""
         error = describe_error(exc, self.redact)
+        labels = spec.labels(self.project) | ({ATTEMPT_LABEL: str(attempt)} if attempt > 1 else {})
         try:
-            found = self._list(
-                {"kotone-project": self.project, "kotone-cycle": spec.cycle_id, "kotone-run": spec.run_id}
-            )
+            found = self._list(labels)
         except JobBackendError as list_error:
             self._unsettled[(spec.cycle_id, spec.run_id)] = time.monotonic()
             raise JobBackendError(
@@ -519,6 +563,9 @@ class HfJobsBackend(JobBackend):
 
         raws = self._read(f"list jobs {labels}", fetch)
         jobs = [(JobInfo(**raw, endpoint=self.endpoint), raw) for raw in raws]
+        # Checked here too: a job is only ever adopted or counted when its labels really match (a server that
+        # ignored or mis-applied the filter must not make us adopt another run's job).
+        jobs = [(info, raw) for info, raw in jobs if _has_labels(info, labels)]
         return sorted(jobs, key=lambda pair: pair[0].created_at or datetime.min.replace(tzinfo=UTC))
 
     def _inspect(self, job_id: str) -> JobInfo | None:
@@ -614,6 +661,25 @@ class HfJobsBackend(JobBackend):
             output_uri=output,
             adopted=adopted,
         )
+
+
+def _timed_out(info: JobInfo) -> bool:
+    """The job ended because it ran past its timeout (the status message says so)."""
+    message = str(info.status.message or "").lower()
+    return str(info.status.stage).upper() == "ERROR" and ("timeout" in message or "timed out" in message)
+
+
+def _has_labels(info: JobInfo, labels: Mapping[str, str]) -> bool:
+    own = info.labels or {}
+    return all(own.get(key) == value for key, value in labels.items())
+
+
+def _submitted_timeout_s(info: JobInfo, fallback: int) -> float:
+    """The timeout we sent (our label); the backend's maximum for a job without one (not ours, or older)."""
+    try:
+        return float((info.labels or {})[TIMEOUT_LABEL])
+    except (KeyError, ValueError):
+        return float(fallback)
 
 
 def _flavor(info: JobInfo) -> str | None:

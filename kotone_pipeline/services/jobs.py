@@ -49,6 +49,9 @@ class JobSpec(BaseModel):
     dataset: DatasetRef
     timeout_s: int = 1800
     env: dict[str, str] = Field(default_factory=dict)  # non-secret settings only
+    max_steps: int | None = None  # smoke runs: stop training early
+    max_train_rows: int | None = None  # smoke runs: train on the first N pairs
+    max_predict_rows: int | None = None  # smoke runs: predict the first N pairs of each split
 
     def labels(self, project: str = "kotone") -> dict[str, str]:
         return {"kotone-project": project, "kotone-cycle": self.cycle_id, "kotone-run": self.run_id}
@@ -98,6 +101,10 @@ class JobBackend(ABC):
     @abstractmethod
     def statuses(self, job_ids: list[str]) -> dict[str, JobState]:
         """Current state of many jobs at once (one list call for remote backends)."""
+
+    def prepare_cycle(self, cycle_id: str) -> dict[str, Any]:
+        """Once per cycle, before its submissions (HF: refresh prices); what to record with them."""
+        return {}
 
     @abstractmethod
     def cancel(self, job_id: str) -> None: ...

@@ -18,10 +18,18 @@ Run as a uv script on Hugging Face Jobs (``uv run <pinned resolve URL> ...``) or
     uv run train_lora.py --dataset-repo ORG/NAME --dataset-revision SHA \\
         --output-repo ORG/MODEL --output-revision cycle-ID-RUN --output-dir out
 
-Outputs in ``--output-dir``: ``model/`` (the LoRA adapter and tokenizer), ``predictions_validation.jsonl``,
-``predictions_holdout.jsonl`` (``{"pair_id", "raw", "prediction", "latency_ms"}`` per pair) and
-``run.json``; with ``--output-repo`` the directory is uploaded to that model repo on the branch
-``--output-revision``. Secrets (HF_TOKEN, WANDB_API_KEY) are read from the environment only.
+Outputs in ``--output-dir``: ``model/`` (the LoRA adapter and tokenizer), ``metrics.json`` (training
+metrics), ``predictions_<split>.jsonl`` for validation, holdout, probe and human (``{"pair_id", "raw",
+"prediction", "latency_ms"}`` per pair) and ``run.json``; with ``--output-repo`` they are uploaded to that
+model repo on the branch ``--output-revision``. Secrets (HF_TOKEN, WANDB_API_KEY) are read from the
+environment only.
+
+Surviving a timeout or a preemption (a paid hour is not lost): every ``--checkpoint-steps`` optimizer steps
+the trainer checkpoint is pushed to the branch (``checkpoint/``); the adapter and ``metrics.json`` are pushed
+as soon as training ends, each prediction file as soon as it is written. Run again for the same branch,
+the script resumes from the last pushed checkpoint, and skips training and every split already uploaded.
+Before training, the tokenizer's chat template is checked (it exists, and the answer follows the rendered
+prompt): a wrong base model fails in seconds.
 
 The module's top level imports the standard library only: the pipeline imports ``build_prompt``,
 ``format_completion`` and ``parse_completion`` from here, so training and prediction share one prompt.
@@ -174,7 +182,12 @@ PREDICTED_SPLITS = ("validation", "holdout", "probe", "human")  # probe: mined f
 MODEL_SUBDIR = "model"
 DATASET_ARTIFACT_ENV = "KOTONE_DATASET_ARTIFACT"  # the W&B dataset artifact this run declares as its input
 TRAINER_SUBDIR = "_trainer"  # checkpoints and trainer logs: never uploaded
-DEFAULT_PREDICT_BATCH = 1  # per-request latency, comparable across runs and with the seed project
+DEFAULT_PREDICT_BATCH = 1  # LoraPredictor's default: the latency a single request sees (serving)
+# Jobs predict in left-padded batches: ~940 rows one at a time cost more than training on a GPU.
+JOB_PREDICT_BATCH = 16
+DEFAULT_CHECKPOINT_STEPS = 50  # a preempted job loses at most this many optimizer steps
+CHECKPOINT_SUBDIR = "checkpoint"  # on the run branch: the last trainer checkpoint (resume)
+METRICS_FILE = "metrics.json"
 MAX_NEW_TOKENS = 48  # the completion is ~40 tokens; a longer answer is invalid anyway
 SHA_PATTERN = re.compile(r"^[0-9a-f]{40}$")
 BRANCH_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -374,6 +387,68 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, subfolder: st
     return tokenizer
 
 
+def load_base_tokenizer(name_or_path: str, revision: str | None = None) -> Any:
+    """The base model's tokenizer; BadInput naming the repo when it has none (fails before any download of
+    weights). Tokenizer path for Mistral models: transformers' own fast tokenizer from ``tokenizer.json`` (an
+    explicit choice: ``mistral-common`` is not a dependency; the chat template check below covers what it
+    would)."""
+    try:
+        return load_tokenizer(name_or_path, revision)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise BadInput(
+            f"base model {name_or_path}: no usable tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+            "the repo needs tokenizer.json and tokenizer_config.json (or pass --tokenizer-dir)"
+        ) from exc
+
+
+def prefetch_base_model(repo: str, revision: str | None) -> None:
+    """Download the base model's files into the Hub cache (``from_pretrained`` then loads from there)."""
+    from huggingface_hub import snapshot_download
+
+    log(f"downloading base model {repo}" + (f"@{revision}" if revision else ""))
+    snapshot_download(
+        repo_id=repo,
+        revision=revision,
+        allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt"],
+        # Mistral repos also ship their native-format weights (consolidated.safetensors): not used here,
+        # and as large as the transformers shards.
+        ignore_patterns=["consolidated*", "original/*"],
+        token=os.environ.get("HF_TOKEN") or None,
+        endpoint=hub_endpoint(),
+    )
+
+
+def check_chat_template(tokenizer: Any, where: str) -> None:
+    """The answer must follow the rendered prompt exactly, or completion-only training learns nothing.
+
+    Checked on one rendered example before the model is loaded: seconds, not a paid hour."""
+    if not uses_chat_template(tokenizer):
+        raise BadInput(
+            f"{where}: the tokenizer has no chat template (tokenizer_config.json 'chat_template' or "
+            "chat_template.jinja); an instruct model's tokenizer is needed"
+        )
+    messages = build_messages("A calm, warm tune for a rainy evening.", "request_text")
+    completion = format_completion(dict.fromkeys(DIMS, 5))
+    try:
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": completion}], tokenize=False)
+    except Exception as exc:  # jinja errors: a template that cannot render these roles
+        raise BadInput(f"{where}: the chat template cannot render a system/user/assistant example: {exc}") from exc
+    if messages[1]["content"] not in prompt:
+        raise BadInput(f"{where}: the chat template drops the user message")
+    if not full.startswith(prompt):
+        raise BadInput(
+            f"{where}: the chat template renders the prompt differently once an answer follows "
+            f"(prompt ends {prompt[-60:]!r}, full example has {full[len(prompt) - 60 : len(prompt)]!r} there); "
+            "the completion boundary cannot be found"
+        )
+    if not full[len(prompt) :].lstrip().startswith(completion):
+        raise BadInput(
+            f"{where}: the answer does not directly follow the generation prompt "
+            f"(found {full[len(prompt) : len(prompt) + 60]!r}); the completion boundary cannot be found"
+        )
+
+
 def dequantizing_config(quantization: Any) -> Any:
     """The checkpoint's own quantization config set to dequantize on load (FP8 -> bf16), or None.
 
@@ -454,8 +529,13 @@ def build_trainer(
     trainer_dir: Path,
     max_steps: int | None = None,
     run_name: str | None = None,
+    checkpoint_steps: int = 0,
+    callbacks: Sequence[Any] = (),
 ) -> Any:
-    """TRL SFTTrainer + peft LoRA, loss on the completion tokens only, DESIGN §4 hyper-parameters."""
+    """TRL SFTTrainer + peft LoRA, loss on the completion tokens only, DESIGN §4 hyper-parameters.
+
+    With ``checkpoint_steps`` a resumable checkpoint (adapter, optimizer, scheduler, RNG) is saved every
+    that many steps; only the last one is kept on disk."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -480,7 +560,9 @@ def build_trainer(
         lr_scheduler_type="cosine",
         warmup_steps=0.03,  # a float < 1 is a ratio of the total steps
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps" if checkpoint_steps else "no",
+        save_steps=checkpoint_steps or 500,
+        save_total_limit=1,
         eval_strategy="no",
         report_to=report_to,
         run_name=run_name,
@@ -500,7 +582,89 @@ def build_trainer(
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    return SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=list(callbacks),
+    )
+
+
+class RunBranch:
+    """The run's output branch on the Hub: what is already there, and pushing each piece when it is ready."""
+
+    def __init__(self, repo: str, revision: str) -> None:
+        from huggingface_hub import HfApi
+
+        self.repo, self.revision = repo, revision
+        self.api = HfApi(token=os.environ.get("HF_TOKEN") or None, endpoint=hub_endpoint())
+
+    def prepare(self) -> set[str]:
+        """Create repo and branch when missing; the files already on the branch (a resumed run)."""
+        self.api.create_repo(self.repo, repo_type="model", private=True, exist_ok=True)
+        self.api.create_branch(self.repo, branch=self.revision, repo_type="model", exist_ok=True)
+        return set(self.api.list_repo_files(self.repo, revision=self.revision, repo_type="model"))
+
+    def push(
+        self, folder: Path, patterns: list[str], message: str, path_in_repo: str | None = None, delete: Any = None
+    ) -> str:
+        commit = self.api.upload_folder(
+            repo_id=self.repo,
+            repo_type="model",
+            folder_path=str(folder),
+            path_in_repo=path_in_repo,
+            revision=self.revision,
+            allow_patterns=patterns,
+            delete_patterns=delete,
+            commit_message=message,
+        )
+        return str(getattr(commit, "oid", commit))
+
+    def download(self, patterns: list[str], dest: Path) -> Path:
+        from huggingface_hub import snapshot_download
+
+        return Path(
+            snapshot_download(
+                repo_id=self.repo,
+                repo_type="model",
+                revision=self.revision,
+                allow_patterns=patterns,
+                local_dir=str(dest),
+                token=os.environ.get("HF_TOKEN") or None,
+                endpoint=hub_endpoint(),
+            )
+        )
+
+
+def checkpoint_pusher(branch: RunBranch, record: dict[str, Any]) -> Any:
+    """A TrainerCallback that pushes each saved checkpoint to ``checkpoint/`` on the run branch (replacing
+    the previous one). A failed push is logged and training goes on: the run can still finish."""
+    from transformers import TrainerCallback
+
+    class PushCheckpoint(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if not folder.is_dir():
+                return
+            clock = time.perf_counter()
+            try:
+                branch.push(
+                    folder,
+                    ["*"],
+                    f"checkpoint at step {state.global_step}",
+                    path_in_repo=CHECKPOINT_SUBDIR,
+                    delete=["*"],
+                )
+            except Exception as exc:
+                log(f"warning: checkpoint push at step {state.global_step} failed: {type(exc).__name__}: {exc}")
+                record.setdefault("checkpoint_push_errors", []).append(f"step {state.global_step}: {exc}")
+                return
+            record["last_checkpoint_step"] = int(state.global_step)
+            log(f"pushed checkpoint at step {state.global_step} in {time.perf_counter() - clock:.1f} s")
+
+    return PushCheckpoint()
 
 
 def generate_completions(
@@ -578,8 +742,10 @@ def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def upload_outputs(output_dir: Path, repo: str, revision: str) -> str:
-    """Upload the run directory to ``repo`` on branch ``revision`` (created from main); the commit URL."""
+def upload_outputs(output_dir: Path, repo: str, revision: str, drop_checkpoint: bool = False) -> str:
+    """Upload the run directory to ``repo`` on branch ``revision`` (created from main); the commit URL.
+
+    ``drop_checkpoint``: a completed run removes its resumable checkpoint from the branch (no longer needed)."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=os.environ.get("HF_TOKEN") or None, endpoint=hub_endpoint())
@@ -592,6 +758,7 @@ def upload_outputs(output_dir: Path, repo: str, revision: str) -> str:
         revision=revision,
         commit_message=f"kotone LoRA run {revision}",
         ignore_patterns=[f"{TRAINER_SUBDIR}/**", ".*"],
+        delete_patterns=[f"{CHECKPOINT_SUBDIR}/*"] if drop_checkpoint else None,
     )
     return str(getattr(commit, "commit_url", commit))
 
@@ -624,7 +791,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-revision", default=None, help="branch for this run, e.g. cycle-ID-RUN")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     parser.add_argument(
-        "--predict-batch-size", type=int, default=DEFAULT_PREDICT_BATCH, help="1 measures per-request latency"
+        "--max-train-rows", type=int, default=None, help="train on the first N training pairs only (smoke runs)"
+    )
+    parser.add_argument(
+        "--max-predict-rows",
+        type=int,
+        default=None,
+        help="predict the first N pairs of each split only (smoke runs; the rest score as invalid)",
+    )
+    parser.add_argument(
+        "--predict-batch-size",
+        type=int,
+        default=JOB_PREDICT_BATCH,
+        help=f"rows generated together (left padding; default {JOB_PREDICT_BATCH}); 1 measures per-request latency",
+    )
+    parser.add_argument(
+        "--checkpoint-steps",
+        type=int,
+        default=DEFAULT_CHECKPOINT_STEPS,
+        help="push a resumable checkpoint to the run branch every N optimizer steps (0: never)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="answer length limit")
     parser.add_argument("--model-dir", default=None, help="load the base model from here instead (tests)")
@@ -656,8 +841,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise BadInput(
             f"--output-revision: expected a branch name unique to the run (not main), got {args.output_revision!r}"
         )
-    if args.max_steps is not None and args.max_steps < 1:
-        raise BadInput(f"--max-steps: expected an integer >= 1, got {args.max_steps}")
+    for option in ("max_steps", "max_train_rows", "max_predict_rows"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise BadInput(f"--{option.replace('_', '-')}: expected an integer >= 1, got {value}")
+    if args.checkpoint_steps < 0:
+        raise BadInput(f"--checkpoint-steps: expected an integer >= 0, got {args.checkpoint_steps}")
     for option in ("predict_batch_size", "max_new_tokens"):
         value = getattr(args, option)
         if value < 1:
@@ -665,7 +854,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, hparams: dict[str, Any], run_record: dict[str, Any]) -> dict[str, Any]:
-    """Load, train, predict, write; fills ``run_record`` as it goes (it is written even on failure)."""
+    """Load, train, predict, write; fills ``run_record`` as it goes (it is written even on failure).
+
+    With an output branch, each piece is pushed when it is ready, and a re-run for the same branch resumes:
+    from the pushed checkpoint, or with the pushed adapter (training skipped), skipping pushed predictions."""
     clock = time.perf_counter()
     timings = run_record["timings_s"]
     if args.dataset_dir is not None:
@@ -682,25 +874,111 @@ def run(args: argparse.Namespace, hparams: dict[str, Any], run_record: dict[str,
 
     run_record["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     clock = time.perf_counter()
-    tokenizer = load_tokenizer(args.tokenizer_dir or args.model_dir or args.base_model, args.base_revision)
-    model = load_base_model(args.model_dir or args.base_model, args.base_revision, for_training=True)
-    timings["load_s"] = round(time.perf_counter() - clock, 3)
-    run_record["prompt_format"] = "chat" if uses_chat_template(tokenizer) else "plain"
+    tokenizer_source = args.tokenizer_dir or args.model_dir or args.base_model
+    tokenizer = load_base_tokenizer(tokenizer_source, args.base_revision)
+    check_chat_template(tokenizer, f"base model {tokenizer_source}")
+    run_record["prompt_format"] = "chat"
+    run_record["tokenizer"] = {"class": type(tokenizer).__name__, "source": str(tokenizer_source)}
 
+    if not args.model_dir:  # its own phase: the 4.7 GB of the default base model take minutes on a job
+        clock_download = time.perf_counter()
+        prefetch_base_model(args.base_model, args.base_revision)
+        timings["download_base_s"] = round(time.perf_counter() - clock_download, 3)
+    branch = RunBranch(args.output_repo, args.output_revision) if args.output_repo else None
+    on_branch = branch.prepare() if branch is not None else set()
+    adapter_pushed = f"{MODEL_SUBDIR}/adapter_config.json" in on_branch and METRICS_FILE in on_branch
+    model_dir = args.output_dir / MODEL_SUBDIR
+    if adapter_pushed:
+        assert branch is not None
+        log(f"resuming: the adapter is on {branch.repo}@{branch.revision} already; training skipped")
+        branch.download([f"{MODEL_SUBDIR}/*", METRICS_FILE], args.output_dir)
+        from peft import PeftModel
+
+        base = load_base_model(args.model_dir or args.base_model, args.base_revision)
+        model = PeftModel.from_pretrained(base, str(model_dir))
+        run_record.update(json.loads((args.output_dir / METRICS_FILE).read_text(encoding="utf-8")))
+        run_record["resumed"] = {"training": "skipped (adapter already pushed)"}
+        timings["load_s"] = round(time.perf_counter() - clock - timings.get("download_base_s", 0.0), 3)
+    else:
+        model = load_base_model(args.model_dir or args.base_model, args.base_revision, for_training=True)
+        timings["load_s"] = round(time.perf_counter() - clock - timings.get("download_base_s", 0.0), 3)
+        model = train(args, hparams, run_record, splits["train"], model, tokenizer, branch, on_branch)
+
+    model.eval()
+    for split in PREDICTED_SPLITS:
+        if not splits.get(split):
+            continue  # probe and human are optional (datasets published before they travelled with them)
+        name = f"predictions_{split}.jsonl"
+        if name in on_branch and branch is not None:
+            branch.download([name], args.output_dir)
+            run_record.setdefault("resumed", {})[split] = "skipped (predictions already pushed)"
+            log(f"{split}: predictions already on the branch; skipped")
+            continue
+        clock = time.perf_counter()
+        rows = splits[split][: args.max_predict_rows] if args.max_predict_rows else splits[split]
+        records = predict_rows(model, tokenizer, rows, args.predict_batch_size, args.max_new_tokens)
+        timings[f"predict_{split}_s"] = round(time.perf_counter() - clock, 3)
+        write_jsonl(args.output_dir / name, records)
+        valid = sum(r["prediction"] is not None for r in records)
+        run_record.setdefault("json_valid", {})[split] = f"{valid}/{len(records)}"
+        log(f"{split}: {valid}/{len(records)} valid predictions in {timings[f'predict_{split}_s']:.1f} s")
+        if branch is not None:
+            _push(branch, args.output_dir, [name], f"{split} predictions", timings, f"push_{split}_s")
+    run_record["predict_batch_size"] = args.predict_batch_size
+    if torch.cuda.is_available():
+        run_record["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return run_record
+
+
+def train(
+    args: argparse.Namespace,
+    hparams: dict[str, Any],
+    run_record: dict[str, Any],
+    rows: list[dict[str, Any]],
+    model: Any,
+    tokenizer: Any,
+    branch: RunBranch | None,
+    on_branch: set[str],
+) -> Any:
+    """LoRA training (resumed from the branch's checkpoint when there is one); pushes adapter and metrics."""
+    timings = run_record["timings_s"]
     max_length = int(hparams["max_length"])
-    train_rows = [row for row in splits["train"] if fits_max_length(tokenizer, row, max_length)]
-    dropped = run_record["rows_dropped_too_long"] = len(splits["train"]) - len(train_rows)
+    if args.max_train_rows:
+        rows = rows[: args.max_train_rows]
+    train_rows = [row for row in rows if fits_max_length(tokenizer, row, max_length)]
+    dropped = run_record["rows_dropped_too_long"] = len(rows) - len(train_rows)
     if dropped:
         log(f"dropped {dropped} training row(s) longer than max_length {max_length}")
     if not train_rows:
         raise BadInput(f"every training row is longer than max_length {max_length} tokens")
+    run_record["rows_trained"] = len(train_rows)
 
-    clock = time.perf_counter()
     trainer_dir = args.output_dir / TRAINER_SUBDIR
-    trainer = build_trainer(model, tokenizer, train_rows, hparams, trainer_dir, args.max_steps, args.output_revision)
-    result = trainer.train()
+    resume_from = None
+    if branch is not None and f"{CHECKPOINT_SUBDIR}/trainer_state.json" in on_branch:
+        branch.download([f"{CHECKPOINT_SUBDIR}/*"], trainer_dir / "pushed")
+        resume_from = trainer_dir / "pushed" / CHECKPOINT_SUBDIR
+        state = json.loads((resume_from / "trainer_state.json").read_text(encoding="utf-8"))
+        run_record["resumed_from_step"] = int(state.get("global_step", 0))
+        log(f"resuming training from the pushed checkpoint at step {run_record['resumed_from_step']}")
+    checkpoint_steps = args.checkpoint_steps if branch is not None else 0
+    callbacks = [checkpoint_pusher(branch, run_record)] if branch is not None and checkpoint_steps else []
+    clock = time.perf_counter()
+    trainer = build_trainer(
+        model,
+        tokenizer,
+        train_rows,
+        hparams,
+        trainer_dir,
+        args.max_steps,
+        args.output_revision,
+        checkpoint_steps=checkpoint_steps,
+        callbacks=callbacks,
+    )
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     timings["train_s"] = round(time.perf_counter() - clock, 3)
     run_record["steps"] = int(trainer.state.global_step)
+    run_record["steps_this_run"] = run_record["steps"] - run_record.get("resumed_from_step", 0)
     run_record["epochs_completed"] = float(trainer.state.epoch or 0.0)
     run_record["train_loss"] = float(result.training_loss)
     run_record["trainable_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
@@ -714,20 +992,36 @@ def run(args: argparse.Namespace, hparams: dict[str, Any], run_record: dict[str,
     model_dir = args.output_dir / MODEL_SUBDIR
     trainer.model.save_pretrained(str(model_dir))
     tokenizer.save_pretrained(str(model_dir))
+    metrics = {
+        key: run_record.get(key)
+        for key in ("steps", "epochs_completed", "train_loss", "trainable_params", "rows_trained", "resumed_from_step")
+        if key in run_record
+    }
+    metrics["loss_history"] = [
+        {"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e and "step" in e
+    ]
+    write_json(args.output_dir / METRICS_FILE, metrics)
+    if branch is not None:
+        # Adapter and metrics first: a timeout during prediction no longer loses the training.
+        patterns = [f"{MODEL_SUBDIR}/*", METRICS_FILE]
+        _push(branch, args.output_dir, patterns, "adapter and training metrics", timings, "push_adapter_s")
+    return trainer.model
 
-    model = trainer.model
-    model.eval()
-    for split in PREDICTED_SPLITS:
-        if not splits.get(split):
-            continue  # probe and human are optional (datasets published before they travelled with them)
-        clock = time.perf_counter()
-        records = predict_rows(model, tokenizer, splits[split], args.predict_batch_size, args.max_new_tokens)
-        timings[f"predict_{split}_s"] = round(time.perf_counter() - clock, 3)
-        write_jsonl(args.output_dir / f"predictions_{split}.jsonl", records)
-        valid = sum(r["prediction"] is not None for r in records)
-        run_record.setdefault("json_valid", {})[split] = f"{valid}/{len(records)}"
-        log(f"{split}: {valid}/{len(records)} valid predictions in {timings[f'predict_{split}_s']:.1f} s")
-    return run_record
+
+class PushRejected(RuntimeError):
+    """The Hub refused one of the run's pushes: the run fails with this message (exit code 1)."""
+
+
+def _push(branch: RunBranch, folder: Path, patterns: list[str], what: str, timings: dict[str, float], key: str) -> None:
+    clock = time.perf_counter()
+    try:
+        branch.push(folder, patterns, f"kotone LoRA run {branch.revision}: {what}")
+    except Exception as exc:
+        raise PushRejected(
+            f"push of {what} to {branch.repo}@{branch.revision} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    timings[key] = round(time.perf_counter() - clock, 3)
+    log(f"pushed {what} to {branch.repo}@{branch.revision} in {timings[key]:.1f} s")
 
 
 def declare_dataset_input(run: Any, artifact: str | None) -> str | None:
@@ -762,6 +1056,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
                 "hparams": hparams,
                 "max_steps": args.max_steps,
+                "max_train_rows": args.max_train_rows,
+                "max_predict_rows": args.max_predict_rows,
+                "checkpoint_steps": args.checkpoint_steps,
                 "output": {"repo": args.output_repo, "revision": args.output_revision},
                 "script_sha256": _script_sha256(),
             }
@@ -777,6 +1074,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"error: {exc}")
         record.update(status="failed", error=str(exc))
         exit_code = EXIT_BAD_INPUT
+    except PushRejected as exc:  # the Hub's answer is the evidence, not our traceback
+        log(f"error: {exc}")
+        record.update(status="failed", error=str(exc))
+        exit_code = EXIT_FAILED
     except Exception as exc:  # a training or I/O failure in a remote job: the traceback is the evidence
         traceback.print_exc()
         log(f"error: training failed: {type(exc).__name__}: {exc}")
@@ -791,7 +1092,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code or EXIT_FAILED
     if args.output_repo and exit_code != EXIT_BAD_INPUT:
         try:
-            url = upload_outputs(args.output_dir, args.output_repo, args.output_revision)
+            url = upload_outputs(
+                args.output_dir, args.output_repo, args.output_revision, drop_checkpoint=exit_code == 0
+            )
             log(f"uploaded {args.output_dir} to {args.output_repo}@{args.output_revision}: {url}")
         except Exception as exc:
             target = f"{args.output_repo}@{args.output_revision}"

@@ -67,3 +67,27 @@ def test_cycle_new_adds_a_partition_once(tmp_path: Path) -> None:
     status = json.loads(kotone(tmp_path, "status", "--json").stdout)
     assert status["cycles"] == [{"cycle_id": "exp-1", "stage": "created", "decision": None}]
     assert status["champion"] is None
+
+
+def test_cycle_new_smoke_needs_run_and_the_lora_trainer(tmp_path: Path) -> None:
+    alone = kotone(tmp_path, "cycle", "new", "first", "--smoke")
+    assert alone.returncode == 2 and "error: --smoke needs --run" in alone.stderr
+    local = kotone(tmp_path, "cycle", "new", "first", "--run", "--smoke")
+    assert local.returncode == 2 and "set KOTONE_JOB_BACKEND=hf" in local.stderr
+    assert "Traceback" not in local.stderr + alone.stderr
+    assert json.loads(kotone(tmp_path, "status", "--json").stdout)["cycles"] == []  # nothing was created
+
+
+def test_smoke_settings_fill_only_what_is_not_set() -> None:
+    from kotone_pipeline.cli.cycle import apply_smoke_settings
+    from kotone_pipeline.cycle.config import LoopConfig
+
+    env = {"KOTONE_JOB_BACKEND": "hf", "KOTONE_JOB_MAX_STEPS": "10"}
+    applied = apply_smoke_settings(env)
+    assert applied == {
+        "KOTONE_CAMPAIGN_SIZE": "1",
+        "KOTONE_JOB_MAX_TRAIN_ROWS": "32",
+        "KOTONE_JOB_MAX_PREDICT_ROWS": "32",
+    }
+    config = LoopConfig.from_env({**env, "KOTONE_TRAINER": "lora"})
+    assert (config.campaign_size, config.job_max_steps, config.job_max_train_rows) == (1, 10, 32)

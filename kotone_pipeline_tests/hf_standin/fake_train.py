@@ -34,6 +34,9 @@ def main() -> int:
     parser.add_argument("--output-repo", required=True)
     parser.add_argument("--output-revision", required=True)
     parser.add_argument("--hparams", default="{}")
+    parser.add_argument("--max-steps", type=int, default=None)  # accepted like train_lora.py's; unused
+    parser.add_argument("--max-train-rows", type=int, default=None)
+    parser.add_argument("--max-predict-rows", type=int, default=None)
     args = parser.parse_args()
     hparams = json.loads(args.hparams)
     print(f"fake trainer: {args.dataset_repo}@{args.dataset_revision} -> {args.output_repo}@{args.output_revision}")

@@ -127,6 +127,8 @@ class JobRecord:
     cancel_requested: bool = False
 
     def as_json(self, now: float) -> dict[str, Any]:
+        """The JobInfo fields of hf_api_notes.md; like those, no ``timeoutSeconds``: the client cannot count
+        on the answer echoing the timeout it sent (the budget uses its own record of it)."""
         spec = self.spec
         end = self.finished if self.finished is not None else now
         scheduling_end = self.started if self.started is not None else (self.finished or now)
@@ -142,7 +144,6 @@ class JobRecord:
             "secrets": {key: None for key in spec.get("secrets") or {}},
             "flavor": spec.get("flavor"),
             "labels": spec.get("labels"),
-            "timeoutSeconds": spec.get("timeoutSeconds"),
             "status": {"stage": self.stage, "message": self.message},
             "durations": {
                 "schedulingSecs": int(max(0.0, scheduling_end - self.created)),

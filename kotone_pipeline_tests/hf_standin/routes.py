@@ -369,7 +369,9 @@ class Router:
                 for j in self.hub.jobs.values()
                 if j.namespace == namespace
                 and (not stages or j.stage in stages)
-                and all((j.spec.get("labels") or {}).get(k) == v for k, _, v in labels)
+                and (
+                    self.hub.ignore_label_filter or all((j.spec.get("labels") or {}).get(k) == v for k, _, v in labels)
+                )
             ]
             jobs.sort(key=lambda j: j.created, reverse=True)
             cursor = int((ctx.query.get("cursor") or ["0"])[0])

@@ -27,6 +27,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from kotone_pipeline_tests.hf_standin.model import (
     FLAVOR_PRICES_USD_PER_HOUR,
     GITATTRIBUTES,
+    LFS_SUFFIXES,
+    LFS_THRESHOLD_BYTES,
     REPO_ROOT,
     TERMINAL,
     URL_PREFIX,
@@ -64,6 +66,7 @@ class HubStandIn:
         self.jobs_page_size = jobs_page_size
         self.faults = Faults()
         self.hold_scheduling = False  # jobs stay in SCHEDULING (scarce hardware) until released
+        self.ignore_label_filter = False  # the list answers every job of the namespace (a server bug)
         # Variables every job machine has (what its image sets); a job's own env and secrets override them.
         self.machine_env: dict[str, str] = {}
         self.clock_offset_s = 0.0
@@ -160,6 +163,21 @@ class HubStandIn:
             repo.branches["main"] = first.oid
             self.repos[key] = repo
             return repo
+
+    def put_files(
+        self, repo_type: str, repo_id: str, files: dict[str, bytes], *, private: bool = False, title: str = "upload"
+    ) -> Commit:
+        """Commit files straight into a repo on main (created when missing): what its owner pushed."""
+        with self._lock:
+            repo = self.repos.get((repo_type, repo_id)) or self.create_repo(repo_type, repo_id, private=private)
+            parent = repo.resolve("main")
+            blobs = dict(parent.files)
+            for path, data in files.items():
+                blobs[path] = Blob(data, len(data) > LFS_THRESHOLD_BYTES or path.endswith(LFS_SUFFIXES))
+            commit = make_commit(parent, blobs, title, "", self.now())
+            repo.commits[commit.oid] = commit
+            repo.branches["main"] = commit.oid
+            return commit
 
     def repo(self, repo_type: str, repo_id: str, user: str | None) -> Repo:
         repo = self.repos.get((repo_type, repo_id))

@@ -2,12 +2,23 @@
 against the local HF stand-in.
 
 The stand-in runs each job's command as a local subprocess: ``uv run <pinned script URL>`` fetches the script
-the cycle published in its dataset commit and runs it. The published script is the stand-in's ``fake_train.py``
-(``KOTONE_HF_TRAINING_SCRIPT``), with the same command line as ``train_lora.py``; its machines fit the project's
-local text model (``FAKE_TRAIN_MODEL=local``), so a run can beat the baselines and get promoted.
+the cycle published in its dataset commit and runs it.
 
 Three cycles: c1 from the baselines, c2 from c1's HF champion, c3 under injected faults (a create answered
 500 after the job was created; 503 on list calls, during submission and for a whole sensor tick).
+
+c2 runs the **real** ``training/train_lora.py`` (the production configuration: no KOTONE_HF_TRAINING_SCRIPT),
+as a smoke run (``KOTONE_JOB_MAX_STEPS``, ``KOTONE_JOB_MAX_TRAIN_ROWS``, ``KOTONE_JOB_MAX_PREDICT_ROWS``, as
+``kotone cycle new --run --smoke`` sets them): each job downloads the pinned dataset and the default base model
+through huggingface_hub from the stand-in, which hosts a tiny random model of the same family (Mistral3, built
+in the test), trains LoRA for two steps, predicts the first rows of every eval split in batches, and pushes
+adapter, metrics and predictions to its run branch; validation scores those outputs on the full sets (rows
+not predicted count as invalid). A random model cannot beat c1's champion, so the gate keeps it, from the
+real numbers. (Predicting all ~1600 eval rows of a cycle on 2 shared CPU cores takes minutes per job.)
+
+c1 and c3 publish the stand-in's ``fake_train.py`` (``KOTONE_HF_TRAINING_SCRIPT``), with the same command
+line; its machines fit the project's local text model (``FAKE_TRAIN_MODEL=local``), so a run can beat the
+baselines and get promoted.
 """
 
 from __future__ import annotations
@@ -40,14 +51,20 @@ from kotone_pipeline.services.champion import Champion
 from kotone_pipeline.services.hf_common import RetryPolicy
 from kotone_pipeline.services.local_jobs import LocalJobBackend
 from kotone_pipeline.services.lora_predictor import TrainExtraMissingError
+from kotone_pipeline.training import TRAIN_SCRIPT
+from kotone_pipeline.training import train_lora as script
 from kotone_pipeline_tests.hf_standin.fixtures import FAKE_TRAIN_SCRIPT, TOKEN, USER, make_splits
 from kotone_pipeline_tests.hf_standin.server import HubStandIn, iter_secret_hits
+from kotone_pipeline_tests.hf_standin.tiny_model import prompt_corpus, publish_base_model
 
 DATA_REPO = f"{USER}/kotone-data"
 RUNS_REPO = f"{USER}/kotone-runs"  # the backend's default output repo: <namespace>/<project>-runs
 CAMPAIGN = 2
 SHA = re.compile(r"^[0-9a-f]{40}$")
 ATTEMPTS = RetryPolicy().attempts  # what the resources' backend tries per read before giving up
+REAL = "c2"  # the cycle whose jobs run the real training script
+SMOKE = {"KOTONE_JOB_MAX_STEPS": "2", "KOTONE_JOB_MAX_TRAIN_ROWS": "16", "KOTONE_JOB_MAX_PREDICT_ROWS": "12"}
+PREDICTED = 12
 
 
 class CountingRunner(CycleRunner):
@@ -110,14 +127,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
         }
         for name, value in env.items():
             mp.setenv(name, value)  # HF_TOKEN is resolved from the environment (dg.EnvVar) at run time
+        publish_base_model(hub, prompt_corpus(make_splits(n_train=12, n_eval=4)["train"]))
         try:
             defs = build_definitions(env)
+            # c2: the production configuration (the package's train_lora.py is published), smoke-sized.
+            real_defs = build_definitions(
+                {**{k: v for k, v in env.items() if k != "KOTONE_HF_TRAINING_SCRIPT"}, **SMOKE}
+            )
             with dg.instance_for_test() as instance:
                 runner = CountingRunner(defs, instance, hub=hub, poll_interval_s=0.2)
                 reports = {"c1": runner.run_cycle("c1", timeout_s=120)}
                 creates_after_c1 = hub.count("jobs.create")
-                reports["c2"] = runner.run_cycle("c2", timeout_s=120)
-                clean_ticks = list(runner.list_calls_per_tick)
+                real_runner = CountingRunner(real_defs, instance, hub=hub, poll_interval_s=0.5)
+                real_runner._cursor = runner._cursor  # one sensor, as the daemon would run it
+                reports[REAL] = real_runner.run_cycle(REAL, timeout_s=300)
+                runner._cursor = real_runner._cursor
+                clean_ticks = [*runner.list_calls_per_tick, *real_runner.list_calls_per_tick]
 
                 # c3 under faults: the first create is handled and then answered 500; one 503 on a list
                 # during submission (absorbed by the bounded retry); once submitted, 503 on every attempt of
@@ -133,6 +158,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
                     defs=defs,
                     instance=instance,
                     runner=runner,
+                    real_defs=real_defs,
                     reports=reports,
                     creates_after_c1=creates_after_c1,
                     clean_ticks=clean_ticks,
@@ -154,7 +180,8 @@ def test_the_split_is_one_commit_of_the_dataset_repo_and_every_job_pins_it(world
         sha = dataset["version"]
         assert SHA.match(sha) and sha in repo.commits
         # The job runs the script published in that very commit, on that very commit's data.
-        assert repo.commits[sha].files["scripts/train_lora.py"].data == FAKE_TRAIN_SCRIPT.read_bytes()
+        published = TRAIN_SCRIPT if cycle == REAL else FAKE_TRAIN_SCRIPT
+        assert repo.commits[sha].files["scripts/train_lora.py"].data == published.read_bytes()
         jobs = _jobs_of(world.hub, cycle)
         assert jobs
         for job in jobs:
@@ -208,8 +235,8 @@ def test_the_sensor_reports_trained_models_and_validation_scores_the_runs_output
         assert run["holdout"]["rows"] == len(pairs)
 
 
-def _holdout_pairs(world) -> list[Pair]:
-    ref = world.arts.read_doc("c1", "split_dataset")["dataset"]
+def _holdout_pairs(world, cycle: str = "c1") -> list[Pair]:
+    ref = world.arts.read_doc(cycle, "split_dataset")["dataset"]
     blob = world.hub.repos[("dataset", DATA_REPO)].commits[ref["version"]].files["splits/holdout.jsonl"].data
     return [Pair.model_validate_json(line) for line in blob.decode().splitlines() if line]
 
@@ -237,6 +264,83 @@ def test_rematerializing_training_submission_creates_no_job(world) -> None:
     doc = world.arts.read_doc("c1", "training_submission")
     assert {r["job_id"] for r in doc["runs"]} == ids_before
     assert all(r["adopted"] for r in doc["runs"])
+
+
+# --- the real training script as the jobs of c2 -------------------------------------------------------------
+
+
+def _branch(world, run_id: str) -> Any:
+    repo = world.hub.repos[("model", RUNS_REPO)]
+    return repo.commits[repo.branches[f"cycle-{REAL}-{run_id}"]]
+
+
+def test_each_job_of_the_real_cycle_ran_the_real_script_on_the_tiny_base_model_from_the_hub(world) -> None:
+    jobs = _jobs_of(world.hub, REAL)
+    assert len(jobs) == CAMPAIGN
+    base = world.hub.repos[("model", script.DEFAULT_BASE_MODEL)]
+    weights = base.resolve("main").files["model.safetensors"]
+    assert weights.lfs  # downloaded through huggingface_hub like the real 4.7 GB file, only smaller
+    downloads = [
+        r
+        for r in world.hub.requests
+        if r.path.endswith(f"{script.DEFAULT_BASE_MODEL}/resolve/" + base.branches["main"] + "/model.safetensors")
+    ]
+    assert len(downloads) >= CAMPAIGN
+    for job in jobs:
+        assert job.stage == "COMPLETED", "\n".join(line for _, line in job.logs[-40:])
+        argv = [*job.spec["command"], *job.spec.get("arguments", [])]
+        assert {"--max-steps=2", "--max-train-rows=16", f"--max-predict-rows={PREDICTED}"} <= set(argv)
+        logs = "\n".join(line for _, line in job.logs)
+        assert "[train_lora] trained 2 steps" in logs
+        assert "pushed adapter and training metrics" in logs
+        head = _branch(world, job.spec["labels"]["kotone-run"])
+        assert {
+            "model/adapter_config.json",
+            "model/adapter_model.safetensors",
+            "metrics.json",
+            "run.json",
+            *(f"predictions_{split}.jsonl" for split in script.PREDICTED_SPLITS),
+        } <= set(head.files)
+        assert not any(path.startswith("checkpoint/") for path in head.files)
+        run = json.loads(head.files["run.json"].data)
+        assert run["status"] == "completed" and run["steps"] == 2 and run["rows_trained"] == 16
+        assert run["base_model"] == script.DEFAULT_BASE_MODEL and run["prompt_format"] == "chat"
+        assert run["predict_batch_size"] == script.JOB_PREDICT_BATCH
+        assert run["dataset"]["revision"] == world.arts.read_doc(REAL, "split_dataset")["dataset"]["version"]
+        adapter = json.loads(head.files["model/adapter_config.json"].data)
+        assert adapter["base_model_name_or_path"] == script.DEFAULT_BASE_MODEL
+        assert adapter["target_modules"] == script.LORA_TARGET_REGEX  # the vision tower stays frozen
+
+
+def test_the_real_cycle_recorded_its_timeouts_prices_and_smoke_settings(world) -> None:
+    doc = world.arts.read_doc(REAL, "training_submission")
+    assert doc["smoke"] == {"max_steps": 2, "max_train_rows": 16, "max_predict_rows": PREDICTED}
+    assert doc["pricing"]["source"] == "list_jobs_hardware" and doc["pricing"]["flavor"] == "cpu-basic"
+    by_run = {j.spec["labels"]["kotone-run"]: j for j in _jobs_of(world.hub, REAL)}
+    for run in doc["runs"]:
+        job = by_run[run["run_id"]]
+        assert job.spec["timeoutSeconds"] == run["timeout_s"] >= 600
+        assert job.spec["labels"]["kotone-timeout-s"] == str(run["timeout_s"])
+
+
+def test_validation_scores_the_real_outputs_and_the_gate_decides_from_them(world) -> None:
+    snapshot = world.arts.read_doc(REAL, "validation_snapshot")
+    pairs = _holdout_pairs(world, REAL)
+    for run in snapshot["runs"]:
+        assert run["stage"] == "COMPLETED"
+        head = _branch(world, run["run_id"])
+        assert run["model_uri"] == f"{RUNS_REPO}@{head.oid}"
+        recorded = [json.loads(line) for line in head.files["predictions_holdout.jsonl"].data.decode().splitlines()]
+        # A smoke run predicts the first rows only; the others score as invalid, on the full holdout set.
+        assert [r["pair_id"] for r in recorded] == [p.id for p in pairs[:PREDICTED]]
+        assert run["holdout"]["rows"] == len(pairs)
+        summary, _ = score_prediction_records(pairs, recorded, model_id="check", dataset="holdout")
+        assert run["holdout"]["vector_mae"] == pytest.approx(summary.vector_mae)
+    decision = world.arts.read_doc(REAL, "promotion_decision")
+    # Two steps of LoRA on a random model do not beat c1's champion: kept, with the measured reasons.
+    assert world.reports[REAL].decision == "keep"
+    assert decision["champion_after"]["model_id"] == world.reports["c1"].champion_after
+    assert any("json_valid_rate" in reason for reason in decision["decision"]["reasons"])
 
 
 # --- the second cycle starts from an HF champion ---------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from kotone_pipeline.services.datasets import DatasetRef
 from kotone_pipeline.services.hf_common import TRAINING_SCRIPT_PATH_IN_REPO
 from kotone_pipeline.services.hf_datasets import HfHubDatasetStore
-from kotone_pipeline.services.hf_jobs import BudgetExceededError, HfJobsBackend
+from kotone_pipeline.services.hf_jobs import ATTEMPT_LABEL, TIMEOUT_LABEL, BudgetExceededError, HfJobsBackend
 from kotone_pipeline.services.jobs import JobBackendError, JobSpec, JobState
 from kotone_pipeline_tests.hf_standin.fixtures import (
     FAKE_TRAIN_SCRIPT,
@@ -185,6 +185,31 @@ def test_a_failed_job_reports_its_log_tail(backend, dataset):
     assert "exit code: 1" in final.message
     assert "CUDA out of memory (fake)" in final.message
     assert "step 4: loss nan" in final.message
+
+
+def test_a_run_whose_job_timed_out_is_submitted_again_to_the_same_branch_once(backend, hf_standin, dataset):
+    first = backend.submit(spec(dataset=dataset, timeout_s=600, hparams={"sleep_s": 60}))
+    wait_for(lambda: backend.statuses([first.job_id])[first.job_id].stage == "RUNNING")
+    hf_standin.advance(601)  # the machine's watchdog kills the job at its timeout
+    failed = poll_until_terminal(backend, first.job_id)
+    assert failed.stage == "ERROR" and "timeout" in failed.message.lower()
+
+    second = backend.submit(spec(dataset=dataset, timeout_s=600, hparams={"sleep_s": 60}))
+    assert not second.adopted and second.job_id != first.job_id
+    assert second.output_uri == first.output_uri  # the same branch: the script resumes from its checkpoint
+    job = hf_standin.jobs[second.job_id]
+    assert job.spec["labels"][ATTEMPT_LABEL] == "2" and job.spec["labels"]["kotone-run"] == "r1"
+    # Submitting again adopts the live attempt: never two jobs at once for one run.
+    third = backend.submit(spec(dataset=dataset, timeout_s=600, hparams={"sleep_s": 60}))
+    assert third.adopted and third.job_id == second.job_id
+    assert len(jobs_of_run(hf_standin)) == 2
+
+
+def test_a_job_that_failed_otherwise_is_adopted_not_submitted_again(backend, held):
+    held.add_job(USER, {"kotone-project": "kotone", "kotone-cycle": "c1", "kotone-run": "r1"}, stage="ERROR")
+    state = backend.submit(spec())
+    assert state.adopted and state.stage == "ERROR"
+    assert len(jobs_of_run(held)) == 1
 
 
 def test_cancel_stops_a_running_job(backend, hf_standin, dataset):
@@ -399,11 +424,12 @@ def test_budget_refuses_a_job_the_cycle_cannot_afford(make_backend, held):
         stage="ERROR",
         running_s=1800,
     )
+    # The budget counts the timeout recorded on the job (our label), whatever else it was created with: 1800 s.
     held.add_job(
         USER,
-        {"kotone-project": "kotone", "kotone-cycle": "c1", "kotone-run": "open"},
+        {"kotone-project": "kotone", "kotone-cycle": "c1", "kotone-run": "open", TIMEOUT_LABEL: "1800"},
         stage="RUNNING",
-        timeout_s=1800,
+        timeout_s=36000,
     )
     held.add_job(
         USER,
@@ -429,6 +455,42 @@ def test_prices_can_be_refreshed_from_the_hub(backend, held):
     prices = backend.refresh_prices()
     assert prices["a10g-small"] == pytest.approx(1.0, rel=1e-3)
     assert prices["h200"] == pytest.approx(5.0, rel=1e-3)
+
+
+def test_an_open_job_without_our_timeout_label_is_counted_at_the_maximum(make_backend, held):
+    backend = make_backend(budget_usd_per_cycle=3.0, max_timeout_s=3 * 3600)
+    held.add_job(USER, {"kotone-project": "kotone", "kotone-cycle": "c1", "kotone-run": "x"}, timeout_s=600)
+    with pytest.raises(BudgetExceededError, match=r"committed \$3\.00"):
+        backend.submit(spec(run_id="r2", timeout_s=600))
+
+
+def test_the_submitted_timeout_is_a_label_of_the_job(backend, held):
+    backend.submit(spec(timeout_s=1320))
+    (job,) = held.jobs.values()
+    assert job.spec["labels"][TIMEOUT_LABEL] == "1320" and job.spec["timeoutSeconds"] == 1320
+
+
+def test_prices_are_refreshed_once_per_cycle_and_fall_back_to_the_table_with_a_note(backend, held):
+    backend.prices["a10g-small"] = 9.0  # stale
+    assert backend.prepare_cycle("c1") == {
+        "source": "list_jobs_hardware",
+        "flavor": "a10g-small",
+        "usd_per_hour": pytest.approx(1.0, rel=1e-3),
+    }
+    held.faults.fail("jobs.hardware", 500, times=FAST_RETRY.attempts)
+    backend.prices["a10g-small"] = 1.25
+    pricing = backend.prepare_cycle("c2")
+    assert pricing["source"] == "table" and pricing["usd_per_hour"] == 1.25
+    assert "list_jobs_hardware failed" in pricing["note"]
+
+
+def test_a_listed_job_of_another_run_is_never_adopted_even_when_the_server_ignores_the_filter(backend, held):
+    other = held.add_job(USER, {"kotone-project": "kotone", "kotone-cycle": "c1", "kotone-run": "r9"})
+    held.ignore_label_filter = True
+    assert backend.find("c1", "r1") is None
+    state = backend.submit(spec(run_id="r1"))
+    assert state.job_id != other.id and not state.adopted
+    assert backend.find("c1", "r1").job_id == state.job_id
 
 
 # --- secrets ------------------------------------------------------------------------------------------------

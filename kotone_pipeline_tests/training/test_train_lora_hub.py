@@ -136,3 +136,30 @@ def test_secrets_never_reach_the_outputs(published, hub, tmp_path, monkeypatch, 
     written = "".join(p.read_text() for p in outputs)
     for secret in (TOKEN, "wandb-secret-value-123"):
         assert secret not in captured.out + captured.err + written
+
+
+def test_a_push_the_hub_rejects_ends_the_run_with_a_clear_message_and_no_traceback(
+    published, hub, tmp_path, monkeypatch, capsys
+):
+    _, ref = published
+
+    def push_adapter(args, hparams, record):
+        """Training done: the adapter push goes through the script's real branch client, and is refused."""
+        (args.output_dir / script.MODEL_SUBDIR).mkdir()
+        (args.output_dir / script.MODEL_SUBDIR / "adapter_config.json").write_text("{}")
+        branch = script.RunBranch(args.output_repo, args.output_revision)
+        branch.prepare()
+        hub.faults.fail("repo.commit", 403, times=10, message="You don't have the rights to write to this repo")
+        script._push(branch, args.output_dir, ["model/*"], "adapter and training metrics", record["timings_s"], "k")
+
+    monkeypatch.setattr(script, "run", push_adapter)
+    argv = [f"--dataset-repo={DATA_REPO}", f"--dataset-revision={ref.version}", f"--output-dir={tmp_path}"]
+    code = script.main([*argv, f"--output-repo={MODEL_REPO}", f"--output-revision={BRANCH}"])
+
+    assert code == script.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert f"error: push of adapter and training metrics to {MODEL_REPO}@{BRANCH} failed" in err
+    assert "rights to write" in err and "Traceback" not in err
+    assert "model/adapter_config.json" not in _files(hub, BRANCH)  # nothing half-pushed
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["status"] == "failed" and "push of adapter" in record["error"]
