@@ -10,6 +10,7 @@ from dagster._utils.schedules import get_latest_completed_cron_tick
 
 from kotone_pipeline.cycle import steps
 from kotone_pipeline.orchestration.jobs import cycle_job, validation_job
+from kotone_pipeline.orchestration.metadata import as_of
 from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.orchestration.resources import JobBackendResource, KotoneHomeResource, LoopSettings
 from kotone_pipeline.services.jobs import JobBackendError
@@ -113,6 +114,7 @@ def training_jobs_sensor(
                     "completed": dg.MetadataValue.int(sum(s.stage == "COMPLETED" for s in states)),
                     "failed": dg.MetadataValue.int(sum(s.stage != "COMPLETED" for s in states)),
                     "job_ids": dg.MetadataValue.json(job_ids),
+                    "stages_as_of": dg.MetadataValue.text(as_of()),
                 },
             )
         )
