@@ -7,8 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +19,7 @@ from kotone_pipeline.cli._common import console, fail, handle_errors, status_con
 
 if TYPE_CHECKING:
     from kotone_pipeline.orchestration.runner import CycleRunner
+    from kotone_pipeline.services.artifacts import CycleArtifacts
 
 cycle_app = typer.Typer(help="Create and inspect improvement cycles.", no_args_is_help=True)
 
@@ -166,9 +168,56 @@ def cycle_new(
         typer.echo(json.dumps(report.model_dump(), indent=2))
 
 
+@cycle_app.command("delete")
+@handle_errors
+def cycle_delete(
+    cycle_id: str = typer.Argument(..., help="The cycle (partition key) to remove; invalid keys are accepted here."),
+) -> None:
+    """Remove a cycle: its partition, its unfinished training jobs (canceled) and its artifacts (moved aside).
+
+    Refuses the cycle that produced the current champion. The artifacts and local job directories move to
+    KOTONE_HOME/deleted/<id>-<time>/, so the id can be used again from a clean start."""
+    from kotone_pipeline.orchestration.cycle_admin import CycleDeleteRefusedError, delete_cycle
+    from kotone_pipeline.orchestration.resources import ChampionRegistryResource
+
+    runner = _runner(progress=False)
+    home = str(runner.artifacts.home)
+    backend = runner.resources["job_backend"].get_backend()
+    try:
+        report = delete_cycle(
+            runner.instance,
+            runner.artifacts,
+            ChampionRegistryResource(home=home).get_registry(),
+            backend,
+            cycle_id,
+        )
+    except CycleDeleteRefusedError as exc:
+        raise fail(str(exc)) from None
+    for line in report.lines():
+        typer.echo(line)
+    if report.cancel_errors:
+        raise typer.Exit(1)
+
+
+def _cycle_row(arts: CycleArtifacts, cycle_id: str, stages: Sequence[str]) -> dict[str, Any]:
+    from kotone_pipeline.orchestration.cycle_admin import invalid_reason
+
+    problem = invalid_reason(cycle_id)
+    if problem is not None:
+        # Dagster accepted the key, but no Kotone artifact can be named after it: report it, go on.
+        return {"cycle_id": cycle_id, "stage": "invalid", "decision": None, "problem": problem}
+    done = [s for s in stages if arts.has_doc(cycle_id, s)]
+    decision = arts.read_doc(cycle_id, "promotion_decision")["decision"] if "promotion_decision" in done else None
+    return {
+        "cycle_id": cycle_id,
+        "stage": done[-1] if done else "created",
+        "decision": ("promote" if decision["promote"] else "keep") if decision else None,
+    }
+
+
 @handle_errors
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Show every cycle's stage, the open training jobs and the current champion."""
+    """Show every cycle's stage and decision and the current champion; invalid cycle ids are flagged."""
     runner = _runner(progress=False)
     arts = runner.artifacts
     from kotone_pipeline.orchestration.resources import ChampionRegistryResource
@@ -176,17 +225,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     champion = ChampionRegistryResource(home=str(arts.home)).get_registry().current()
     from kotone_pipeline.cycle.steps import STAGES as stages
 
-    rows = []
-    for cycle_id in runner.cycles():
-        done = [s for s in stages if arts.has_doc(cycle_id, s)]
-        decision = arts.read_doc(cycle_id, "promotion_decision")["decision"] if "promotion_decision" in done else None
-        rows.append(
-            {
-                "cycle_id": cycle_id,
-                "stage": done[-1] if done else "created",
-                "decision": ("promote" if decision["promote"] else "keep") if decision else None,
-            }
-        )
+    rows = [_cycle_row(arts, cycle_id, stages) for cycle_id in runner.cycles()]
     result = {"champion": champion.model_dump(mode="json") if champion else None, "cycles": rows}
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -200,6 +239,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     for row in rows:
         table.add_row(row["cycle_id"], row["stage"], row["decision"] or "-")
     console.print(table)
+    for row in rows:
+        if row.get("problem"):
+            # Plain echo: a wrapped line would split the command people copy.
+            typer.echo(f"warning: {row['problem']}; remove it with `kotone cycle delete '{row['cycle_id']}'`", err=True)
 
 
 def register(app: typer.Typer) -> None:
