@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import typer
 
-from kotone_pipeline.cli import cycle, data, model, predict, report, serve
+from kotone_pipeline.cli import cycle, data, dev, model, predict, report, serve
 
 # Order is the order of ``kotone --help``.
-COMMAND_MODULES = (data, model, predict, serve, cycle, report)
+COMMAND_MODULES = (data, model, predict, serve, cycle, dev, report)
 
 app = typer.Typer(
     name="kotone",

@@ -1,14 +1,9 @@
-"""Cycle commands: ``kotone demo``, ``kotone dev``, ``kotone cycle new``, ``kotone status``."""
+"""Cycle commands: ``kotone demo``, ``kotone cycle new|delete``, ``kotone status``."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -22,8 +17,6 @@ if TYPE_CHECKING:
     from kotone_pipeline.services.artifacts import CycleArtifacts
 
 cycle_app = typer.Typer(help="Create and inspect improvement cycles.", no_args_is_help=True)
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fmt(value: float | None) -> str:
@@ -130,24 +123,6 @@ def demo(
             out.print(f"  - {reason}")
 
 
-@handle_errors
-def dev(
-    port: int = typer.Option(3000, help="Port of the Dagster UI."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
-) -> None:
-    """Start the Dagster UI and daemon (dagster dev) with DAGSTER_HOME under KOTONE_HOME."""
-    from kotone_pipeline.orchestration.runner import dagster_home
-
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home())}
-    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster")
-    if dagster is None:
-        raise fail("the dagster command is not installed in this environment")
-    workspace = REPO_ROOT / "workspace.yaml"
-    target = ["-w", str(workspace)] if workspace.is_file() else ["-m", "kotone_pipeline.definitions"]
-    status_console.print(f"Dagster UI on http://{host}:{port}  (DAGSTER_HOME={env['DAGSTER_HOME']})")
-    raise typer.Exit(subprocess.call([dagster, "dev", *target, "-h", host, "-p", str(port)], env=env, cwd=REPO_ROOT))
-
-
 @cycle_app.command("new")
 @handle_errors
 def cycle_new(
@@ -247,6 +222,5 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
-    app.command("dev")(dev)
     app.command("status")(status)
     app.add_typer(cycle_app, name="cycle")
