@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -13,7 +15,7 @@ from rich.table import Table
 from kotone_pipeline.cli._common import console, fail, handle_errors, status_console
 
 if TYPE_CHECKING:
-    from kotone_pipeline.orchestration.runner import CycleRunner
+    from kotone_pipeline.orchestration.runner import CycleReport, CycleRunner
     from kotone_pipeline.services.artifacts import CycleArtifacts
 
 cycle_app = typer.Typer(help="Create and inspect improvement cycles.", no_args_is_help=True)
@@ -35,16 +37,42 @@ def _runner(progress: bool = True) -> CycleRunner:
     return CycleRunner(build_definitions(), open_instance(), progress=say)
 
 
+@contextmanager
+def _through_code_location(runner: CycleRunner) -> Iterator[CycleRunner]:
+    """Runs launched through the workspace's code location, like the UI's: one run history (DESIGN §7)."""
+    from kotone_pipeline.orchestration.launcher import CodeLocationLauncher
+    from kotone_pipeline.orchestration.runner import dagster_home
+    from kotone_pipeline.orchestration.sensors import SENSOR_INTERVAL_ENV
+
+    # The code server started below evaluates training_jobs_sensor; we tick it while a cycle trains.
+    os.environ.setdefault(SENSOR_INTERVAL_ENV, "1")
+    log = dagster_home() / "logs" / "kotone-runs.log"
+    status_console.print(f"[dim]loading the code location (run output goes to {log})[/dim]", highlight=False)
+    with CodeLocationLauncher(runner.instance, log_file=log) as launcher:
+        runner.launcher = launcher
+        try:
+            yield runner
+        finally:
+            runner.launcher = None
+
+
 @handle_errors
 def demo(
     cycles: int = typer.Option(3, "--cycles", "-n", min=1, max=50, help="How many full cycles to run."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     prefix: str = typer.Option("demo", help="Cycle ids are PREFIX-NNN (continuing after existing ones)."),
 ) -> None:
-    """Run N full local cycles headlessly: evaluate, mine hard dims, augment, split, train, validate, promote."""
+    """Run N full local cycles headlessly: evaluate, mine hard dims, augment, split, train, validate, promote.
+
+    Runs go through the workspace's code location as UI runs do, so they show in the UI's run history."""
+    with _through_code_location(_runner(progress=True)) as runner:
+        reports = _demo_cycles(runner, cycles, prefix)
+    _print_demo(reports, as_json)
+
+
+def _demo_cycles(runner: CycleRunner, cycles: int, prefix: str) -> list[CycleReport]:
     from kotone_pipeline.orchestration.runner import CycleFailedError
 
-    runner = _runner(progress=True)
     existing = set(runner.cycles())
     reports = []
     number = 1
@@ -63,6 +91,10 @@ def demo(
             f" vs {_fmt(report.reference_holdout_mae_before)}  ({report.wall_s:.1f}s)"
         )
         reports.append(report)
+    return reports
+
+
+def _print_demo(reports: list[CycleReport], as_json: bool) -> None:
     if as_json:
         keys = [
             "cycle_id",
@@ -136,10 +168,11 @@ def cycle_new(
     created = runner.new_cycle(cycle_id)
     typer.echo(created)
     if run:
-        try:
-            report = runner.run_cycle(created)
-        except CycleFailedError as exc:
-            raise fail(str(exc), code=1) from None
+        with _through_code_location(runner):
+            try:
+                report = runner.run_cycle(created)
+            except CycleFailedError as exc:
+                raise fail(str(exc), code=1) from None
         typer.echo(json.dumps(report.model_dump(), indent=2))
 
 
