@@ -20,7 +20,19 @@ def _fake(name: str, value: float, calls: list[int]) -> Benchmark:
 
 
 def test_registry_lists_the_domain_and_hf_benchmarks() -> None:
-    assert [b.name for b in run.collect()] == ["data", "model", "human", "hf", "cycle", "report", "serve"]
+    assert [b.name for b in run.collect()] == [
+        "data",
+        "model",
+        "human",
+        "hf",
+        "cycle",
+        "report",
+        "serve",
+        "local_job",
+        "dev",
+        "ui_runs",
+        "demo",
+    ]
 
 
 def test_a_module_with_only_run_becomes_one_benchmark() -> None:
