@@ -1,6 +1,6 @@
 """Headless Chromium for UI tests: Debian's ``chromium`` driven by Playwright.
 
-Use the ``browser`` fixture (session-wide, one Chromium) and ``new_page(browser)``; both skip with the
+Use the ``browser`` fixture (one Chromium per test module) and ``new_page(browser)``; both skip with the
 reason when no browser can be launched (the package is missing, or Chromium does not start), which is
 the only case a UI test may skip. ``.ci/run`` installs ``chromium`` when it can.
 """
@@ -43,7 +43,9 @@ def chromium_path() -> str | None:
     return found or shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is open, the main thread has a running event loop,
+# and tests in later modules that call asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     try:
         from playwright.sync_api import Error, sync_playwright
