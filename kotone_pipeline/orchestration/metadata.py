@@ -90,8 +90,12 @@ def _split_key(name: str, dataset: str) -> str:
     return name[: -len(suffix)] if name.endswith(suffix) else name
 
 
-def metrics_table(summaries: Mapping[str, EvalSummary]) -> str:
-    """The headline metrics in two narrow tables (accuracy, then validity and speed) plus a label legend."""
+# The UI shows markdown metadata inline only below this many characters (longer: a "[Show Markdown]" link).
+INLINE_MARKDOWN_CHARS = 1000
+
+
+def metrics_tables(summaries: Mapping[str, EvalSummary]) -> tuple[str, str, str]:
+    """The headline metrics as two narrow tables (accuracy; validity and speed) and the label legend ("" if none)."""
     models = {name: _split_key(name, s.dataset) for name, s in summaries.items()}
     labels = short_labels(list(dict.fromkeys(models.values())))
     accuracy = [
@@ -103,11 +107,20 @@ def metrics_table(summaries: Mapping[str, EvalSummary]) -> str:
         for n, s in summaries.items()
     ]
     return (
-        md_table(["model", "dataset", "rows", "vector_mae", "mae_raw", "exact", "within_1"], accuracy)
-        + "\n\n"
-        + md_table(["model", "dataset", "mse_norm", "mean_r2", "json_valid", "p95 ms"], other)
-        + label_legend(labels)
+        md_table(["model", "dataset", "rows", "vector_mae", "mae_raw", "exact", "within_1"], accuracy),
+        md_table(["model", "dataset", "mse_norm", "mean_r2", "json_valid", "p95 ms"], other),
+        label_legend(labels).strip(),
     )
+
+
+def metrics_metadata(summaries: Mapping[str, EvalSummary]) -> dict[str, dg.MetadataValue]:
+    """``metrics`` and ``metrics_validity`` (and ``model_labels``): separate entries, each short enough for the
+    UI to show inline instead of behind a link."""
+    accuracy, validity, legend = metrics_tables(summaries)
+    out = {"metrics": dg.MetadataValue.md(accuracy), "metrics_validity": dg.MetadataValue.md(validity)}
+    if legend:
+        out["model_labels"] = dg.MetadataValue.md(legend)
+    return out
 
 
 def per_dim_table(summaries: Mapping[str, EvalSummary]) -> str:

@@ -9,9 +9,10 @@ import dagster as dg
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.schemas import EvalSummary
 from kotone_pipeline.orchestration.metadata import (
+    INLINE_MARKDOWN_CHARS,
     MAX_LABEL,
     as_of,
-    metrics_table,
+    metrics_metadata,
     per_dim_table,
     readable,
     readable_float,
@@ -70,19 +71,23 @@ def test_readable_rounds_float_json_and_plain_values_and_keeps_the_rest() -> Non
     assert out["name"].value == "0.123456789"
 
 
-def test_metrics_tables_are_narrow_and_name_long_models_in_a_legend() -> None:
+def test_metrics_are_narrow_inline_tables_and_name_long_models_in_a_legend() -> None:
     long_run = "nightly-20261130/r0-lr2e-4"
-    summaries = {f"{name} / {ds}": _summary(name, ds) for name in ("champion", long_run) for ds in ("holdout", "human")}
-    markdown = metrics_table(summaries)
-    rows = [row for row in _tables(markdown) if row[0] != "---"]
+    names = ("champion", "baseline-constant", "baseline-rule", long_run)
+    summaries = {f"{n} / {ds}": _summary(n, ds) for n in names for ds in ("probe", "holdout", "human")}
+    entries = metrics_metadata(summaries)
+    assert set(entries) == {"metrics", "metrics_validity", "model_labels"}
+    # Each entry short enough for the UI to show it inline rather than behind "[Show Markdown]".
+    assert all(len(entry.value) < INLINE_MARKDOWN_CHARS for entry in entries.values())
+    rows = [row for entry in entries.values() for row in _tables(entry.value) if row[0] != "---"]
     assert all(len(row) <= MAX_COLUMNS for row in rows), rows
     headers = {h for row in rows for h in row}
     assert {"vector_mae", "mae_raw", "json_valid", "p95 ms", "mean_r2", "exact", "within_1"} <= headers
     # Every model cell is short; the long id appears once, in the legend, beside its label.
-    model_cells = [row[0] for row in rows if row[1] in ("holdout", "human")]
+    model_cells = [row[0] for row in rows if row[1] in ("probe", "holdout", "human")]
     assert model_cells and all(len(cell) <= MAX_LABEL for cell in model_cells)
-    assert ["m1", long_run] in rows
-    assert "0.2542" in markdown and "0.25416" not in markdown
+    assert _tables(entries["model_labels"].value) == [["label", "model"], ["m1", long_run]]
+    assert "0.2542" in entries["metrics"].value and "0.25416" not in entries["metrics"].value
 
 
 def test_per_dim_table_has_short_headers_and_a_legend() -> None:

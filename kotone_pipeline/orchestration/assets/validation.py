@@ -7,7 +7,7 @@ from kotone_pipeline.domain.gate import decision_markdown
 from kotone_pipeline.domain.schemas import EvalSummary
 from kotone_pipeline.orchestration.metadata import (
     md_table,
-    metrics_table,
+    metrics_metadata,
     path_value,
     per_dim_table,
     readable,
@@ -87,7 +87,7 @@ def validation_snapshot(
                     )
                 ),
                 "best_run": dg.MetadataValue.text(best or "none (no run completed)"),
-                "metrics": dg.MetadataValue.md(metrics_table(summaries) if summaries else "no completed run"),
+                **(metrics_metadata(summaries) if summaries else {"metrics": dg.MetadataValue.md("no completed run")}),
                 "per_dim_mae": dg.MetadataValue.md(per_dim_table(summaries) if summaries else "-"),
                 "completed": dg.MetadataValue.int(doc["completed"]),
                 "failed": dg.MetadataValue.int(doc["failed"]),
