@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kotone_pipeline.cli._common import console, fail, handle_errors, status_console
@@ -32,7 +33,8 @@ def _runner(progress: bool = True) -> CycleRunner:
 
     def say(message: str) -> None:
         if progress:
-            status_console.print(f"[dim]{message}[/dim]")
+            # Escaped: "[c1] ..." would otherwise be read as a markup tag and vanish.
+            status_console.print(f"[dim]{escape(message)}[/dim]")
 
     return CycleRunner(build_definitions(), open_instance(), progress=say)
 

@@ -43,6 +43,7 @@ def test_demo_json_then_status_show_the_cycle_and_its_champion(tmp_path: Path) -
     assert cycle["decision"] in {"promote", "keep"}
     assert cycle["rows_added"] > 0 and len(cycle["hard_dims"]) == 2
     assert "cycle demo-001" in demo.stderr  # progress goes to stderr, the JSON alone to stdout
+    assert "[demo-001] eval_summary" in demo.stderr  # the cycle id in brackets is text, not a markup tag
 
     status = kotone(tmp_path, "status", "--json")
     assert status.returncode == 0, status.stderr[-2000:]
