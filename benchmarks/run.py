@@ -37,6 +37,7 @@ MODULES: tuple[str, ...] = (
     "benchmarks.bench_report",
     "benchmarks.bench_serve",
     "benchmarks.bench_lora",
+    "benchmarks.bench_ui",
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"

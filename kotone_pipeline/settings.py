@@ -95,6 +95,7 @@ class Settings(BaseModel):
     max_dim_regression: float = Field(0.15, alias="KOTONE_MAX_DIM_REGRESSION", ge=0, le=10)
     max_human_regression: float = Field(0.05, alias="KOTONE_MAX_HUMAN_REGRESSION", ge=0, le=10)
     dagster_url: str | None = Field(None, alias="KOTONE_DAGSTER_URL")
+    sensor_interval_s: int = Field(30, alias="KOTONE_SENSOR_INTERVAL_S", ge=1, le=24 * 3600)
     encoder: str | None = Field(None, alias="KOTONE_ENCODER")
     embedding_cache: str | None = Field(None, alias="KOTONE_EMBEDDING_CACHE", description="a directory")
     encoder_sha256: str | None = Field(

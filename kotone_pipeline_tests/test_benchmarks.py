@@ -30,6 +30,10 @@ def test_registry_lists_the_domain_and_hf_benchmarks() -> None:
         "serve",
         "lora_cpu_tiny_phase_s",
         "predict_batched_speedup",
+        "local_job",
+        "dev",
+        "ui_runs",
+        "demo",
     ]
 
 

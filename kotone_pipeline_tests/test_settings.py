@@ -30,6 +30,7 @@ BAD = [
     ("KOTONE_CAMPAIGN_SIZE", "0", "greater than or equal to 1"),
     ("KOTONE_JOB_TIMEOUT_S", "5", "greater than or equal to 60"),
     ("KOTONE_JOB_MAX_STEPS", "0", "greater than or equal to 1"),
+    ("KOTONE_SENSOR_INTERVAL_S", "0", "greater than or equal to 1"),
     ("KOTONE_JOB_MAX_TRAIN_ROWS", "many", "valid integer"),
     ("KOTONE_JOB_MAX_PREDICT_ROWS", "-3", "greater than or equal to 1"),
     ("KOTONE_FORCED_HARD_DIMS", "energy,loudness", "unknown dim(s) loudness"),

@@ -1,28 +1,25 @@
-"""Cycle commands: ``kotone demo``, ``kotone dev``, ``kotone cycle new``, ``kotone status``."""
+"""Cycle commands: ``kotone demo``, ``kotone cycle new|delete``, ``kotone status``."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
-from collections.abc import MutableMapping
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kotone_pipeline.cli._common import console, fail, handle_errors, status_console
 
 if TYPE_CHECKING:
-    from kotone_pipeline.orchestration.runner import CycleRunner
+    from kotone_pipeline.orchestration.runner import CycleReport, CycleRunner
+    from kotone_pipeline.services.artifacts import CycleArtifacts
 
 cycle_app = typer.Typer(help="Create and inspect improvement cycles.", no_args_is_help=True)
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fmt(value: float | None) -> str:
@@ -36,11 +33,31 @@ def _runner(progress: bool = True) -> CycleRunner:
 
     def say(message: str) -> None:
         if progress:
-            status_console.print(f"[dim]{message}[/dim]")
+            # Escaped: "[c1] ..." would otherwise be read as a markup tag and vanish.
+            status_console.print(f"[dim]{escape(message)}[/dim]")
 
     # Failures reach the user as one CycleFailedError line naming the step and its error (the full logs
     # stay in the instance, see `kotone dev`), so Dagster's console logger only prints critical events.
     return CycleRunner(build_definitions(), open_instance(), progress=say, log_level="CRITICAL")
+
+
+@contextmanager
+def _through_code_location(runner: CycleRunner) -> Iterator[CycleRunner]:
+    """Runs launched through the workspace's code location, like the UI's: one run history (DESIGN §7)."""
+    from kotone_pipeline.orchestration.launcher import CodeLocationLauncher
+    from kotone_pipeline.orchestration.runner import dagster_home
+    from kotone_pipeline.orchestration.sensors import SENSOR_INTERVAL_ENV
+
+    # The code server started below evaluates training_jobs_sensor; we tick it while a cycle trains.
+    os.environ.setdefault(SENSOR_INTERVAL_ENV, "1")
+    log = dagster_home() / "logs" / "kotone-runs.log"
+    status_console.print(f"[dim]loading the code location (run output goes to {log})[/dim]", highlight=False)
+    with CodeLocationLauncher(runner.instance, log_file=log) as launcher:
+        runner.launcher = launcher
+        try:
+            yield runner
+        finally:
+            runner.launcher = None
 
 
 @handle_errors
@@ -49,10 +66,17 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     prefix: str = typer.Option("demo", help="Cycle ids are PREFIX-NNN (continuing after existing ones)."),
 ) -> None:
-    """Run N full local cycles headlessly: evaluate, mine hard dims, augment, split, train, validate, promote."""
+    """Run N full local cycles headlessly: evaluate, mine hard dims, augment, split, train, validate, promote.
+
+    Runs go through the workspace's code location as UI runs do, so they show in the UI's run history."""
+    with _through_code_location(_runner(progress=True)) as runner:
+        reports = _demo_cycles(runner, cycles, prefix)
+    _print_demo(reports, as_json)
+
+
+def _demo_cycles(runner: CycleRunner, cycles: int, prefix: str) -> list[CycleReport]:
     from kotone_pipeline.orchestration.runner import CycleFailedError
 
-    runner = _runner(progress=True)
     existing = set(runner.cycles())
     reports = []
     for unfinished in runner.unfinished_cycles():
@@ -81,6 +105,10 @@ def demo(
             f" vs {_fmt(report.reference_holdout_mae_before)}  ({report.wall_s:.1f}s)"
         )
         reports.append(report)
+    return reports
+
+
+def _print_demo(reports: list[CycleReport], as_json: bool) -> None:
     if as_json:
         keys = [
             "cycle_id",
@@ -141,24 +169,6 @@ def demo(
             out.print(f"  - {reason}")
 
 
-@handle_errors
-def dev(
-    port: int = typer.Option(3000, help="Port of the Dagster UI."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
-) -> None:
-    """Start the Dagster UI and daemon (dagster dev) with DAGSTER_HOME under KOTONE_HOME."""
-    from kotone_pipeline.orchestration.runner import dagster_home
-
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home())}
-    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster")
-    if dagster is None:
-        raise fail("the dagster command is not installed in this environment")
-    workspace = REPO_ROOT / "workspace.yaml"
-    target = ["-w", str(workspace)] if workspace.is_file() else ["-m", "kotone_pipeline.definitions"]
-    status_console.print(f"Dagster UI on http://{host}:{port}  (DAGSTER_HOME={env['DAGSTER_HOME']})")
-    raise typer.Exit(subprocess.call([dagster, "dev", *target, "-h", host, "-p", str(port)], env=env, cwd=REPO_ROOT))
-
-
 # A first production run that costs cents: one run, a handful of training rows, a few optimizer steps; every
 # phase of the job (environment, base model download, training, checkpoint and adapter push, batched
 # prediction of the full eval splits, validation, gate) still runs. Explicit KOTONE_* settings win.
@@ -209,16 +219,64 @@ def cycle_new(
     created = runner.new_cycle(cycle_id)
     typer.echo(created)
     if run:
-        try:
-            report = runner.run_cycle(created)
-        except CycleFailedError as exc:
-            raise fail(str(exc), code=1) from None
+        with _through_code_location(runner):
+            try:
+                report = runner.run_cycle(created)
+            except CycleFailedError as exc:
+                raise fail(str(exc), code=1) from None
         typer.echo(json.dumps(report.model_dump(), indent=2))
+
+
+@cycle_app.command("delete")
+@handle_errors
+def cycle_delete(
+    cycle_id: str = typer.Argument(..., help="The cycle (partition key) to remove; invalid keys are accepted here."),
+) -> None:
+    """Remove a cycle: its partition, its unfinished training jobs (canceled) and its artifacts (moved aside).
+
+    Refuses the cycle that produced the current champion. The artifacts and local job directories move to
+    KOTONE_HOME/deleted/<id>-<time>/, so the id can be used again from a clean start."""
+    from kotone_pipeline.orchestration.cycle_admin import CycleDeleteRefusedError, delete_cycle
+    from kotone_pipeline.orchestration.resources import ChampionRegistryResource
+
+    runner = _runner(progress=False)
+    home = str(runner.artifacts.home)
+    backend = runner.resources["job_backend"].get_backend()
+    try:
+        report = delete_cycle(
+            runner.instance,
+            runner.artifacts,
+            ChampionRegistryResource(home=home).get_registry(),
+            backend,
+            cycle_id,
+        )
+    except CycleDeleteRefusedError as exc:
+        raise fail(str(exc)) from None
+    for line in report.lines():
+        typer.echo(line)
+    if report.cancel_errors:
+        raise typer.Exit(1)
+
+
+def _cycle_row(arts: CycleArtifacts, cycle_id: str, stages: Sequence[str]) -> dict[str, Any]:
+    from kotone_pipeline.orchestration.cycle_admin import invalid_reason
+
+    problem = invalid_reason(cycle_id)
+    if problem is not None:
+        # Dagster accepted the key, but no Kotone artifact can be named after it: report it, go on.
+        return {"cycle_id": cycle_id, "stage": "invalid", "decision": None, "problem": problem}
+    done = [s for s in stages if arts.has_doc(cycle_id, s)]
+    decision = arts.read_doc(cycle_id, "promotion_decision")["decision"] if "promotion_decision" in done else None
+    return {
+        "cycle_id": cycle_id,
+        "stage": done[-1] if done else "created",
+        "decision": ("promote" if decision["promote"] else "keep") if decision else None,
+    }
 
 
 @handle_errors
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Show every cycle's stage, the open training jobs and the current champion."""
+    """Show every cycle's stage and decision and the current champion; invalid cycle ids are flagged."""
     runner = _runner(progress=False)
     arts = runner.artifacts
     from kotone_pipeline.orchestration.resources import ChampionRegistryResource
@@ -226,17 +284,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     champion = ChampionRegistryResource(home=str(arts.home)).get_registry().current()
     from kotone_pipeline.cycle.steps import STAGES as stages
 
-    rows = []
-    for cycle_id in runner.cycles():
-        done = [s for s in stages if arts.has_doc(cycle_id, s)]
-        decision = arts.read_doc(cycle_id, "promotion_decision")["decision"] if "promotion_decision" in done else None
-        rows.append(
-            {
-                "cycle_id": cycle_id,
-                "stage": done[-1] if done else "created",
-                "decision": ("promote" if decision["promote"] else "keep") if decision else None,
-            }
-        )
+    rows = [_cycle_row(arts, cycle_id, stages) for cycle_id in runner.cycles()]
     result = {"champion": champion.model_dump(mode="json") if champion else None, "cycles": rows}
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -250,10 +298,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     for row in rows:
         table.add_row(row["cycle_id"], row["stage"], row["decision"] or "-")
     console.print(table)
+    for row in rows:
+        if row.get("problem"):
+            # Plain echo: a wrapped line would split the command people copy.
+            typer.echo(f"warning: {row['problem']}; remove it with `kotone cycle delete '{row['cycle_id']}'`", err=True)
 
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
-    app.command("dev")(dev)
     app.command("status")(status)
     app.add_typer(cycle_app, name="cycle")

@@ -258,7 +258,9 @@ def step_eval_summary(
     champion_eval = evaluate_champion(artifacts, champion, base) if champion is not None else None
     if champion_eval is not None:
         summaries["champion"], rows["champion"] = champion_eval.summaries, champion_eval.rows
-        model_ids["champion"] = champion_eval.model_id
+        # The registry's id ("cycle/run") names the champion everywhere people read it (hard dims, the
+        # playbook); the id a trainer stores inside its model ("local:output") means nothing to them.
+        model_ids["champion"] = champion.model_id
         if champion_eval.predictor is not None:
             models["champion"] = champion_eval.predictor
     if champion is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -10,10 +11,56 @@ import dagster as dg
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.schemas import EvalSummary
 
+# The UI's asset pages are read at ~1600 px: a table wider than ~8 columns gets cut off, and a model
+# name longer than this wraps its column onto several lines.
+MAX_LABEL = 18
+DECIMALS = 4
+
+
+def readable_float(value: float) -> float:
+    """4 decimals (4 significant digits below 0.001, so a small number never reads as 0); full precision stays
+    in the JSON artifacts."""
+    if value != value or value in (float("inf"), float("-inf")) or value == 0:
+        return value
+    if abs(value) >= 10**-3:
+        return round(value, DECIMALS)
+    return float(f"{value:.{DECIMALS}g}")
+
+
+def _round_tree(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return readable_float(value)
+    if isinstance(value, Mapping):
+        return {k: _round_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_round_tree(v) for v in value]
+    return value
+
+
+def readable(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata as the UI should show it: every float (plain, ``float`` or inside ``json``) rounded."""
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if isinstance(value, dg.FloatMetadataValue) and value.value is not None:
+            value = dg.MetadataValue.float(readable_float(value.value))
+        elif isinstance(value, dg.JsonMetadataValue):
+            value = dg.MetadataValue.json(_round_tree(value.data))
+        elif isinstance(value, float):
+            value = dg.MetadataValue.float(readable_float(value))
+        out[key] = value
+    return out
+
+
+def as_of(when: datetime | None = None) -> str:
+    """The moment a snapshot of changing state (job stages) was taken, in UTC."""
+    return (when or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC")
+
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.{DECIMALS}f}"
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
@@ -23,44 +70,64 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def metrics_table(summaries: Mapping[str, EvalSummary]) -> str:
-    """One row per model/dataset: the headline metrics side by side."""
-    headers = [
-        "model",
-        "dataset",
-        "rows",
-        "vector_mae",
-        "mae_raw",
-        "mse_norm",
-        "mean_r2",
-        "exact",
-        "within_1",
-        "json_valid",
-        "p95 ms",
+def short_labels(names: Sequence[str]) -> dict[str, str]:
+    """name -> column label: short names stay, long ones become ``m1``, ``m2``, ... (see ``label_legend``)."""
+    labels: dict[str, str] = {}
+    for name in names:
+        labels[name] = name if len(name) <= MAX_LABEL else f"m{sum(1 for n in labels if len(n) > MAX_LABEL) + 1}"
+    return labels
+
+
+def label_legend(labels: Mapping[str, str]) -> str:
+    """The full id behind every shortened label (empty when none was shortened)."""
+    rows = [[label, name] for name, label in labels.items() if label != name]
+    return "\n\n" + md_table(["label", "model"], rows) if rows else ""
+
+
+def _split_key(name: str, dataset: str) -> str:
+    # eval_summary keys are "<model> / <dataset>"; the dataset has its own column.
+    suffix = f" / {dataset}"
+    return name[: -len(suffix)] if name.endswith(suffix) else name
+
+
+# The UI shows markdown metadata inline only below this many characters (longer: a "[Show Markdown]" link).
+INLINE_MARKDOWN_CHARS = 1000
+
+
+def metrics_tables(summaries: Mapping[str, EvalSummary]) -> tuple[str, str, str]:
+    """The headline metrics as two narrow tables (accuracy; validity and speed) and the label legend ("" if none)."""
+    models = {name: _split_key(name, s.dataset) for name, s in summaries.items()}
+    labels = short_labels(list(dict.fromkeys(models.values())))
+    accuracy = [
+        [labels[models[n]], s.dataset, s.rows, s.vector_mae, s.mae_raw, s.exact_match_rate, s.within_one_rate]
+        for n, s in summaries.items()
     ]
-    rows = [
-        [
-            name,
-            s.dataset,
-            s.rows,
-            s.vector_mae,
-            s.mae_raw,
-            s.mse_norm,
-            s.mean_r2,
-            s.exact_match_rate,
-            s.within_one_rate,
-            s.json_valid_rate,
-            s.p95_latency_ms,
-        ]
-        for name, s in summaries.items()
+    other = [
+        [labels[models[n]], s.dataset, s.mse_norm, s.mean_r2, s.json_valid_rate, s.p95_latency_ms]
+        for n, s in summaries.items()
     ]
-    return md_table(headers, rows)
+    return (
+        md_table(["model", "dataset", "rows", "vector_mae", "mae_raw", "exact", "within_1"], accuracy),
+        md_table(["model", "dataset", "mse_norm", "mean_r2", "json_valid", "p95 ms"], other),
+        label_legend(labels).strip(),
+    )
+
+
+def metrics_metadata(summaries: Mapping[str, EvalSummary]) -> dict[str, dg.MetadataValue]:
+    """``metrics`` and ``metrics_validity`` (and ``model_labels``): separate entries, each short enough for the
+    UI to show inline instead of behind a link."""
+    accuracy, validity, legend = metrics_tables(summaries)
+    out = {"metrics": dg.MetadataValue.md(accuracy), "metrics_validity": dg.MetadataValue.md(validity)}
+    if legend:
+        out["model_labels"] = dg.MetadataValue.md(legend)
+    return out
 
 
 def per_dim_table(summaries: Mapping[str, EvalSummary]) -> str:
-    headers = ["dim", *summaries.keys()]
+    labels = short_labels(list(summaries))
+    headers = ["dim", *labels.values()]
     rows = [[dim, *(s.per_dim_mae.get(dim, float("nan")) for s in summaries.values())] for dim in DIMS]
-    return md_table(headers, rows)
+    return md_table(headers, rows) + label_legend(labels)
 
 
 def pair_column_schema() -> dg.TableSchema:

@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import BaseModel
@@ -21,6 +21,9 @@ from kotone_pipeline.orchestration.resources import resolve_home
 from kotone_pipeline.orchestration.sensors import training_jobs_sensor
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.jobs import validate_cycle_id
+
+if TYPE_CHECKING:
+    from kotone_pipeline.orchestration.launcher import CodeLocationLauncher
 
 SENSOR_RESOURCES = ("kotone_home", "job_backend")
 REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
@@ -98,8 +101,12 @@ class CycleRunner:
         progress: Callable[[str], None] = lambda _msg: None,
         poll_interval_s: float = 0.5,
         log_level: str = "WARNING",
+        launcher: CodeLocationLauncher | None = None,
     ) -> None:
+        """``launcher``: run through the workspace's code location as the UI and the daemon do (one run
+        history); without it, runs execute in this process (tests and the overhead benchmark)."""
         self.defs = defs
+        self.launcher = launcher
         self.instance = instance
         self.progress = progress
         self.poll_interval_s = poll_interval_s
@@ -137,6 +144,9 @@ class CycleRunner:
 
     # --- execution -------------------------------------------------------------------------------
     def _execute(self, job_name: str, partition_key: str | None = None, tags: dict[str, str] | None = None) -> None:
+        if self.launcher is not None:
+            self._wait_launched(self.launcher.launch(job_name, partition_key, tags), partition_key)
+            return
         job = self.defs.resolve_job_def(job_name)
         result = job.execute_in_process(
             instance=self.instance,
@@ -172,8 +182,22 @@ class CycleRunner:
         self.progress("materializing base assets (catalog, teacher_pairs, eval_sets)")
         self._execute("base_job")
 
+    def _wait_launched(self, run_id: str, partition_key: str | None) -> None:
+        from kotone_pipeline.orchestration.launcher import RunFailedError
+
+        assert self.launcher is not None
+        try:
+            self.launcher.wait(run_id)
+        except RunFailedError as exc:
+            steps = self.launcher.failed_steps(run_id)
+            raise CycleFailedError(
+                f"{exc} for {partition_key or 'base'}: " + "; ".join(steps or ["see the run logs"])
+            ) from None
+
     def tick_sensor(self) -> int:
         """One evaluation of training_jobs_sensor; runs what it requests. Returns runs started."""
+        if self.launcher is not None:
+            return self._tick_through_code_location()
         # Only the resources the sensor uses: each tick builds them anew, and ticks run while training.
         context = dg.build_sensor_context(
             instance=self.instance,
@@ -195,6 +219,17 @@ class CycleRunner:
             self._execute("validation_job", request.partition_key, tags=dict(request.tags))
             started += 1
         return started
+
+    def _tick_through_code_location(self) -> int:
+        """The sensor daemon's own iteration (ticks recorded, runs attributed to the sensor); then launch
+        what it queued. When a daemon is already running (`kotone dev`), leave both to it and wait."""
+        assert self.launcher is not None
+        if not self.launcher.daemon_running():
+            self.launcher.tick_sensors()
+            for run_id in self.launcher.launch_queued():
+                self.progress("sensor: jobs finished; running validation_job (requested by training_jobs_sensor)")
+                self._wait_launched(run_id, None)
+        return 0
 
     def run_cycle(self, cycle_id: str, timeout_s: float = 900) -> CycleReport:
         start = time.monotonic()

@@ -3,6 +3,7 @@
 import datetime as dt
 import hashlib
 import json
+import os
 from typing import Any
 
 import dagster as dg
@@ -10,6 +11,7 @@ from dagster._utils.schedules import get_latest_completed_cron_tick
 
 from kotone_pipeline.cycle import steps
 from kotone_pipeline.orchestration.jobs import cycle_job, report_job, validation_job
+from kotone_pipeline.orchestration.metadata import as_of
 from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.orchestration.resources import JobBackendResource, KotoneHomeResource, LoopSettings
 from kotone_pipeline.services.jobs import JobBackendError
@@ -63,9 +65,22 @@ def validation_run_key(cycle_id: str, job_ids: list[str]) -> str:
     return f"validate:{cycle_id}:{digest}"
 
 
+# How often the daemon evaluates training_jobs_sensor. `kotone demo` (which ticks it itself, through the
+# code location, while it waits for a cycle's jobs) sets 1 for the code server it starts.
+SENSOR_INTERVAL_ENV = "KOTONE_SENSOR_INTERVAL_S"
+
+
+def _sensor_interval_s() -> int:
+    raw = os.environ.get(SENSOR_INTERVAL_ENV, "30")
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        raise ValueError(f"{SENSOR_INTERVAL_ENV}: expected whole seconds, got {raw!r}") from None
+
+
 @dg.sensor(
     job=validation_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=_sensor_interval_s(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Polls the jobs of all open cycles in one backend call; reports trained_models and requests validation."
@@ -114,6 +129,7 @@ def training_jobs_sensor(
                     "completed": dg.MetadataValue.int(sum(s.stage == "COMPLETED" for s in states)),
                     "failed": dg.MetadataValue.int(sum(s.stage != "COMPLETED" for s in states)),
                     "job_ids": dg.MetadataValue.json(job_ids),
+                    "stages_as_of": dg.MetadataValue.text(as_of()),
                 },
             )
         )

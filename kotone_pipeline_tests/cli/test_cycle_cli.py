@@ -43,6 +43,7 @@ def test_demo_json_then_status_show_the_cycle_and_its_champion(tmp_path: Path) -
     assert cycle["decision"] in {"promote", "keep"}
     assert cycle["rows_added"] > 0 and len(cycle["hard_dims"]) == 2
     assert "cycle demo-001" in demo.stderr  # progress goes to stderr, the JSON alone to stdout
+    assert "[demo-001] eval_summary" in demo.stderr  # the cycle id in brackets is text, not a markup tag
 
     status = kotone(tmp_path, "status", "--json")
     assert status.returncode == 0, status.stderr[-2000:]
@@ -50,6 +51,27 @@ def test_demo_json_then_status_show_the_cycle_and_its_champion(tmp_path: Path) -
     assert state["cycles"] == [{"cycle_id": "demo-001", "stage": "promotion_decision", "decision": cycle["decision"]}]
     if cycle["decision"] == "promote":
         assert state["champion"]["holdout_mae"] == cycle["candidate_holdout_mae"]
+    _assert_one_run_history(tmp_path / "dagster")
+
+
+def _assert_one_run_history(dagster_home: Path) -> None:
+    """The demo's runs came through the code location (as UI runs do), validation from the sensor's ticks."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    try:
+        runs = {run.job_name: run for run in instance.get_runs()}
+        assert set(runs) == {"base_job", "cycle_job", "validation_job"}
+        for run in runs.values():
+            assert run.remote_job_origin is not None, run.job_name
+            assert run.remote_job_origin.location_name == "kotone_pipeline"
+        validation = runs["validation_job"]
+        assert validation.tags.get("dagster/sensor_name") == "training_jobs_sensor"
+        [sensor] = [s for s in instance.all_instigator_state() if s.instigator_name == "training_jobs_sensor"]
+        ticks = instance.get_ticks(sensor.instigator_origin_id, sensor.selector_id)
+        assert any(validation.run_id in tick.run_ids for tick in ticks)
+    finally:
+        instance.dispose()
 
 
 def test_cycle_new_rejects_a_bad_id_without_a_traceback(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_eval_summary_shows_baselines_without_a_champion(materialized) -> None:
     home, results, _ = materialized
     meta = metadata(results["eval_summary"], "eval_summary")
     assert meta["champion"].value == "none (baselines)"
-    assert "baseline-rule / holdout" in meta["metrics"].value
+    assert "| baseline-rule | holdout |" in meta["metrics"].value  # model and dataset in their own columns
     doc = CycleArtifacts(home).read_doc("a1", "eval_summary")
     assert doc["current_model"] in {"baseline-rule", "baseline-constant"}
     assert doc["tracking"] == {"wandb_mode": "disabled"} or doc["tracking"].get("wandb_mode") == "disabled"

@@ -7,7 +7,7 @@ from kotone_pipeline.domain.catalog import load_catalog
 from kotone_pipeline.domain.dims import SLOTS
 from kotone_pipeline.domain.paths import data_dir
 from kotone_pipeline.domain.split import split_pairs
-from kotone_pipeline.orchestration.metadata import dataset_metadata, md_table, path_value
+from kotone_pipeline.orchestration.metadata import dataset_metadata, md_table, path_value, readable
 from kotone_pipeline.orchestration.resources import KotoneHomeResource, LoopSettings
 
 
@@ -18,11 +18,13 @@ def catalog() -> dg.MaterializeResult:
         [slot, len(parts.by_slot[slot]), ", ".join(p.part_id for p in parts.by_slot[slot][:4]) + " …"] for slot in SLOTS
     ]
     return dg.MaterializeResult(
-        metadata={
-            "parts": dg.MetadataValue.int(len(parts.parts)),
-            "by_slot": dg.MetadataValue.md(md_table(["slot", "parts", "examples"], rows)),
-            "path": path_value(data_dir() / "catalog.json"),
-        }
+        metadata=readable(
+            {
+                "parts": dg.MetadataValue.int(len(parts.parts)),
+                "by_slot": dg.MetadataValue.md(md_table(["slot", "parts", "examples"], rows)),
+                "path": path_value(data_dir() / "catalog.json"),
+            }
+        )
     )
 
 
@@ -38,12 +40,14 @@ def teacher_pairs(kotone_home: KotoneHomeResource, loop_settings: LoopSettings) 
     stats = split_pairs(pairs, seed=loop_settings.split_seed).stats
     quality = report.as_dict()
     return dg.MaterializeResult(
-        metadata={
-            **dataset_metadata(len(pairs), stats.data_hash),
-            "groups": dg.MetadataValue.int(len({p.group_id for p in pairs})),
-            "quality_report": dg.MetadataValue.md(md_table(["reason", "rows"], sorted(quality.items()))),
-            "path": path_value(artifacts.base_dir / TEACHER_PAIRS_FILE),
-        }
+        metadata=readable(
+            {
+                **dataset_metadata(len(pairs), stats.data_hash),
+                "groups": dg.MetadataValue.int(len({p.group_id for p in pairs})),
+                "quality_report": dg.MetadataValue.md(md_table(["reason", "rows"], sorted(quality.items()))),
+                "path": path_value(artifacts.base_dir / TEACHER_PAIRS_FILE),
+            }
+        )
     )
 
 
@@ -64,11 +68,13 @@ def eval_sets(kotone_home: KotoneHomeResource, loop_settings: LoopSettings) -> d
         raise dg.Failure(f"eval groups found in the teacher set: {', '.join(overlap[:10])}")
     rows = [[name, len(pairs), len({p.group_id for p in pairs})] for name, pairs in base.eval_sets()]
     return dg.MaterializeResult(
-        metadata={
-            "sets": dg.MetadataValue.md(md_table(["set", "rows", "groups"], rows)),
-            "dagster/row_count": dg.MetadataValue.int(sum(len(pairs) for _, pairs in base.eval_sets())),
-            "probe_path": path_value(data_dir() / "eval" / "probe.jsonl"),
-            "holdout_path": path_value(data_dir() / "eval" / "holdout.jsonl"),
-            "human_path": path_value(data_dir() / "eval" / "human.jsonl"),
-        }
+        metadata=readable(
+            {
+                "sets": dg.MetadataValue.md(md_table(["set", "rows", "groups"], rows)),
+                "dagster/row_count": dg.MetadataValue.int(sum(len(pairs) for _, pairs in base.eval_sets())),
+                "probe_path": path_value(data_dir() / "eval" / "probe.jsonl"),
+                "holdout_path": path_value(data_dir() / "eval" / "holdout.jsonl"),
+                "human_path": path_value(data_dir() / "eval" / "human.jsonl"),
+            }
+        )
     )

@@ -5,12 +5,14 @@ import dagster as dg
 from kotone_pipeline.cycle import steps
 from kotone_pipeline.cycle.tracking import write_failure_playbook
 from kotone_pipeline.orchestration.metadata import (
+    as_of,
     dataset_metadata,
     human_metadata,
     md_table,
-    metrics_table,
+    metrics_metadata,
     path_value,
     per_dim_table,
+    readable,
     tracking_metadata,
 )
 from kotone_pipeline.orchestration.partitions import cycles
@@ -65,18 +67,20 @@ def eval_summary(
     holdout = {name: by_ds["holdout"] for name, by_ds in result.summaries.items()}
     current_holdout = result.summaries[result.current_model]["holdout"]
     return dg.MaterializeResult(
-        metadata={
-            "current_model": dg.MetadataValue.text(result.current_model),
-            "champion": dg.MetadataValue.text(result.champion.model_id if result.champion else "none (baselines)"),
-            "holdout_vector_mae": dg.MetadataValue.float(current_holdout.vector_mae),
-            "probe_vector_mae": dg.MetadataValue.float(result.summaries[result.current_model]["probe"].vector_mae),
-            **human_metadata(result.summaries),
-            "metrics": dg.MetadataValue.md(metrics_table(flat)),
-            "per_dim_mae_holdout": dg.MetadataValue.md(per_dim_table(holdout)),
-            "eval_id": dg.MetadataValue.text(result.eval_id),
-            **tracking_metadata(result.tracking),
-            "path": path_value(artifacts.path(context.partition_key, "eval_summary.json")),
-        }
+        metadata=readable(
+            {
+                "current_model": dg.MetadataValue.text(result.current_model),
+                "champion": dg.MetadataValue.text(result.champion.model_id if result.champion else "none (baselines)"),
+                "holdout_vector_mae": dg.MetadataValue.float(current_holdout.vector_mae),
+                "probe_vector_mae": dg.MetadataValue.float(result.summaries[result.current_model]["probe"].vector_mae),
+                **human_metadata(result.summaries),
+                **metrics_metadata(flat),
+                "per_dim_mae_holdout": dg.MetadataValue.md(per_dim_table(holdout)),
+                "eval_id": dg.MetadataValue.text(result.eval_id),
+                **tracking_metadata(result.tracking),
+                "path": path_value(artifacts.path(context.partition_key, "eval_summary.json")),
+            }
+        )
     )
 
 
@@ -108,19 +112,21 @@ def hard_dims(
     by_dim = sorted(report.by_dim.items(), key=lambda kv: -kv[1])
     failures = [[f.source_type, f.text[:80], f.row_mae] for f in report.top_failures[:10]]
     return dg.MaterializeResult(
-        metadata={
-            "focus": dg.MetadataValue.json(report.focus),
-            "source": dg.MetadataValue.text(report.source),
-            "by_dim": dg.MetadataValue.md(
-                md_table(
-                    ["dim", "probe MAE", "focus"],
-                    [[d, v, "yes" if d in report.focus else ""] for d, v in by_dim],
-                )
-            ),
-            "top_failures": dg.MetadataValue.md(md_table(["source_type", "text", "row MAE"], failures)),
-            **{k: dg.MetadataValue.text(str(v)) for k, v in fetch_meta.items()},
-            "path": path_value(artifacts.path(context.partition_key, "hard_dims.json")),
-        }
+        metadata=readable(
+            {
+                "focus": dg.MetadataValue.json(report.focus),
+                "source": dg.MetadataValue.text(report.source),
+                "by_dim": dg.MetadataValue.md(
+                    md_table(
+                        ["dim", "probe MAE", "focus"],
+                        [[d, v, "yes" if d in report.focus else ""] for d, v in by_dim],
+                    )
+                ),
+                "top_failures": dg.MetadataValue.md(md_table(["source_type", "text", "row MAE"], failures)),
+                **{k: dg.MetadataValue.text(str(v)) for k, v in fetch_meta.items()},
+                "path": path_value(artifacts.path(context.partition_key, "hard_dims.json")),
+            }
+        )
     )
 
 
@@ -142,13 +148,15 @@ def augmented_pairs(
     for pair in result.pairs:
         by_origin[pair.origin] = by_origin.get(pair.origin, 0) + 1
     return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": dg.MetadataValue.int(len(result.pairs)),
-            "dagster/column_schema": dataset_metadata(0, "")["dagster/column_schema"],
-            "by_origin": dg.MetadataValue.json(by_origin),
-            "counts": dg.MetadataValue.json(result.counts),
-            "path": path_value(artifacts.path(context.partition_key, "augmented_pairs.jsonl")),
-        }
+        metadata=readable(
+            {
+                "dagster/row_count": dg.MetadataValue.int(len(result.pairs)),
+                "dagster/column_schema": dataset_metadata(0, "")["dagster/column_schema"],
+                "by_origin": dg.MetadataValue.json(by_origin),
+                "counts": dg.MetadataValue.json(result.counts),
+                "path": path_value(artifacts.path(context.partition_key, "augmented_pairs.jsonl")),
+            }
+        )
     )
 
 
@@ -191,17 +199,19 @@ def split_dataset(
         for dim, s in by_dim.items()
     ]
     return dg.MaterializeResult(
-        metadata={
-            **dataset_metadata(sum(result.rows.values()), result.dataset.data_hash),
-            "rows_by_split": dg.MetadataValue.json(result.rows),
-            "counts": dg.MetadataValue.md(md_table(["split", "source_type", "origin", "rows"], count_rows)),
-            "dim_stats": dg.MetadataValue.md(md_table(["split", "dim", "mean", "min", "max"], dim_rows)),
-            "dataset_version": dg.MetadataValue.text(result.dataset.version),
-            "dataset_uri": dg.MetadataValue.url(result.dataset.uri)
-            if result.dataset.uri.startswith("http")
-            else path_value(result.dataset.uri),
-            **tracking_metadata(result.tracking),
-        }
+        metadata=readable(
+            {
+                **dataset_metadata(sum(result.rows.values()), result.dataset.data_hash),
+                "rows_by_split": dg.MetadataValue.json(result.rows),
+                "counts": dg.MetadataValue.md(md_table(["split", "source_type", "origin", "rows"], count_rows)),
+                "dim_stats": dg.MetadataValue.md(md_table(["split", "dim", "mean", "min", "max"], dim_rows)),
+                "dataset_version": dg.MetadataValue.text(result.dataset.version),
+                "dataset_uri": dg.MetadataValue.url(result.dataset.uri)
+                if result.dataset.uri.startswith("http")
+                else path_value(result.dataset.uri),
+                **tracking_metadata(result.tracking),
+            }
+        )
     )
 
 
@@ -237,17 +247,24 @@ def training_submission(
         [r["run_id"], r["job_id"], r["stage"], "adopted" if r["adopted"] else "new", r["url"] or ""]
         for r in doc["runs"]
     ]
+    stages_as_of = as_of()
     hparams = [[r["run_id"], ", ".join(f"{k}={v}" for k, v in sorted(r["hparams"].items()))] for r in doc["runs"]]
     return dg.MaterializeResult(
-        metadata={
-            "runs": dg.MetadataValue.md(md_table(["run", "job id", "stage", "submission", "url"], runs)),
-            "hparams": dg.MetadataValue.md(md_table(["run", "hyper-parameters"], hparams)),
-            "hparams_patch": dg.MetadataValue.json(decision["patch"]),
-            "hparams_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision["reasons"]) or "-"),
-            "job_ids": dg.MetadataValue.json([r["job_id"] for r in doc["runs"]]),
-            "backend": dg.MetadataValue.text(doc["backend"]),
-            "new_jobs": dg.MetadataValue.int(sum(not r["adopted"] for r in doc["runs"])),
-        }
+        metadata=readable(
+            {
+                # A stage is a snapshot of a job that moves on: say when it was taken (trained_models has the end).
+                "runs": dg.MetadataValue.md(
+                    md_table(["run", "job id", f"stage as of {stages_as_of}", "submission", "url"], runs)
+                ),
+                "stages_as_of": dg.MetadataValue.text(stages_as_of),
+                "hparams": dg.MetadataValue.md(md_table(["run", "hyper-parameters"], hparams)),
+                "hparams_patch": dg.MetadataValue.json(decision["patch"]),
+                "hparams_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision["reasons"]) or "-"),
+                "job_ids": dg.MetadataValue.json([r["job_id"] for r in doc["runs"]]),
+                "backend": dg.MetadataValue.text(doc["backend"]),
+                "new_jobs": dg.MetadataValue.int(sum(not r["adopted"] for r in doc["runs"])),
+            }
+        )
     )
 
 
@@ -261,9 +278,11 @@ def training_submission(
 def failure_playbook(context: dg.AssetExecutionContext, kotone_home: KotoneHomeResource) -> dg.MaterializeResult:
     path, playbook = write_failure_playbook(kotone_home.artifacts(), context.partition_key)
     return dg.MaterializeResult(
-        metadata={
-            "playbook": dg.MetadataValue.md(playbook.markdown),
-            "worst_dims": dg.MetadataValue.json([row.dim for row in playbook.worst_dims[:3]]),
-            "path": path_value(path),
-        }
+        metadata=readable(
+            {
+                "playbook": dg.MetadataValue.md(playbook.markdown),
+                "worst_dims": dg.MetadataValue.json([row.dim for row in playbook.worst_dims[:3]]),
+                "path": path_value(path),
+            }
+        )
     )

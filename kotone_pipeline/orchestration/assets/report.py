@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from kotone_pipeline.orchestration.metadata import path_value
+from kotone_pipeline.orchestration.metadata import path_value, readable
 from kotone_pipeline.orchestration.resources import ChampionRegistryResource, KotoneHomeResource
 from kotone_pipeline.orchestration.workflow_log import REPORTS_DIR, collect_report, render_report, write_report_files
 
@@ -30,13 +30,15 @@ def workflow_log(
     paths = write_report_files(artifacts.home / REPORTS_DIR, rendered)
     decided = [c for c in report.cycles if c.delta is not None]
     return dg.MaterializeResult(
-        metadata={
-            "workflow_log": dg.MetadataValue.md(rendered.markdown),
-            "cycles": dg.MetadataValue.int(len(report.cycles)),
-            "decided_cycles": dg.MetadataValue.int(len(decided)),
-            "events": dg.MetadataValue.int(len(report.events)),
-            "champion": dg.MetadataValue.text(report.champion or "none"),
-            "md_path": path_value(paths["md"]),
-            "html_path": path_value(paths["html"]),
-        }
+        metadata=readable(
+            {
+                "workflow_log": dg.MetadataValue.md(rendered.markdown),
+                "cycles": dg.MetadataValue.int(len(report.cycles)),
+                "decided_cycles": dg.MetadataValue.int(len(decided)),
+                "events": dg.MetadataValue.int(len(report.events)),
+                "champion": dg.MetadataValue.text(report.champion or "none"),
+                "md_path": path_value(paths["md"]),
+                "html_path": path_value(paths["html"]),
+            }
+        )
     )

@@ -5,7 +5,14 @@ import dagster as dg
 from kotone_pipeline.cycle import steps
 from kotone_pipeline.domain.gate import decision_markdown
 from kotone_pipeline.domain.schemas import EvalSummary
-from kotone_pipeline.orchestration.metadata import md_table, metrics_table, path_value, per_dim_table, tracking_metadata
+from kotone_pipeline.orchestration.metadata import (
+    md_table,
+    metrics_metadata,
+    path_value,
+    per_dim_table,
+    readable,
+    tracking_metadata,
+)
 from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.orchestration.resources import (
     ChampionRegistryResource,
@@ -71,20 +78,23 @@ def validation_snapshot(
             summaries[f"{run['run_id']} / human"] = EvalSummary.model_validate(run["human"])
     best = doc["best_run_id"]
     return dg.MaterializeResult(
-        metadata={
-            "runs": dg.MetadataValue.md(
-                md_table(
-                    ["run", "stage", "validation MAE", "holdout MAE", "human MAE", "running s", "cost USD", "url"], rows
-                )
-            ),
-            "best_run": dg.MetadataValue.text(best or "none (no run completed)"),
-            "metrics": dg.MetadataValue.md(metrics_table(summaries) if summaries else "no completed run"),
-            "per_dim_mae": dg.MetadataValue.md(per_dim_table(summaries) if summaries else "-"),
-            "completed": dg.MetadataValue.int(doc["completed"]),
-            "failed": dg.MetadataValue.int(doc["failed"]),
-            "total_cost_usd": dg.MetadataValue.float(doc["total_cost_usd"]),
-            "path": path_value(artifacts.path(context.partition_key, "validation_snapshot.json")),
-        }
+        metadata=readable(
+            {
+                "runs": dg.MetadataValue.md(
+                    md_table(
+                        ["run", "stage", "validation MAE", "holdout MAE", "human MAE", "running s", "cost USD", "url"],
+                        rows,
+                    )
+                ),
+                "best_run": dg.MetadataValue.text(best or "none (no run completed)"),
+                **(metrics_metadata(summaries) if summaries else {"metrics": dg.MetadataValue.md("no completed run")}),
+                "per_dim_mae": dg.MetadataValue.md(per_dim_table(summaries) if summaries else "-"),
+                "completed": dg.MetadataValue.int(doc["completed"]),
+                "failed": dg.MetadataValue.int(doc["failed"]),
+                "total_cost_usd": dg.MetadataValue.float(doc["total_cost_usd"]),
+                "path": path_value(artifacts.path(context.partition_key, "validation_snapshot.json")),
+            }
+        )
     )
 
 
@@ -120,21 +130,23 @@ def promotion_decision(
     tracking = artifacts.read_doc(context.partition_key, "promotion_decision").get("tracking", {})
     delta_rows = [[dim, delta] for dim, delta in decision.per_dim_delta.items()]
     return dg.MaterializeResult(
-        metadata={
-            "decision": dg.MetadataValue.text("promote" if decision.promote else "keep"),
-            "forced": dg.MetadataValue.bool(decision.forced),
-            "candidate": dg.MetadataValue.text(decision.candidate_run_id or "none"),
-            "reference": dg.MetadataValue.text(f"{decision.reference_kind}: {decision.reference_id}"),
-            "candidate_holdout_mae": dg.MetadataValue.float(decision.candidate_holdout_mae)
-            if decision.candidate_holdout_mae is not None
-            else dg.MetadataValue.text("n/a"),
-            "reference_holdout_mae": dg.MetadataValue.float(decision.reference_holdout_mae),
-            "candidate_human_mae": dg.MetadataValue.float(round(decision.candidate_human_mae, 4))
-            if decision.candidate_human_mae is not None
-            else dg.MetadataValue.text("n/a"),
-            "per_dim_delta": dg.MetadataValue.md(md_table(["dim", "candidate - reference MAE"], delta_rows)),
-            "decision_log": dg.MetadataValue.md(decision_markdown(decision)),
-            **tracking_metadata(tracking),
-            "path": path_value(artifacts.path(context.partition_key, "promotion_decision.json")),
-        }
+        metadata=readable(
+            {
+                "decision": dg.MetadataValue.text("promote" if decision.promote else "keep"),
+                "forced": dg.MetadataValue.bool(decision.forced),
+                "candidate": dg.MetadataValue.text(decision.candidate_run_id or "none"),
+                "reference": dg.MetadataValue.text(f"{decision.reference_kind}: {decision.reference_id}"),
+                "candidate_holdout_mae": dg.MetadataValue.float(decision.candidate_holdout_mae)
+                if decision.candidate_holdout_mae is not None
+                else dg.MetadataValue.text("n/a"),
+                "reference_holdout_mae": dg.MetadataValue.float(decision.reference_holdout_mae),
+                "candidate_human_mae": dg.MetadataValue.float(round(decision.candidate_human_mae, 4))
+                if decision.candidate_human_mae is not None
+                else dg.MetadataValue.text("n/a"),
+                "per_dim_delta": dg.MetadataValue.md(md_table(["dim", "candidate - reference MAE"], delta_rows)),
+                "decision_log": dg.MetadataValue.md(decision_markdown(decision)),
+                **tracking_metadata(tracking),
+                "path": path_value(artifacts.path(context.partition_key, "promotion_decision.json")),
+            }
+        )
     )

@@ -1,0 +1,194 @@
+"""`kotone dev` and the Dagster UI it serves, after one real cycle, looked at in a real headless Chromium.
+
+One cycle (in-process, into a persistent KOTONE_HOME) and one `kotone dev` serve every check, so the UI
+checks cost one cycle and one server start. Screenshots go to ``$KOTONE_HOME/screenshots/`` for people to
+look at (the paths are printed). Without a browser only the browser checks skip, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from kotone_pipeline.cli.dev import QUIET_WARNINGS, dev_env
+from kotone_pipeline_tests.browser import browser, new_page, screenshot, settle  # noqa: F401 (fixture)
+from kotone_pipeline_tests.dev_server import READY_LINE, DevServer, graphql, kotone_dev
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+CYCLE = "c1"
+ASSETS = (
+    "catalog",
+    "teacher_pairs",
+    "eval_sets",
+    "eval_summary",
+    "hard_dims",
+    "augmented_pairs",
+    "split_dataset",
+    "training_submission",
+    "failure_playbook",
+    "trained_models",
+    "validation_snapshot",
+    "promotion_decision",
+    "workflow_log",
+)
+# What the UI shows when something broke: an error toast, a Python error panel, a GraphQL failure.
+BROKEN = ("Python error", "PythonError", "Unexpected GraphQL error", "Something went wrong", "Error loading")
+ENV = {"KOTONE_CAMPAIGN_SIZE": "1", "KOTONE_WANDB_MODE": "disabled"}
+
+
+@pytest.fixture(scope="module")
+def one_cycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One full cycle into a persistent instance under KOTONE_HOME (what `kotone dev` then opens)."""
+    from kotone_pipeline.definitions import build_definitions
+    from kotone_pipeline.orchestration.runner import CycleRunner, open_instance
+
+    home = tmp_path_factory.mktemp("ui") / "kotone"
+    saved = {k: os.environ.get(k) for k in ("KOTONE_HOME", "DAGSTER_HOME")}
+    os.environ["KOTONE_HOME"] = str(home)
+    os.environ.pop("DAGSTER_HOME", None)
+    try:
+        instance = open_instance()
+        report = CycleRunner(
+            build_definitions({**ENV, "KOTONE_HOME": str(home)}), instance, poll_interval_s=0.2
+        ).run_cycle(CYCLE)
+        instance.dispose()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    yield {"home": home, "report": report}
+
+
+@pytest.fixture(scope="module")
+def ui(one_cycle: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    with kotone_dev(one_cycle["home"], tmp_path_factory.mktemp("dev") / "kotone_dev.log", env=ENV) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, ui: DevServer) -> Iterator[Page]:  # noqa: F811
+    page = new_page(browser)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(ui.url + "/asset-groups")
+    settle(page)
+    # First visit only: Dagster's newsletter dialog; dismissing it is what a person does too.
+    skip = page.get_by_role("button", name="Skip")
+    if skip.count() and skip.first.is_visible():
+        skip.first.click()
+    page.errors = errors  # type: ignore[attr-defined]
+    yield page
+    page.close()
+
+
+def _shots(one_cycle: dict[str, Any]) -> Path:
+    return one_cycle["home"] / "screenshots"
+
+
+def _assert_not_broken(page: Page) -> None:
+    text = page.inner_text("body")
+    shown = [marker for marker in BROKEN if marker in text]
+    assert not shown, f"{page.url} shows {shown}"
+    toasts = page.locator("[class*='Toast'], [role='alert']")
+    assert toasts.count() == 0 or not any("rror" in toasts.nth(i).inner_text() for i in range(toasts.count()))
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
+def test_kotone_dev_becomes_dagster_and_says_when_ready(ui: DevServer, one_cycle: dict[str, Any]) -> None:
+    answer = graphql(ui.port, "{ assetNodes { assetKey { path } } }")
+    keys = {"/".join(node["assetKey"]["path"]) for node in answer["data"]["assetNodes"]}
+    assert set(ASSETS) <= keys
+    assert (one_cycle["home"] / "dagster" / "dagster.yaml").is_file()
+    # exec, not a waiting wrapper: the process the test started is `dagster dev` itself.
+    cmdline = Path(f"/proc/{ui.proc.pid}/cmdline").read_bytes().split(b"\0")
+    assert any(part.endswith(b"dagster") for part in cmdline) and b"dev" in cmdline, cmdline
+    log = ui.log()
+    assert f"{READY_LINE}{ui.url}" in log
+    for unactionable in ("SupersessionWarning", "will not be used to configure Dagster"):
+        assert unactionable not in log, log[-3000:]
+
+
+def _shown_as(label: str, name: str) -> bool:
+    """A graph node's label names the asset; zoomed out, the UI shortens long names to "traini…_submission"."""
+    head, ellipsis, tail = label.partition("…")
+    return label == name or (bool(ellipsis) and name.startswith(head) and name.endswith(tail))
+
+
+def test_global_lineage_shows_every_asset(page: Page, ui: DevServer, one_cycle: dict[str, Any]) -> None:
+    page.goto(ui.url + "/asset-groups")
+    settle(page)
+    page.locator("body").click(position={"x": 1100, "y": 700})  # focus the graph for its shortcut
+    page.keyboard.press("Alt+e")  # "Expand all groups": every asset as a node
+    page.wait_for_timeout(1500)
+    print(screenshot(page, _shots(one_cycle), "01-global-lineage"))
+    labels = page.locator("[class*='AssetNode_assetName']").all_inner_texts()
+    missing = [name for name in ASSETS if not any(_shown_as(label.strip(), name) for label in labels)]
+    assert not missing, f"global lineage does not show {missing} (nodes: {labels})"
+    assert len(labels) == len(ASSETS), labels
+    _assert_not_broken(page)
+
+
+def test_cycle_partition_page_shows_the_decision_and_its_reasons(
+    page: Page, ui: DevServer, one_cycle: dict[str, Any]
+) -> None:
+    page.goto(f"{ui.url}/assets/promotion_decision?view=partitions&partition={CYCLE}")
+    settle(page)
+    print(screenshot(page, _shots(one_cycle), "02-promotion-decision-partition"))
+    text = page.inner_text("body")
+    decision = one_cycle["report"].decision
+    assert decision in text and "decision_log" in text
+    assert f"Decision: {decision.upper()}" in text
+    # The gate's reasons, as the decision recorded them.
+    assert "holdout vector_mae" in text and "json_valid_rate" in text
+    _assert_not_broken(page)
+
+
+def test_sensors_page_lists_both_sensors(page: Page, ui: DevServer, one_cycle: dict[str, Any]) -> None:
+    page.goto(ui.url + "/automation")
+    settle(page)
+    print(screenshot(page, _shots(one_cycle), "03-automation"))
+    for sensor in ("training_jobs_sensor", "nightly_cycle_sensor"):
+        assert page.get_by_text(sensor, exact=True).count() > 0, sensor
+    _assert_not_broken(page)
+
+
+def test_workflow_log_html_renders_with_every_image(browser: Browser, one_cycle: dict[str, Any]) -> None:  # noqa: F811
+    html = one_cycle["home"] / "reports" / "workflow_log.html"
+    assert html.is_file()
+    page = new_page(browser)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(html.as_uri())
+    settle(page, 500)
+    print(screenshot(page, _shots(one_cycle), "04-workflow-log"))
+    images = page.eval_on_selector_all(
+        "img", "els => els.map(e => ({src: e.src.slice(0, 40), ok: e.complete && e.naturalWidth > 0}))"
+    )
+    assert images, "the workflow log has no plots"
+    assert all(image["ok"] for image in images), [i["src"] for i in images if not i["ok"]]
+    text = page.inner_text("body")
+    assert CYCLE in text and one_cycle["report"].decision in text
+    assert not errors and "Traceback" not in text and "undefined" not in text
+    page.close()
+
+
+def test_relative_paths_become_absolute_and_only_the_supersession_warning_is_quieted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KOTONE_HOME", raising=False)
+    environ = {"KOTONE_DATA_DIR": "data", "KOTONE_WANDB_MODE": "offline", "PYTHONWARNINGS": "error::DeprecationWarning"}
+    env = dev_env(environ, tmp_path / "dh", tmp_path)
+    assert env["DAGSTER_HOME"] == str(tmp_path / "dh")
+    assert env["KOTONE_HOME"] == str(tmp_path / ".kotone")  # the default home, fixed where kotone ran
+    assert env["KOTONE_DATA_DIR"] == str(tmp_path / "data")
+    assert env["KOTONE_WANDB_MODE"] == "offline"
+    assert env["PYTHONWARNINGS"] == f"error::DeprecationWarning,{QUIET_WARNINGS}"
