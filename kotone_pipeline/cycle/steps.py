@@ -491,6 +491,11 @@ def step_training_submission(
     dataset_artifact = dataset_artifact_for_jobs(split_doc)
     job_env = {DATASET_ARTIFACT_ENV: dataset_artifact} if dataset_artifact else {}
     pricing = backend.prepare_cycle(cycle_id)
+    # A re-materialization keeps what the sensor recorded of earlier attempts (the timed-out jobs).
+    earlier = {}
+    if artifacts.has_doc(cycle_id, "training_submission"):
+        previous_runs = artifacts.read_doc(cycle_id, "training_submission")["runs"]
+        earlier = {r["run_id"]: r["earlier_jobs"] for r in previous_runs if r.get("earlier_jobs")}
     runs = []
     for index, hparams in enumerate(variants):
         timeout_s = job_timeout_s(config, backend, split_doc.get("rows") or {}, hparams)
@@ -509,6 +514,8 @@ def step_training_submission(
         state = backend.submit(spec)
         # The timeout we sent is what the budget counts (the job's answer is not trusted to echo it).
         runs.append({"run_id": spec.run_id, "hparams": hparams, "timeout_s": timeout_s, **_state_fields(state)})
+        if spec.run_id in earlier:
+            runs[-1]["earlier_jobs"] = earlier[spec.run_id]
     doc = {
         "cycle_id": cycle_id,
         "trainer": config.trainer,

@@ -16,6 +16,7 @@ from huggingface_hub import set_client_factory
 from huggingface_hub.utils import _http as hf_http
 
 from kotone_pipeline.definitions import build_definitions
+from kotone_pipeline.orchestration.assets.cycle import training_submission
 from kotone_pipeline.orchestration.runner import CycleRunner
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.hf_jobs import ATTEMPT_LABEL
@@ -73,9 +74,10 @@ def timed_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamesp
             mp.setenv(name, value)
         try:
             with dg.instance_for_test() as instance:
-                runner = TimeoutRunner(build_definitions(env), instance, hub=hub, poll_interval_s=0.2)
+                defs = build_definitions(env)
+                runner = TimeoutRunner(defs, instance, hub=hub, poll_interval_s=0.2)
                 report = runner.run_cycle(CYCLE, timeout_s=120)
-                yield SimpleNamespace(hub=hub, arts=CycleArtifacts(home), instance=instance, report=report)
+                yield SimpleNamespace(hub=hub, arts=CycleArtifacts(home), instance=instance, report=report, defs=defs)
         finally:
             hub.stop()
             set_client_factory(hf_http.default_client_factory)
@@ -115,3 +117,15 @@ def test_validation_used_the_second_attempts_outputs(timed_out) -> None:
     assert run["model_uri"] == f"{RUNS_REPO}@{branch}"
     run_json = timed_out.hub.repos[("model", RUNS_REPO)].commits[branch].files["run.json"].data
     assert b'"resumed_from_checkpoint": true' in run_json
+
+
+def test_rematerializing_training_submission_afterwards_creates_no_job_and_keeps_the_history(timed_out) -> None:
+    before = timed_out.arts.read_doc(CYCLE, "training_submission")["runs"][0]
+    result = dg.materialize(
+        [training_submission], resources=timed_out.defs.resources, partition_key=CYCLE, instance=timed_out.instance
+    )
+    assert result.success
+    assert len(timed_out.hub.jobs) == 2  # the run has used its attempts: its last job is adopted
+    (run,) = timed_out.arts.read_doc(CYCLE, "training_submission")["runs"]
+    assert run["job_id"] == before["job_id"] and run["attempt"] == 2 and run["adopted"]
+    assert run["earlier_jobs"] == before["earlier_jobs"]
