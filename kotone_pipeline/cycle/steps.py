@@ -655,7 +655,8 @@ def resubmit_timed_out(
     dataset_artifact = dataset_artifact_for_jobs(split_doc)
     smoke = doc.get("smoke") or {}
     by_job = {run["job_id"]: run for run in doc["runs"]}
-    new_states = []
+    new_states: list[JobState] = []
+    transient: JobBackendError | None = None
     for state in candidates:
         run = by_job.get(state.job_id)
         if run is None or run.get("resubmit_refused"):
@@ -676,7 +677,8 @@ def resubmit_timed_out(
             new = backend.submit(spec)
         except JobBackendError as exc:
             if exc.transient:
-                raise
+                transient = exc  # keep what was submitted so far; the rest is tried again later
+                break
             run["resubmit_refused"] = str(exc)
             continue
         if new.job_id == state.job_id:
@@ -687,6 +689,8 @@ def resubmit_timed_out(
         run.update(_state_fields(new), attempt=new.attempt)
         new_states.append(new)
     artifacts.write_doc(cycle_id, "training_submission", doc)
+    if transient is not None:
+        raise transient
     return new_states
 
 

@@ -87,8 +87,9 @@ def training_jobs_sensor(
     if not open_cycles and not requests:
         return dg.SkipReason("no cycle is waiting for training jobs")
     gone = {job for job, ticks in cursor["missing"].items() if ticks >= MISSING_TICKS_BEFORE_GONE}
+    backend = job_backend.get_backend()  # one per tick: re-submissions share its memory of unsettled creates
     try:
-        poll = steps.poll_jobs(job_backend.get_backend(), open_cycles, gone=gone)
+        poll = steps.poll_jobs(backend, open_cycles, gone=gone)
     except JobBackendError as exc:
         # A backend hiccup must not fail the tick or lose state: count it and try again next tick.
         cursor["errors"] += 1
@@ -99,7 +100,7 @@ def training_jobs_sensor(
     resubmitted: dict[str, list[str]] = {}
     for cycle_id, states in sorted(poll.finished.items()):
         try:
-            again = steps.resubmit_timed_out(artifacts, job_backend.get_backend(), cycle_id, states)
+            again = steps.resubmit_timed_out(artifacts, backend, cycle_id, states)
         except JobBackendError as exc:  # transient: the runs are submitted again on a later tick
             context.log.warning(f"{cycle_id}: re-submitting timed-out runs failed, retrying next tick: {exc}")
             resubmitted[cycle_id] = []
