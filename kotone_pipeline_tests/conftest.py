@@ -20,3 +20,14 @@ def shared_embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         os.environ.pop("KOTONE_EMBEDDING_CACHE", None)
     else:
         os.environ["KOTONE_EMBEDDING_CACHE"] = previous
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests marked `learning` train real pretrained weights for minutes: not in `make test`; they run when
+    # selected by marker (`pytest -m learning`, or an expression naming it).
+    if "learning" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="a training run of minutes: select it with `pytest -m learning`")
+    for item in items:
+        if item.get_closest_marker("learning") is not None:
+            item.add_marker(skip)

@@ -54,7 +54,7 @@ from kotone_pipeline.domain.split import check_leakage, split_pairs
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ANY_CHAMPION, Champion, ChampionChangedError, ChampionRegistry
 from kotone_pipeline.services.datasets import DatasetRef, DatasetStore
-from kotone_pipeline.services.jobs import JobBackend, JobSpec, JobState
+from kotone_pipeline.services.jobs import JobBackend, JobBackendError, JobSpec, JobState
 from kotone_pipeline.services.tracker import Tracker
 
 # The documents a cycle writes, in order; the last one present is the cycle's stage.
@@ -493,6 +493,11 @@ def step_training_submission(
     dataset_artifact = dataset_artifact_for_jobs(split_doc)
     job_env = {DATASET_ARTIFACT_ENV: dataset_artifact} if dataset_artifact else {}
     pricing = backend.prepare_cycle(cycle_id)
+    # A re-materialization keeps what the sensor recorded of earlier attempts (the timed-out jobs).
+    earlier = {}
+    if artifacts.has_doc(cycle_id, "training_submission"):
+        previous_runs = artifacts.read_doc(cycle_id, "training_submission")["runs"]
+        earlier = {r["run_id"]: r["earlier_jobs"] for r in previous_runs if r.get("earlier_jobs")}
     runs = []
     for index, hparams in enumerate(variants):
         timeout_s = job_timeout_s(config, backend, split_doc.get("rows") or {}, hparams)
@@ -511,6 +516,8 @@ def step_training_submission(
         state = backend.submit(spec)
         # The timeout we sent is what the budget counts (the job's answer is not trusted to echo it).
         runs.append({"run_id": spec.run_id, "hparams": hparams, "timeout_s": timeout_s, **_state_fields(state)})
+        if spec.run_id in earlier:
+            runs[-1]["earlier_jobs"] = earlier[spec.run_id]
     doc = {
         "cycle_id": cycle_id,
         "trainer": config.trainer,
@@ -580,6 +587,7 @@ def _state_fields(state: JobState) -> dict[str, Any]:
         "url": state.url,
         "adopted": state.adopted,
         "created_at": state.created_at,
+        "attempt": state.attempt,
     }
 
 
@@ -631,6 +639,61 @@ def poll_jobs(backend: JobBackend, cycles: dict[str, list[str]], gone: Collectio
         else:
             result.running[cycle] = known
     return result
+
+
+def resubmit_timed_out(
+    artifacts: CycleArtifacts, backend: JobBackend, cycle_id: str, states: Sequence[JobState]
+) -> list[JobState]:
+    """Submit again the runs of an ended cycle whose job hit its timeout with attempts left (the backend says
+    which); returns the new jobs, and records each in ``training_submission`` (job id, attempt, the earlier
+    job). The backend's idempotent ``submit`` adopts a job already created for that attempt, so a repeated
+    call creates nothing. A permanent refusal (e.g. the budget) is recorded on the run, which is then
+    validated as it ended; a transient one raises JobBackendError (the caller tries again later)."""
+    candidates = [s for s in states if backend.resubmits(s)]
+    if not candidates:
+        return []
+    doc = artifacts.read_doc(cycle_id, "training_submission")
+    split_doc = artifacts.read_doc(cycle_id, "split_dataset")
+    dataset_artifact = dataset_artifact_for_jobs(split_doc)
+    smoke = doc.get("smoke") or {}
+    by_job = {run["job_id"]: run for run in doc["runs"]}
+    new_states: list[JobState] = []
+    transient: JobBackendError | None = None
+    for state in candidates:
+        run = by_job.get(state.job_id)
+        if run is None or run.get("resubmit_refused"):
+            continue
+        spec = JobSpec(
+            cycle_id=cycle_id,
+            run_id=run["run_id"],
+            trainer=doc["trainer"],
+            hparams=run["hparams"],
+            dataset=DatasetRef.model_validate(doc["dataset"]),
+            timeout_s=run["timeout_s"],
+            env={DATASET_ARTIFACT_ENV: dataset_artifact} if dataset_artifact else {},
+            max_steps=smoke.get("max_steps"),
+            max_train_rows=smoke.get("max_train_rows"),
+            max_predict_rows=smoke.get("max_predict_rows"),
+        )
+        try:
+            new = backend.submit(spec)
+        except JobBackendError as exc:
+            if exc.transient:
+                transient = exc  # keep what was submitted so far; the rest is tried again later
+                break
+            run["resubmit_refused"] = str(exc)
+            continue
+        if new.job_id == state.job_id:
+            continue  # the backend kept the ended job (no attempts left by its count)
+        earlier = {"job_id": state.job_id, "attempt": state.attempt, "stage": state.stage}
+        earlier["message"] = (state.message or "").split("\n", 1)[0]
+        run["earlier_jobs"] = [*run.get("earlier_jobs", []), earlier]
+        run.update(_state_fields(new), attempt=new.attempt)
+        new_states.append(new)
+    artifacts.write_doc(cycle_id, "training_submission", doc)
+    if transient is not None:
+        raise transient
+    return new_states
 
 
 # --- validation_snapshot ---------------------------------------------------------------------------
@@ -824,7 +887,12 @@ def run_cycle_plain(
     submission = step_training_submission(artifacts, backend, config, cycle_id)
     deadline = time.monotonic() + timeout_s
     job_ids = [r["job_id"] for r in submission["runs"]]
-    while not poll_jobs(backend, {cycle_id: job_ids}).finished:
+    while True:
+        finished = poll_jobs(backend, {cycle_id: job_ids}).finished.get(cycle_id)
+        if finished is not None:
+            if not resubmit_timed_out(artifacts, backend, cycle_id, finished):
+                break
+            job_ids = [r["job_id"] for r in artifacts.read_doc(cycle_id, "training_submission")["runs"]]
         if time.monotonic() > deadline:
             raise RunsNotFinishedError(f"cycle {cycle_id}: jobs still running after {timeout_s:.0f}s")
         time.sleep(poll_interval_s)

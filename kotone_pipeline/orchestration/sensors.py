@@ -14,7 +14,7 @@ from kotone_pipeline.orchestration.jobs import cycle_job, report_job, validation
 from kotone_pipeline.orchestration.metadata import as_of
 from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.orchestration.resources import JobBackendResource, KotoneHomeResource, LoopSettings
-from kotone_pipeline.services.jobs import JobBackendError
+from kotone_pipeline.services.jobs import JobBackendError, JobState
 
 WORKFLOW_LOG = dg.AssetKey("workflow_log")
 MAX_REMEMBERED_CYCLES = 500
@@ -102,8 +102,9 @@ def training_jobs_sensor(
     if not open_cycles and not requests:
         return dg.SkipReason("no cycle is waiting for training jobs")
     gone = {job for job, ticks in cursor["missing"].items() if ticks >= MISSING_TICKS_BEFORE_GONE}
+    backend = job_backend.get_backend()  # one per tick: re-submissions share its memory of unsettled creates
     try:
-        poll = steps.poll_jobs(job_backend.get_backend(), open_cycles, gone=gone)
+        poll = steps.poll_jobs(backend, open_cycles, gone=gone)
     except JobBackendError as exc:
         # A backend hiccup must not fail the tick or lose state: count it and try again next tick.
         cursor["errors"] += 1
@@ -111,7 +112,19 @@ def training_jobs_sensor(
         context.update_cursor(json.dumps(cursor, sort_keys=True))
         return dg.SkipReason(f"job backend unavailable ({'transient' if exc.transient else 'permanent'}): {exc}")
     cursor["missing"] = {job: cursor["missing"].get(job, 0) + 1 for job in poll.missing}
+    resubmitted: dict[str, list[str]] = {}
     for cycle_id, states in sorted(poll.finished.items()):
+        try:
+            again = steps.resubmit_timed_out(artifacts, backend, cycle_id, states)
+        except JobBackendError as exc:  # transient: the runs are submitted again on a later tick
+            context.log.warning(f"{cycle_id}: re-submitting timed-out runs failed, retrying next tick: {exc}")
+            resubmitted[cycle_id] = []
+            continue
+        if again:
+            # The cycle waits for the new attempts instead of being validated now.
+            resubmitted[cycle_id] = [s.job_id for s in again]
+            events.append(_resubmission_observation(cycle_id, states, again))
+            continue
         job_ids = [s.job_id for s in states]
         run_key = validation_run_key(cycle_id, job_ids)
         rows = "\n".join(
@@ -139,11 +152,32 @@ def training_jobs_sensor(
         # Validated cycles no longer show up as open, so forgetting the oldest is safe.
         for old in sorted(cursor["reported"])[: len(cursor["reported"]) - MAX_REMEMBERED_CYCLES]:
             del cursor["reported"][old]
-    cursor["open"] = sorted(poll.running)
+    cursor["open"] = sorted([*poll.running, *resubmitted])
     context.update_cursor(json.dumps(cursor, sort_keys=True))
     if not requests:
-        return dg.SkipReason(f"waiting for jobs of {len(poll.running)} cycle(s): {', '.join(sorted(poll.running))}")
+        waiting = sorted([*poll.running, *resubmitted])
+        if events:  # re-submissions only: record them, request nothing
+            return dg.SensorResult(asset_events=events)
+        return dg.SkipReason(f"waiting for jobs of {len(waiting)} cycle(s): {', '.join(waiting)}")
     return dg.SensorResult(run_requests=requests, asset_events=events or None)
+
+
+def _resubmission_observation(cycle_id: str, ended: list[JobState], again: list[JobState]) -> dg.AssetObservation:
+    """training_submission's new jobs (its doc is updated too): an observation, as its inputs did not change."""
+    earlier = {s.run_id: s.job_id for s in ended}
+    rows = "\n".join(f"| {s.run_id} | {earlier.get(s.run_id, '')} | {s.job_id} | {s.attempt} |" for s in again)
+    return dg.AssetObservation(
+        asset_key="training_submission",
+        partition=cycle_id,
+        metadata={
+            "resubmitted": dg.MetadataValue.md(
+                "Runs whose job hit its timeout, submitted again (they resume from their checkpoint):\n\n"
+                "| run | timed-out job | new job | attempt |\n|---|---|---|---|\n" + rows
+            ),
+            "job_ids": dg.MetadataValue.json([s.job_id for s in again]),
+            "attempts": dg.MetadataValue.json({s.run_id: s.attempt for s in again}),
+        },
+    )
 
 
 def nightly_cycle_id(tick: dt.datetime) -> str:

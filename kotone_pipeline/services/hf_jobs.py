@@ -305,6 +305,12 @@ class HfJobsBackend(JobBackend):
             return self._reconcile_after_failed_create(spec, exc, attempt)
         return self._state(info, None)
 
+    def resubmits(self, state: JobState) -> bool:
+        """A job that hit its timeout, with attempts left: its run resumes from its checkpoint in a new job."""
+        # The first line is the Hub's status message; the log tail follows it (and may mention anything).
+        timed_out = state.stage == "ERROR" and _is_timeout_message((state.message or "").split("\n", 1)[0])
+        return timed_out and state.attempt < self.max_attempts
+
     def find(self, cycle_id: str, run_id: str) -> JobState | None:
         labels = {"kotone-project": self.project, "kotone-cycle": cycle_id, "kotone-run": run_id}
         found = self._list(labels)
@@ -660,13 +666,25 @@ class HfJobsBackend(JobBackend):
             url=f"{self.endpoint}/jobs/{info.owner.name}/{info.id}",
             output_uri=output,
             adopted=adopted,
+            attempt=_attempt(info),
         )
 
 
 def _timed_out(info: JobInfo) -> bool:
     """The job ended because it ran past its timeout (the status message says so)."""
-    message = str(info.status.message or "").lower()
-    return str(info.status.stage).upper() == "ERROR" and ("timeout" in message or "timed out" in message)
+    return str(info.status.stage).upper() == "ERROR" and _is_timeout_message(info.status.message)
+
+
+def _is_timeout_message(message: str | None) -> bool:
+    text = (message or "").lower()
+    return "timeout" in text or "timed out" in text
+
+
+def _attempt(info: JobInfo) -> int:
+    try:
+        return max(1, int((info.labels or {}).get(ATTEMPT_LABEL, 1)))
+    except ValueError:
+        return 1
 
 
 def _has_labels(info: JobInfo, labels: Mapping[str, str]) -> bool:

@@ -73,6 +73,7 @@ class JobState(BaseModel):
     url: str | None = None
     output_uri: str | None = None  # directory (local) or repo@revision (HF) holding the run's outputs
     adopted: bool = False  # True when submit() found an existing job instead of creating one
+    attempt: int = 1  # which job of its run this is (a run whose job hit its timeout is submitted again)
 
     @property
     def terminal(self) -> bool:
@@ -101,6 +102,10 @@ class JobBackend(ABC):
     @abstractmethod
     def statuses(self, job_ids: list[str]) -> dict[str, JobState]:
         """Current state of many jobs at once (one list call for remote backends)."""
+
+    def resubmits(self, state: JobState) -> bool:
+        """Whether this ended job's run is to be submitted again (``submit`` then creates its next attempt)."""
+        return False
 
     def prepare_cycle(self, cycle_id: str) -> dict[str, Any]:
         """Once per cycle, before its submissions (HF: refresh prices); what to record with them."""

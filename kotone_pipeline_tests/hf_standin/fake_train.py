@@ -10,6 +10,10 @@ output branch. ``--hparams '{"fail": true}'`` makes it fail after printing a few
 ``FAKE_TRAIN_MODEL=local`` in the job's machine env (``HubStandIn.machine_env``) fits the project's local
 text model instead of the median, so that a run can really beat the baselines (end-to-end cycle tests);
 the stand-in's machines have the repository on their ``PYTHONPATH``.
+
+``FAKE_TRAIN_STALL_S=N`` in the machine env makes a first attempt push a checkpoint to its output branch and
+then hang for N seconds (a test advances the stand-in's clock past the job's timeout to kill it); an attempt
+that finds the checkpoint resumes without hanging, like ``train_lora.py``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ def main() -> int:
 
     from huggingface_hub import HfApi, snapshot_download
 
+    stall_s = float(os.environ.get("FAKE_TRAIN_STALL_S") or 0)
+    resumed = bool(stall_s) and _checkpoint(args.output_repo, args.output_revision, stall_s)
+
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(
             snapshot_download(
@@ -79,7 +86,8 @@ def main() -> int:
         ]
         (out / f"predictions_{split}.jsonl").write_text("".join(line + "\n" for line in lines))
     rows = {name: len(rows) for name, rows in splits.items()}
-    (out / "run.json").write_text(json.dumps({"status": "completed", "rows": rows, "hparams": hparams}))
+    record = {"status": "completed", "rows": rows, "hparams": hparams, "resumed_from_checkpoint": resumed}
+    (out / "run.json").write_text(json.dumps(record))
     (out / "metrics.json").write_text(json.dumps({"train_median": median}))
     api = HfApi()
     api.create_repo(args.output_repo, repo_type="model", private=True, exist_ok=True)
@@ -92,6 +100,22 @@ def main() -> int:
     )
     print(f"uploaded outputs: {commit.oid}")
     return 0
+
+
+def _checkpoint(repo: str, branch: str, stall_s: float) -> bool:
+    """True when the branch holds a checkpoint (resume); else push one and hang (the job then times out)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo, repo_type="model", private=True, exist_ok=True)
+    api.create_branch(repo, branch=branch, exist_ok=True)
+    if api.file_exists(repo, "checkpoint/state.json", revision=branch):
+        print("resuming from checkpoint/state.json")
+        return True
+    api.upload_file(path_or_fileobj=b'{"step": 1}', path_in_repo="checkpoint/state.json", repo_id=repo, revision=branch)
+    print(f"checkpoint pushed; stalling {stall_s:.0f}s", flush=True)
+    time.sleep(stall_s)
+    return False
 
 
 def _local_model(train: list[dict]) -> Callable[[list[dict]], list[dict[str, int] | None]]:

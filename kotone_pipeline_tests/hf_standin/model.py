@@ -26,6 +26,7 @@ FLAVOR_PRICES_USD_PER_HOUR = {
     "a100-large": 2.50,
     "h200": 5.00,
 }
+RECORDED = Path(__file__).resolve().parent / "recorded"
 TERMINAL = ("COMPLETED", "ERROR", "CANCELED", "DELETED")
 LFS_SUFFIXES = (".parquet", ".arrow", ".bin", ".safetensors", ".pt", ".gguf", ".zip")
 LFS_THRESHOLD_BYTES = 10 * 1024
@@ -111,6 +112,41 @@ def make_commit(parent: Commit | None, files: dict[str, Blob], title: str, descr
 # --- jobs -------------------------------------------------------------------------------------------------
 
 
+def recorded(name: str) -> Any:
+    """A recorded real answer of the Jobs API (``recorded/README.md`` says where each comes from)."""
+    return json.loads((RECORDED / name).read_text(encoding="utf-8"))
+
+
+def jobs_hardware() -> list[dict[str, Any]]:
+    """``GET /api/jobs/hardware``: the recorded entries as they are; a flavor without a recording gets an entry
+    of the recorded entry's shape (same keys, per-minute price, micro-USD rounded as recorded) with its price
+    from ``hf_api_notes.md``."""
+    entries = recorded("jobs_hardware.json")
+    have = {entry["name"] for entry in entries}
+    template = entries[0]
+    for name, price in FLAVOR_PRICES_USD_PER_HOUR.items():
+        if name not in have:
+            per_minute = price / 60
+            entries.append(
+                {
+                    **template,
+                    "name": name,
+                    "prettyName": name,
+                    "cpu": "n/a",
+                    "ram": "n/a",
+                    "ephemeralStorage": "n/a",
+                    "unitCostMicroUSD": round(per_minute * 1e6),
+                    "unitCostUSD": round(per_minute, 6),
+                }
+            )
+    return entries
+
+
+def owner_id(namespace: str) -> str:
+    """A 24-hex id, as the recorded answers' owner ids are."""
+    return hashlib.sha1(namespace.encode()).hexdigest()[:24]
+
+
 @dataclass
 class JobRecord:
     id: str
@@ -150,12 +186,12 @@ class JobRecord:
                 "runningSecs": int(max(0.0, end - self.started)) if self.started is not None else None,
                 "totalSecs": int(max(0.0, end - self.created)),
             },
-            "owner": {"id": f"id-{self.namespace}", "name": self.namespace, "type": "user"},
+            "owner": {"id": owner_id(self.namespace), "name": self.namespace, "type": "user"},
+            "initiator": {"type": "user", "id": owner_id(self.namespace), "name": self.namespace},
         }
-        if "dockerImage" in spec:
-            body["dockerImage"] = spec["dockerImage"]
-        if "spaceId" in spec:
-            body["spaceId"] = spec["spaceId"]
+        # As recorded (recorded/job_info.json): the image one is set, the other one null.
+        body["dockerImage"] = spec.get("dockerImage")
+        body["spaceId"] = spec.get("spaceId")
         return body
 
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlencode
 
 from kotone_pipeline_tests.hf_standin.model import (
-    FLAVOR_PRICES_USD_PER_HOUR,
     LFS_SUFFIXES,
     LFS_THRESHOLD_BYTES,
     REPO_TYPES,
@@ -21,6 +20,7 @@ from kotone_pipeline_tests.hf_standin.model import (
     HttpError,
     Repo,
     _iso,
+    jobs_hardware,
     make_commit,
 )
 
@@ -335,21 +335,7 @@ class Router:
 
     # -- jobs
     def jobs_hardware(self, ctx: Ctx) -> Reply:
-        return _json(
-            [
-                {
-                    "name": name,
-                    "prettyName": name,
-                    "cpu": "n/a",
-                    "ram": "n/a",
-                    "accelerator": None,
-                    "unitCostMicroUSD": round(price / 60 * 1e6),
-                    "unitCostUSD": price / 60,
-                    "unitLabel": "minute",
-                }
-                for name, price in FLAVOR_PRICES_USD_PER_HOUR.items()
-            ]
-        )
+        return _json(jobs_hardware())
 
     def jobs_create(self, ctx: Ctx) -> Reply:
         self._need_user(ctx)

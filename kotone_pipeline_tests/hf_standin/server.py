@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from kotone_pipeline_tests.hf_standin.model import (
-    FLAVOR_PRICES_USD_PER_HOUR,
     GITATTRIBUTES,
     LFS_SUFFIXES,
     LFS_THRESHOLD_BYTES,
@@ -39,6 +38,7 @@ from kotone_pipeline_tests.hf_standin.model import (
     JobRecord,
     RecordedRequest,
     Repo,
+    jobs_hardware,
     make_commit,
 )
 from kotone_pipeline_tests.hf_standin.routes import Ctx, Reply, Router, _json
@@ -194,7 +194,7 @@ class HubStandIn:
     # -- jobs
     def create_job(self, namespace: str, spec: dict[str, Any], *, run: bool = True) -> JobRecord:
         flavor = spec.get("flavor") or "cpu-basic"
-        if flavor not in FLAVOR_PRICES_USD_PER_HOUR:
+        if flavor not in {entry["name"] for entry in jobs_hardware()}:  # what /api/jobs/hardware lists
             raise HttpError(400, f"Unknown flavor {flavor!r}")
         if not isinstance(spec.get("command"), list) or not spec["command"]:
             raise HttpError(400, "command must be a non-empty list")

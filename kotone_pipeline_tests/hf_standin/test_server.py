@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub._jobs_api import JobHardwareInfo, JobInfo
 from huggingface_hub.errors import (
     HfHubHTTPError,
     RemoteEntryNotFoundError,
@@ -18,6 +19,7 @@ from huggingface_hub.errors import (
 )
 
 from kotone_pipeline_tests.hf_standin.fixtures import TOKEN, USER, hf_standin_fixture, wait_for  # noqa: F401
+from kotone_pipeline_tests.hf_standin.model import recorded
 from kotone_pipeline_tests.hf_standin.server import REPO_ROOT, HubStandIn, iter_secret_hits
 
 REPO = f"{USER}/things"
@@ -248,3 +250,61 @@ def test_runs_as_a_module_for_manual_use():
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# --- answers shaped by recorded real ones (recorded/README.md) ------------------------------------------------
+
+
+# Fields newer than the documented answers: the pinned client's repr shows them, its docstrings do not.
+_UNDOCUMENTED = (
+    "volumes=None, ",
+    ", expose_urls=None, ssh_url=None",
+    "network=None, retry=None, expose=None, expose_public=None, ",
+)
+
+
+def _documented_repr(cls: type) -> str:
+    return next(
+        line.strip() for line in (cls.__doc__ or "").splitlines() if line.strip().startswith(f"{cls.__name__}(")
+    )
+
+
+def test_the_recorded_files_parse_back_to_the_answers_documented_by_the_pinned_client():
+    (cpu_basic,) = recorded("jobs_hardware.json")
+    assert repr(JobHardwareInfo(**cpu_basic)) == _documented_repr(JobHardwareInfo)
+    parsed = repr(JobInfo(**recorded("job_info.json"), endpoint="https://huggingface.co"))
+    for newer in _UNDOCUMENTED:
+        parsed = parsed.replace(newer, "")
+    assert parsed == _documented_repr(JobInfo)
+
+
+def test_the_hardware_list_serves_the_recorded_entry_as_it_is(api):
+    (cpu_basic,) = recorded("jobs_hardware.json")
+    listed = api.list_jobs_hardware()
+    assert listed[0].name == "cpu-basic" and repr(listed[0]) == repr(JobHardwareInfo(**cpu_basic))
+    # Every other flavor has the recorded entry's keys, and its price in the recorded units.
+    raw = json.loads(urllib.request.urlopen(f"{api.endpoint}/api/jobs/hardware").read())
+    assert all(set(entry) == set(cpu_basic) for entry in raw)
+    a10g = next(entry for entry in raw if entry["name"] == "a10g-small")
+    assert a10g["unitLabel"] == "minute" and a10g["unitCostMicroUSD"] == round(a10g["unitCostUSD"] * 1e6)
+    assert {entry["name"] for entry in raw} >= {"cpu-basic", "a10g-small", "a100-large"}
+
+
+def test_a_job_answer_has_every_field_of_the_recorded_one_with_the_same_types(api, hf_standin):
+    recorded_job = recorded("job_info.json")
+    job = api.run_job(image="python:3.12", command=["python", "-c", "print('Hello from the cloud!')"])
+    request = urllib.request.Request(
+        f"{api.endpoint}/api/jobs/{USER}/{job.id}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    raw = json.loads(urllib.request.urlopen(request).read())
+    for key, value in recorded_job.items():
+        assert key in raw, key
+        if value is not None:
+            assert type(raw[key]) is type(value), key
+    # (labels differ: this client adds a "name" label to every run_job)
+    same = ("dockerImage", "spaceId", "command", "arguments", "environment", "secrets", "flavor")
+    assert {k: raw[k] for k in same} == {k: recorded_job[k] for k in same}
+    for part in ("owner", "initiator", "status", "durations"):
+        assert set(raw[part]) == set(recorded_job[part]), part
+    assert len(raw["owner"]["id"]) == len(recorded_job["owner"]["id"]) and len(raw["id"]) == len(recorded_job["id"])
+    assert raw["createdAt"].endswith("Z") and len(raw["createdAt"]) == len(recorded_job["createdAt"])

@@ -193,6 +193,7 @@ def test_a_run_whose_job_timed_out_is_submitted_again_to_the_same_branch_once(ba
     hf_standin.advance(601)  # the machine's watchdog kills the job at its timeout
     failed = poll_until_terminal(backend, first.job_id)
     assert failed.stage == "ERROR" and "timeout" in failed.message.lower()
+    assert failed.attempt == 1 and backend.resubmits(failed)  # the sensor submits it again by itself
 
     second = backend.submit(spec(dataset=dataset, timeout_s=600, hparams={"sleep_s": 60}))
     assert not second.adopted and second.job_id != first.job_id
@@ -203,6 +204,10 @@ def test_a_run_whose_job_timed_out_is_submitted_again_to_the_same_branch_once(ba
     third = backend.submit(spec(dataset=dataset, timeout_s=600, hparams={"sleep_s": 60}))
     assert third.adopted and third.job_id == second.job_id
     assert len(jobs_of_run(hf_standin)) == 2
+    # The second attempt timing out too ends the run: no attempts left.
+    hf_standin.advance(601)
+    again = poll_until_terminal(backend, second.job_id)
+    assert again.attempt == 2 and "timeout" in again.message.lower() and not backend.resubmits(again)
 
 
 def test_a_job_that_failed_otherwise_is_adopted_not_submitted_again(backend, held):
@@ -210,6 +215,7 @@ def test_a_job_that_failed_otherwise_is_adopted_not_submitted_again(backend, hel
     state = backend.submit(spec())
     assert state.adopted and state.stage == "ERROR"
     assert len(jobs_of_run(held)) == 1
+    assert not backend.resubmits(state.model_copy(update={"message": "exit code 1\nrequests: read timed out"}))
 
 
 def test_cancel_stops_a_running_job(backend, hf_standin, dataset):
