@@ -600,8 +600,8 @@ def collect_report(
     notes = []
     if entries and not any(e.kind == "sensor_tick" for e in events):
         notes.append(
-            f"no stored ticks of {SENSOR_NAME}: the cycles ran headless (kotone demo / cycle new --run), which "
-            "evaluates the sensor in-process; its reports appear as trained_models events"
+            f"no stored ticks of {SENSOR_NAME}: the cycles ran through the in-process runner (tests, benchmarks), "
+            "which evaluates the sensor without recording ticks; its reports appear as trained_models events"
         )
     # One shell session for all cycles: KOTONE_HOME once, each cycle's own settings on its line.
     home_prefix = _env_prefix({"KOTONE_HOME": repro_home})
