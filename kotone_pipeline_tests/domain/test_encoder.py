@@ -126,6 +126,20 @@ def test_sorting_by_length_and_batching_do_not_change_the_vectors(encoder: Sente
     np.testing.assert_allclose(reversed_order, alone, atol=1e-5)
 
 
+def test_batches_are_cut_where_lengths_differ_too_much() -> None:
+    from kotone_pipeline.domain.encoder import MAX_BATCH_LENGTH_RATIO, _length_batches
+
+    lengths = np.array([10, 11, 14, 15, 16, 40, 41, 9])
+    order = np.argsort(lengths, kind="stable")
+    batches = _length_batches(order, lengths, batch_size=3)
+    assert sorted(int(i) for b in batches for i in b) == list(range(len(lengths)))  # every row, once
+    for batch in batches:
+        assert 1 <= len(batch) <= 3
+        assert lengths[batch].max() <= MAX_BATCH_LENGTH_RATIO * lengths[batch].min()
+    # [9, 10, 11] [14, 15, 16] [40, 41]: the size cap and the length ratio both cut.
+    assert [sorted(lengths[b].tolist()) for b in batches] == [[9, 10, 11], [14, 15, 16], [40, 41]]
+
+
 def test_long_texts_are_truncated_not_rejected(encoder: SentenceEncoder) -> None:
     long_text = "slow strings " * 400
     vectors = encoder.encode([long_text, long_text + "and a final crash of drums"])
