@@ -30,12 +30,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
-import pandas as pd
 from pydantic import BaseModel
+
+if TYPE_CHECKING:  # pandas loads only when a table is built: the code location starts leaner
+    import pandas as pd
 
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.schemas import (
@@ -133,6 +135,8 @@ def _cell(value: Any, secrets: Sequence[str]) -> Any:
 
 
 def to_frame(data: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
     frame = data.copy() if isinstance(data, pd.DataFrame) else pd.DataFrame(list(data))
     secrets = secret_values()
     for column in frame.columns:
@@ -591,6 +595,8 @@ def eval_metrics(summary: EvalSummary) -> dict[str, float]:
 
 def per_dim_table(per_dim_mae: Mapping[str, float], focus: Sequence[str] = ()) -> pd.DataFrame:
     """dim, MAE, rank (1 = worst), focus flag; in DIMS order."""
+    import pandas as pd
+
     ranked = sorted(per_dim_mae, key=lambda d: (-per_dim_mae[d], DIMS.index(d)))
     return pd.DataFrame(
         [
@@ -603,6 +609,8 @@ def per_dim_table(per_dim_mae: Mapping[str, float], focus: Sequence[str] = ()) -
 
 def predictions_table(rows: Sequence[EvalRow]) -> pd.DataFrame:
     """One line per scored prediction: target, prediction and signed error per dim."""
+    import pandas as pd
+
     records = []
     for row in rows:
         record: dict[str, Any] = {
@@ -641,6 +649,8 @@ FAILURE_COLUMNS: tuple[str, ...] = (
 
 def failures_table(failures: Sequence[FailureExample]) -> pd.DataFrame:
     """The failing rows, worst first; the layout ``wandb_failures.failures_from_table`` reads back."""
+    import pandas as pd
+
     records = []
     for rank, failure in enumerate(failures, start=1):
         record: dict[str, Any] = {
