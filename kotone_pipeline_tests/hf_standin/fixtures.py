@@ -24,6 +24,27 @@ USER = "kotone-bot"
 TOKEN = "hf_fake-standin-token-not-a-secret-0123"
 WANDB_KEY = "wandb-standin-secret-key-9876543210"
 FAKE_TRAIN_SCRIPT = Path(__file__).with_name("fake_train.py")
+
+
+def hf_cycle_env(home: Path, endpoint: str, **overrides: str) -> dict[str, str]:
+    """The settings of a Dagster cycle on the stand-in: HF jobs and dataset store, LoRA trainer, the fake
+    training script, W&B off; ``overrides`` (variable name -> value) on top."""
+    return {
+        "KOTONE_HOME": str(home),
+        "KOTONE_JOB_BACKEND": "hf",
+        "KOTONE_DATASET_STORE": "hf",
+        "KOTONE_TRAINER": "lora",
+        "KOTONE_HF_NAMESPACE": USER,
+        "KOTONE_HF_DATASET_REPO": f"{USER}/kotone-data",
+        "KOTONE_HF_FLAVOR": "cpu-basic",
+        "KOTONE_HF_TRAINING_SCRIPT": str(FAKE_TRAIN_SCRIPT),
+        "KOTONE_WANDB_MODE": "disabled",
+        "HF_ENDPOINT": endpoint,
+        "HF_TOKEN": TOKEN,
+        **overrides,
+    }
+
+
 # Short waits and timeouts: faults resolve in milliseconds, a bound is reached in well under a second.
 FAST_RETRY = RetryPolicy(attempts=3, initial_wait_s=0.01, max_wait_s=0.05, jitter_s=0.01, request_timeout_s=1.0)
 

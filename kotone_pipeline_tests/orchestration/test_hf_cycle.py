@@ -53,7 +53,7 @@ from kotone_pipeline.services.local_jobs import LocalJobBackend
 from kotone_pipeline.services.lora_predictor import TrainExtraMissingError
 from kotone_pipeline.training import TRAIN_SCRIPT
 from kotone_pipeline.training import train_lora as script
-from kotone_pipeline_tests.hf_standin.fixtures import FAKE_TRAIN_SCRIPT, TOKEN, USER, make_splits
+from kotone_pipeline_tests.hf_standin.fixtures import FAKE_TRAIN_SCRIPT, TOKEN, USER, hf_cycle_env, make_splits
 from kotone_pipeline_tests.hf_standin.server import HubStandIn, iter_secret_hits
 from kotone_pipeline_tests.hf_standin.tiny_model import prompt_corpus, publish_base_model
 
@@ -111,20 +111,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
         mp.delenv("WANDB_API_KEY", raising=False)
         hub = HubStandIn({TOKEN: USER}).start()
         hub.machine_env["FAKE_TRAIN_MODEL"] = "local"
-        env = {
-            "KOTONE_HOME": str(home),
-            "KOTONE_JOB_BACKEND": "hf",
-            "KOTONE_DATASET_STORE": "hf",
-            "KOTONE_TRAINER": "lora",
-            "KOTONE_CAMPAIGN_SIZE": str(CAMPAIGN),
-            "KOTONE_HF_NAMESPACE": USER,
-            "KOTONE_HF_DATASET_REPO": DATA_REPO,
-            "KOTONE_HF_FLAVOR": "cpu-basic",
-            "KOTONE_HF_TRAINING_SCRIPT": str(FAKE_TRAIN_SCRIPT),
-            "KOTONE_WANDB_MODE": "disabled",
-            "HF_ENDPOINT": hub.url,
-            "HF_TOKEN": TOKEN,
-        }
+        env = hf_cycle_env(home, hub.url, KOTONE_CAMPAIGN_SIZE=str(CAMPAIGN))
         for name, value in env.items():
             mp.setenv(name, value)  # HF_TOKEN is resolved from the environment (dg.EnvVar) at run time
         publish_base_model(hub, prompt_corpus(make_splits(n_train=12, n_eval=4)["train"]))

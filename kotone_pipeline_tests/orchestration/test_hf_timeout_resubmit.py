@@ -20,7 +20,7 @@ from kotone_pipeline.orchestration.assets.cycle import training_submission
 from kotone_pipeline.orchestration.runner import CycleRunner
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.hf_jobs import ATTEMPT_LABEL
-from kotone_pipeline_tests.hf_standin.fixtures import FAKE_TRAIN_SCRIPT, TOKEN, USER
+from kotone_pipeline_tests.hf_standin.fixtures import TOKEN, USER, hf_cycle_env
 from kotone_pipeline_tests.hf_standin.server import HubStandIn
 
 CYCLE = "t1"
@@ -55,21 +55,7 @@ def timed_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamesp
         mp.delenv("WANDB_API_KEY", raising=False)
         hub = HubStandIn({TOKEN: USER}).start()
         hub.machine_env["FAKE_TRAIN_STALL_S"] = "120"
-        env = {
-            "KOTONE_HOME": str(home),
-            "KOTONE_JOB_BACKEND": "hf",
-            "KOTONE_DATASET_STORE": "hf",
-            "KOTONE_TRAINER": "lora",
-            "KOTONE_CAMPAIGN_SIZE": "1",
-            "KOTONE_JOB_TIMEOUT_S": str(TIMEOUT_S),
-            "KOTONE_HF_NAMESPACE": USER,
-            "KOTONE_HF_DATASET_REPO": f"{USER}/kotone-data",
-            "KOTONE_HF_FLAVOR": "cpu-basic",
-            "KOTONE_HF_TRAINING_SCRIPT": str(FAKE_TRAIN_SCRIPT),
-            "KOTONE_WANDB_MODE": "disabled",
-            "HF_ENDPOINT": hub.url,
-            "HF_TOKEN": TOKEN,
-        }
+        env = hf_cycle_env(home, hub.url, KOTONE_CAMPAIGN_SIZE="1", KOTONE_JOB_TIMEOUT_S=str(TIMEOUT_S))
         for name, value in env.items():
             mp.setenv(name, value)
         try:
