@@ -493,6 +493,7 @@ def step_training_submission(
     dataset_artifact = dataset_artifact_for_jobs(split_doc)
     job_env = {DATASET_ARTIFACT_ENV: dataset_artifact} if dataset_artifact else {}
     pricing = backend.prepare_cycle(cycle_id)
+    embeddings = _prepare_local_embeddings(backend, config, dataset, variants)
     # A re-materialization keeps what the sensor recorded of earlier attempts (the timed-out jobs).
     earlier = {}
     if artifacts.has_doc(cycle_id, "training_submission"):
@@ -528,6 +529,8 @@ def step_training_submission(
     }
     if pricing:
         doc["pricing"] = pricing
+    if embeddings:
+        doc["embeddings"] = embeddings
     if config.job_max_steps or config.job_max_train_rows or config.job_max_predict_rows:
         doc["smoke"] = {
             "max_steps": config.job_max_steps,
@@ -536,6 +539,19 @@ def step_training_submission(
         }
     artifacts.write_doc(cycle_id, "training_submission", doc)
     return doc
+
+
+def _prepare_local_embeddings(
+    backend: JobBackend, config: LoopConfig, dataset: DatasetRef, variants: Sequence[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Local jobs on this machine share the embedding cache: fill it once before they start."""
+    if backend.name != "local" or config.trainer != "local" or not any(v.get("use_encoder") for v in variants):
+        return None
+    from kotone_pipeline.domain.local_model import prepare_embeddings
+    from kotone_pipeline.train_local import read_dataset
+
+    splits = read_dataset(Path(dataset.uri))
+    return prepare_embeddings((pair.source_type, pair.text) for pairs in splits.values() for pair in pairs)
 
 
 def job_timeout_s(config: LoopConfig, backend: JobBackend, rows: dict[str, int], hparams: dict[str, Any]) -> int:

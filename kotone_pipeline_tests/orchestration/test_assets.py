@@ -8,6 +8,7 @@ import pytest
 
 from kotone_pipeline.definitions import ALL_ASSETS, build_definitions
 from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.encoder import get_encoder
 from kotone_pipeline.orchestration.checks import all_checks
 from kotone_pipeline.services.artifacts import CycleArtifacts
 
@@ -113,6 +114,23 @@ def test_training_submission_records_one_job_per_run_and_rematerializing_adds_no
     )
     assert metadata(again, "training_submission")["new_jobs"].value == 0
     assert len(list((home / "jobs").iterdir())) == 1
+
+
+def test_training_submission_embeds_the_split_once_for_the_local_jobs(materialized) -> None:
+    home, results, _ = materialized
+    doc = CycleArtifacts(home).read_doc("a1", "training_submission")
+    dataset = Path(doc["dataset"]["uri"])
+    requests = {
+        row["text"]
+        for path in dataset.glob("*.jsonl")
+        for row in map(json.loads, path.read_text(encoding="utf-8").splitlines())
+        if row["source_type"] == "request_text"
+    }
+    assert doc["embeddings"]["texts"] == len(requests) > 100
+    encoder = get_encoder("default")
+    assert encoder.cache is not None and set(encoder.cache.get_many(sorted(requests))) == requests
+    shown = metadata(results["training_submission"], "training_submission")["embeddings_prepared"].value
+    assert shown.startswith(f"{len(requests):,} request texts")
 
 
 def test_failure_playbook_is_saved_and_shown(materialized) -> None:

@@ -1,5 +1,7 @@
 """Partitioned assets of one cycle, up to the training submission."""
 
+from typing import Any
+
 import dagster as dg
 
 from kotone_pipeline.cycle import steps
@@ -215,6 +217,16 @@ def split_dataset(
     )
 
 
+def _embeddings_metadata(embeddings: dict[str, Any] | None) -> dict[str, Any]:
+    if not embeddings:
+        return {}
+    text = (
+        f"{embeddings['texts']:,} request texts in the split, {embeddings['embedded']:,} embedded now "
+        f"in {embeddings['seconds']:.1f} s (the rest were cached); the local jobs read them from the cache"
+    )
+    return {"embeddings_prepared": dg.MetadataValue.text(text)}
+
+
 @dg.asset(
     partitions_def=cycles,
     group_name="cycle",
@@ -263,6 +275,7 @@ def training_submission(
                 "job_ids": dg.MetadataValue.json([r["job_id"] for r in doc["runs"]]),
                 "backend": dg.MetadataValue.text(doc["backend"]),
                 "new_jobs": dg.MetadataValue.int(sum(not r["adopted"] for r in doc["runs"])),
+                **_embeddings_metadata(doc.get("embeddings")),
             }
         )
     )
