@@ -492,6 +492,7 @@ def step_training_submission(
     _refuse_changed_resubmission(artifacts, cycle_id, dataset, variants)
     dataset_artifact = dataset_artifact_for_jobs(split_doc)
     job_env = {DATASET_ARTIFACT_ENV: dataset_artifact} if dataset_artifact else {}
+    job_env.update(backend.job_env(len(variants)))
     pricing = backend.prepare_cycle(cycle_id)
     embeddings = _prepare_local_embeddings(backend, config, dataset, variants)
     # A re-materialization keeps what the sensor recorded of earlier attempts (the timed-out jobs).

@@ -175,12 +175,15 @@ class CycleRunner:
                 f"{job_name} failed for {partition_key or 'base'}: " + "; ".join(failures or ["see the run logs"])
             )
 
-    def ensure_base(self) -> None:
+    def ensure_base(self) -> bool:
+        """Materialize the base assets once (they also embed the base texts for the local trainer); True
+        when this call did."""
         keys = [dg.AssetKey(k) for k in ("catalog", "teacher_pairs", "eval_sets")]
         if all(self.instance.get_latest_materialization_event(k) for k in keys):
-            return
+            return False
         self.progress("materializing base assets (catalog, teacher_pairs, eval_sets)")
         self._execute("base_job")
+        return True
 
     def _wait_launched(self, run_id: str, partition_key: str | None) -> None:
         from kotone_pipeline.orchestration.launcher import RunFailedError

@@ -111,6 +111,10 @@ class JobBackend(ABC):
         """Once per cycle, before its submissions (HF: refresh prices); what to record with them."""
         return {}
 
+    def job_env(self, concurrent_jobs: int) -> dict[str, str]:
+        """Environment to add to each of ``concurrent_jobs`` jobs submitted together (local: thread limits)."""
+        return {}
+
     @abstractmethod
     def cancel(self, job_id: str) -> None: ...
 

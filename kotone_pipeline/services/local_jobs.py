@@ -184,6 +184,10 @@ def public_spec(spec: JobSpec) -> dict[str, Any]:
     return data
 
 
+# The thread pools numpy/scipy (OpenBLAS, MKL) and OpenMP size themselves from.
+THREAD_LIMIT_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 class LocalJobBackend(JobBackend):
     """Runs ``python -m kotone_pipeline.train_local --dataset URI --out DIR --hparams JSON`` per run.
 
@@ -213,6 +217,13 @@ class LocalJobBackend(JobBackend):
         return [*base, "--dataset", spec.dataset.uri, "--out", str(out_dir), "--hparams", hparams]
 
     # -- JobBackend ----------------------------------------------------------------------------------
+
+    def job_env(self, concurrent_jobs: int) -> dict[str, str]:
+        """Split this machine's cores between jobs that run at once. Each fit's BLAS and OpenMP pools
+        otherwise take every core: two jobs on two cores then took 10.3 s together against 6.7 s
+        with one thread each. Limits the user set in the environment are left as they are."""
+        threads = str(max(1, (os.cpu_count() or 1) // max(1, concurrent_jobs)))
+        return {name: threads for name in THREAD_LIMIT_ENV if name not in os.environ}
 
     def submit(self, spec: JobSpec) -> JobState:
         job_id = job_id_for(spec.cycle_id, spec.run_id)

@@ -36,8 +36,10 @@ def kotone(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_demo_json_then_status_show_the_cycle_and_its_champion(tmp_path: Path) -> None:
     demo = kotone(tmp_path, "demo", "--cycles", "1", "--json")
     assert demo.returncode == 0, demo.stderr[-2000:]
-    [cycle] = json.loads(demo.stdout)["cycles"]
+    shown = json.loads(demo.stdout)
+    [cycle] = shown["cycles"]
     assert set(cycle) == DEMO_KEYS
+    assert shown["setup_s"] > 0 and "setup done in" in demo.stderr  # a fresh home: the base assets, once
     assert cycle["cycle_id"] == "demo-001"
     assert cycle["champion_holdout_mae_before"] is None  # no champion before the first cycle
     assert cycle["decision"] in {"promote", "keep"}

@@ -17,6 +17,7 @@ from kotone_pipeline.services.datasets import DatasetRef
 from kotone_pipeline.services.jobs import InvalidIdError, JobBackendError, JobSpec, JobState
 from kotone_pipeline.services.local_jobs import (
     JOB_FILE,
+    THREAD_LIMIT_ENV,
     JobRecord,
     LocalJobBackend,
     job_id_for,
@@ -45,6 +46,7 @@ if hparams.get("fail"):
     "hparams": hparams,
     "wandb_mode": os.environ.get("WANDB_MODE"),
     "token_seen": os.environ.get("HF_TOKEN"),
+    "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
 }))
 (out / "predictions_validation.jsonl").write_text('{"pair_id": "p_1"}\\n')
 """
@@ -277,3 +279,18 @@ def test_account_tokens_of_the_submitter_do_not_reach_local_jobs(
     for path in backend.root.rglob("*"):
         if path.is_file():
             assert "submitter" not in path.read_text(errors="replace"), path
+
+
+def test_jobs_submitted_together_share_the_cores_unless_the_user_set_limits(
+    backend: LocalJobBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in THREAD_LIMIT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert backend.job_env(2) == dict.fromkeys(THREAD_LIMIT_ENV, "2")
+    assert backend.job_env(8) == dict.fromkeys(THREAD_LIMIT_ENV, "1")  # never zero
+    state = wait_terminal(backend, backend.submit(spec(run_id="thr", env=backend.job_env(4))).job_id)
+    seen = json.loads((backend.fetch_outputs(state, tmp_path / "out") / "metrics.json").read_text())["threads"]
+    assert seen == dict.fromkeys(THREAD_LIMIT_ENV, "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert "OMP_NUM_THREADS" not in backend.job_env(2)

@@ -6,6 +6,7 @@ from kotone_pipeline.cycle.base import TEACHER_PAIRS_FILE, load_base, write_teac
 from kotone_pipeline.domain.catalog import load_catalog
 from kotone_pipeline.domain.dims import SLOTS
 from kotone_pipeline.domain.paths import data_dir
+from kotone_pipeline.domain.schemas import LocalHyperParams
 from kotone_pipeline.domain.split import split_pairs
 from kotone_pipeline.orchestration.metadata import dataset_metadata, md_table, path_value, readable
 from kotone_pipeline.orchestration.resources import KotoneHomeResource, LoopSettings
@@ -67,9 +68,22 @@ def eval_sets(kotone_home: KotoneHomeResource, loop_settings: LoopSettings) -> d
     if overlap:
         raise dg.Failure(f"eval groups found in the teacher set: {', '.join(overlap[:10])}")
     rows = [[name, len(pairs), len({p.group_id for p in pairs})] for name, pairs in base.eval_sets()]
+    embeddings = {}
+    if loop_settings.trainer == "local" and LocalHyperParams().use_encoder:
+        # Every cycle trains on the teacher pairs and scores the eval sets: embed them once here, so the
+        # first cycle's jobs and evaluations find them in the shared cache.
+        from kotone_pipeline.domain.local_model import prepare_embeddings  # sklearn: not at code-location load
+
+        pairs = [*base.teacher_pairs, *(pair for _, eval_pairs in base.eval_sets() for pair in eval_pairs)]
+        prepared = prepare_embeddings((p.source_type, p.text) for p in pairs)
+        embeddings["embeddings_prepared"] = dg.MetadataValue.text(
+            f"{prepared['texts']:,} request texts, {prepared['embedded']:,} embedded now in "
+            f"{prepared['seconds']:.1f} s (the rest were cached)"
+        )
     return dg.MaterializeResult(
         metadata=readable(
             {
+                **embeddings,
                 "sets": dg.MetadataValue.md(md_table(["set", "rows", "groups"], rows)),
                 "dagster/row_count": dg.MetadataValue.int(sum(len(pairs) for _, pairs in base.eval_sets())),
                 "probe_path": path_value(data_dir() / "eval" / "probe.jsonl"),
