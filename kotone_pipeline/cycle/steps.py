@@ -125,15 +125,28 @@ def champion_run_dir(artifacts: CycleArtifacts, champion: Champion) -> Path | No
     return artifacts.path(champion.cycle_id, f"runs/{champion.run_id}")
 
 
-def evaluate_champion(artifacts: CycleArtifacts, champion: Champion, base: BaseData) -> ChampionEval:
+def evaluate_champion(
+    artifacts: CycleArtifacts, champion: Champion, base: BaseData, *, need_predictor: bool = True
+) -> ChampionEval:
     """Run the champion on the frozen sets when it is a model on this machine; a remote model (an HF run's
     ``repo@sha``) is scored from the predictions its job recorded on the same frozen holdout set, so the
     Dagster host needs neither the train extra nor a GPU. Only when nothing was recorded is the adapter run
-    here; when that is impossible too, the error says what is missing."""
+    here; when that is impossible too, the error says what is missing.
+
+    ``need_predictor=False`` (nothing will trace the model): a local champion is scored from its run's
+    recorded predictions too. They come from the same saved model on the same frozen sets (every row is
+    checked to be covered), so the numbers are the same, without loading the model every cycle."""
     run_dir = champion_run_dir(artifacts, champion)
     remote = not Path(champion.model_uri).exists()
-    if remote and run_dir is not None and (run_dir / "predictions_holdout.jsonl").is_file():
-        return _recorded_champion(artifacts, champion, base, run_dir)
+    recorded = run_dir is not None and (run_dir / "predictions_holdout.jsonl").is_file()
+    if recorded and (remote or not need_predictor):
+        assert run_dir is not None
+        try:
+            return _recorded_champion(artifacts, champion, base, run_dir)
+        except ChampionUnavailableError:
+            if remote:
+                raise
+            # A local model can still be run: an eval set changed since its run, or a file is unusable.
     try:
         predictor = load_predictor(champion.model_uri)
         if remote:
@@ -255,7 +268,11 @@ def step_eval_summary(
             summaries.setdefault(name, {})[dataset] = summary
             rows.setdefault(name, {})[dataset] = eval_rows
     model_ids = {name: predictor.model_id for name, predictor in models.items()}
-    champion_eval = evaluate_champion(artifacts, champion, base) if champion is not None else None
+    # Weave traces the evaluated model online only; otherwise recorded predictions are enough.
+    need_predictor = tracker is not None and getattr(tracker, "mode", "disabled") == "online"
+    champion_eval = (
+        evaluate_champion(artifacts, champion, base, need_predictor=need_predictor) if champion is not None else None
+    )
     if champion_eval is not None:
         summaries["champion"], rows["champion"] = champion_eval.summaries, champion_eval.rows
         # The registry's id ("cycle/run") names the champion everywhere people read it (hard dims, the

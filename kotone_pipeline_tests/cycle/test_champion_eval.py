@@ -1,4 +1,5 @@
-"""A remote (HF) champion is scored from the predictions its run recorded on the frozen sets."""
+"""A champion is scored from the predictions its run recorded on the frozen sets (remote always, local when
+nothing needs the model itself)."""
 
 import json
 from pathlib import Path
@@ -85,3 +86,29 @@ def test_nothing_to_mine_from_is_a_clear_error(artifacts, base) -> None:
     write_jsonl(run_dir(artifacts) / "predictions_holdout.jsonl", neutral_records(base.holdout))
     with pytest.raises(ChampionUnavailableError, match="re-materialize validation_snapshot of cycle c1"):
         evaluate_champion(artifacts, CHAMPION, base)
+
+
+def test_a_local_champion_is_scored_from_its_recorded_predictions_with_the_same_numbers(artifacts, base) -> None:
+    from kotone_pipeline.domain.local_model import LocalTextModel
+    from kotone_pipeline.domain.schemas import LocalHyperParams
+    from kotone_pipeline.train_local import prediction_records
+
+    model = LocalTextModel("c1/r0").fit(base.teacher_pairs[:400], LocalHyperParams(use_encoder=False))
+    model_dir = model.save(run_dir(artifacts) / "model")
+    for name, pairs in (("holdout", base.holdout), ("probe", base.probe), ("human", base.human)):
+        write_jsonl(run_dir(artifacts) / f"predictions_{name}.jsonl", prediction_records(model, pairs))
+    local = CHAMPION.model_copy(update={"model_uri": str(model_dir)})
+
+    recorded = evaluate_champion(artifacts, local, base, need_predictor=False)
+    ran = evaluate_champion(artifacts, local, base, need_predictor=True)
+    assert recorded.how["mode"] == "recorded" and recorded.predictor is None
+    assert ran.how["mode"] == "run" and ran.predictor is not None
+    for dataset in ("holdout", "probe", "human"):
+        assert recorded.summaries[dataset].vector_mae == ran.summaries[dataset].vector_mae
+        assert recorded.summaries[dataset].per_dim_mae == ran.summaries[dataset].per_dim_mae
+
+    # Predictions that no longer cover the frozen set: the local model is run instead.
+    write_jsonl(run_dir(artifacts) / "predictions_holdout.jsonl", neutral_records(base.holdout[:-1]))
+    fallback = evaluate_champion(artifacts, local, base, need_predictor=False)
+    assert fallback.how["mode"] == "run"
+    assert fallback.summaries["holdout"].vector_mae == ran.summaries["holdout"].vector_mae
