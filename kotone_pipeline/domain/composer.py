@@ -84,6 +84,21 @@ def _pick(rng: random.Random, options: Sequence[str]) -> str:
     return options[int(rng.random() * len(options))]
 
 
+def _five_best(dists: np.ndarray, modifiers: Sequence[str]) -> list[tuple[float, int, str]]:
+    """The five smallest ``(distance, concept index, modifier)`` of a (modifiers x concepts) matrix, ordered
+    as sorting every such tuple would order them (ties by index, then modifier name); inf is excluded.
+    Only the few candidates at or under the fifth distance become tuples (a plan used to sort ~1,800)."""
+    flat = dists.ravel()
+    finite = int(np.isfinite(flat).sum())
+    if finite == 0:
+        return []
+    kth = min(5, finite) - 1
+    threshold = np.partition(flat, kth)[kth]
+    rows, cols = np.nonzero(dists <= threshold)
+    options = sorted((float(dists[r, c]), int(c), modifiers[r]) for r, c in zip(rows, cols, strict=True))
+    return options[:5]
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a request says, before it is rendered."""
@@ -205,17 +220,18 @@ class Composer:
         mentions: list[Mention] = []
         taken: set[int] = set()
         best = float(np.abs(np.full(6, 50.0) - goal).sum())
+        modifiers = ("plain", "intensified", "hedged")
         for step in range(4):
-            options = []
-            for modifier in ("plain", "intensified", "hedged"):
+            dists = np.empty((len(modifiers), len(concepts)))
+            for row, modifier in enumerate(modifiers):
                 values = 50.0 + MULTIPLIER[modifier] * offsets
                 new_num, new_den = num + defined * values, den + defined
                 with np.errstate(invalid="ignore", divide="ignore"):
                     label = np.where(new_den > 0, new_num / np.maximum(new_den, 1e-9), 50.0)
-                dist = np.abs(np.clip(label, 0, 100) - goal).sum(axis=1)
-                options.extend((float(d), i, modifier) for i, d in enumerate(dist) if i not in taken)
-            options.sort()
-            top = [o for o in options[:5] if o[0] < best - 1e-9]
+                dists[row] = np.abs(np.clip(label, 0, 100) - goal).sum(axis=1)
+            dists[:, sorted(taken)] = np.inf
+            options = _five_best(dists, modifiers)
+            top = [o for o in options if o[0] < best - 1e-9]
             if not top:
                 break
             dist, index, modifier = top[int(rng.random() * len(top))]

@@ -97,3 +97,20 @@ def test_a_narrow_accept_rule_that_nothing_passes_ends_with_a_clear_error():
         COMPOSER.compose(random.Random(0), accept=lambda plan: False)
     with pytest.raises(ValueError, match="ja_share"):
         Composer(LEXICON, ja_share=1.5)
+
+
+def test_five_best_orders_like_sorting_every_option_ties_included() -> None:
+    import numpy as np
+
+    from kotone_pipeline.domain.composer import _five_best
+
+    rng = np.random.default_rng(3)
+    modifiers = ("plain", "intensified", "hedged")
+    for _ in range(200):
+        dists = rng.integers(0, 6, size=(3, 12)).astype(float)  # many ties on purpose
+        dists[:, rng.integers(0, 12, size=3)] = np.inf  # concepts already taken
+        every = sorted(
+            (float(dists[r, c]), c, modifiers[r]) for r in range(3) for c in range(12) if np.isfinite(dists[r, c])
+        )
+        assert _five_best(dists, modifiers) == every[:5]
+    assert _five_best(np.full((3, 4), np.inf), modifiers) == []
