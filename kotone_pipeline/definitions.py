@@ -9,7 +9,7 @@ import dagster as dg
 from kotone_pipeline.orchestration.assets import base, cycle, report, validation
 from kotone_pipeline.orchestration.checks import all_checks
 from kotone_pipeline.orchestration.jobs import base_job, cycle_job, report_job, validation_job
-from kotone_pipeline.orchestration.resources import resources_from_env
+from kotone_pipeline.orchestration.resources import bind_from_environment, resources_from_env
 from kotone_pipeline.orchestration.sensors import nightly_cycle_sensor, training_jobs_sensor, workflow_log_sensor
 
 ALL_ASSETS = [
@@ -36,7 +36,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
         asset_checks=all_checks,
         jobs=[base_job, cycle_job, validation_job, report_job],
         sensors=[training_jobs_sensor, nightly_cycle_sensor, workflow_log_sensor],
-        resources=resources_from_env(env),
+        resources=bind_from_environment(resources_from_env(env)),
     )
 
 

@@ -30,6 +30,12 @@ def resolve_home(home: str = "") -> Path:
     return Path(home).expanduser().absolute() if home else kotone_home()
 
 
+def secret_value(value: str | None) -> str | None:
+    """A secret field's value: an ``EnvVar`` is read from the environment only when it is used (a resource
+    bound by ``bind_from_environment`` never goes through Dagster's config processing, which would read it)."""
+    return value.get_value() if isinstance(value, dg.EnvVar) else value
+
+
 class KotoneHomeResource(dg.ConfigurableResource):
     """Root of all local state (``KOTONE_HOME``, default ``./.kotone``)."""
 
@@ -89,7 +95,7 @@ class JobBackendResource(dg.ConfigurableResource):
 
             return HfJobsBackend(
                 namespace=self.hf_namespace,
-                token=self.hf_token,
+                token=secret_value(self.hf_token),
                 endpoint=self.hf_endpoint,
                 flavor=self.hf_flavor,
                 budget_usd_per_cycle=self.hf_budget_usd_per_cycle,
@@ -118,14 +124,16 @@ class DatasetStoreResource(dg.ConfigurableResource):
         if self.kind == "hf":
             from kotone_pipeline.services.hf_datasets import HfHubDatasetStore
 
+            repo, token, endpoint = self.hf_repo_id, secret_value(self.hf_token), self.hf_endpoint
+
             if self.hf_training_script:
                 script = Path(self.hf_training_script).expanduser()
                 if not script.is_file():
                     raise ConfigurationError(f"KOTONE_HF_TRAINING_SCRIPT: {script} is not a file")
                 return HfHubDatasetStore(
-                    repo_id=self.hf_repo_id, token=self.hf_token, endpoint=self.hf_endpoint, training_script=script
+                    repo_id=self.hf_repo_id, token=token, endpoint=endpoint, training_script=script
                 )
-            return HfHubDatasetStore(repo_id=self.hf_repo_id, token=self.hf_token, endpoint=self.hf_endpoint)
+            return HfHubDatasetStore(repo_id=repo, token=token, endpoint=endpoint)
         raise ValueError(f"unknown dataset store {self.kind!r}: use 'local' or 'hf'")
 
 
@@ -169,8 +177,9 @@ class TrackerResource(dg.ConfigurableResource):
         env["KOTONE_WANDB_PROJECT"] = self.project
         if self.entity:
             env["WANDB_ENTITY"] = self.entity
-        if self.api_key:
-            env["WANDB_API_KEY"] = self.api_key
+        api_key = secret_value(self.api_key)
+        if api_key:
+            env["WANDB_API_KEY"] = api_key
         if self.host:
             env["WANDB_BASE_URL"] = self.host
         return env
@@ -255,3 +264,27 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.Con
             host=env.get("WANDB_BASE_URL", ""),
         ),
     }
+
+
+def bind_from_environment(resources: Mapping[str, dg.ConfigurableResource]) -> dict[str, dg.ResourceDefinition]:
+    """The code location's resources, settled from the environment when it loads, with no run config.
+
+    Bound as configured, a Pythonic resource's every field becomes a default of the run config schema,
+    which the launchpad pre-fills: ~45 lines of paths and gate thresholds, easy to change by accident
+    for one run. Bound as is, the launchpad shows only the config a person should edit (the forced
+    promotion's reason). Settings change through ``KOTONE_*`` variables (README), as they do for the
+    CLI; secrets stay ``EnvVar`` references, read when used. ``configured_resource`` gives the typed
+    resource back (the CLI reads paths and backends from it)."""
+    bound = {}
+    for key, resource in resources.items():
+        definition = dg.ResourceDefinition.hardcoded_resource(
+            resource, description=(type(resource).__doc__ or key).strip().splitlines()[0]
+        )
+        definition._kotone_resource = resource  # type: ignore[attr-defined]
+        bound[key] = definition
+    return bound
+
+
+def configured_resource(resource: Any) -> Any:
+    """The typed resource behind a ``bind_from_environment`` definition (or the resource itself)."""
+    return getattr(resource, "_kotone_resource", resource)

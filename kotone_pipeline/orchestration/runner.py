@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from kotone_pipeline.domain.jsonl import atomic_writer
 from kotone_pipeline.orchestration.partitions import cycles
-from kotone_pipeline.orchestration.resources import resolve_home
+from kotone_pipeline.orchestration.resources import configured_resource, resolve_home
 from kotone_pipeline.orchestration.sensors import training_jobs_sensor
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.jobs import validate_cycle_id
@@ -111,7 +111,7 @@ class CycleRunner:
         self.progress = progress
         self.poll_interval_s = poll_interval_s
         self.log_level = log_level
-        self.resources = dict(defs.resources or {})
+        self.resources = {key: configured_resource(r) for key, r in (defs.resources or {}).items()}
         self.artifacts = CycleArtifacts(resolve_home(self.resources["kotone_home"].home))
         self._cursor: str | None = None
         self._done_run_keys: set[str] = set()

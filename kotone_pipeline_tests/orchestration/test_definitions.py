@@ -97,3 +97,42 @@ def test_bad_settings_name_the_variable() -> None:
         resources_from_env({"KOTONE_NIGHTLY_CRON": "every night"})
     with pytest.raises(ValueError, match="more than the local trainer's 9 variants"):
         resources_from_env({"KOTONE_CAMPAIGN_SIZE": "12"})
+
+
+def launchpad_yaml(definitions: dg.Definitions, job_name: str) -> str:
+    """What the UI's launchpad pre-fills for a job: the same function its GraphQL ``rootDefaultYaml`` calls."""
+    from dagster._core.snap.snap_to_yaml import default_values_yaml_from_type_snap
+
+    snapshot = definitions.get_repository_def().get_job(job_name).get_job_snapshot()
+    schema = snapshot.config_schema_snapshot
+    root = schema.get_config_snap(snapshot.mode_def_snaps[0].root_config_key)
+    return default_values_yaml_from_type_snap(schema, root)
+
+
+def test_the_launchpad_shows_only_the_config_a_person_edits(tmp_path: Path) -> None:
+    from kotone_pipeline.definitions import build_definitions
+
+    env = {"KOTONE_HOME": str(tmp_path / "a machine path"), "KOTONE_MIN_IMPROVEMENT": "0.25", "HF_TOKEN": "hf_x"}
+    definitions = build_definitions(env)
+    for job in ("base_job", "cycle_job", "report_job"):
+        assert launchpad_yaml(definitions, job).strip() == "{}", job
+    validation = launchpad_yaml(definitions, "validation_job")
+    assert validation.split() == ["ops:", "promotion_decision:", "config:", "force_reason:", "''"]
+    assert "machine path" not in validation and "0.25" not in validation and "min_improvement" not in validation
+
+
+def test_resources_bound_from_the_environment_keep_their_settings_and_read_secrets_when_used(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from kotone_pipeline.definitions import build_definitions
+    from kotone_pipeline.orchestration.resources import configured_resource
+
+    monkeypatch.setenv("HF_TOKEN", "hf_read_at_use")
+    env = {"KOTONE_HOME": str(tmp_path), "KOTONE_MIN_IMPROVEMENT": "0.25", "HF_TOKEN": "hf_read_at_use"}
+    env |= {"KOTONE_JOB_BACKEND": "hf", "KOTONE_DATASET_STORE": "hf", "KOTONE_HF_DATASET_REPO": "org/data"}
+    env |= {"KOTONE_HF_NAMESPACE": "org"}
+    resources = {key: configured_resource(r) for key, r in (build_definitions(env).resources or {}).items()}
+    assert resources["loop_settings"].config().min_improvement == 0.25
+    assert resources["kotone_home"].artifacts().home == tmp_path.resolve()
+    backend = resources["job_backend"].get_backend()
+    assert backend._token == "hf_read_at_use"  # type: ignore[attr-defined] - not the variable's name
