@@ -277,9 +277,9 @@ def bind_from_environment(resources: Mapping[str, dg.ConfigurableResource]) -> d
     resource back (the CLI reads paths and backends from it)."""
     bound = {}
     for key, resource in resources.items():
-        definition = dg.ResourceDefinition.hardcoded_resource(
-            resource, description=(type(resource).__doc__ or key).strip().splitlines()[0]
-        )
+        summary = (type(resource).__doc__ or key).strip().split("\n\n")[0]
+        description = " ".join(summary.split()).replace("``", "`")  # the UI shows it as one plain line
+        definition = dg.ResourceDefinition.hardcoded_resource(resource, description=description)
         definition._kotone_resource = resource  # type: ignore[attr-defined]
         bound[key] = definition
     return bound

@@ -160,6 +160,20 @@ def test_sensors_page_lists_both_sensors(page: Page, ui: DevServer, one_cycle: d
     _assert_not_broken(page)
 
 
+def test_the_launchpad_prefills_only_the_forced_promotion_reason(
+    page: Page, ui: DevServer, one_cycle: dict[str, Any]
+) -> None:
+    page.goto(f"{ui.url}/locations/__repository__@kotone_pipeline/jobs/validation_job/playground")
+    settle(page)
+    print(screenshot(page, _shots(one_cycle), "05-validation-launchpad"))
+    editor = page.locator(".CodeMirror").first.inner_text()
+    assert "force_reason" in editor
+    # No resource config: settings come from KOTONE_* variables, not from a run's YAML.
+    for absent in ("resources:", "min_improvement", "home:", str(one_cycle["home"])):
+        assert absent not in editor, absent
+    _assert_not_broken(page)
+
+
 def test_workflow_log_html_renders_with_every_image(browser: Browser, one_cycle: dict[str, Any]) -> None:  # noqa: F811
     html = one_cycle["home"] / "reports" / "workflow_log.html"
     assert html.is_file()
