@@ -289,8 +289,8 @@ def step_eval_summary(
     tracking: dict[str, Any] = {}
     if tracker is not None:
         tracking = log_eval(tracker, cycle_id, current, summaries, rows[current]["probe"])
-        if current in models:  # a champion scored from recorded predictions has no model here to trace
-            tracking.update(trace_current_model(tracker, models[current], base.probe, artifacts.home))
+        # None: a champion scored from recorded predictions (tracing then says why it did not trace).
+        tracking.update(trace_current_model(tracker, models.get(current), base.probe, artifacts.home))
     artifacts.write_rows(cycle_id, "eval_rows_probe", rows[current]["probe"])
     artifacts.write_rows(cycle_id, "eval_rows_holdout", rows[current]["holdout"])
     artifacts.write_doc(

@@ -47,10 +47,21 @@ def log_eval(
     return run.finish().as_metadata()
 
 
-def trace_current_model(tracker: tr.Tracker, predictor: Predictor, probe: list[Pair], root_dir: Path) -> dict[str, Any]:
-    """Weave traces of the evaluated model's probe predictions (online only; offline says why not)."""
+RECORDED_REASON = "scored from its run's recorded predictions: the model is not on this machine to trace"
+
+
+def trace_current_model(
+    tracker: tr.Tracker, predictor: Predictor | None, probe: list[Pair], root_dir: Path
+) -> dict[str, Any]:
+    """Weave traces of the evaluated model's probe predictions (online only; otherwise says why not).
+    ``predictor`` is None for a champion scored from recorded predictions."""
     mode = getattr(tracker, "mode", "disabled")
     project = getattr(tracker, "project", "kotone")
+    if predictor is None:
+        if mode == "online":
+            return {"weave_traced": False, "weave_reason": RECORDED_REASON}
+        # Offline and disabled return before touching the predictor: the same reason as for any model.
+        return trace_evaluation(None, probe, mode, project, root_dir).as_metadata()  # type: ignore[arg-type]
     return trace_evaluation(predictor, probe, mode, project, root_dir).as_metadata()
 
 

@@ -165,6 +165,42 @@ class FastCountVectorizer(CountVectorizer):
         counts.sum_duplicates()
         return counts
 
+    def fit_transform(self, raw_documents: Iterable[str], y: Any = None) -> sp.csr_matrix:
+        """``char_wb`` without a given vocabulary: the vocabulary is every n-gram of every distinct word
+        (sorted, as sklearn numbers it), then the fast counts, then sklearn's own min_df/max_df pruning.
+        The same matrix and vocabulary as the parent (tested), without analysing every word of every text."""
+        if (
+            isinstance(raw_documents, str)
+            or self.analyzer != "char_wb"
+            or self.binary
+            or self.vocabulary is not None
+            or self.max_features is not None
+        ):
+            return super().fit_transform(raw_documents, y)
+        self._validate_ngram_range()
+        self._warn_for_unused_params()
+        self._validate_vocabulary()
+        docs = list(raw_documents)
+        preprocess, decode = self.build_preprocessor(), self.decode
+        words = {word for doc in docs for word in preprocess(decode(doc)).split()}
+        grams = {gram for word in words for gram in self._char_wb_ngrams(word)}
+        if not grams:
+            raise ValueError("empty vocabulary; perhaps the documents only contain stop words")
+        self.vocabulary_ = {gram: index for index, gram in enumerate(sorted(grams))}
+        self._word_cache = {}
+        counts = self._char_wb_counts(docs)
+        n_doc = len(docs)
+        max_df = self.max_df if isinstance(self.max_df, int) else self.max_df * n_doc
+        min_df = self.min_df if isinstance(self.min_df, int) else self.min_df * n_doc
+        if max_df < min_df:
+            raise ValueError("max_df corresponds to < documents than min_df")
+        if max_df < n_doc or min_df > 1:
+            vocabulary = dict(self.vocabulary_)
+            counts = self._limit_features(counts, vocabulary, max_df, min_df, None)
+            self.vocabulary_ = vocabulary
+            self._word_cache = {}  # the cached indices were into the unpruned vocabulary
+        return counts
+
     def _char_wb_counts(self, docs: list[str]) -> sp.csr_matrix:
         cache: dict[str, np.ndarray] | None = getattr(self, "_word_cache", None)
         if cache is None or len(cache) > self._CACHE_LIMIT:

@@ -192,6 +192,8 @@ _TEXTS = [
     "params",
     [
         {"analyzer": "char_wb", "ngram_range": (2, 5)},
+        {"analyzer": "char_wb", "ngram_range": (2, 4), "min_df": 2},  # the fast fit, then sklearn's pruning
+        {"analyzer": "char_wb", "ngram_range": (1, 3), "max_df": 0.5, "lowercase": False},
         {"analyzer": "word", "ngram_range": (1, 2), "token_pattern": r"(?u)\b\w+\b"},
         {"analyzer": "char", "ngram_range": (1, 3)},  # not sped up: the parent's transform
     ],
@@ -200,6 +202,10 @@ def test_fast_counts_equal_sklearn_counts(params: dict) -> None:
     fitted_on = _TEXTS[:3] + _TEXTS[5:]
     reference = CountVectorizer(**params).fit(fitted_on)
     fast = FastCountVectorizer(**params).fit(fitted_on)
+    assert fast.vocabulary_ == reference.vocabulary_
+    assert np.array_equal(
+        FastCountVectorizer(**params).fit_transform(fitted_on).toarray(), reference.transform(fitted_on).toarray()
+    )
     unseen = [*_TEXTS, "banana nana zzz café", "very very very"]
     for _ in range(2):  # the second pass runs on the word cache
         assert np.array_equal(fast.transform(unseen).toarray(), reference.transform(unseen).toarray())
