@@ -115,7 +115,15 @@ def prepare_embeddings(texts_by_source: Iterable[tuple[str, str]]) -> dict[str, 
         return {"texts": 0, "embedded": 0, "seconds": 0.0}
     encoder = get_encoder(os.environ.get(ENCODER_ENV) or "default")
     before = encoder.embedded
-    encoder.encode(texts)
+    if encoder.cache is None:
+        encoder.encode(texts)
+    else:
+        # What the jobs will read is the disk cache: texts this process remembers but the file lacks (a
+        # long-lived process, a cache deleted meanwhile) are written there too, not only new ones.
+        on_disk = encoder.cache.get_many(texts)
+        missing = [text for text in texts if text not in on_disk]
+        if missing:
+            encoder.cache.put_many(missing, encoder.encode(missing))
     return {
         "texts": len(texts),
         "embedded": encoder.embedded - before,

@@ -255,3 +255,25 @@ def test_a_saved_model_keeps_its_encoder_and_lexicon_whatever_the_environment_sa
     (saved / "model.json").write_text(json.dumps(meta))
     with pytest.raises(EncoderError, match="trained with encoder another-encoder"):
         LocalTextModel.load(saved).predict_values(inputs)
+
+
+def test_prepare_embeddings_leaves_every_request_text_in_the_disk_cache(tmp_path, monkeypatch) -> None:
+    import numpy as np
+
+    from kotone_pipeline.domain.encoder import get_encoder
+    from kotone_pipeline.domain.local_model import prepare_embeddings
+
+    monkeypatch.setenv("KOTONE_EMBEDDING_CACHE", str(tmp_path / "cache"))
+    encoder = get_encoder("default")
+    remembered = "a text this process embedded while the cache file was elsewhere"
+    encoder._remember({remembered: np.full(encoder.dim, 0.5, dtype=np.float32)})  # in memory only
+    texts = [("request_text", remembered), ("request_text", "rainy window, soft piano"), ("rule_prompt", "x")]
+
+    first = prepare_embeddings(texts)
+    assert first["texts"] == 2 and first["embedded"] == 1  # the rule prompt is never embedded
+    assert encoder.cache is not None
+    assert set(encoder.cache.get_many([remembered, "rainy window, soft piano"])) == {
+        remembered,
+        "rainy window, soft piano",
+    }
+    assert prepare_embeddings(texts)["embedded"] == 0  # all on disk now
