@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 import kotone_pipeline
 from kotone_pipeline.domain.jsonl import write_json
+from kotone_pipeline.services.home import HOME_ENV, kotone_home
 from kotone_pipeline.services.jobs import (
     JobBackend,
     JobBackendError,
@@ -182,6 +183,17 @@ def public_spec(spec: JobSpec) -> dict[str, Any]:
     data = spec.model_dump(mode="json")
     data["env"] = {k: ("***" if _SECRET_KEY.search(k) else v) for k, v in spec.env.items()}
     return data
+
+
+def _shared_state_env() -> dict[str, str]:
+    """This process's home and embedding cache as absolute paths: the job runs in its own directory,
+    where a default or relative ``KOTONE_HOME`` would name another (empty) cache."""
+    from kotone_pipeline.domain.encoder import EMBEDDING_CACHE_ENV, embeddings_cache_root
+
+    return {
+        HOME_ENV: str(kotone_home(create=False)),
+        EMBEDDING_CACHE_ENV: str(embeddings_cache_root().expanduser().absolute()),
+    }
 
 
 # The thread pools numpy/scipy (OpenBLAS, MKL) and OpenMP size themselves from.
@@ -355,6 +367,7 @@ class LocalJobBackend(JobBackend):
         # The local trainer needs no account; keep tokens out of its environment entirely.
         env = {k: v for k, v in os.environ.items() if k not in LOCAL_JOB_WITHHELD_ENV}
         env.update({**spec.env, "PYTHONUNBUFFERED": "1"})
+        env.update(_shared_state_env())
         # Works from a source checkout too, and whatever the caller's working directory is.
         package_parent = str(Path(kotone_pipeline.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)

@@ -47,6 +47,8 @@ if hparams.get("fail"):
     "wandb_mode": os.environ.get("WANDB_MODE"),
     "token_seen": os.environ.get("HF_TOKEN"),
     "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+    "home": os.environ.get("KOTONE_HOME"),
+    "embedding_cache": os.environ.get("KOTONE_EMBEDDING_CACHE"),
 }))
 (out / "predictions_validation.jsonl").write_text('{"pair_id": "p_1"}\\n')
 """
@@ -294,3 +296,16 @@ def test_jobs_submitted_together_share_the_cores_unless_the_user_set_limits(
     assert seen == dict.fromkeys(THREAD_LIMIT_ENV, "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert "OMP_NUM_THREADS" not in backend.job_env(2)
+
+
+def test_a_job_gets_the_submitters_home_and_embedding_cache_as_absolute_paths(
+    backend: LocalJobBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Relative settings resolve against the submitter's working directory, not the job's own folder.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KOTONE_HOME", "relative-home")
+    monkeypatch.delenv("KOTONE_EMBEDDING_CACHE", raising=False)
+    state = wait_terminal(backend, backend.submit(spec(run_id="home")).job_id)
+    seen = json.loads((backend.fetch_outputs(state, tmp_path / "out") / "metrics.json").read_text())
+    assert seen["home"] == str(tmp_path / "relative-home")
+    assert seen["embedding_cache"] == str(tmp_path / "relative-home" / "cache" / "embeddings")
