@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
+from pathlib import Path
 
-from kotone_pipeline.domain.base_data import build_base_set, load_eval_set, load_human_set
+from kotone_pipeline.domain.base_data import build_base_set, eval_set_path, human_set_path
 from kotone_pipeline.domain.catalog import Catalog, load_catalog
 from kotone_pipeline.domain.jsonl import read_models, write_json, write_jsonl
 from kotone_pipeline.domain.quality import QualityReport
@@ -53,12 +54,24 @@ def load_base(artifacts: CycleArtifacts, split_seed: int) -> BaseData:
     asset would have written.
     """
     path = artifacts.base_dir / TEACHER_PAIRS_FILE
-    pairs = read_models(path, Pair).rows if path.is_file() else write_teacher_pairs(artifacts)[0]
+    pairs = _read_pairs(path) if path.is_file() else write_teacher_pairs(artifacts)[0]
     return BaseData(
         catalog=load_catalog(),
         teacher_pairs=pairs,
-        probe=load_eval_set("probe"),
-        holdout=load_eval_set("holdout"),
+        probe=_read_pairs(eval_set_path("probe")),
+        holdout=_read_pairs(eval_set_path("holdout")),
         split_seed=split_seed,
-        human=load_human_set(),
+        human=_read_pairs(human_set_path()),
     )
+
+
+def _read_pairs(path: Path) -> list[Pair]:
+    """A strict read of a pairs file, once per process while the file stays the same: every step of a
+    cycle run loads the base data, ~6,400 validated rows (a new list each time: callers may change it)."""
+    stat = path.stat()
+    return list(_read_pairs_cached(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@lru_cache(maxsize=8)
+def _read_pairs_cached(path: str, mtime_ns: int, size: int) -> tuple[Pair, ...]:
+    return tuple(read_models(Path(path), Pair).rows)

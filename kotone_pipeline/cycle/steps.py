@@ -53,7 +53,7 @@ from kotone_pipeline.domain.schemas import (
 from kotone_pipeline.domain.split import check_leakage, split_pairs
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ANY_CHAMPION, Champion, ChampionChangedError, ChampionRegistry
-from kotone_pipeline.services.datasets import DatasetRef, DatasetStore
+from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef, DatasetStore
 from kotone_pipeline.services.jobs import JobBackend, JobBackendError, JobSpec, JobState
 from kotone_pipeline.services.tracker import Tracker
 
@@ -565,11 +565,18 @@ def _prepare_local_embeddings(
     """Local jobs on this machine share the embedding cache: fill it once before they start."""
     if backend.name != "local" or config.trainer != "local" or not any(v.get("use_encoder") for v in variants):
         return None
-    from kotone_pipeline.domain.local_model import prepare_embeddings
-    from kotone_pipeline.train_local import read_dataset
+    from kotone_pipeline.domain.encoder import prepare_embeddings  # not sklearn: this only embeds
 
-    splits = read_dataset(Path(dataset.uri))
-    return prepare_embeddings((pair.source_type, pair.text) for pairs in splits.values() for pair in pairs)
+    # The split was written and checked by this cycle's steps: its texts are read as they are, without
+    # validating every row again.
+    texts = []
+    for name in SPLIT_FILES.values():
+        path = Path(dataset.uri) / name
+        if path.is_file():
+            for _, _, row, _ in iter_json_lines(path):  # a bad line is the job's to report, with its number
+                if isinstance(row, dict) and isinstance(row.get("text"), str):
+                    texts.append((str(row.get("source_type")), row["text"]))
+    return prepare_embeddings(texts)
 
 
 def job_timeout_s(config: LoopConfig, backend: JobBackend, rows: dict[str, int], hparams: dict[str, Any]) -> int:

@@ -22,7 +22,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 ENCODER_ENV = "KOTONE_ENCODER"
+# The source types whose texts a local model embeds (rule prompts name catalog parts: TF-IDF reads them).
+ENCODED_SOURCES = frozenset({"request_text"})
 ENCODER_SHA256_ENV = "KOTONE_ENCODER_SHA256"
 
 DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2-onnx-int8"
@@ -759,3 +761,35 @@ def clear_encoders() -> None:
             if encoder.cache is not None:
                 encoder.cache.close()
         _ENCODERS.clear()
+
+
+# --- filling the cache for other processes ----------------------------------------------------------------
+
+
+def prepare_embeddings(texts_by_source: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Embed, through the shared on-disk cache, every text a local fit would embed (``(source_type, text)``).
+
+    The jobs of one campaign train on the same split at the same time: embedded here once, they read
+    the vectors from the cache instead of each running the encoder on the same new texts (on two cores
+    that doubled a cycle's training time). Returns counts and seconds for the caller's metadata."""
+    started = time.perf_counter()
+    texts = list(dict.fromkeys(text for source, text in texts_by_source if source in ENCODED_SOURCES))
+    if not texts:
+        return {"texts": 0, "embedded": 0, "seconds": 0.0}
+    encoder = get_encoder(os.environ.get(ENCODER_ENV) or "default")
+    before = encoder.embedded
+    if encoder.cache is None:
+        encoder.encode(texts)
+    else:
+        # What the jobs will read is the disk cache: texts this process remembers but the file lacks (a
+        # long-lived process, a cache deleted meanwhile) are written there too, not only new ones.
+        on_disk = encoder.cache.get_many(texts)
+        missing = [text for text in texts if text not in on_disk]
+        if missing:
+            encoder.cache.put_many(missing, encoder.encode(missing))
+    return {
+        "texts": len(texts),
+        "embedded": encoder.embedded - before,
+        "encoder": encoder.key,
+        "seconds": round(time.perf_counter() - started, 3),
+    }

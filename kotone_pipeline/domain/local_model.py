@@ -38,7 +38,13 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 from sklearn.linear_model import Ridge
 
 from kotone_pipeline.domain.dims import DIMS, MAX_VALUE, MIN_VALUE
-from kotone_pipeline.domain.encoder import CachedEncoder, EncoderError, get_encoder
+from kotone_pipeline.domain.encoder import (
+    ENCODED_SOURCES,
+    ENCODER_ENV,
+    CachedEncoder,
+    EncoderError,
+    get_encoder,
+)
 from kotone_pipeline.domain.jsonl import atomic_writer, describe_validation_error, write_json
 from kotone_pipeline.domain.lexicon import Lexicon, default_lexicon
 from kotone_pipeline.domain.lexicon_reader import LexiconReader, lexicon_features
@@ -48,8 +54,6 @@ from kotone_pipeline.domain.schemas import LocalHyperParams, Pair, Vector
 
 MODEL_KIND = "kotone-local-text-model"
 FORMAT_VERSION = 2
-ENCODED_SOURCES = frozenset({"request_text"})
-ENCODER_ENV = "KOTONE_ENCODER"
 ESTIMATOR_FILE = "estimator.joblib"
 META_FILE = "model.json"
 
@@ -101,35 +105,6 @@ def parse_hparams(text: str | None) -> LocalHyperParams:
         return LocalHyperParams.model_validate(data)
     except ValidationError as exc:
         raise ValueError(f"--hparams: {describe_validation_error(exc)}") from exc
-
-
-def prepare_embeddings(texts_by_source: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """Embed, through the shared on-disk cache, every text a local fit would embed (``(source_type, text)``).
-
-    The jobs of one campaign train on the same split at the same time: embedded here once, they read
-    the vectors from the cache instead of each running the encoder on the same new texts (on two cores
-    that doubled a cycle's training time). Returns counts and seconds for the caller's metadata."""
-    started = time.perf_counter()
-    texts = list(dict.fromkeys(text for source, text in texts_by_source if source in ENCODED_SOURCES))
-    if not texts:
-        return {"texts": 0, "embedded": 0, "seconds": 0.0}
-    encoder = get_encoder(os.environ.get(ENCODER_ENV) or "default")
-    before = encoder.embedded
-    if encoder.cache is None:
-        encoder.encode(texts)
-    else:
-        # What the jobs will read is the disk cache: texts this process remembers but the file lacks (a
-        # long-lived process, a cache deleted meanwhile) are written there too, not only new ones.
-        on_disk = encoder.cache.get_many(texts)
-        missing = [text for text in texts if text not in on_disk]
-        if missing:
-            encoder.cache.put_many(missing, encoder.encode(missing))
-    return {
-        "texts": len(texts),
-        "embedded": encoder.embedded - before,
-        "encoder": encoder.key,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
 
 
 @lru_cache(maxsize=65_536)

@@ -260,8 +260,7 @@ def test_a_saved_model_keeps_its_encoder_and_lexicon_whatever_the_environment_sa
 def test_prepare_embeddings_leaves_every_request_text_in_the_disk_cache(tmp_path, monkeypatch) -> None:
     import numpy as np
 
-    from kotone_pipeline.domain.encoder import get_encoder
-    from kotone_pipeline.domain.local_model import prepare_embeddings
+    from kotone_pipeline.domain.encoder import get_encoder, prepare_embeddings
 
     monkeypatch.setenv("KOTONE_EMBEDDING_CACHE", str(tmp_path / "cache"))
     encoder = get_encoder("default")
