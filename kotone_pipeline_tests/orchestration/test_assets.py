@@ -133,6 +133,29 @@ def test_training_submission_embeds_the_split_once_for_the_local_jobs(materializ
     assert shown.startswith(f"{len(requests):,} request texts")
 
 
+def test_an_encoder_that_cannot_load_fails_the_submission_with_one_clear_reason(
+    materialized, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, _, instance = materialized
+    jobs_before = sorted(p.name for p in (home / "jobs").iterdir())
+    monkeypatch.setenv("KOTONE_ENCODER", str(tmp_path / "no-such-encoder"))
+    defs = build_definitions({"KOTONE_HOME": str(home), "KOTONE_WANDB_MODE": "disabled", "KOTONE_CAMPAIGN_SIZE": "1"})
+    result = dg.materialize(
+        [*ALL_ASSETS, *all_checks],
+        selection=["training_submission"],
+        partition_key="a1",
+        instance=instance,
+        resources=dict(defs.resources or {}),
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    error = failure.step_failure_data.error
+    assert error is not None and "KOTONE_ENCODER" in error.message and "no-such-encoder" in error.message
+    assert error.cls_name == "Failure"  # a reason for people, not an unexpected exception
+    assert sorted(p.name for p in (home / "jobs").iterdir()) == jobs_before
+
+
 def test_failure_playbook_is_saved_and_shown(materialized) -> None:
     home, results, _ = materialized
     text = (home / "cycles" / "a1" / "failure_playbook.md").read_text()

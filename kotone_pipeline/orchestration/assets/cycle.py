@@ -6,6 +6,7 @@ import dagster as dg
 
 from kotone_pipeline.cycle import steps
 from kotone_pipeline.cycle.tracking import write_failure_playbook
+from kotone_pipeline.domain.encoder import EncoderError
 from kotone_pipeline.orchestration.metadata import (
     as_of,
     dataset_metadata,
@@ -252,7 +253,7 @@ def training_submission(
             # outlasts HF's create-settle window, so a job whose create answered 5xx is listed by then.
             raise dg.RetryRequested(max_retries=3, seconds_to_wait=SUBMISSION_RETRY_WAIT_S) from exc
         raise dg.Failure(f"job submission refused: {exc}") from exc
-    except ValueError as exc:  # inputs that cannot be submitted (changed split, wrong store for the backend)
+    except (ValueError, EncoderError) as exc:  # a changed split, a wrong store, an encoder that cannot load
         raise dg.Failure(str(exc)) from exc
     decision = doc["hparams_decision"]
     runs = [
