@@ -133,12 +133,8 @@ def test_training_submission_embeds_the_split_once_for_the_local_jobs(materializ
     assert shown.startswith(f"{len(requests):,} request texts")
 
 
-def test_an_encoder_that_cannot_load_fails_the_submission_with_one_clear_reason(
-    materialized, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    home, _, instance = materialized
-    jobs_before = sorted(p.name for p in (home / "jobs").iterdir())
-    monkeypatch.setenv("KOTONE_ENCODER", str(tmp_path / "no-such-encoder"))
+def failed_resubmission(home: Path, instance: dg.DagsterInstance) -> dg.DagsterEvent:
+    """Materialize a1's training_submission again, expecting it to fail: its one step-failure event."""
     defs = build_definitions({"KOTONE_HOME": str(home), "KOTONE_WANDB_MODE": "disabled", "KOTONE_CAMPAIGN_SIZE": "1"})
     result = dg.materialize(
         [*ALL_ASSETS, *all_checks],
@@ -150,6 +146,16 @@ def test_an_encoder_that_cannot_load_fails_the_submission_with_one_clear_reason(
     )
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
+    return failure
+
+
+def test_an_encoder_that_cannot_load_fails_the_submission_with_one_clear_reason(
+    materialized, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, _, instance = materialized
+    jobs_before = sorted(p.name for p in (home / "jobs").iterdir())
+    monkeypatch.setenv("KOTONE_ENCODER", str(tmp_path / "no-such-encoder"))
+    failure = failed_resubmission(home, instance)
     error = failure.step_failure_data.error
     assert error is not None and "KOTONE_ENCODER" in error.message and "no-such-encoder" in error.message
     assert error.cls_name == "Failure"  # a reason for people, not an unexpected exception
@@ -174,17 +180,7 @@ def test_resubmitting_a_cycle_for_different_inputs_is_refused(materialized) -> N
     # As if the partition's split had changed since its jobs were submitted.
     doc["dataset"]["version"] = "0" * 16
     arts.write_doc("a1", "training_submission", doc)
-    defs = build_definitions({"KOTONE_HOME": str(home), "KOTONE_WANDB_MODE": "disabled", "KOTONE_CAMPAIGN_SIZE": "1"})
-    result = dg.materialize(
-        [*ALL_ASSETS, *all_checks],
-        selection=["training_submission"],
-        partition_key="a1",
-        instance=instance,
-        resources=dict(defs.resources or {}),
-        raise_on_error=False,
-    )
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.is_step_failure]
+    failure = failed_resubmission(home, instance)
     message = failure.event_specific_data.error.message  # type: ignore[union-attr]
     assert "already has training jobs for different inputs" in message and "start a new cycle" in message
     assert len(list((home / "jobs").iterdir())) == 1
