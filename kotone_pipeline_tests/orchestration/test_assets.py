@@ -97,6 +97,27 @@ def test_split_dataset_is_published_and_its_checks_pass(materialized) -> None:
     assert checks == {"split_schema": True, "split_no_leakage": True, "split_ratios": True}
 
 
+def resubmit(home: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """Materialize a1's training_submission again, as a person re-running it from the UI would."""
+    defs = build_definitions({"KOTONE_HOME": str(home), "KOTONE_WANDB_MODE": "disabled", "KOTONE_CAMPAIGN_SIZE": "1"})
+    return dg.materialize(
+        [*ALL_ASSETS, *all_checks],
+        selection=["training_submission"],
+        partition_key="a1",
+        instance=instance,
+        resources=dict(defs.resources or {}),
+        raise_on_error=False,
+    )
+
+
+def failed_resubmission(home: Path, instance: dg.DagsterInstance) -> dg.DagsterEvent:
+    """``resubmit``, expecting it to fail: its one step-failure event."""
+    result = resubmit(home, instance)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    return failure
+
+
 def test_training_submission_records_one_job_per_run_and_rematerializing_adds_none(materialized) -> None:
     home, results, instance = materialized
     doc = CycleArtifacts(home).read_doc("a1", "training_submission")
@@ -104,15 +125,8 @@ def test_training_submission_records_one_job_per_run_and_rematerializing_adds_no
     checks = {e.check_name: e.passed for e in results["training_submission"].get_asset_check_evaluations()}
     assert checks == {"one_job_per_run": True}
     assert metadata(results["training_submission"], "training_submission")["new_jobs"].value == 1
-    defs = build_definitions({"KOTONE_HOME": str(home), "KOTONE_WANDB_MODE": "disabled", "KOTONE_CAMPAIGN_SIZE": "1"})
-    again = dg.materialize(
-        [*ALL_ASSETS, *all_checks],
-        selection=["training_submission"],
-        partition_key="a1",
-        instance=instance,
-        resources=dict(defs.resources or {}),
-    )
-    assert metadata(again, "training_submission")["new_jobs"].value == 0
+    again = resubmit(home, instance)
+    assert again.success and metadata(again, "training_submission")["new_jobs"].value == 0
     assert len(list((home / "jobs").iterdir())) == 1
 
 
@@ -131,22 +145,6 @@ def test_training_submission_embeds_the_split_once_for_the_local_jobs(materializ
     assert encoder.cache is not None and set(encoder.cache.get_many(sorted(requests))) == requests
     shown = metadata(results["training_submission"], "training_submission")["embeddings_prepared"].value
     assert shown.startswith(f"{len(requests):,} request texts")
-
-
-def failed_resubmission(home: Path, instance: dg.DagsterInstance) -> dg.DagsterEvent:
-    """Materialize a1's training_submission again, expecting it to fail: its one step-failure event."""
-    defs = build_definitions({"KOTONE_HOME": str(home), "KOTONE_WANDB_MODE": "disabled", "KOTONE_CAMPAIGN_SIZE": "1"})
-    result = dg.materialize(
-        [*ALL_ASSETS, *all_checks],
-        selection=["training_submission"],
-        partition_key="a1",
-        instance=instance,
-        resources=dict(defs.resources or {}),
-        raise_on_error=False,
-    )
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    return failure
 
 
 def test_an_encoder_that_cannot_load_fails_the_submission_with_one_clear_reason(
