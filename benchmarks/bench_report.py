@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 
 from benchmarks import Row, median_seconds
+from kotone_pipeline.cycle.documents import STAGE_DOCUMENTS
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.orchestration.workflow_log import collect_report, render_report
 from kotone_pipeline.services.artifacts import CycleArtifacts
@@ -61,7 +62,14 @@ _DEFS = dg.Definitions(
 
 
 def _summary(mae: float) -> dict[str, Any]:
-    return {"vector_mae": mae, "rows": 400, "per_dim_mae": {d: mae + i / 100 for i, d in enumerate(DIMS)}}
+    per_dim = {d: mae + i / 100 for i, d in enumerate(DIMS)}
+    return {"model_id": "bench", "dataset": "holdout", "vector_mae": mae, "rows": 400, "per_dim_mae": per_dim,
+            "mae_raw": mae, "mse_norm": 0.0, "per_dim_r2": {d: 0.5 for d in DIMS}, "mean_r2": 0.5,
+            "exact_match_rate": 0.3, "within_one_rate": 0.8, "json_valid_rate": 1.0, "p50_latency_ms": 1.0,
+            "p95_latency_ms": 2.0}  # fmt: skip
+
+
+_MODELS = {doc.NAME: doc for doc in STAGE_DOCUMENTS}
 
 
 def _write_docs(artifacts: CycleArtifacts, registry: ChampionRegistry, index: int, cycle_id: str) -> None:
@@ -87,17 +95,22 @@ def _write_docs(artifacts: CycleArtifacts, registry: ChampionRegistry, index: in
     hparams = {"alpha": 0.3}
     runs = [
         {"run_id": f"r{r}", "job_id": f"{cycle_id}.r{r}", "stage": "RUNNING", "url": None, "adopted": False,
-         "created_at": at.isoformat(), "hparams": hparams}
+         "created_at": at.isoformat(), "hparams": hparams, "timeout_s": 1800}
         for r in range(2)
     ]  # fmt: skip
     docs = {
-        "eval_summary": {"cycle_id": cycle_id, "champion": before, "tracking": tracking, "summaries": {}},
+        "eval_summary": {"cycle_id": cycle_id, "champion": before, "tracking": tracking, "summaries": {},
+                         "eval_id": cycle_id, "current_model": "champion" if before else "baseline-rule",
+                         "current_model_id": before["model_id"] if before else "baseline-rule"},
         "hard_dims": {"focus": ["energy", "warmth"], "k": 2, "by_dim": {d: 0.3 for d in DIMS}, "source": "eval_rows",
                       "eval_model_id": before["model_id"] if before else "baseline-rule", "top_failures": []},
         "augmented_pairs": {"cycle_id": cycle_id, "counts": {"total": 973}, "focus": ["energy", "warmth"]},
-        "split_dataset": {"cycle_id": cycle_id, "dataset": dataset, "stats": {}, "rows": {"train": 5000}},
+        "split_dataset": {"cycle_id": cycle_id, "dataset": dataset, "rows": {"train": 5000},
+                          "stats": {"counts": {}, "rows": {}, "groups": {}, "dim_stats": {}, "data_hash": "h",
+                                    "seed": 1, "ratios": [0.8, 0.1, 0.1]}},
         "training_submission": {"cycle_id": cycle_id, "trainer": "local", "backend": "local", "dataset": dataset,
-                                "hparams_decision": {"patch": {"alpha": 0.15}, "reasons": ["L1: underfitting"]},
+                                "hparams_decision": {"trainer": "local", "current": hparams, "next": hparams,
+                                                     "patch": {"alpha": 0.15}, "reasons": ["L1: underfitting"]},
                                 "runs": runs},
     }  # fmt: skip
     snapshot_runs = [
@@ -131,7 +144,7 @@ def _write_docs(artifacts: CycleArtifacts, registry: ChampionRegistry, index: in
         "tracking": tracking,
     }  # fmt: skip
     for name, doc in docs.items():
-        artifacts.write_doc(cycle_id, name, doc)
+        artifacts.write(cycle_id, _MODELS[name].model_validate(doc))
 
 
 def build_history(home: Path, instance: dg.DagsterInstance, cycles: int = CYCLES) -> CycleArtifacts:

@@ -28,6 +28,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app
+from kotone_pipeline.cycle.documents import PromotionDecisionDoc
 from kotone_pipeline.orchestration.resources import JobBackendResource, KotoneHomeResource
 from kotone_pipeline.orchestration.sensors import training_jobs_sensor
 from kotone_pipeline.services.artifacts import CorruptStateError, CycleArtifacts
@@ -37,6 +38,7 @@ from kotone_pipeline.services.hf_jobs import HfJobsBackend
 from kotone_pipeline.services.jobs import JobBackendError, JobSpec
 from kotone_pipeline.services.local_datasets import DatasetIntegrityError, LocalDatasetStore
 from kotone_pipeline.services.local_jobs import LocalJobBackend
+from kotone_pipeline_tests.documents import read_json
 from kotone_pipeline_tests.hf_standin.fixtures import (
     FAST_RETRY,
     TOKEN,
@@ -170,15 +172,16 @@ from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.datasets import DatasetRef
 from kotone_pipeline.services.jobs import JobSpec
 from kotone_pipeline.services.local_jobs import LocalJobBackend
+from kotone_pipeline_tests.documents import submission
 home, trainer = Path(sys.argv[1]), json.loads(sys.argv[2])
 arts = CycleArtifacts(home)
 backend = LocalJobBackend(arts.jobs_dir, command=trainer)
 dataset = DatasetRef(store="local", name="kotone-music-params", version="abc", uri="/data/abc", data_hash="h")
-runs = []
+job_ids = []
 for run_id in ("r0", "r1"):
     state = backend.submit(JobSpec(cycle_id="c1", run_id=run_id, dataset=dataset, hparams={"sleep": 1}))
-    runs.append({"run_id": run_id, "job_id": state.job_id})
-arts.write_doc("c1", "training_submission", {"cycle_id": "c1", "runs": runs})
+    job_ids.append(state.job_id)
+arts.write("c1", submission("c1", job_ids))
 print("submitted", flush=True)
 time.sleep(600)  # the "Dagster process", killed here mid-cycle
 """
@@ -207,7 +210,7 @@ def test_killing_the_dagster_process_mid_cycle_then_restarting_reattaches_withou
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     arts = CycleArtifacts(home)
-    job_ids = [r["job_id"] for r in arts.read_doc("c1", "training_submission")["runs"]]
+    job_ids = [r["job_id"] for r in read_json(arts, "c1", "training_submission")["runs"]]
 
     # Restart: the same submission adopts the jobs that kept running without their parent.
     backend = LocalJobBackend(arts.jobs_dir, command=trainer)
@@ -257,7 +260,7 @@ def test_a_corrupt_cycle_document_is_named_by_status_and_recovers_once_removed(t
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"{doc}: corrupt cycle document" in result.output and "re-materialize promotion_decision" in result.output
     with pytest.raises(CorruptStateError):
-        CycleArtifacts(tmp_path / "home").read_doc("c1", "promotion_decision")
+        CycleArtifacts(tmp_path / "home").read("c1", PromotionDecisionDoc)
     doc.unlink()
     recovered = runner.invoke(app, ["status", "--json"], env=env)
     assert recovered.exit_code == 0 and json.loads(recovered.output)["cycles"][0]["cycle_id"] == "c1"

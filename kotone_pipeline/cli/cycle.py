@@ -277,12 +277,14 @@ def _cycle_row(arts: CycleArtifacts, cycle_id: str, stages: Sequence[str]) -> di
     if problem is not None:
         # Dagster accepted the key, but no Kotone artifact can be named after it: report it, go on.
         return {"cycle_id": cycle_id, "stage": "invalid", "decision": None, "problem": problem}
-    done = [s for s in stages if arts.has_doc(cycle_id, s)]
-    decision = arts.read_doc(cycle_id, "promotion_decision")["decision"] if "promotion_decision" in done else None
+    from kotone_pipeline.cycle.documents import PromotionDecisionDoc
+
+    done = [s for s in stages if arts.has(cycle_id, s)]
+    decision = arts.read(cycle_id, PromotionDecisionDoc).decision if "promotion_decision" in done else None
     return {
         "cycle_id": cycle_id,
         "stage": done[-1] if done else "created",
-        "decision": ("promote" if decision["promote"] else "keep") if decision else None,
+        "decision": ("promote" if decision.promote else "keep") if decision else None,
     }
 
 

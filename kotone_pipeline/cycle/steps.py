@@ -15,6 +15,24 @@ from typing import Any
 
 from kotone_pipeline.cycle.base import BaseData, load_base
 from kotone_pipeline.cycle.config import LoopConfig
+from kotone_pipeline.cycle.documents import (
+    STAGE_DOCUMENTS,
+    AttemptsDoc,
+    AugmentedPairsDoc,
+    ChampionBefore,
+    EarlierJob,
+    EvalSummaryDoc,
+    HardDimsDoc,
+    JobRecord,
+    PromotionDecisionDoc,
+    SmokeLimits,
+    SplitDatasetDoc,
+    SubmittedRun,
+    TrainingSubmissionDoc,
+    ValidatedRun,
+    ValidationSnapshotDoc,
+    current_jobs,
+)
 from kotone_pipeline.cycle.tracking import (
     DATASET_ARTIFACT_ENV,
     dataset_artifact_for_jobs,
@@ -44,7 +62,6 @@ from kotone_pipeline.domain.schemas import (
     EvalSummary,
     FailureExample,
     GateDecision,
-    HardDimReport,
     LocalHyperParams,
     LoraHyperParams,
     Pair,
@@ -54,19 +71,11 @@ from kotone_pipeline.domain.split import check_leakage, split_pairs
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ANY_CHAMPION, Champion, ChampionChangedError, ChampionRegistry
 from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef, DatasetStore
-from kotone_pipeline.services.jobs import JobBackend, JobBackendError, JobSpec, JobState
+from kotone_pipeline.services.jobs import JobBackend, JobBackendError, JobState
 from kotone_pipeline.services.tracker import Tracker
 
 # The documents a cycle writes, in order; the last one present is the cycle's stage.
-STAGES: tuple[str, ...] = (
-    "eval_summary",
-    "hard_dims",
-    "augmented_pairs",
-    "split_dataset",
-    "training_submission",
-    "validation_snapshot",
-    "promotion_decision",
-)
+STAGES: tuple[str, ...] = tuple(doc.NAME for doc in STAGE_DOCUMENTS)
 BASELINE_NAMES = ("baseline-constant", "baseline-rule")
 # The gate's reference before the first champion. The rule baseline reads requests with the lexicon the
 # teacher labels with (and prompts with the catalog), so on the teacher's holdout it *is* the labeller:
@@ -201,9 +210,13 @@ def _recorded_champion(artifacts: CycleArtifacts, champion: Champion, base: Base
         summaries["probe"], rows["probe"] = _score_recorded(probe, base.probe, champion.model_id, "probe")
         how["probe"] = probe.name
     elif validation_rows.is_file():
-        snapshot = artifacts.read_doc(champion.cycle_id, "validation_snapshot")
-        run = next(r for r in snapshot["runs"] if r["run_id"] == champion.run_id)
-        summaries["probe"] = EvalSummary.model_validate(run["validation"])
+        run = artifacts.read(champion.cycle_id, ValidationSnapshotDoc).run(champion.run_id)
+        if run is None or run.validation is None:
+            raise ChampionUnavailableError(
+                f"champion {champion.model_id}: validation_snapshot of cycle {champion.cycle_id} has no validation "
+                f"metrics for run {champion.run_id}; re-materialize it"
+            )
+        summaries["probe"] = run.validation
         rows["probe"] = artifacts.read_eval_rows(champion.cycle_id, f"runs/{champion.run_id}/eval_rows_validation")
         how["probe"] = f"{validation_rows.name} (the run recorded no probe predictions; dataset 'validation')"
     else:
@@ -217,11 +230,10 @@ def _recorded_champion(artifacts: CycleArtifacts, champion: Champion, base: Base
 
 def champion_before(artifacts: CycleArtifacts, registry: ChampionRegistry, cycle_id: str) -> Champion | None:
     """The champion this cycle started from, frozen at first use so re-runs give the same outputs."""
-    if artifacts.has_doc(cycle_id, "champion_before"):
-        doc = artifacts.read_doc(cycle_id, "champion_before")
-        return Champion.model_validate(doc["champion"]) if doc["champion"] else None
+    if artifacts.has(cycle_id, ChampionBefore):
+        return artifacts.read(cycle_id, ChampionBefore).champion
     current = registry.current()
-    artifacts.write_doc(cycle_id, "champion_before", {"champion": current.model_dump(mode="json") if current else None})
+    artifacts.write(cycle_id, ChampionBefore(champion=current))
     return current
 
 
@@ -237,12 +249,6 @@ class EvalStep:
     probe_rows: list[EvalRow]
     holdout_rows: list[EvalRow]
     tracking: dict[str, Any] = field(default_factory=dict)
-
-
-def _read_summaries(doc: dict[str, Any]) -> dict[str, dict[str, EvalSummary]]:
-    return {
-        name: {ds: EvalSummary.model_validate(s) for ds, s in by_ds.items()} for name, by_ds in doc["summaries"].items()
-    }
 
 
 def step_eval_summary(
@@ -293,19 +299,18 @@ def step_eval_summary(
         tracking.update(trace_current_model(tracker, models.get(current), base.probe, artifacts.home))
     artifacts.write_rows(cycle_id, "eval_rows_probe", rows[current]["probe"])
     artifacts.write_rows(cycle_id, "eval_rows_holdout", rows[current]["holdout"])
-    artifacts.write_doc(
+    artifacts.write(
         cycle_id,
-        "eval_summary",
-        {
-            "cycle_id": cycle_id,
-            "eval_id": eval_id,
-            "current_model": current,
-            "current_model_id": model_ids[current],
-            "champion": champion.model_dump(mode="json") if champion else None,
-            "champion_eval": champion_eval.how if champion_eval else None,
-            "summaries": {n: {ds: s.model_dump(mode="json") for ds, s in d.items()} for n, d in summaries.items()},
-            "tracking": tracking,
-        },
+        EvalSummaryDoc(
+            cycle_id=cycle_id,
+            eval_id=eval_id,
+            current_model=current,
+            current_model_id=model_ids[current],
+            champion=champion,
+            champion_eval=champion_eval.how if champion_eval else None,
+            summaries=summaries,
+            tracking=tracking,
+        ),
     )
     return EvalStep(eval_id, current, champion, summaries, rows[current]["probe"], rows[current]["holdout"], tracking)
 
@@ -340,9 +345,10 @@ def step_hard_dims(
     cycle_id: str,
     failures: Sequence[FailureExample] | None = None,
     extra: dict[str, Any] | None = None,
-) -> HardDimReport:
-    """Per-dim MAE on the probe rows, or on the tracker's failure rows when given; focus on the top-k."""
-    doc = artifacts.read_doc(cycle_id, "eval_summary")
+) -> HardDimsDoc:
+    """Per-dim MAE on the probe rows, or on the tracker's failure rows when given; focus on the top-k.
+    ``extra``: where the failure rows came from (``FailureFetch.as_metadata()``)."""
+    doc = artifacts.read(cycle_id, EvalSummaryDoc)
     if failures is None:
         rows, source = artifacts.read_eval_rows(cycle_id, "eval_rows_probe"), "eval_rows"
     else:
@@ -351,11 +357,12 @@ def step_hard_dims(
         rows,
         k=config.hard_dim_k,
         forced=config.forced_hard_dims or None,
-        model_id=doc["current_model_id"],
+        model_id=doc.current_model_id,
         source=source,  # type: ignore[arg-type]
     )
-    artifacts.write_doc(cycle_id, "hard_dims", {**report.model_dump(mode="json"), **(extra or {})})
-    return report
+    hard = HardDimsDoc.model_validate({**report.model_dump(), **(extra or {})})
+    artifacts.write(cycle_id, hard)
+    return hard
 
 
 # --- augmented_pairs -------------------------------------------------------------------------------
@@ -380,8 +387,8 @@ def step_augmented_pairs(
 ) -> AugmentStep:
     """New request texts written for vectors pushed along the hard dims; replay rows for the rest."""
     base = load_base(artifacts, config.split_seed)
-    eval_doc = artifacts.read_doc(cycle_id, "eval_summary")
-    report = HardDimReport.model_validate(artifacts.read_doc(cycle_id, "hard_dims"))
+    eval_doc = artifacts.read(cycle_id, EvalSummaryDoc)
+    report = artifacts.read(cycle_id, HardDimsDoc)
     probe_rows = artifacts.read_eval_rows(cycle_id, "eval_rows_probe")
     failing = sorted((r for r in probe_rows if r.row_mae > 0), key=lambda r: (-r.row_mae, r.pair_id))
     existing = {p.text for p in (*base.teacher_pairs, *base.probe, *base.holdout)}
@@ -392,14 +399,14 @@ def step_augmented_pairs(
         report.focus,
         n_train_base=len(base.base_train),
         cycle_id=cycle_id,
-        eval_run_id=eval_doc["eval_id"],
+        eval_run_id=eval_doc.eval_id,
         existing_texts=existing,
         add_ratio=config.add_ratio,
         replay_ratio=config.replay_ratio,
     )
     artifacts.write_rows(cycle_id, "augmented_pairs", result.pairs)
     counts = dict(result.counts)
-    artifacts.write_doc(cycle_id, "augmented_pairs", {"cycle_id": cycle_id, "counts": counts, "focus": report.focus})
+    artifacts.write(cycle_id, AugmentedPairsDoc(cycle_id=cycle_id, counts=counts, focus=report.focus))
     return AugmentStep(result.pairs, counts)
 
 
@@ -457,45 +464,44 @@ def step_split_dataset(
     }
     ref = store.publish(cycle_id, splits, card)
     rows = {name: len(split) for name, split in splits.items()}
-    doc: dict[str, Any] = {"cycle_id": cycle_id, "dataset": ref.model_dump(mode="json"), "stats": stats, "rows": rows}
-    tracking = log_dataset(tracker, cycle_id, doc) if tracker is not None else {}
-    if tracking:
-        doc["tracking"] = tracking
-    artifacts.write_doc(cycle_id, "split_dataset", doc)
-    return SplitStep(ref, stats, rows, tracking)
+    doc = SplitDatasetDoc(cycle_id=cycle_id, dataset=ref, stats=result.stats, rows=rows)
+    if tracker is not None:
+        doc.tracking = log_dataset(tracker, cycle_id, doc)
+    artifacts.write(cycle_id, doc)
+    return SplitStep(ref, stats, rows, doc.tracking)
 
 
 # --- training_submission ---------------------------------------------------------------------------
 
 
-def _champion_hparams(artifacts: CycleArtifacts, champion: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not champion or not champion.get("cycle_id"):
+def _champion_hparams(artifacts: CycleArtifacts, champion: Champion | None) -> dict[str, Any] | None:
+    if champion is None or not champion.cycle_id:
         return None
     try:
-        doc = artifacts.read_doc(champion["cycle_id"], "training_submission")
+        doc = artifacts.read(champion.cycle_id, TrainingSubmissionDoc)
     except FileNotFoundError:
         return None
-    return next((r["hparams"] for r in doc["runs"] if r["run_id"] == champion.get("run_id")), None)
+    run = doc.run(champion.run_id)
+    return run.hparams if run else None
 
 
 def step_training_submission(
     artifacts: CycleArtifacts, backend: JobBackend, config: LoopConfig, cycle_id: str
-) -> dict[str, Any]:
+) -> TrainingSubmissionDoc:
     """Next hyper-parameters from the rules, then one job per campaign run (adopting existing jobs)."""
-    split_doc = artifacts.read_doc(cycle_id, "split_dataset")
-    if backend.name == "local" and split_doc["dataset"]["store"] != "local":
+    split_doc = artifacts.read(cycle_id, SplitDatasetDoc)
+    dataset = split_doc.dataset
+    if backend.name == "local" and dataset.store != "local":
         raise ValueError(
             f"cycle {cycle_id}: the local job backend trains from a dataset directory, but the split was "
-            f"published to the {split_doc['dataset']['store']!r} store ({split_doc['dataset']['uri']}); "
-            "use the local dataset store with it"
+            f"published to the {dataset.store!r} store ({dataset.uri}); use the local dataset store with it"
         )
-    eval_doc = artifacts.read_doc(cycle_id, "eval_summary")
-    hard = HardDimReport.model_validate(artifacts.read_doc(cycle_id, "hard_dims"))
-    summaries = _read_summaries(eval_doc)
+    eval_doc = artifacts.read(cycle_id, EvalSummaryDoc)
+    hard = artifacts.read(cycle_id, HardDimsDoc)
     # The probe set drives the rules; the holdout set is reserved for the promotion gate.
-    candidate = summaries.get("champion", {}).get("probe")
-    baseline = min((summaries[n]["probe"] for n in BASELINE_NAMES), key=lambda s: s.vector_mae)
-    current = _champion_hparams(artifacts, eval_doc["champion"]) or {}
+    candidate = eval_doc.summary("champion", "probe")
+    baseline = min((eval_doc.summaries[n]["probe"] for n in BASELINE_NAMES), key=lambda s: s.vector_mae)
+    current = _champion_hparams(artifacts, eval_doc.champion) or {}
     if config.trainer == "local":
         decision = next_local_hparams(LocalHyperParams(**current), candidate, baseline, hard.focus)
         variants = [v.model_dump() for v in campaign_variants(LocalHyperParams(**decision.next), config.campaign_size)]
@@ -505,57 +511,38 @@ def step_training_submission(
             {**decision.next, "learning_rate": decision.next["learning_rate"] * factor}
             for factor in LORA_LR_LADDER[: config.campaign_size]
         ]
-    dataset = DatasetRef.model_validate(split_doc["dataset"])
     _refuse_changed_resubmission(artifacts, cycle_id, dataset, variants)
     dataset_artifact = dataset_artifact_for_jobs(split_doc)
     job_env = {DATASET_ARTIFACT_ENV: dataset_artifact} if dataset_artifact else {}
     job_env.update(backend.job_env(len(variants)))
-    pricing = backend.prepare_cycle(cycle_id)
-    embeddings = _prepare_local_embeddings(backend, config, dataset, variants)
-    # A re-materialization keeps what the sensor recorded of earlier attempts (the timed-out jobs).
-    earlier = {}
-    if artifacts.has_doc(cycle_id, "training_submission"):
-        previous_runs = artifacts.read_doc(cycle_id, "training_submission")["runs"]
-        earlier = {r["run_id"]: r["earlier_jobs"] for r in previous_runs if r.get("earlier_jobs")}
-    runs = []
+    smoke = SmokeLimits(
+        max_steps=config.job_max_steps,
+        max_train_rows=config.job_max_train_rows,
+        max_predict_rows=config.job_max_predict_rows,
+    )
+    doc = TrainingSubmissionDoc(
+        cycle_id=cycle_id,
+        trainer=config.trainer,
+        backend=backend.name,
+        dataset=dataset,
+        hparams_decision=decision,
+        runs=[],
+        job_env=job_env,
+        smoke=smoke if smoke != SmokeLimits() else None,
+    )
+    doc.pricing = backend.prepare_cycle(cycle_id) or None
+    doc.embeddings = _prepare_local_embeddings(backend, config, dataset, variants)
     for index, hparams in enumerate(variants):
-        timeout_s = job_timeout_s(config, backend, split_doc.get("rows") or {}, hparams)
-        spec = JobSpec(
-            cycle_id=cycle_id,
+        run = SubmittedRun(
             run_id=f"r{index}",
-            trainer=config.trainer,  # type: ignore[arg-type]
             hparams=hparams,
-            dataset=dataset,
-            timeout_s=timeout_s,
-            env=job_env,
-            max_steps=config.job_max_steps,
-            max_train_rows=config.job_max_train_rows,
-            max_predict_rows=config.job_max_predict_rows,
+            timeout_s=job_timeout_s(config, backend, split_doc.rows, hparams),
+            job_id="",
+            stage="",
         )
-        state = backend.submit(spec)
-        # The timeout we sent is what the budget counts (the job's answer is not trusted to echo it).
-        runs.append({"run_id": spec.run_id, "hparams": hparams, "timeout_s": timeout_s, **_state_fields(state)})
-        if spec.run_id in earlier:
-            runs[-1]["earlier_jobs"] = earlier[spec.run_id]
-    doc = {
-        "cycle_id": cycle_id,
-        "trainer": config.trainer,
-        "backend": backend.name,
-        "dataset": dataset.model_dump(mode="json"),
-        "hparams_decision": decision.model_dump(mode="json"),
-        "runs": runs,
-    }
-    if pricing:
-        doc["pricing"] = pricing
-    if embeddings:
-        doc["embeddings"] = embeddings
-    if config.job_max_steps or config.job_max_train_rows or config.job_max_predict_rows:
-        doc["smoke"] = {
-            "max_steps": config.job_max_steps,
-            "max_train_rows": config.job_max_train_rows,
-            "max_predict_rows": config.job_max_predict_rows,
-        }
-    artifacts.write_doc(cycle_id, "training_submission", doc)
+        state = backend.submit(doc.job_spec(run))
+        doc.runs.append(run.model_copy(update=JobRecord.of(state).model_dump()))
+    artifacts.write(cycle_id, doc)
     return doc
 
 
@@ -604,32 +591,21 @@ def _refuse_changed_resubmission(
     artifacts: CycleArtifacts, cycle_id: str, dataset: DatasetRef, variants: list[dict[str, Any]]
 ) -> None:
     """Re-submitting adopts the existing jobs, which only is right when they train the same thing."""
-    if not artifacts.has_doc(cycle_id, "training_submission"):
+    previous = artifacts.read_if_present(cycle_id, TrainingSubmissionDoc)
+    if previous is None:
         return
-    previous = artifacts.read_doc(cycle_id, "training_submission")
     changes = []
-    if previous["dataset"]["version"] != dataset.version:
-        changes.append(f"dataset version {previous['dataset']['version']} -> {dataset.version}")
-    for run in previous["runs"]:
-        index = int(run["run_id"].removeprefix("r"))
-        if index < len(variants) and run["hparams"] != variants[index]:
-            changes.append(f"{run['run_id']} hyper-parameters changed")
+    if previous.dataset.version != dataset.version:
+        changes.append(f"dataset version {previous.dataset.version} -> {dataset.version}")
+    for run in previous.runs:
+        index = int(run.run_id.removeprefix("r"))
+        if index < len(variants) and run.hparams != variants[index]:
+            changes.append(f"{run.run_id} hyper-parameters changed")
     if changes:
         raise ValueError(
             f"cycle {cycle_id} already has training jobs for different inputs ({'; '.join(changes)}); "
             "its jobs cannot be re-used — start a new cycle instead"
         )
-
-
-def _state_fields(state: JobState) -> dict[str, Any]:
-    return {
-        "job_id": state.job_id,
-        "stage": state.stage,
-        "url": state.url,
-        "adopted": state.adopted,
-        "created_at": state.created_at,
-        "attempt": state.attempt,
-    }
 
 
 # --- polling (sensor) ------------------------------------------------------------------------------
@@ -642,13 +618,19 @@ class PollResult:
     missing: list[str] = field(default_factory=list)  # job ids the backend did not report
 
 
+def cycle_job_ids(artifacts: CycleArtifacts, cycle_id: str) -> dict[str, str]:
+    """Run id -> the id of its latest job (after any re-submission by the polling path)."""
+    submission = artifacts.read(cycle_id, TrainingSubmissionDoc)
+    attempts = artifacts.read_if_present(cycle_id, AttemptsDoc)
+    return {run_id: job.job_id for run_id, job in current_jobs(submission, attempts).items()}
+
+
 def open_cycles(artifacts: CycleArtifacts) -> dict[str, list[str]]:
-    """Cycles whose jobs were submitted but not yet validated -> their job ids."""
+    """Cycles whose jobs were submitted but not yet validated -> their latest job ids."""
     result = {}
     for cycle in artifacts.cycles_on_disk():
-        if artifacts.has_doc(cycle, "training_submission") and not artifacts.has_doc(cycle, "validation_snapshot"):
-            doc = artifacts.read_doc(cycle, "training_submission")
-            result[cycle] = [r["job_id"] for r in doc["runs"]]
+        if artifacts.has(cycle, TrainingSubmissionDoc) and not artifacts.has(cycle, ValidationSnapshotDoc):
+            result[cycle] = list(cycle_job_ids(artifacts, cycle).values())
     return result
 
 
@@ -686,52 +668,41 @@ def resubmit_timed_out(
     artifacts: CycleArtifacts, backend: JobBackend, cycle_id: str, states: Sequence[JobState]
 ) -> list[JobState]:
     """Submit again the runs of an ended cycle whose job hit its timeout with attempts left (the backend says
-    which); returns the new jobs, and records each in ``training_submission`` (job id, attempt, the earlier
-    job). The backend's idempotent ``submit`` adopts a job already created for that attempt, so a repeated
-    call creates nothing. A permanent refusal (e.g. the budget) is recorded on the run, which is then
-    validated as it ended; a transient one raises JobBackendError (the caller tries again later)."""
+    which); returns the new jobs, and records each in the cycle's ``attempts`` document (the new job, the
+    earlier one), which only this polling path writes. The backend's idempotent ``submit`` adopts a job
+    already created for that attempt, so a repeated call creates nothing. A permanent refusal (e.g. the
+    budget) is recorded on the run, which is then validated as it ended; a transient one raises
+    JobBackendError (the caller tries again later)."""
     candidates = [s for s in states if backend.resubmits(s)]
     if not candidates:
         return []
-    doc = artifacts.read_doc(cycle_id, "training_submission")
-    split_doc = artifacts.read_doc(cycle_id, "split_dataset")
-    dataset_artifact = dataset_artifact_for_jobs(split_doc)
-    smoke = doc.get("smoke") or {}
-    by_job = {run["job_id"]: run for run in doc["runs"]}
+    submission = artifacts.read(cycle_id, TrainingSubmissionDoc)
+    attempts = artifacts.read_if_present(cycle_id, AttemptsDoc) or AttemptsDoc(cycle_id=cycle_id)
     new_states: list[JobState] = []
     transient: JobBackendError | None = None
     for state in candidates:
-        run = by_job.get(state.job_id)
-        if run is None or run.get("resubmit_refused"):
+        run = submission.run(state.run_id)
+        record = attempts.of(state.run_id)
+        if run is None or record.resubmit_refused:
             continue
-        spec = JobSpec(
-            cycle_id=cycle_id,
-            run_id=run["run_id"],
-            trainer=doc["trainer"],
-            hparams=run["hparams"],
-            dataset=DatasetRef.model_validate(doc["dataset"]),
-            timeout_s=run["timeout_s"],
-            env={DATASET_ARTIFACT_ENV: dataset_artifact} if dataset_artifact else {},
-            max_steps=smoke.get("max_steps"),
-            max_train_rows=smoke.get("max_train_rows"),
-            max_predict_rows=smoke.get("max_predict_rows"),
-        )
         try:
-            new = backend.submit(spec)
+            new = backend.submit(submission.job_spec(run))
         except JobBackendError as exc:
             if exc.transient:
                 transient = exc  # keep what was submitted so far; the rest is tried again later
                 break
-            run["resubmit_refused"] = str(exc)
+            record.resubmit_refused = str(exc)
             continue
         if new.job_id == state.job_id:
             continue  # the backend kept the ended job (no attempts left by its count)
-        earlier = {"job_id": state.job_id, "attempt": state.attempt, "stage": state.stage}
-        earlier["message"] = (state.message or "").split("\n", 1)[0]
-        run["earlier_jobs"] = [*run.get("earlier_jobs", []), earlier]
-        run.update(_state_fields(new), attempt=new.attempt)
+        message = (state.message or "").split("\n", 1)[0]
+        record.earlier_jobs.append(
+            EarlierJob(job_id=state.job_id, attempt=state.attempt, stage=state.stage, message=message)
+        )
+        record.current = JobRecord.of(new)
         new_states.append(new)
-    artifacts.write_doc(cycle_id, "training_submission", doc)
+    attempts.runs = {run_id: r for run_id, r in attempts.runs.items() if r != type(r)()}
+    artifacts.write(cycle_id, attempts)
     if transient is not None:
         raise transient
     return new_states
@@ -754,62 +725,62 @@ def read_prediction_records(path: Path) -> tuple[list[dict[str, Any]], list[str]
 
 def step_validation_snapshot(
     artifacts: CycleArtifacts, backend: JobBackend, store: DatasetStore, cycle_id: str
-) -> dict[str, Any]:
+) -> ValidationSnapshotDoc:
     """Per run: status, timings, cost and metrics on validation and holdout; best = lowest validation MAE."""
-    submission = artifacts.read_doc(cycle_id, "training_submission")
-    job_ids = [r["job_id"] for r in submission["runs"]]
+    submission = artifacts.read(cycle_id, TrainingSubmissionDoc)
+    jobs = current_jobs(submission, artifacts.read_if_present(cycle_id, AttemptsDoc))
+    job_ids = [job.job_id for job in jobs.values()]
     states = backend.statuses(job_ids)
     # Validation is requested once every job ended or vanished; a vanished job is recorded as DELETED.
     states = {j: states.get(j) or gone_state(j, cycle_id) for j in job_ids}
     pending = [j for j in job_ids if not states[j].terminal]
     if pending:
         raise RunsNotFinishedError(f"cycle {cycle_id}: runs not finished yet: {', '.join(pending)}")
-    splits = store.load(DatasetRef.model_validate(submission["dataset"]))
+    splits = store.load(submission.dataset)
     runs = []
-    for run in submission["runs"]:
-        state = states[run["job_id"]]
-        entry: dict[str, Any] = {
-            "run_id": run["run_id"],
-            "job_id": state.job_id,
-            "stage": state.stage,
-            "message": state.message,
-            "hparams": run["hparams"],
-            "url": state.url,
-            "started_at": state.started_at,
-            "finished_at": state.finished_at,
-            "running_s": state.running_s,
-            "cost_usd": state.cost_usd,
-        }
+    for run in submission.runs:
+        state = states[jobs[run.run_id].job_id]
+        entry = ValidatedRun(
+            run_id=run.run_id,
+            job_id=state.job_id,
+            stage=state.stage,
+            message=state.message,
+            hparams=run.hparams,
+            url=state.url,
+            started_at=state.started_at,
+            finished_at=state.finished_at,
+            running_s=state.running_s,
+            cost_usd=state.cost_usd,
+            attempt=jobs[run.run_id].attempt,
+        )
         if state.stage == "COMPLETED":
-            out = backend.fetch_outputs(state, artifacts.path(cycle_id, f"runs/{run['run_id']}"))
-            problems: list[str] = []
+            out = backend.fetch_outputs(state, artifacts.path(cycle_id, f"runs/{run.run_id}"))
             for dataset in ("validation", "holdout", "human"):
                 if dataset == "human" and not (splits.get("human") and (out / "predictions_human.jsonl").is_file()):
                     continue  # a version published before the human set travelled with it
                 records, bad = read_prediction_records(out / f"predictions_{dataset}.jsonl")
-                problems += bad
+                entry.problems += bad
                 summary, scored = score_prediction_records(
-                    splits[dataset], records, model_id=f"{cycle_id}/{run['run_id']}", dataset=dataset
+                    splits[dataset], records, model_id=f"{cycle_id}/{run.run_id}", dataset=dataset
                 )
-                entry[dataset] = summary.model_dump(mode="json")
+                setattr(entry, dataset, summary)
                 # Kept so that a champion that cannot run here is still evaluated (evaluate_champion).
-                artifacts.write_rows(cycle_id, f"runs/{run['run_id']}/eval_rows_{dataset}", scored)
-            entry["model_uri"] = _model_uri(state, out)
-            entry["problems"] = problems
+                artifacts.write_rows(cycle_id, f"runs/{run.run_id}/eval_rows_{dataset}", scored)
+            entry.model_uri = _model_uri(state, out)
         else:
-            entry["log_tail"] = backend.logs_tail(state.job_id, 20) if state.backend != "unknown" else ""
+            entry.log_tail = backend.logs_tail(state.job_id, 20) if state.backend != "unknown" else ""
         runs.append(entry)
-    completed = [r for r in runs if "validation" in r]
-    best = min(completed, key=lambda r: (r["validation"]["vector_mae"], r["run_id"]), default=None)
-    doc = {
-        "cycle_id": cycle_id,
-        "runs": runs,
-        "best_run_id": best["run_id"] if best else None,
-        "completed": len(completed),
-        "failed": len(runs) - len(completed),
-        "total_cost_usd": sum(r.get("cost_usd") or 0.0 for r in runs),
-    }
-    artifacts.write_doc(cycle_id, "validation_snapshot", doc)
+    completed = [r for r in runs if r.validation is not None]
+    best = min(completed, key=lambda r: (r.validation.vector_mae, r.run_id), default=None)  # type: ignore[union-attr]
+    doc = ValidationSnapshotDoc(
+        cycle_id=cycle_id,
+        runs=runs,
+        best_run_id=best.run_id if best else None,
+        completed=len(completed),
+        failed=len(runs) - len(completed),
+        total_cost_usd=sum(r.cost_usd or 0.0 for r in runs),
+    )
+    artifacts.write(cycle_id, doc)
     return doc
 
 
@@ -834,76 +805,68 @@ def step_promotion_decision(
     cycle_id: str,
     force_reason: str | None = None,
     tracker: Tracker | None = None,
-) -> GateDecision:
+) -> PromotionDecisionDoc:
     """The gate decides; only a promoting decision changes the registry (atomically)."""
-    snapshot = artifacts.read_doc(cycle_id, "validation_snapshot")
-    eval_doc = artifacts.read_doc(cycle_id, "eval_summary")
-    summaries = _read_summaries(eval_doc)
-    best = next((r for r in snapshot["runs"] if r["run_id"] == snapshot["best_run_id"]), None)
-    champion = eval_doc["champion"]
+    snapshot = artifacts.read(cycle_id, ValidationSnapshotDoc)
+    eval_doc = artifacts.read(cycle_id, EvalSummaryDoc)
+    summaries = eval_doc.summaries
+    best = snapshot.best
+    champion = eval_doc.champion
+    champion_human = eval_doc.summary("champion", "human") if champion else None
     decision = decide_promotion(
-        candidate_run_id=f"{cycle_id}/{best['run_id']}" if best else None,
-        candidate=EvalSummary.model_validate(best["holdout"]) if best else None,
-        champion_id=champion["model_id"] if champion else None,
+        candidate_run_id=f"{cycle_id}/{best.run_id}" if best else None,
+        candidate=best.holdout if best else None,
+        champion_id=champion.model_id if champion else None,
         champion=summaries["champion"]["holdout"] if champion else None,
         baselines={n: summaries[n]["holdout"] for n in GATE_BASELINES},
         thresholds=config.gate_thresholds(),
         force_reason=force_reason or None,
-        candidate_model_ref=best["model_uri"] if best else None,
-        candidate_human=EvalSummary.model_validate(best["human"]) if best and best.get("human") else None,
+        candidate_model_ref=best.model_uri if best else None,
+        candidate_human=best.human if best else None,
         reference_human={
             **{n: summaries[n]["human"] for n in GATE_BASELINES if "human" in summaries[n]},
-            **(
-                {champion["model_id"]: summaries["champion"]["human"]}
-                if champion and "human" in summaries["champion"]
-                else {}
-            ),
+            **({champion.model_id: champion_human} if champion and champion_human else {}),
         },
     )
     # A run that died (killed, OOM, timed out) is named in the decision log, not only in the snapshot.
     failed = [
-        f"run {r['run_id']} (job {r['job_id']}) ended {r['stage']}: "
-        + (r.get("message") or "no message").splitlines()[0]
-        for r in snapshot["runs"]
-        if r.get("stage") != "COMPLETED"
+        f"run {r.run_id} (job {r.job_id}) ended {r.stage}: " + (r.message or "no message").splitlines()[0]
+        for r in snapshot.runs
+        if r.stage != "COMPLETED"
     ]
     if failed:
         decision = decision.model_copy(update={"reasons": [*decision.reasons, *failed]})
-    decision_id = f"{cycle_id}/{best['run_id']}" if best else f"{cycle_id}/none"
-    if decision.promote and best is not None:
+    decision_id = f"{cycle_id}/{best.run_id}" if best else f"{cycle_id}/none"
+    if decision.promote and best is not None and best.holdout is not None and best.model_uri:
         candidate = Champion(
             model_id=decision_id,
-            model_uri=best["model_uri"],
+            model_uri=best.model_uri,
             cycle_id=cycle_id,
-            run_id=best["run_id"],
-            holdout_mae=best["holdout"]["vector_mae"],
-            human_mae=best["human"]["vector_mae"] if best.get("human") else None,
-            per_dim_mae=best["holdout"]["per_dim_mae"],
+            run_id=best.run_id,
+            holdout_mae=best.holdout.vector_mae,
+            human_mae=best.human.vector_mae if best.human else None,
+            per_dim_mae=best.holdout.per_dim_mae,
             decision_reason="; ".join(decision.reasons),
             forced=decision.forced,
         )
         # The gate compared against the champion this cycle started from; a forced promotion is a
         # person's override and skips that guard.
-        expected = ANY_CHAMPION if decision.forced else (champion["model_id"] if champion else None)
+        expected = ANY_CHAMPION if decision.forced else (champion.model_id if champion else None)
         try:
             registry.promote(candidate, decision_id=decision_id, expected_current=expected)
         except ChampionChangedError as exc:
             decision = decision.model_copy(update={"promote": False, "reasons": [f"keep: {exc}", *decision.reasons]})
-    after = registry.current()
-    tracking = log_cycle(tracker, artifacts, cycle_id, decision) if tracker else {}
-    artifacts.write_doc(
-        cycle_id,
-        "promotion_decision",
-        {
-            "cycle_id": cycle_id,
-            "decision_id": decision_id,
-            "decision": decision.model_dump(mode="json"),
-            "champion_before": champion,
-            "champion_after": after.model_dump(mode="json") if after else None,
-            "tracking": tracking,
-        },
+    doc = PromotionDecisionDoc(
+        cycle_id=cycle_id,
+        decision_id=decision_id,
+        decision=decision,
+        champion_before=champion,
+        champion_after=registry.current(),
     )
-    return decision
+    if tracker:
+        doc.tracking = log_cycle(tracker, artifacts, cycle_id, decision)
+    artifacts.write(cycle_id, doc)
+    return doc
 
 
 # --- the whole cycle without Dagster (benchmark baseline, headless fallback) -----------------------
@@ -925,18 +888,18 @@ def run_cycle_plain(
     step_hard_dims(artifacts, config, cycle_id)
     step_augmented_pairs(artifacts, config, cycle_id, earlier_cycles)
     step_split_dataset(artifacts, store, config, cycle_id, earlier_cycles, tracker)
-    submission = step_training_submission(artifacts, backend, config, cycle_id)
+    step_training_submission(artifacts, backend, config, cycle_id)
     deadline = time.monotonic() + timeout_s
-    job_ids = [r["job_id"] for r in submission["runs"]]
+    job_ids = list(cycle_job_ids(artifacts, cycle_id).values())
     while True:
         finished = poll_jobs(backend, {cycle_id: job_ids}).finished.get(cycle_id)
         if finished is not None:
             if not resubmit_timed_out(artifacts, backend, cycle_id, finished):
                 break
-            job_ids = [r["job_id"] for r in artifacts.read_doc(cycle_id, "training_submission")["runs"]]
+            job_ids = list(cycle_job_ids(artifacts, cycle_id).values())
         if time.monotonic() > deadline:
             raise RunsNotFinishedError(f"cycle {cycle_id}: jobs still running after {timeout_s:.0f}s")
         time.sleep(poll_interval_s)
     write_failure_playbook(artifacts, cycle_id)
     step_validation_snapshot(artifacts, backend, store, cycle_id)
-    return step_promotion_decision(artifacts, registry, config, cycle_id, tracker=tracker)
+    return step_promotion_decision(artifacts, registry, config, cycle_id, tracker=tracker).decision

@@ -7,9 +7,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kotone_pipeline.cycle.documents import (
+    AugmentedPairsDoc,
+    HardDimsDoc,
+    SplitDatasetDoc,
+    TrainingSubmissionDoc,
+    ValidationSnapshotDoc,
+)
 from kotone_pipeline.domain.playbook import build_playbook, write_playbook
 from kotone_pipeline.domain.predictor import Predictor
-from kotone_pipeline.domain.schemas import EvalRow, EvalSummary, GateDecision, HardDimReport, Pair, SplitStats
+from kotone_pipeline.domain.schemas import EvalRow, EvalSummary, GateDecision, Pair
 from kotone_pipeline.services import tracker as tr
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.weave_tracing import trace_evaluation
@@ -67,19 +74,19 @@ def trace_current_model(
 
 def log_cycle(tracker: tr.Tracker, artifacts: CycleArtifacts, cycle_id: str, decision: GateDecision) -> dict[str, str]:
     """A ``cycle`` run: hard dims, augmentation, split stats, hyper-parameters, validation, the decision."""
-    submission = artifacts.read_doc(cycle_id, "training_submission")
-    hard = HardDimReport.model_validate(artifacts.read_doc(cycle_id, "hard_dims"))
-    split_doc = artifacts.read_doc(cycle_id, "split_dataset")
-    augmented = artifacts.read_doc(cycle_id, "augmented_pairs")
-    snapshot = artifacts.read_doc(cycle_id, "validation_snapshot")
+    submission = artifacts.read(cycle_id, TrainingSubmissionDoc)
+    hard = artifacts.read(cycle_id, HardDimsDoc).report()
+    split_doc = artifacts.read(cycle_id, SplitDatasetDoc)
+    augmented = artifacts.read(cycle_id, AugmentedPairsDoc)
+    snapshot = artifacts.read(cycle_id, ValidationSnapshotDoc)
     config = {
-        "trainer": submission["trainer"],
-        "hparams": {r["run_id"]: r["hparams"] for r in submission["runs"]},
-        "hparams_patch": submission["hparams_decision"]["patch"],
-        "dataset_version": split_doc["dataset"]["version"],
+        "trainer": submission.trainer,
+        "hparams": {r.run_id: r.hparams for r in submission.runs},
+        "hparams_patch": submission.hparams_decision.patch,
+        "dataset_version": split_doc.dataset.version,
     }
     # Logged when the split was published; a split published with tracking off is logged now.
-    lineage = dict(split_doc.get("tracking") or {}) or log_dataset(tracker, cycle_id, split_doc)
+    lineage = dict(split_doc.tracking) or log_dataset(tracker, cycle_id, split_doc)
     dataset_artifact = lineage.get("wandb_dataset_artifact")
     run = tracker.start(cycle_id, name=f"{cycle_id}-cycle", job_type="cycle", config=config)
     try:
@@ -89,17 +96,14 @@ def log_cycle(tracker: tr.Tracker, artifacts: CycleArtifacts, cycle_id: str, dec
             run.use_artifact(dataset_artifact, "dataset", like=_dataset_spec_if_present(cycle_id, split_doc))
         run.log_metrics(tr.hard_dims_metrics(hard), prefix="hard_dims")
         run.log_metrics(
-            {k: v for k, v in augmented["counts"].items() if isinstance(v, int | float)},
+            {k: v for k, v in augmented.counts.items() if isinstance(v, int | float)},
             prefix="augmentation",
         )
-        run.log_metrics(tr.split_metrics(SplitStats.model_validate(split_doc["stats"])), prefix="split")
-        for entry in snapshot["runs"]:
-            for dataset in ("validation", "holdout"):
-                if dataset in entry:
-                    run.log_metrics(
-                        tr.eval_metrics(EvalSummary.model_validate(entry[dataset])),
-                        prefix=f"{entry['run_id']}/{dataset}",
-                    )
+        run.log_metrics(tr.split_metrics(split_doc.stats), prefix="split")
+        for entry in snapshot.runs:
+            for dataset, summary in (("validation", entry.validation), ("holdout", entry.holdout)):
+                if summary is not None:
+                    run.log_metrics(tr.eval_metrics(summary), prefix=f"{entry.run_id}/{dataset}")
         run.log_metrics(tr.gate_metrics(decision), prefix="gate")
         run.log_summary(tr.gate_summary(decision))
         if decision.promote and decision.candidate_model_ref:
@@ -115,7 +119,7 @@ def log_cycle(tracker: tr.Tracker, artifacts: CycleArtifacts, cycle_id: str, dec
                     "holdout_mae": decision.candidate_holdout_mae,
                     "human_mae": decision.candidate_human_mae,
                     "forced": decision.forced,
-                    "dataset_version": split_doc["dataset"]["version"],
+                    "dataset_version": split_doc.dataset.version,
                     "dataset_artifact": dataset_artifact,
                 },
             )
@@ -151,22 +155,21 @@ def model_references(model_uri: str) -> list[str]:
     return []  # gone or unknown: the artifact still records the URI in its metadata
 
 
-def dataset_artifact_spec(cycle_id: str, split_doc: Mapping[str, Any]) -> tr.ArtifactSpec:
+def dataset_artifact_spec(cycle_id: str, split_doc: SplitDatasetDoc) -> tr.ArtifactSpec:
     """The ``dataset`` artifact of a published split, rebuilt the same from its doc wherever it is needed."""
-    dataset = split_doc["dataset"]
-    files, references = dataset_references(dataset)
-    facts = {k: dataset[k] for k in ("store", "name", "version", "uri", "data_hash")}
+    facts = split_doc.dataset.model_dump()
+    files, references = dataset_references(facts)
     return tr.ArtifactSpec.build(
         DATASET_ARTIFACT,
         "dataset",
-        aliases=[tr.artifact_alias(f"cycle-{cycle_id}"), tr.artifact_alias(str(dataset["version"]))],
+        aliases=[tr.artifact_alias(f"cycle-{cycle_id}"), tr.artifact_alias(split_doc.dataset.version)],
         files=files,
         references=references,
-        metadata={**facts, "cycle_id": cycle_id, "rows": split_doc.get("rows", {})},
+        metadata={**facts, "cycle_id": cycle_id, "rows": split_doc.rows},
     )
 
 
-def log_dataset(tracker: tr.Tracker, cycle_id: str, split_doc: Mapping[str, Any]) -> dict[str, str]:
+def log_dataset(tracker: tr.Tracker, cycle_id: str, split_doc: SplitDatasetDoc) -> dict[str, str]:
     """A ``dataset`` run whose output is the cycle's published split as a ``dataset`` artifact.
 
     Logged when the split is published (``split_dataset``), in its own run, so that W&B's graph reads
@@ -196,17 +199,17 @@ def log_dataset(tracker: tr.Tracker, cycle_id: str, split_doc: Mapping[str, Any]
     return out
 
 
-def _dataset_spec_if_present(cycle_id: str, split_doc: Mapping[str, Any]) -> tr.ArtifactSpec | None:
+def _dataset_spec_if_present(cycle_id: str, split_doc: SplitDatasetDoc) -> tr.ArtifactSpec | None:
     try:
         return dataset_artifact_spec(cycle_id, split_doc)
     except ValueError:  # the published files are gone: the use is then recorded by name only
         return None
 
 
-def dataset_artifact_for_jobs(split_doc: Mapping[str, Any]) -> str | None:
+def dataset_artifact_for_jobs(split_doc: SplitDatasetDoc) -> str | None:
     """The dataset artifact a training job's own W&B run declares as its input: only an online one, as a
     job cannot resolve a name that exists only in an offline run on this machine."""
-    tracking = split_doc.get("tracking") or {}
+    tracking = split_doc.tracking
     if tracking.get("wandb_dataset_mode") != "online":
         return None
     return tracking.get("wandb_dataset_artifact") or None
@@ -215,15 +218,15 @@ def dataset_artifact_for_jobs(split_doc: Mapping[str, Any]) -> str | None:
 def write_failure_playbook(artifacts: CycleArtifacts, cycle_id: str) -> tuple[Path, Any]:
     """The playbook from this cycle's probe rows, hard dims, augmentation and hyper-parameter decision."""
     rows = artifacts.read_eval_rows(cycle_id, "eval_rows_probe")
-    hard = HardDimReport.model_validate(artifacts.read_doc(cycle_id, "hard_dims"))
-    counts = artifacts.read_doc(cycle_id, "augmented_pairs")["counts"]
-    decision = artifacts.read_doc(cycle_id, "training_submission")["hparams_decision"]
+    hard = artifacts.read(cycle_id, HardDimsDoc).report()
+    counts = artifacts.read(cycle_id, AugmentedPairsDoc).counts
+    decision = artifacts.read(cycle_id, TrainingSubmissionDoc).hparams_decision
     next_steps = {
         "focus_dims": hard.focus,
         "rows_to_add": int(counts.get("augmented", 0)),
         "replay_rows": int(counts.get("replay", 0)),
-        "hparam_patch": decision["patch"],
-        "hparam_reasons": decision["reasons"],
+        "hparam_patch": decision.patch,
+        "hparam_reasons": decision.reasons,
     }
     playbook = build_playbook(cycle_id, rows, hard, next_steps)
     path = artifacts.path(cycle_id, PLAYBOOK_FILE)

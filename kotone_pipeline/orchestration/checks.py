@@ -8,6 +8,14 @@ import dagster as dg
 
 from kotone_pipeline.cycle import steps
 from kotone_pipeline.cycle.base import load_base
+from kotone_pipeline.cycle.documents import (
+    AttemptsDoc,
+    PromotionDecisionDoc,
+    SplitDatasetDoc,
+    TrainingSubmissionDoc,
+    ValidationSnapshotDoc,
+    current_jobs,
+)
 from kotone_pipeline.domain.split import check_leakage
 from kotone_pipeline.orchestration.assets.cycle import split_dataset, training_submission
 from kotone_pipeline.orchestration.assets.validation import promotion_decision, validation_snapshot
@@ -28,14 +36,14 @@ RATIO_TOLERANCE = 0.05
 MIN_GROUPS_FOR_RATIO_CHECK = 100
 
 
-def _schema_result(doc: dict, ref: DatasetRef, splits: dict) -> dg.AssetCheckResult:
+def _schema_result(doc: SplitDatasetDoc, ref: DatasetRef, splits: dict) -> dg.AssetCheckResult:
     # load() already re-validated every row and the content hash of the pinned version.
     counts = {name: len(rows) for name, rows in splits.items()}
     missing = [name for name in SPLIT_FILES if not counts.get(name)]
     return dg.AssetCheckResult(
         check_name="split_schema",
-        passed=not missing and counts == doc["rows"],
-        metadata={"rows": counts, "recorded_rows": doc["rows"], "empty_or_missing": missing, "version": ref.version},
+        passed=not missing and counts == doc.rows,
+        metadata={"rows": counts, "recorded_rows": doc.rows, "empty_or_missing": missing, "version": ref.version},
     )
 
 
@@ -100,8 +108,8 @@ def split_checks(
     loop_settings: LoopSettings,
 ) -> Iterator[dg.AssetCheckResult]:
     artifacts = kotone_home.artifacts()
-    doc = artifacts.read_doc(context.partition_key, "split_dataset")
-    ref = DatasetRef.model_validate(doc["dataset"])
+    doc = artifacts.read(context.partition_key, SplitDatasetDoc)
+    ref = doc.dataset
     splits = dataset_store.get_store().load(ref)
     yield _schema_result(doc, ref, splits)
     yield _leakage_result(splits, load_base(artifacts, loop_settings.split_seed))
@@ -117,19 +125,19 @@ def split_checks(
 def one_job_per_run(
     context: dg.AssetCheckExecutionContext, kotone_home: KotoneHomeResource, job_backend: JobBackendResource
 ) -> dg.AssetCheckResult:
-    doc = kotone_home.artifacts().read_doc(context.partition_key, "training_submission")
+    artifacts = kotone_home.artifacts()
+    doc = artifacts.read(context.partition_key, TrainingSubmissionDoc)
+    jobs = current_jobs(doc, artifacts.read_if_present(context.partition_key, AttemptsDoc))
     backend = job_backend.get_backend()
-    run_counts = Counter(r["run_id"] for r in doc["runs"])
-    job_counts = Counter(r["job_id"] for r in doc["runs"])
+    run_counts = Counter(r.run_id for r in doc.runs)
+    job_counts = Counter(j.job_id for j in jobs.values())
     problems = [f"run {r} listed {n} times" for r, n in run_counts.items() if n > 1]
     problems += [f"job {j} used by {n} runs" for j, n in job_counts.items() if n > 1]
-    for run in doc["runs"]:
-        found = backend.find(context.partition_key, run["run_id"])
-        if found is None or found.job_id != run["job_id"]:
-            problems.append(
-                f"run {run['run_id']}: backend has {found.job_id if found else 'no job'}, recorded {run['job_id']}"
-            )
-    return dg.AssetCheckResult(passed=not problems, metadata={"runs": len(doc["runs"]), "problems": problems})
+    for run_id, job in jobs.items():
+        found = backend.find(context.partition_key, run_id)
+        if found is None or found.job_id != job.job_id:
+            problems.append(f"run {run_id}: backend has {found.job_id if found else 'no job'}, recorded {job.job_id}")
+    return dg.AssetCheckResult(passed=not problems, metadata={"runs": len(doc.runs), "problems": problems})
 
 
 @dg.asset_check(
@@ -139,15 +147,15 @@ def one_job_per_run(
     description="All runs terminal; the best run has holdout metrics. Blocks promotion otherwise.",
 )
 def all_runs_terminal(context: dg.AssetCheckExecutionContext, kotone_home: KotoneHomeResource) -> dg.AssetCheckResult:
-    doc = kotone_home.artifacts().read_doc(context.partition_key, "validation_snapshot")
-    open_runs = [r["run_id"] for r in doc["runs"] if r["stage"] not in {"COMPLETED", "ERROR", "CANCELED", "DELETED"}]
-    best = next((r for r in doc["runs"] if r["run_id"] == doc["best_run_id"]), None)
-    best_ok = best is None or "holdout" in best
+    doc = kotone_home.artifacts().read(context.partition_key, ValidationSnapshotDoc)
+    open_runs = [r.run_id for r in doc.runs if r.stage not in {"COMPLETED", "ERROR", "CANCELED", "DELETED"}]
+    best = doc.best
+    best_ok = best is None or best.holdout is not None
     return dg.AssetCheckResult(
         passed=not open_runs and best_ok,
         metadata={
             "open_runs": open_runs,
-            "best_run": doc["best_run_id"] or "none",
+            "best_run": doc.best_run_id or "none",
             "best_has_holdout": best_ok,
         },
     )
@@ -163,10 +171,10 @@ def registry_follows_gate(
     kotone_home: KotoneHomeResource,
     champion_registry: ChampionRegistryResource,
 ) -> dg.AssetCheckResult:
-    doc = kotone_home.artifacts().read_doc(context.partition_key, "promotion_decision")
+    doc = kotone_home.artifacts().read(context.partition_key, PromotionDecisionDoc)
     history_ids = [c.decision_id for c in champion_registry.get_registry().history()]
-    promoted = doc["decision"]["promote"]
-    applied = doc["decision_id"] in history_ids
+    promoted = doc.decision.promote
+    applied = doc.decision_id in history_ids
     return dg.AssetCheckResult(
         passed=promoted == applied,
         metadata={"decision": "promote" if promoted else "keep", "in_registry_history": applied},

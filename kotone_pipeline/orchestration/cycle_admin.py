@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from kotone_pipeline.cycle.documents import AttemptsDoc, TrainingSubmissionDoc
 from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry
@@ -59,8 +60,11 @@ class DeleteReport:
 
 def _job_ids(artifacts: CycleArtifacts, backend: JobBackend, cycle_id: str) -> list[str]:
     ids: list[str] = []
-    if artifacts.has_doc(cycle_id, "training_submission"):
-        ids += [r["job_id"] for r in artifacts.read_doc(cycle_id, "training_submission")["runs"]]
+    if artifacts.has(cycle_id, TrainingSubmissionDoc):
+        ids += [r.job_id for r in artifacts.read(cycle_id, TrainingSubmissionDoc).runs]
+        attempts = artifacts.read_if_present(cycle_id, AttemptsDoc)
+        for record in attempts.runs.values() if attempts else ():
+            ids += [e.job_id for e in record.earlier_jobs] + ([record.current.job_id] if record.current else [])
     list_jobs = getattr(backend, "jobs", None)  # the local backend can list a cycle's jobs on disk
     if callable(list_jobs):
         ids += [s.job_id for s in list_jobs(cycle_id)]

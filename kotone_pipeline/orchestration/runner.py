@@ -10,11 +10,12 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import BaseModel
 
+from kotone_pipeline.cycle.documents import STAGE_DOCUMENTS, EvalSummaryDoc, HardDimsDoc, PromotionDecisionDoc
 from kotone_pipeline.domain.jsonl import atomic_writer
 from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.orchestration.resources import configured_resource, resolve_home
@@ -134,12 +135,11 @@ class CycleRunner:
     def unfinished_cycles(self) -> list[str]:
         """Cycles that started (some stage is recorded) but have no decision yet: a run that failed or
         was interrupted. They are finished before a new cycle opens, so none is left behind with a job."""
-        from kotone_pipeline.cycle.steps import STAGES
-
         return [
             c
             for c in self.cycles()
-            if not self.artifacts.has_doc(c, "promotion_decision") and any(self.artifacts.has_doc(c, s) for s in STAGES)
+            if not self.artifacts.has(c, PromotionDecisionDoc)
+            and any(self.artifacts.has(c, doc) for doc in STAGE_DOCUMENTS)
         ]
 
     # --- execution -------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ class CycleRunner:
         )
         self._execute("cycle_job", cycle_id)
         deadline = start + timeout_s
-        while not self.artifacts.has_doc(cycle_id, "promotion_decision"):
+        while not self.artifacts.has(cycle_id, PromotionDecisionDoc):
             if time.monotonic() > deadline:
                 raise CycleFailedError(f"cycle {cycle_id} did not finish within {timeout_s:.0f}s")
             if not self.tick_sensor():
@@ -253,35 +253,36 @@ class CycleRunner:
     # --- reporting -------------------------------------------------------------------------------
     def report(self, cycle_id: str, wall_s: float) -> CycleReport:
         arts = self.artifacts
-        eval_doc = arts.read_doc(cycle_id, "eval_summary")
-        decision_doc = arts.read_doc(cycle_id, "promotion_decision")
-        hard = arts.read_doc(cycle_id, "hard_dims")
-        decision: dict[str, Any] = decision_doc["decision"]
-        before, after = decision_doc["champion_before"], decision_doc["champion_after"]
-        champion_mae_before = eval_doc["summaries"]["champion"]["holdout"]["vector_mae"] if before else None
+        eval_doc = arts.read(cycle_id, EvalSummaryDoc)
+        decision_doc = arts.read(cycle_id, PromotionDecisionDoc)
+        hard = arts.read(cycle_id, HardDimsDoc)
+        decision = decision_doc.decision
+        before, after = decision_doc.champion_before, decision_doc.champion_after
+        champion_holdout = eval_doc.summary("champion", "holdout")
+        champion_mae_before = champion_holdout.vector_mae if before and champion_holdout else None
         if after is None:
             mae_after = None
-        elif before and after["model_id"] == before["model_id"]:
+        elif before and after.model_id == before.model_id:
             mae_after = champion_mae_before
         else:
-            mae_after = decision["candidate_holdout_mae"]
-        human_before, human_candidate = decision.get("reference_human_mae"), decision.get("candidate_human_mae")
-        promoted = after is not None and (not before or after["model_id"] != before["model_id"])
+            mae_after = decision.candidate_holdout_mae
+        human_before, human_candidate = decision.reference_human_mae, decision.candidate_human_mae
+        promoted = after is not None and (not before or after.model_id != before.model_id)
         human_after = human_candidate if promoted else (human_before if before else None)
         return CycleReport(
             cycle_id=cycle_id,
-            champion_before=before["model_id"] if before else None,
+            champion_before=before.model_id if before else None,
             champion_holdout_mae_before=champion_mae_before,
-            reference_holdout_mae_before=decision["reference_holdout_mae"],
-            candidate_holdout_mae=decision["candidate_holdout_mae"],
+            reference_holdout_mae_before=decision.reference_holdout_mae,
+            candidate_holdout_mae=decision.candidate_holdout_mae,
             champion_holdout_mae_after=mae_after,
             reference_human_mae_before=human_before,
             candidate_human_mae=human_candidate,
             champion_human_mae_after=human_after,
-            champion_after=after["model_id"] if after else None,
-            hard_dims=hard["focus"],
+            champion_after=after.model_id if after else None,
+            hard_dims=hard.focus,
             rows_added=len(arts.read_pairs(cycle_id, "augmented_pairs")),
-            decision="promote" if decision["promote"] else "keep",
-            reasons=decision["reasons"],
+            decision="promote" if decision.promote else "keep",
+            reasons=decision.reasons,
             wall_s=round(wall_s, 2),
         )

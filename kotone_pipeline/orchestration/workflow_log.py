@@ -21,9 +21,20 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
+from kotone_pipeline.cycle.documents import (
+    AttemptsDoc,
+    AugmentedPairsDoc,
+    EvalSummaryDoc,
+    HardDimsDoc,
+    PromotionDecisionDoc,
+    SplitDatasetDoc,
+    TrainingSubmissionDoc,
+    ValidationSnapshotDoc,
+    current_jobs,
+)
 from kotone_pipeline.cycle.steps import STAGES
 from kotone_pipeline.domain.jsonl import atomic_writer
-from kotone_pipeline.domain.schemas import GateThresholds
+from kotone_pipeline.domain.schemas import EvalSummary, GateDecision, GateThresholds
 from kotone_pipeline.domain.workflow_log import (
     CycleEntry,
     DagsterRun,
@@ -163,63 +174,60 @@ def _sensor_ticks(instance: dg.DagsterInstance) -> list[Any]:
 # --- per cycle --------------------------------------------------------------------------------------
 
 
-def _read(artifacts: CycleArtifacts, cycle_id: str, name: str) -> dict[str, Any] | None:
-    return artifacts.read_doc(cycle_id, name) if artifacts.has_doc(cycle_id, name) else None
-
-
-def _focus_why(hard: Mapping[str, Any]) -> str:
-    by_dim = hard.get("by_dim", {})
-    maes = ", ".join(f"{d} {fmt_num(by_dim.get(d))}" for d in hard.get("focus", []))
-    source = hard.get("source")
-    if source == "forced":
+def _focus_why(hard: HardDimsDoc) -> str:
+    maes = ", ".join(f"{d} {fmt_num(hard.by_dim.get(d))}" for d in hard.focus)
+    if hard.source == "forced":
         return f"forced by KOTONE_FORCED_HARD_DIMS (probe MAE {maes})"
-    what = "the last candidate's W&B failure table" if source == "wandb_failures" else "the probe set"
-    why = f"top-{hard.get('k')} MAE of {hard.get('eval_model_id') or 'the current model'} on {what}: {maes}"
-    if hard.get("wandb_failures_stale"):
-        why += f" (stale W&B snapshot, {hard.get('wandb_failures_snapshot_age_s')} s old)"
+    what = "the last candidate's W&B failure table" if hard.source == "wandb_failures" else "the probe set"
+    why = f"top-{hard.k} MAE of {hard.eval_model_id or 'the current model'} on {what}: {maes}"
+    if hard.wandb_failures_stale:
+        why += f" (stale W&B snapshot, {hard.wandb_failures_snapshot_age_s} s old)"
     return why
 
 
 def _repro_env(
     home: str,
-    submission: Mapping[str, Any] | None,
-    hard: Mapping[str, Any] | None,
-    decision: Mapping[str, Any] | None,
+    submission: TrainingSubmissionDoc | None,
+    hard: HardDimsDoc | None,
+    decision: GateDecision | None,
 ) -> dict[str, str]:
     """The settings a cycle's documents show it ran with, where they differ from the defaults."""
     env: dict[str, str] = {"KOTONE_HOME": home}
     if submission:
-        if submission.get("runs"):
-            env["KOTONE_CAMPAIGN_SIZE"] = str(len(submission["runs"]))
-        if submission.get("trainer") and submission["trainer"] != "local":
-            env["KOTONE_TRAINER"] = submission["trainer"]
-        if submission.get("backend") == "hf":
+        if submission.runs:
+            env["KOTONE_CAMPAIGN_SIZE"] = str(len(submission.runs))
+        if submission.trainer != "local":
+            env["KOTONE_TRAINER"] = submission.trainer
+        if submission.backend == "hf":
             env["KOTONE_JOB_BACKEND"] = "hf"
-        dataset = submission.get("dataset") or {}
-        if dataset.get("store") == "hf":
+        if submission.dataset.store == "hf":
             env["KOTONE_DATASET_STORE"] = "hf"
-            env["KOTONE_HF_DATASET_REPO"] = dataset.get("name", "")
+            env["KOTONE_HF_DATASET_REPO"] = submission.dataset.name
     if hard:
-        if hard.get("k") not in (None, 2):
-            env["KOTONE_HARD_DIM_K"] = str(hard["k"])
-        if hard.get("source") == "forced":
-            env["KOTONE_FORCED_HARD_DIMS"] = ",".join(hard.get("focus", []))
-        elif hard.get("source") == "wandb_failures":
+        if hard.k != 2:
+            env["KOTONE_HARD_DIM_K"] = str(hard.k)
+        if hard.source == "forced":
+            env["KOTONE_FORCED_HARD_DIMS"] = ",".join(hard.focus)
+        elif hard.source == "wandb_failures":
             env["KOTONE_HARD_DIMS_SOURCE"] = "wandb_failures"
-    thresholds = (decision or {}).get("thresholds") or {}
     defaults = GateThresholds()
     for name, var in (
         ("min_improvement", "KOTONE_MIN_IMPROVEMENT"),
         ("max_dim_regression", "KOTONE_MAX_DIM_REGRESSION"),
         ("max_human_regression", "KOTONE_MAX_HUMAN_REGRESSION"),
     ):
-        if name in thresholds and thresholds[name] != getattr(defaults, name):
-            env[var] = str(thresholds[name])
+        value = getattr(decision.thresholds, name) if decision else None
+        if value is not None and value != getattr(defaults, name):
+            env[var] = str(value)
     return env
 
 
 def _env_prefix(env: Mapping[str, str]) -> str:
     return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+
+
+def _mae(summary: EvalSummary | None) -> float | None:
+    return summary.vector_mae if summary is not None else None
 
 
 def _cycle_entry(
@@ -230,53 +238,57 @@ def _cycle_entry(
     base_url: str,
     repro_home: str,
 ) -> CycleEntry:
-    docs = {name: _read(artifacts, cycle_id, name) for name in STEPS}
-    done = [name for name in STEPS if docs[name] is not None]
+    eval_doc = artifacts.read_if_present(cycle_id, EvalSummaryDoc)
+    hard = artifacts.read_if_present(cycle_id, HardDimsDoc)
+    augmented = artifacts.read_if_present(cycle_id, AugmentedPairsDoc)
+    split = artifacts.read_if_present(cycle_id, SplitDatasetDoc)
+    submission = artifacts.read_if_present(cycle_id, TrainingSubmissionDoc)
+    attempts = artifacts.read_if_present(cycle_id, AttemptsDoc)
+    snapshot = artifacts.read_if_present(cycle_id, ValidationSnapshotDoc)
+    decision_doc = artifacts.read_if_present(cycle_id, PromotionDecisionDoc)
+    present = (eval_doc, hard, augmented, split, submission, snapshot, decision_doc)
+    done = [name for name, doc in zip(STEPS, present, strict=True) if doc is not None]
     entry = CycleEntry(cycle_id=cycle_id, stage=done[-1] if done else "created")
-    eval_doc, hard, augmented = docs["eval_summary"], docs["hard_dims"], docs["augmented_pairs"]
-    split, submission, snapshot = docs["split_dataset"], docs["training_submission"], docs["validation_snapshot"]
-    decision_doc = docs["promotion_decision"]
 
     if hard:
-        entry.focus_dims = list(hard.get("focus", []))
+        entry.focus_dims = list(hard.focus)
         entry.focus_why = _focus_why(hard)
-        entry.hard_dim_source, entry.hard_dim_k = hard.get("source"), hard.get("k")
+        entry.hard_dim_source, entry.hard_dim_k = hard.source, hard.k
     if eval_doc:
-        champion = eval_doc.get("champion")
-        entry.champion_before = champion["model_id"] if champion else None
+        entry.champion_before = eval_doc.champion.model_id if eval_doc.champion else None
     if augmented:
-        counts = augmented.get("counts", {})
-        entry.rows_added = counts.get("total")
+        entry.rows_added = augmented.counts.get("total")
     if split:
-        dataset = split["dataset"]
         entry.dataset_version, entry.dataset_uri, entry.dataset_store = (
-            dataset["version"],
-            dataset["uri"],
-            dataset["store"],
+            split.dataset.version,
+            split.dataset.uri,
+            split.dataset.store,
         )
     if submission:
-        entry.trainer, entry.backend = submission.get("trainer"), submission.get("backend")
-        entry.hparams_patch = dict(submission["hparams_decision"].get("patch", {}))
-        entry.hparams_reasons = list(submission["hparams_decision"].get("reasons", []))
+        entry.trainer, entry.backend = submission.trainer, submission.backend
+        entry.hparams_patch = dict(submission.hparams_decision.patch)
+        entry.hparams_reasons = list(submission.hparams_decision.reasons)
 
-    # Training runs: the submission's jobs, completed by the snapshot's stages, timings, cost and metrics.
-    validated = {r["run_id"]: r for r in (snapshot or {}).get("runs", [])}
-    for run in (submission or {}).get("runs", []):
-        seen = validated.get(run["run_id"], {})
+    # Training runs: the submission's latest jobs, completed by the snapshot's stages, timings, cost and metrics.
+    validated = {r.run_id: r for r in snapshot.runs} if snapshot else {}
+    jobs = current_jobs(submission, attempts) if submission else {}
+    for run in submission.runs if submission else ():
+        job = jobs[run.run_id]
+        seen = validated.get(run.run_id)
         entry.training_runs.append(
             TrainingRun(
-                run_id=run["run_id"],
-                job_id=run["job_id"],
-                stage=seen.get("stage", run.get("stage", "?")),
-                url=seen.get("url") or run.get("url"),
-                adopted=bool(run.get("adopted")),
-                hparams=run.get("hparams", {}),
-                running_s=seen.get("running_s"),
-                cost_usd=seen.get("cost_usd"),
-                model_uri=seen.get("model_uri"),
-                validation_mae=(seen.get("validation") or {}).get("vector_mae"),
-                holdout_mae=(seen.get("holdout") or {}).get("vector_mae"),
-                human_mae=(seen.get("human") or {}).get("vector_mae"),
+                run_id=run.run_id,
+                job_id=seen.job_id if seen else job.job_id,
+                stage=seen.stage if seen else job.stage,
+                url=(seen.url if seen else None) or job.url,
+                adopted=job.adopted,
+                hparams=run.hparams,
+                running_s=seen.running_s if seen else None,
+                cost_usd=seen.cost_usd if seen else None,
+                model_uri=seen.model_uri if seen else None,
+                validation_mae=_mae(seen.validation) if seen else None,
+                holdout_mae=_mae(seen.holdout) if seen else None,
+                human_mae=_mae(seen.human) if seen else None,
             )
         )
 
@@ -302,32 +314,32 @@ def _cycle_entry(
     playbook = artifacts.path(cycle_id, "failure_playbook.md")
     if playbook.is_file():
         entry.artifacts["failure_playbook"] = str(playbook)
-    best = validated.get((snapshot or {}).get("best_run_id") or "")
+    best = snapshot.best if snapshot else None
     entry.models = {f"{cycle_id}/{r.run_id}": r.model_uri for r in entry.training_runs if r.model_uri}
     if snapshot:
-        entry.cost_usd = snapshot.get("total_cost_usd")
-        times = [r.get("running_s") for r in snapshot.get("runs", []) if r.get("running_s") is not None]
+        entry.cost_usd = snapshot.total_cost_usd
+        times = [r.running_s for r in snapshot.runs if r.running_s is not None]
         entry.training_s = max(times) if times else None
 
     # Metric delta, copied from the decision document.
     if decision_doc:
-        decision = decision_doc["decision"]
-        after = decision_doc.get("champion_after")
-        entry.champion_after = after["model_id"] if after else None
+        decision = decision_doc.decision
+        after = decision_doc.champion_after
+        entry.champion_after = after.model_id if after else None
         entry.delta = MetricDelta(
-            decision="promote" if decision["promote"] else "keep",
-            forced=bool(decision.get("forced")),
-            reference_kind=decision.get("reference_kind"),
-            reference_id=decision.get("reference_id"),
-            holdout_before=decision.get("reference_holdout_mae"),
-            holdout_candidate=decision.get("candidate_holdout_mae"),
-            holdout_after=after.get("holdout_mae") if after else None,
-            human_before=decision.get("reference_human_mae"),
-            human_candidate=decision.get("candidate_human_mae"),
-            human_after=after.get("human_mae") if after else None,
-            per_dim_delta=dict(decision.get("per_dim_delta", {})),
-            candidate_per_dim_mae=dict(((best or {}).get("holdout") or {}).get("per_dim_mae", {})),
-            reasons=list(decision.get("reasons", [])),
+            decision="promote" if decision.promote else "keep",
+            forced=decision.forced,
+            reference_kind=decision.reference_kind,
+            reference_id=decision.reference_id,
+            holdout_before=decision.reference_holdout_mae,
+            holdout_candidate=decision.candidate_holdout_mae,
+            holdout_after=after.holdout_mae if after else None,
+            human_before=decision.reference_human_mae,
+            human_candidate=decision.candidate_human_mae,
+            human_after=after.human_mae if after else None,
+            per_dim_delta=dict(decision.per_dim_delta),
+            candidate_per_dim_mae=dict(best.holdout.per_dim_mae) if best and best.holdout else {},
+            reasons=list(decision.reasons),
         )
 
     # Wall time: from the first Dagster run of the cycle to its decision.
@@ -371,23 +383,23 @@ def _artifact_links(dataset_artifact: str | None, decision_tracking: Mapping[str
 
 def _evidence(
     entry: CycleEntry,
-    eval_doc: Mapping[str, Any] | None,
-    decision_doc: Mapping[str, Any] | None,
-    split: Mapping[str, Any] | None,
+    eval_doc: EvalSummaryDoc | None,
+    decision_doc: PromotionDecisionDoc | None,
+    split: SplitDatasetDoc | None,
 ) -> list[Link]:
     links = [Link(label=f"Dagster {r.job_name} run {r.run_id[:8]}", url=r.url) for r in entry.dagster_runs]
-    links += _tracking_links("eval", (eval_doc or {}).get("tracking"))
-    dataset_tracking = (split or {}).get("tracking") or {}
+    links += _tracking_links("eval", eval_doc.tracking if eval_doc else None)
+    dataset_tracking = split.tracking if split else {}
     links += _tracking_links(
         "dataset", {k.replace("wandb_dataset_", "wandb_", 1): v for k, v in dataset_tracking.items()}
     )
-    decision_tracking = (decision_doc or {}).get("tracking") or {}
+    decision_tracking = decision_doc.tracking if decision_doc else {}
     links += _tracking_links("cycle", decision_tracking)
     links += _artifact_links(dataset_tracking.get("wandb_dataset_artifact"), decision_tracking)
     for run in entry.training_runs:
         if run.url and run.url.startswith(("http://", "https://")):
             links.append(Link(label=f"HF job {run.job_id}", url=run.url))
-    uri = ((split or {}).get("dataset") or {}).get("uri", "")
+    uri = split.dataset.uri if split else ""
     if uri.startswith(("http://", "https://")):
         links.append(Link(label=f"HF dataset commit {entry.dataset_version}", url=uri))
     return links
@@ -395,12 +407,12 @@ def _evidence(
 
 def _repro(
     entry: CycleEntry,
-    submission: Mapping[str, Any] | None,
-    hard: Mapping[str, Any] | None,
-    decision_doc: Mapping[str, Any] | None,
+    submission: TrainingSubmissionDoc | None,
+    hard: HardDimsDoc | None,
+    decision_doc: PromotionDecisionDoc | None,
     home: str,
 ) -> list[str]:
-    env = _repro_env(home, submission, hard, (decision_doc or {}).get("decision"))
+    env = _repro_env(home, submission, hard, decision_doc.decision if decision_doc else None)
     lines = [f"{_env_prefix(env)} kotone cycle new {entry.cycle_id} --run"]
     for run in entry.training_runs:
         if run.model_uri:
@@ -512,10 +524,10 @@ def _run_events(instance: dg.DagsterInstance, cycle_id: str, record: dg.RunRecor
     return events
 
 
-def _job_end_events(entry: CycleEntry, snapshot: Mapping[str, Any] | None) -> list[Event]:
+def _job_end_events(entry: CycleEntry, snapshot: ValidationSnapshotDoc | None) -> list[Event]:
     events = []
-    for run in (snapshot or {}).get("runs", []):
-        at = _utc(run.get("finished_at"))
+    for run in snapshot.runs if snapshot else ():
+        at = _utc(run.finished_at)
         if at is None:
             continue
         events.append(
@@ -523,9 +535,9 @@ def _job_end_events(entry: CycleEntry, snapshot: Mapping[str, Any] | None) -> li
                 at=at,
                 kind="job_end",
                 cycle_id=entry.cycle_id,
-                summary=f"training job {run['job_id']} ended {run['stage']} after {fmt_num(run.get('running_s'), 1)} s "
-                f"(cost ${fmt_num(run.get('cost_usd'), 2)})",
-                url=run.get("url") if str(run.get("url") or "").startswith(("http://", "https://")) else None,
+                summary=f"training job {run.job_id} ended {run.stage} after {fmt_num(run.running_s, 1)} s "
+                f"(cost ${fmt_num(run.cost_usd, 2)})",
+                url=run.url if (run.url or "").startswith(("http://", "https://")) else None,
             )
         )
     return events
@@ -591,7 +603,7 @@ def collect_report(
         events += [_mat_event(m, base_url) for m in mats.get(cycle_id, [])]
         for record in runs.get(cycle_id, []):
             events += _run_events(instance, cycle_id, record, base_url)
-        events += _job_end_events(entry, _read(artifacts, cycle_id, "validation_snapshot"))
+        events += _job_end_events(entry, artifacts.read_if_present(cycle_id, ValidationSnapshotDoc))
     events += _tick_events(_sensor_ticks(instance), set(selected), cycles is None, base_url)
     # A stable sort: events with the same timestamp keep the order they were gathered in.
     events.sort(key=lambda e: e.at)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from kotone_pipeline.domain.jsonl import read_models, write_json, write_jsonl
+from pydantic import BaseModel, ValidationError
+
+from kotone_pipeline.domain.jsonl import describe_validation_error, read_models, write_json, write_jsonl
 from kotone_pipeline.domain.schemas import EvalRow, Pair
 from kotone_pipeline.services.jobs import validate_cycle_id
 
@@ -17,6 +19,9 @@ class ArtifactMissingError(FileNotFoundError):
 
 class CorruptStateError(ValueError):
     """A state file exists but cannot be read; the message names it and says how to recover."""
+
+
+Doc = TypeVar("Doc", bound=BaseModel)
 
 
 class CycleArtifacts:
@@ -56,31 +61,48 @@ class CycleArtifacts:
         root = self.home / "cycles"
         return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
-    # --- JSON documents -----------------------------------------------------------------------
-    def write_doc(self, cycle_id: str, name: str, doc: Any) -> Path:
-        target = self.path(cycle_id, f"{name}.json")
-        write_json(target, doc)
+    # --- JSON documents (kotone_pipeline.cycle.documents: one model per file) -------------------
+    def write(self, cycle_id: str, doc: BaseModel) -> Path:
+        """Write a cycle document atomically under its model's ``NAME``."""
+        target = self.path(cycle_id, f"{_name(type(doc))}.json")
+        write_json(target, doc.model_dump(mode="json"))
         return target
 
-    def has_doc(self, cycle_id: str, name: str) -> bool:
+    def has(self, cycle_id: str, model: type[BaseModel] | str) -> bool:
+        name = model if isinstance(model, str) else _name(model)
         return self.path(cycle_id, f"{name}.json").is_file()
 
-    def read_doc(self, cycle_id: str, name: str) -> dict[str, Any]:
+    def read(self, cycle_id: str, model: type[Doc]) -> Doc:
+        """The document, checked against its model; a missing one raises ``ArtifactMissingError``, one that is
+        not valid JSON or does not fit the model ``CorruptStateError`` naming the file and how to recover."""
+        name = _name(model)
+        raw = self._read_json(cycle_id, name)
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            raise self._corrupt(cycle_id, name, describe_validation_error(exc)) from None
+
+    def read_if_present(self, cycle_id: str, model: type[Doc]) -> Doc | None:
+        return self.read(cycle_id, model) if self.has(cycle_id, model) else None
+
+    def _read_json(self, cycle_id: str, name: str) -> dict[str, Any]:
         target = self.path(cycle_id, f"{name}.json")
         if not target.is_file():
             raise ArtifactMissingError(f"{name} for cycle {cycle_id!r} is missing ({target}); materialize it first")
         try:
             doc = json.loads(target.read_bytes().decode("utf-8"))
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError included
-            doc, reason = None, f"not valid JSON: {exc}"
-        else:
-            reason = None if isinstance(doc, dict) else f"expected a JSON object, got {type(doc).__name__}"
-        if reason is not None:
-            raise CorruptStateError(
-                f"{target}: corrupt cycle document ({reason}); delete it and re-materialize {name} for cycle "
-                f"{cycle_id!r} (in the UI, or re-run the cycle: the finished steps are kept)"
-            )
+            raise self._corrupt(cycle_id, name, f"not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise self._corrupt(cycle_id, name, f"expected a JSON object, got {type(doc).__name__}")
         return doc
+
+    def _corrupt(self, cycle_id: str, name: str, reason: str) -> CorruptStateError:
+        target = self.path(cycle_id, f"{name}.json")
+        return CorruptStateError(
+            f"{target}: corrupt cycle document ({reason}); delete it and re-materialize {name} for cycle "
+            f"{cycle_id!r} (in the UI, or re-run the cycle: the finished steps are kept)"
+        )
 
     # --- row files ----------------------------------------------------------------------------
     def write_rows(self, cycle_id: str, name: str, rows: list[Any]) -> Path:
@@ -99,3 +121,10 @@ class CycleArtifacts:
         if not target.is_file():
             raise ArtifactMissingError(f"{name} for cycle {cycle_id!r} is missing ({target})")
         return read_models(target, EvalRow).rows
+
+
+def _name(model: type[BaseModel]) -> str:
+    name = getattr(model, "NAME", None)
+    if not isinstance(name, str):
+        raise TypeError(f"{model.__name__} is not a cycle document (it has no NAME)")
+    return name

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from kotone_pipeline.cycle.base import BaseData, load_base
+from kotone_pipeline.cycle.documents import ValidatedRun, ValidationSnapshotDoc
 from kotone_pipeline.cycle.steps import ChampionUnavailableError, evaluate_champion
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.jsonl import write_jsonl
@@ -64,9 +65,8 @@ def test_without_probe_predictions_the_runs_validation_failures_are_mined_never_
     validation = base.teacher_pairs[:40]
     summary, rows = score_prediction_records(validation, neutral_records(validation), "c1/r0", "validation")
     write_jsonl(run_dir(artifacts) / "eval_rows_validation.jsonl", rows)
-    artifacts.write_doc(
-        "c1", "validation_snapshot", {"runs": [{"run_id": "r0", "validation": summary.model_dump(mode="json")}]}
-    )
+    run = ValidatedRun(run_id="r0", job_id="c1--r0", stage="COMPLETED", validation=summary)
+    artifacts.write("c1", ValidationSnapshotDoc(cycle_id="c1", runs=[run], best_run_id="r0", completed=1, failed=0))
     result = evaluate_champion(artifacts, CHAMPION, base)
     assert result.how["probe"].startswith("eval_rows_validation.jsonl")
     assert result.summaries["probe"].dataset == "validation"

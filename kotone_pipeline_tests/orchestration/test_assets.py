@@ -6,11 +6,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from kotone_pipeline.cycle.documents import TrainingSubmissionDoc
 from kotone_pipeline.definitions import ALL_ASSETS, build_definitions
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.encoder import get_encoder
 from kotone_pipeline.orchestration.checks import all_checks
 from kotone_pipeline.services.artifacts import CycleArtifacts
+from kotone_pipeline_tests.documents import read_json
 
 CYCLE_ASSETS = [
     "eval_summary",
@@ -64,14 +66,14 @@ def test_eval_summary_shows_baselines_without_a_champion(materialized) -> None:
     meta = metadata(results["eval_summary"], "eval_summary")
     assert meta["champion"].value == "none (baselines)"
     assert "| baseline-rule | holdout |" in meta["metrics"].value  # model and dataset in their own columns
-    doc = CycleArtifacts(home).read_doc("a1", "eval_summary")
+    doc = read_json(CycleArtifacts(home), "a1", "eval_summary")
     assert doc["current_model"] in {"baseline-rule", "baseline-constant"}
     assert doc["tracking"] == {"wandb_mode": "disabled"} or doc["tracking"].get("wandb_mode") == "disabled"
 
 
 def test_hard_dims_focus_the_worst_probe_dims(materialized) -> None:
     home, results, _ = materialized
-    doc = CycleArtifacts(home).read_doc("a1", "hard_dims")
+    doc = read_json(CycleArtifacts(home), "a1", "hard_dims")
     # Ties go to the earlier dim in DIMS order (the JSON doc lists dims alphabetically).
     worst = sorted(DIMS, key=lambda d: (-doc["by_dim"][d], DIMS.index(d)))[:2]
     assert sorted(doc["focus"]) == sorted(worst)
@@ -120,7 +122,7 @@ def failed_resubmission(home: Path, instance: dg.DagsterInstance) -> dg.DagsterE
 
 def test_training_submission_records_one_job_per_run_and_rematerializing_adds_none(materialized) -> None:
     home, results, instance = materialized
-    doc = CycleArtifacts(home).read_doc("a1", "training_submission")
+    doc = read_json(CycleArtifacts(home), "a1", "training_submission")
     assert [r["run_id"] for r in doc["runs"]] == ["r0"]
     checks = {e.check_name: e.passed for e in results["training_submission"].get_asset_check_evaluations()}
     assert checks == {"one_job_per_run": True}
@@ -132,7 +134,7 @@ def test_training_submission_records_one_job_per_run_and_rematerializing_adds_no
 
 def test_training_submission_embeds_the_split_once_for_the_local_jobs(materialized) -> None:
     home, results, _ = materialized
-    doc = CycleArtifacts(home).read_doc("a1", "training_submission")
+    doc = read_json(CycleArtifacts(home), "a1", "training_submission")
     dataset = Path(doc["dataset"]["uri"])
     requests = {
         row["text"]
@@ -165,7 +167,7 @@ def test_failure_playbook_is_saved_and_shown(materialized) -> None:
     text = (home / "cycles" / "a1" / "failure_playbook.md").read_text()
     meta = metadata(results["failure_playbook"], "failure_playbook")
     assert meta["playbook"].value == text
-    focus = CycleArtifacts(home).read_doc("a1", "hard_dims")["focus"]
+    focus = read_json(CycleArtifacts(home), "a1", "hard_dims")["focus"]
     for dim in focus:
         assert dim in text
     assert json.loads(json.dumps(meta["worst_dims"].value))[0] in text
@@ -174,10 +176,10 @@ def test_failure_playbook_is_saved_and_shown(materialized) -> None:
 def test_resubmitting_a_cycle_for_different_inputs_is_refused(materialized) -> None:
     home, _, instance = materialized
     arts = CycleArtifacts(home)
-    doc = arts.read_doc("a1", "training_submission")
+    doc = arts.read("a1", TrainingSubmissionDoc)
     # As if the partition's split had changed since its jobs were submitted.
-    doc["dataset"]["version"] = "0" * 16
-    arts.write_doc("a1", "training_submission", doc)
+    doc.dataset.version = "0" * 16
+    arts.write("a1", doc)
     failure = failed_resubmission(home, instance)
     message = failure.event_specific_data.error.message  # type: ignore[union-attr]
     assert "already has training jobs for different inputs" in message and "start a new cycle" in message

@@ -20,6 +20,7 @@ from kotone_pipeline.services.champion import Champion, ChampionRegistry
 from kotone_pipeline.services.datasets import DatasetRef
 from kotone_pipeline.services.jobs import JobSpec
 from kotone_pipeline.services.local_jobs import LocalJobBackend
+from kotone_pipeline_tests.documents import submission
 
 KOTONE = str(Path(sys.executable).parent / "kotone")
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -38,7 +39,7 @@ def _world(home: Path) -> tuple[CycleArtifacts, ChampionRegistry, LocalJobBacken
 def test_delete_cancels_open_jobs_moves_artifacts_and_removes_the_partition(tmp_path: Path) -> None:
     artifacts, registry, backend = _world(tmp_path)
     running = backend.submit(_spec("c1", "r0", tmp_path))
-    artifacts.write_doc("c1", "training_submission", {"runs": [{"job_id": running.job_id}]})
+    artifacts.write("c1", submission("c1", [running.job_id]))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(cycles.name, ["c1", "c2"])
         report = delete_cycle(instance, artifacts, registry, backend, "c1")

@@ -11,6 +11,7 @@ import pytest
 from kotone_pipeline.definitions import build_definitions
 from kotone_pipeline.orchestration.runner import CycleRunner
 from kotone_pipeline.services.artifacts import CycleArtifacts
+from kotone_pipeline_tests.documents import read_json
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_second_cycle_evaluates_the_first_cycles_champion(two_cycles) -> None:
     first, second = two_cycles["first"], two_cycles["second"]
     assert second.champion_before == first.champion_after
     arts = CycleArtifacts(two_cycles["home"])
-    eval_doc = arts.read_doc("c2", "eval_summary")
+    eval_doc = read_json(arts, "c2", "eval_summary")
     assert eval_doc["current_model"] == "champion"
     assert eval_doc["champion"]["cycle_id"] == "c1"
     # The champion's holdout MAE measured in cycle 2 equals what the gate saw for it in cycle 1.
@@ -62,9 +63,9 @@ def test_champion_never_gets_worse_and_registry_changed_only_through_the_gate(tw
     history = [json.loads(line) for line in (home / "registry" / "champion_history.jsonl").read_text().splitlines()]
     arts = CycleArtifacts(home)
     promoted_ids = [
-        arts.read_doc(c, "promotion_decision")["decision_id"]
+        read_json(arts, c, "promotion_decision")["decision_id"]
         for c in ("c1", "c2")
-        if arts.read_doc(c, "promotion_decision")["decision"]["promote"]
+        if read_json(arts, c, "promotion_decision")["decision"]["promote"]
     ]
     assert [h["model_id"] for h in history] == promoted_ids
     maes = [h["holdout_mae"] for h in history]
@@ -91,8 +92,8 @@ def test_every_cycle_asset_was_materialized_with_lineage(two_cycles) -> None:
 
 def test_second_cycle_trains_on_first_cycles_augmented_rows(two_cycles) -> None:
     arts = CycleArtifacts(two_cycles["home"])
-    rows_c1 = arts.read_doc("c1", "split_dataset")["rows"]
-    rows_c2 = arts.read_doc("c2", "split_dataset")["rows"]
+    rows_c1 = read_json(arts, "c1", "split_dataset")["rows"]
+    rows_c2 = read_json(arts, "c2", "split_dataset")["rows"]
     added = len(arts.read_pairs("c2", "augmented_pairs"))
     assert rows_c2["train"] == rows_c1["train"] + added
 
@@ -104,7 +105,7 @@ def test_rematerializing_a_submitted_partition_submits_nothing_new(two_cycles) -
     runner._execute("cycle_job", "c1")
     jobs_after = sorted(p.name for p in (home / "jobs").iterdir())
     assert jobs_after == jobs_before
-    doc = CycleArtifacts(home).read_doc("c1", "training_submission")
+    doc = read_json(CycleArtifacts(home), "c1", "training_submission")
     assert all(run["adopted"] for run in doc["runs"])
 
 
@@ -112,8 +113,8 @@ def test_each_cycle_logged_offline_wandb_runs_and_wrote_a_playbook(two_cycles) -
     home: Path = two_cycles["home"]
     arts = CycleArtifacts(home)
     for cycle in ("c1", "c2"):
-        eval_link = arts.read_doc(cycle, "eval_summary")["tracking"]
-        cycle_link = arts.read_doc(cycle, "promotion_decision")["tracking"]
+        eval_link = read_json(arts, cycle, "eval_summary")["tracking"]
+        cycle_link = read_json(arts, cycle, "promotion_decision")["tracking"]
         for link in (eval_link, cycle_link):
             assert link["wandb_mode"] == "offline"
             assert Path(link["wandb_run_dir"]).is_dir()
@@ -127,17 +128,17 @@ def test_every_cycle_scores_the_human_set_and_the_gate_guards_it(two_cycles) -> 
     arts = CycleArtifacts(two_cycles["home"])
     first, second = two_cycles["first"], two_cycles["second"]
     for cycle in ("c1", "c2"):
-        eval_doc = arts.read_doc(cycle, "eval_summary")
+        eval_doc = read_json(arts, cycle, "eval_summary")
         # Both baselines (and the champion from cycle 2 on) are scored on the hand-written set.
         scored = {name for name, by_ds in eval_doc["summaries"].items() if "human" in by_ds}
         assert {"baseline-constant", "baseline-rule"} <= scored
         assert all(by_ds["human"]["rows"] >= 150 for by_ds in eval_doc["summaries"].values() if "human" in by_ds)
-        snapshot = arts.read_doc(cycle, "validation_snapshot")
+        snapshot = read_json(arts, cycle, "validation_snapshot")
         best = next(r for r in snapshot["runs"] if r["run_id"] == snapshot["best_run_id"])
-        decision = arts.read_doc(cycle, "promotion_decision")["decision"]
+        decision = read_json(arts, cycle, "promotion_decision")["decision"]
         assert decision["candidate_human_mae"] == pytest.approx(best["human"]["vector_mae"])
         assert any(r.startswith(("pass: human set MAE", "FAIL: human set MAE")) for r in decision["reasons"])
-    assert "champion" in {n for n, d in arts.read_doc("c2", "eval_summary")["summaries"].items() if "human" in d}
+    assert "champion" in {n for n, d in read_json(arts, "c2", "eval_summary")["summaries"].items() if "human" in d}
     # The learned model understands people's requests far better than the constant it replaced.
     assert first.candidate_human_mae < 0.7 * first.reference_human_mae_before
     assert second.reference_human_mae_before == pytest.approx(first.candidate_human_mae)
@@ -148,18 +149,18 @@ def test_split_dataset_logs_the_dataset_artifact_that_the_cycle_run_uses(two_cyc
 
     arts = CycleArtifacts(two_cycles["home"])
     for cycle in ("c1", "c2"):
-        tracking = arts.read_doc(cycle, "split_dataset")["tracking"]
+        tracking = read_json(arts, cycle, "split_dataset")["tracking"]
         assert tracking["wandb_dataset_artifact"] == f"kotone-dataset:cycle-{cycle}"
         assert tracking["wandb_dataset_mode"] == "offline"
         (produced,) = _artifact_records(Path(tracking["wandb_dataset_run_dir"]))
         assert (produced.type, produced.use_after_commit) == ("dataset", False)
         # The cycle run (a later Dagster run, another tracker) declares that same version as its input.
-        cycle_dir = Path(arts.read_doc(cycle, "promotion_decision")["tracking"]["wandb_run_dir"])
+        cycle_dir = Path(read_json(arts, cycle, "promotion_decision")["tracking"]["wandb_run_dir"])
         used = [r for r in _artifact_records(cycle_dir) if r.type == "dataset"]
         assert [(u.name, u.digest, u.use_after_commit) for u in used] == [(produced.name, produced.digest, True)]
         # Offline names cannot be resolved by a job's own online W&B run, so none is passed to the jobs.
-        submission = arts.read_doc(cycle, "training_submission")
-        assert submission["dataset"]["version"] == arts.read_doc(cycle, "split_dataset")["dataset"]["version"]
+        submission = read_json(arts, cycle, "training_submission")
+        assert submission["dataset"]["version"] == read_json(arts, cycle, "split_dataset")["dataset"]["version"]
 
 
 def test_the_workflow_log_links_each_cycles_wandb_runs_and_artifacts(two_cycles) -> None:
@@ -170,10 +171,10 @@ def test_the_workflow_log_links_each_cycles_wandb_runs_and_artifacts(two_cycles)
     report = collect_report(two_cycles["instance"], arts, ChampionRegistry(arts.registry_dir))
     for entry in report.cycles:
         labels = {link.label: link for link in entry.evidence}
-        dataset_dir = arts.read_doc(entry.cycle_id, "split_dataset")["tracking"]["wandb_dataset_run_dir"]
+        dataset_dir = read_json(arts, entry.cycle_id, "split_dataset")["tracking"]["wandb_dataset_run_dir"]
         assert dataset_dir in (labels["W&B dataset run (offline)"].detail or "")
         assert f"kotone-dataset:cycle-{entry.cycle_id}" in (labels["W&B dataset artifact"].detail or "")
-        decision = arts.read_doc(entry.cycle_id, "promotion_decision")
+        decision = read_json(arts, entry.cycle_id, "promotion_decision")
         if decision["decision"]["promote"]:
             assert f"kotone-model:cycle-{entry.cycle_id}" in (labels["W&B model artifact"].detail or "")
         else:

@@ -48,11 +48,13 @@ from kotone_pipeline.orchestration.resources import ConfigurationError, resource
 from kotone_pipeline.orchestration.runner import CycleRunner
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import Champion
+from kotone_pipeline.services.datasets import DatasetRef
 from kotone_pipeline.services.hf_common import RetryPolicy
 from kotone_pipeline.services.local_jobs import LocalJobBackend
 from kotone_pipeline.services.lora_predictor import TrainExtraMissingError
 from kotone_pipeline.training import TRAIN_SCRIPT
 from kotone_pipeline.training import train_lora as script
+from kotone_pipeline_tests.documents import read_json, split_doc
 from kotone_pipeline_tests.hf_standin.fixtures import FAKE_TRAIN_SCRIPT, TOKEN, USER, hf_cycle_env, make_splits
 from kotone_pipeline_tests.hf_standin.server import HubStandIn, iter_secret_hits
 from kotone_pipeline_tests.hf_standin.tiny_model import prompt_corpus, publish_base_model
@@ -162,7 +164,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
 def test_the_split_is_one_commit_of_the_dataset_repo_and_every_job_pins_it(world) -> None:
     repo = world.hub.repos[("dataset", DATA_REPO)]
     for cycle in ("c1", "c2", "c3"):
-        dataset = world.arts.read_doc(cycle, "split_dataset")["dataset"]
+        dataset = read_json(world.arts, cycle, "split_dataset")["dataset"]
         assert dataset["store"] == "hf" and dataset["name"] == DATA_REPO
         sha = dataset["version"]
         assert SHA.match(sha) and sha in repo.commits
@@ -188,7 +190,7 @@ def test_one_labelled_job_per_run_and_the_first_cycle_created_exactly_that_many(
         labels = [j.spec["labels"] for j in _jobs_of(world.hub, cycle)]
         assert sorted(lab["kotone-run"] for lab in labels) == [f"r{i}" for i in range(CAMPAIGN)]
         assert all(lab["kotone-project"] == "kotone" for lab in labels)
-        doc = world.arts.read_doc(cycle, "training_submission")
+        doc = read_json(world.arts, cycle, "training_submission")
         assert doc["backend"] == "hf" and doc["trainer"] == "lora"
         assert {r["job_id"] for r in doc["runs"]} == {j.id for j in _jobs_of(world.hub, cycle)}
 
@@ -206,7 +208,7 @@ def test_the_sensor_reports_trained_models_and_validation_scores_the_runs_output
     assert set(by_cycle) == {"c1", "c2", "c3"}
     assert by_cycle["c1"]["completed"].value == CAMPAIGN and by_cycle["c1"]["failed"].value == 0
 
-    snapshot = world.arts.read_doc("c1", "validation_snapshot")
+    snapshot = read_json(world.arts, "c1", "validation_snapshot")
     runs_repo = world.hub.repos[("model", RUNS_REPO)]
     for run in snapshot["runs"]:
         assert run["stage"] == "COMPLETED"
@@ -223,7 +225,7 @@ def test_the_sensor_reports_trained_models_and_validation_scores_the_runs_output
 
 
 def _holdout_pairs(world, cycle: str = "c1") -> list[Pair]:
-    ref = world.arts.read_doc(cycle, "split_dataset")["dataset"]
+    ref = read_json(world.arts, cycle, "split_dataset")["dataset"]
     blob = world.hub.repos[("dataset", DATA_REPO)].commits[ref["version"]].files["splits/holdout.jsonl"].data
     return [Pair.model_validate_json(line) for line in blob.decode().splitlines() if line]
 
@@ -234,21 +236,21 @@ def test_the_first_cycle_promotes_its_best_hf_run_over_the_baselines(world) -> N
     # local end-to-end test shows), so the gate promotes it.
     assert first.champion_before is None
     assert first.decision == "promote", first.reasons
-    decision = world.arts.read_doc("c1", "promotion_decision")
-    best = world.arts.read_doc("c1", "validation_snapshot")["best_run_id"]
+    decision = read_json(world.arts, "c1", "promotion_decision")
+    best = read_json(world.arts, "c1", "validation_snapshot")["best_run_id"]
     assert decision["champion_after"]["model_uri"].startswith(f"{RUNS_REPO}@")
     assert decision["champion_after"]["run_id"] == best
 
 
 def test_rematerializing_training_submission_creates_no_job(world) -> None:
     before = world.hub.count("jobs.create")
-    ids_before = {r["job_id"] for r in world.arts.read_doc("c1", "training_submission")["runs"]}
+    ids_before = {r["job_id"] for r in read_json(world.arts, "c1", "training_submission")["runs"]}
     result = dg.materialize(
         [training_submission], resources=world.defs.resources, partition_key="c1", instance=world.instance
     )
     assert result.success
     assert world.hub.count("jobs.create") == before
-    doc = world.arts.read_doc("c1", "training_submission")
+    doc = read_json(world.arts, "c1", "training_submission")
     assert {r["job_id"] for r in doc["runs"]} == ids_before
     assert all(r["adopted"] for r in doc["runs"])
 
@@ -293,14 +295,14 @@ def test_each_job_of_the_real_cycle_ran_the_real_script_on_the_tiny_base_model_f
         assert run["status"] == "completed" and run["steps"] == 2 and run["rows_trained"] == 16
         assert run["base_model"] == script.DEFAULT_BASE_MODEL and run["prompt_format"] == "chat"
         assert run["predict_batch_size"] == script.JOB_PREDICT_BATCH
-        assert run["dataset"]["revision"] == world.arts.read_doc(REAL, "split_dataset")["dataset"]["version"]
+        assert run["dataset"]["revision"] == read_json(world.arts, REAL, "split_dataset")["dataset"]["version"]
         adapter = json.loads(head.files["model/adapter_config.json"].data)
         assert adapter["base_model_name_or_path"] == script.DEFAULT_BASE_MODEL
         assert adapter["target_modules"] == script.LORA_TARGET_REGEX  # the vision tower stays frozen
 
 
 def test_the_real_cycle_recorded_its_timeouts_prices_and_smoke_settings(world) -> None:
-    doc = world.arts.read_doc(REAL, "training_submission")
+    doc = read_json(world.arts, REAL, "training_submission")
     assert doc["smoke"] == {"max_steps": 2, "max_train_rows": 16, "max_predict_rows": PREDICTED}
     assert doc["pricing"]["source"] == "list_jobs_hardware" and doc["pricing"]["flavor"] == "cpu-basic"
     by_run = {j.spec["labels"]["kotone-run"]: j for j in _jobs_of(world.hub, REAL)}
@@ -311,7 +313,7 @@ def test_the_real_cycle_recorded_its_timeouts_prices_and_smoke_settings(world) -
 
 
 def test_validation_scores_the_real_outputs_and_the_gate_decides_from_them(world) -> None:
-    snapshot = world.arts.read_doc(REAL, "validation_snapshot")
+    snapshot = read_json(world.arts, REAL, "validation_snapshot")
     pairs = _holdout_pairs(world, REAL)
     for run in snapshot["runs"]:
         assert run["stage"] == "COMPLETED"
@@ -323,7 +325,7 @@ def test_validation_scores_the_real_outputs_and_the_gate_decides_from_them(world
         assert run["holdout"]["rows"] == len(pairs)
         summary, _ = score_prediction_records(pairs, recorded, model_id="check", dataset="holdout")
         assert run["holdout"]["vector_mae"] == pytest.approx(summary.vector_mae)
-    decision = world.arts.read_doc(REAL, "promotion_decision")
+    decision = read_json(world.arts, REAL, "promotion_decision")
     # Two steps of LoRA on a random model do not beat c1's champion: kept, with the measured reasons.
     assert world.reports[REAL].decision == "keep"
     assert decision["champion_after"]["model_id"] == world.reports["c1"].champion_after
@@ -335,7 +337,7 @@ def test_validation_scores_the_real_outputs_and_the_gate_decides_from_them(world
 
 def test_the_next_cycle_scores_the_hf_champion_from_its_recorded_predictions(world) -> None:
     first = world.reports["c1"]
-    eval_doc = world.arts.read_doc("c2", "eval_summary")
+    eval_doc = read_json(world.arts, "c2", "eval_summary")
     assert eval_doc["current_model"] == "champion"
     assert eval_doc["champion"]["model_id"] == first.champion_after
     how = eval_doc["champion_eval"]
@@ -349,7 +351,7 @@ def test_the_next_cycle_scores_the_hf_champion_from_its_recorded_predictions(wor
     # The holdout MAE measured now equals what the gate saw for the candidate in cycle 1.
     assert champion["holdout"]["vector_mae"] == pytest.approx(first.candidate_holdout_mae)
     assert world.reports["c2"].champion_before == first.champion_after
-    assert world.arts.read_doc("c2", "hard_dims")["eval_model_id"] == first.champion_after
+    assert read_json(world.arts, "c2", "hard_dims")["eval_model_id"] == first.champion_after
 
 
 # --- faults -----------------------------------------------------------------------------------------------
@@ -361,7 +363,7 @@ def test_the_fault_cycle_completes_without_a_duplicate_job(world) -> None:
     assert third.decision in ("promote", "keep")
     runs = Counter(j.spec["labels"]["kotone-run"] for j in _jobs_of(world.hub, "c3"))
     assert runs == Counter({f"r{i}": 1 for i in range(CAMPAIGN)})
-    doc = world.arts.read_doc("c3", "training_submission")
+    doc = read_json(world.arts, "c3", "training_submission")
     # The job whose create was answered 500 was found by its labels and adopted, not created again.
     assert [r["adopted"] for r in doc["runs"]] == [True] + [False] * (CAMPAIGN - 1)
     refused = [r for r in world.hub.requests if r.route == "jobs.list" and r.status == 503]
@@ -399,7 +401,7 @@ def test_the_token_is_nowhere_in_dagster_events_logs_or_files(world) -> None:
     logs = "\n".join(serialize_value(entry) for run in instance.get_runs() for entry in instance.all_logs(run.run_id))
     # The scans have teeth: job ids and the dataset sha are in what they read.
     job_id = next(iter(world.hub.jobs))
-    sha = world.arts.read_doc("c1", "split_dataset")["dataset"]["version"]
+    sha = read_json(world.arts, "c1", "split_dataset")["dataset"]["version"]
     assert job_id in metadata and sha in metadata and job_id in logs
     assert TOKEN not in metadata
     assert TOKEN not in logs
@@ -502,7 +504,8 @@ def test_settings_from_two_worlds_are_refused_when_the_resources_are_built(env, 
 
 def test_the_local_backend_refuses_a_split_published_to_the_hub(tmp_path) -> None:
     arts = CycleArtifacts(tmp_path)
-    arts.write_doc("c1", "split_dataset", {"dataset": {"store": "hf", "uri": f"http://hub/datasets/{DATA_REPO}"}})
+    uri = f"http://hub/datasets/{DATA_REPO}"
+    arts.write("c1", split_doc("c1", DatasetRef(store="hf", name=DATA_REPO, version="abc", uri=uri, data_hash="h")))
     backend = LocalJobBackend(tmp_path / "jobs")
     with pytest.raises(ValueError, match="use the local dataset store"):
         steps.step_training_submission(arts, backend, LoopConfig(), "c1")

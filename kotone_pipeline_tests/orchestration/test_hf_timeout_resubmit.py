@@ -20,6 +20,7 @@ from kotone_pipeline.orchestration.assets.cycle import training_submission
 from kotone_pipeline.orchestration.runner import CycleRunner
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.hf_jobs import ATTEMPT_LABEL
+from kotone_pipeline_tests.documents import read_json
 from kotone_pipeline_tests.hf_standin.fixtures import TOKEN, USER, hf_cycle_env
 from kotone_pipeline_tests.hf_standin.server import HubStandIn
 
@@ -85,9 +86,12 @@ def test_the_timed_out_run_is_submitted_again_once_and_the_cycle_completes(timed
 
 def test_the_submission_doc_and_its_observation_record_the_new_job_and_attempt(timed_out) -> None:
     first, second = sorted(timed_out.hub.jobs.values(), key=lambda j: j.created)
-    (run,) = timed_out.arts.read_doc(CYCLE, "training_submission")["runs"]
-    assert run["job_id"] == second.id and run["attempt"] == 2
-    (earlier,) = run["earlier_jobs"]
+    # The asset's document keeps what it submitted; the polling path alone records the re-submission.
+    (run,) = read_json(timed_out.arts, CYCLE, "training_submission")["runs"]
+    assert run["job_id"] == first.id and run["attempt"] == 1
+    attempts = read_json(timed_out.arts, CYCLE, "attempts")["runs"]["r0"]
+    assert attempts["current"]["job_id"] == second.id and attempts["current"]["attempt"] == 2
+    (earlier,) = attempts["earlier_jobs"]
     assert earlier["job_id"] == first.id and earlier["attempt"] == 1 and "timeout" in earlier["message"].lower()
     observation = timed_out.instance.fetch_observations(dg.AssetKey("training_submission"), limit=5).records
     (record,) = [r for r in observation if r.partition_key == CYCLE]
@@ -97,7 +101,7 @@ def test_the_submission_doc_and_its_observation_record_the_new_job_and_attempt(t
 
 def test_validation_used_the_second_attempts_outputs(timed_out) -> None:
     second = max(timed_out.hub.jobs.values(), key=lambda j: j.created)
-    (run,) = timed_out.arts.read_doc(CYCLE, "validation_snapshot")["runs"]
+    (run,) = read_json(timed_out.arts, CYCLE, "validation_snapshot")["runs"]
     assert run["job_id"] == second.id and run["stage"] == "COMPLETED"
     branch = timed_out.hub.repos[("model", RUNS_REPO)].branches[f"cycle-{CYCLE}-r0"]
     assert run["model_uri"] == f"{RUNS_REPO}@{branch}"
@@ -106,12 +110,13 @@ def test_validation_used_the_second_attempts_outputs(timed_out) -> None:
 
 
 def test_rematerializing_training_submission_afterwards_creates_no_job_and_keeps_the_history(timed_out) -> None:
-    before = timed_out.arts.read_doc(CYCLE, "training_submission")["runs"][0]
+    attempts_before = read_json(timed_out.arts, CYCLE, "attempts")
     result = dg.materialize(
         [training_submission], resources=timed_out.defs.resources, partition_key=CYCLE, instance=timed_out.instance
     )
     assert result.success
     assert len(timed_out.hub.jobs) == 2  # the run has used its attempts: its last job is adopted
-    (run,) = timed_out.arts.read_doc(CYCLE, "training_submission")["runs"]
-    assert run["job_id"] == before["job_id"] and run["attempt"] == 2 and run["adopted"]
-    assert run["earlier_jobs"] == before["earlier_jobs"]
+    (run,) = read_json(timed_out.arts, CYCLE, "training_submission")["runs"]
+    assert run["job_id"] == attempts_before["runs"]["r0"]["current"]["job_id"] and run["attempt"] == 2
+    assert run["adopted"]
+    assert read_json(timed_out.arts, CYCLE, "attempts") == attempts_before  # only the polling path writes it

@@ -20,6 +20,7 @@ from kotone_pipeline.orchestration.metadata import readable_float
 from kotone_pipeline.orchestration.runner import CycleRunner, open_instance
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline_tests import pg
+from kotone_pipeline_tests.documents import read_json
 
 pytestmark = pytest.mark.skipif(pg.missing_reason() is not None, reason=pg.missing_reason() or "")
 
@@ -105,7 +106,7 @@ def test_a_second_instance_reads_the_materializations_back(pg_cycle) -> None:
         assert event is not None and event.asset_materialization is not None
         metadata = event.asset_materialization.metadata
         assert metadata["decision"].value == report.decision
-        decision = CycleArtifacts(pg_cycle["home"]).read_doc("c1", "promotion_decision")["decision"]
+        decision = read_json(CycleArtifacts(pg_cycle["home"]), "c1", "promotion_decision")["decision"]
         # The UI gets it rounded; the decision document keeps full precision.
         assert metadata["candidate_holdout_mae"].value == readable_float(decision["candidate_holdout_mae"])
         run = other.get_run_by_id(event.run_id)

@@ -17,6 +17,7 @@ from kotone_pipeline.orchestration.sensors import (
 )
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.jobs import JobBackend, JobBackendError, JobSpec, JobState
+from kotone_pipeline_tests.documents import submission
 
 
 class ScriptedBackend(JobBackend):
@@ -78,11 +79,7 @@ def backend() -> ScriptedBackend:
 def submit_cycle(home: Path, cycle_id: str, runs: int = 2) -> list[str]:
     arts = CycleArtifacts(home)
     job_ids = [f"{cycle_id}--r{i}" for i in range(runs)]
-    arts.write_doc(
-        cycle_id,
-        "training_submission",
-        {"cycle_id": cycle_id, "runs": [{"run_id": f"r{i}", "job_id": j} for i, j in enumerate(job_ids)]},
-    )
+    arts.write(cycle_id, submission(cycle_id, job_ids))
     return job_ids
 
 

@@ -12,6 +12,7 @@ from kotone_pipeline.definitions import ALL_ASSETS, build_definitions
 from kotone_pipeline.orchestration.checks import all_checks
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.wandb_failures import snapshot_path
+from kotone_pipeline_tests.documents import read_json
 
 
 def closed_port() -> int:
@@ -100,7 +101,7 @@ def test_allow_stale_uses_the_last_snapshot_and_records_its_age(evaluated) -> No
     )
     result = run({"KOTONE_ALLOW_STALE": "true"})
     assert result.success
-    doc = CycleArtifacts(home).read_doc("w1", "hard_dims")
+    doc = read_json(CycleArtifacts(home), "w1", "hard_dims")
     assert doc["source"] == "wandb_failures"
     assert doc["wandb_failures_stale"] is True
     assert doc["wandb_failures_snapshot_age_s"] >= 30 * 3600 - 60

@@ -24,6 +24,7 @@ from kotone_pipeline.orchestration.workflow_log import (
 )
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry
+from kotone_pipeline_tests.documents import read_json
 
 CYCLES = ("c1", "c2")
 BASE_URL = "http://dagster.test:3000"
@@ -64,7 +65,7 @@ def test_every_cycle_is_in_the_report_in_order(two_cycles, rendered) -> None:
 def test_deltas_equal_the_promotion_decision_docs(two_cycles) -> None:
     artifacts: CycleArtifacts = two_cycles["artifacts"]
     for cycle in two_cycles["report"].cycles:
-        doc = artifacts.read_doc(cycle.cycle_id, "promotion_decision")
+        doc = read_json(artifacts, cycle.cycle_id, "promotion_decision")
         decision, after = doc["decision"], doc["champion_after"]
         delta = cycle.delta
         assert delta is not None

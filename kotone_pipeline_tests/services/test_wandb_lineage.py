@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from kotone_pipeline.cycle.documents import AugmentedPairsDoc, HardDimsDoc, ValidatedRun, ValidationSnapshotDoc
 from kotone_pipeline.cycle.tracking import (
     CHAMPION_ALIAS,
     DATASET_ARTIFACT,
@@ -23,7 +24,10 @@ from kotone_pipeline.cycle.tracking import (
     model_references,
 )
 from kotone_pipeline.orchestration.resources import TrackerResource
+from kotone_pipeline.services.artifacts import CycleArtifacts
+from kotone_pipeline.services.datasets import DatasetRef
 from kotone_pipeline.services.tracker import RunLink, WandbTracker, artifact_alias, file_reference
+from kotone_pipeline_tests.documents import split_doc, submission
 
 FAKE_KEY = "wandbfakekey0123456789abcdef0123456789abcdef"
 FAKE_HF = "hf_fakeLineageToken987654321"
@@ -245,10 +249,8 @@ def test_log_dataset_from_a_split_doc(tmp_path: Path, monkeypatch) -> None:
     folder = tmp_path / "datasets" / VERSION
     folder.mkdir(parents=True)
     (folder / "card.json").write_text("{}")
-    doc = {
-        "dataset": {"store": "local", "name": "kotone-pairs", "version": VERSION, "uri": str(folder), "data_hash": "h"},
-        "rows": {"train": 1},
-    }
+    dataset = DatasetRef(store="local", name="kotone-pairs", version=VERSION, uri=str(folder), data_hash="h")
+    doc = split_doc("c7", dataset, rows={"train": 1})
     out = log_dataset(WandbTracker("offline", project="p", root_dir=tmp_path / "home"), "c7", doc)
     assert out["wandb_dataset_artifact"] == "kotone-dataset:cycle-c7"
     assert out["wandb_dataset_sync_command"].startswith("wandb sync ")
@@ -341,45 +343,20 @@ def test_offline_and_disabled_never_log_in(
 # ------------------------------------------------------------------------------------ the cycle's lineage
 
 
-class _Docs:
+def _cycle_docs(home: Path, dataset_dir: Path) -> CycleArtifacts:
     """The few cycle documents log_cycle reads, without running a cycle."""
-
-    def __init__(self, docs: dict[str, dict[str, Any]]) -> None:
-        self.docs = docs
-
-    def read_doc(self, cycle_id: str, name: str) -> dict[str, Any]:
-        return self.docs[name]
-
-
-def _cycle_docs(dataset_dir: Path) -> dict[str, dict[str, Any]]:
-    stats = {"counts": {}, "rows": {"train": 1}, "groups": {}, "dim_stats": {}, "data_hash": "h", "seed": 1}
-    return {
-        "training_submission": {
-            "trainer": "local",
-            "runs": [{"run_id": "r0", "hparams": {"alpha": 1.0}}],
-            "hparams_decision": {"patch": {}},
-        },
-        "hard_dims": {
-            "focus": ["energy"],
-            "k": 1,
-            "by_dim": {"energy": 1.0},
-            "source": "eval_rows",
-            "top_failures": [],
-        },
-        "split_dataset": {
-            "dataset": {
-                "store": "local",
-                "name": "kotone-pairs",
-                "version": VERSION,
-                "uri": str(dataset_dir),
-                "data_hash": "h",
-            },
-            "stats": {**stats, "ratios": [0.8, 0.1, 0.1]},
-            "rows": {"train": 1},
-        },
-        "augmented_pairs": {"counts": {"augmented": 1}},
-        "validation_snapshot": {"runs": [{"run_id": "r0"}]},
-    }
+    arts = CycleArtifacts(home)
+    dataset = DatasetRef(store="local", name="kotone-pairs", version=VERSION, uri=str(dataset_dir), data_hash="h")
+    submission_doc = submission("c3", ["c3--r0"], uri=str(dataset_dir))
+    submission_doc.runs[0].hparams = {"alpha": 1.0}
+    arts.write("c3", submission_doc)
+    hard = HardDimsDoc(focus=["energy"], k=1, by_dim={"energy": 1.0}, source="eval_rows", top_failures=[])
+    arts.write("c3", hard)
+    arts.write("c3", split_doc("c3", dataset, rows={"train": 1}))
+    arts.write("c3", AugmentedPairsDoc(cycle_id="c3", counts={"augmented": 1}, focus=["energy"]))
+    run = ValidatedRun(run_id="r0", job_id="c3--r0", stage="COMPLETED")
+    arts.write("c3", ValidationSnapshotDoc(cycle_id="c3", runs=[run], completed=0, failed=1))
+    return arts
 
 
 @pytest.mark.parametrize("promote", [True, False])
@@ -406,7 +383,7 @@ def test_log_cycle_links_dataset_training_and_champion(tmp_path: Path, monkeypat
         reasons=["pass"],
     )
     tracker = WandbTracker("offline", project="p", root_dir=tmp_path / "home")
-    tracking = log_cycle(tracker, _Docs(_cycle_docs(dataset_dir)), "c3", decision)  # type: ignore[arg-type]
+    tracking = log_cycle(tracker, _cycle_docs(tmp_path / "home", dataset_dir), "c3", decision)
     assert tracking["wandb_dataset_artifact"] == "kotone-dataset:cycle-c3"
     assert tracking["wandb_dataset_run_id"] != tracking["wandb_run_id"]
     records = _artifact_records(Path(tracking["wandb_run_dir"]))
@@ -434,10 +411,8 @@ def test_offline_use_in_another_process_resolves_through_the_spec(tmp_path: Path
     folder.mkdir(parents=True)
     (folder / "card.json").write_text("{}")
     (folder / "train.jsonl").write_text('{"id": "p1"}\n')
-    doc = {
-        "dataset": {"store": "local", "name": "kotone-pairs", "version": VERSION, "uri": str(folder), "data_hash": "h"},
-        "rows": {"train": 1},
-    }
+    dataset = DatasetRef(store="local", name="kotone-pairs", version=VERSION, uri=str(folder), data_hash="h")
+    doc = split_doc("c7", dataset, rows={"train": 1})
     logged = log_dataset(WandbTracker("offline", project="p", root_dir=tmp_path / "home"), "c3", doc)
     (produced,) = _artifact_records(Path(logged["wandb_dataset_run_dir"]))
     later = WandbTracker("offline", project="p", root_dir=tmp_path / "home")
@@ -454,10 +429,15 @@ def test_only_online_dataset_artifacts_are_passed_to_training_jobs() -> None:
 
     assert train_lora.DATASET_ARTIFACT_ENV == DATASET_ARTIFACT_ENV  # the script cannot import the package
     online = {"wandb_dataset_mode": "online", "wandb_dataset_artifact": "kotone-dataset:v3"}
-    assert dataset_artifact_for_jobs({"tracking": online}) == "kotone-dataset:v3"
+    dataset = DatasetRef(store="local", name="kotone-pairs", version=VERSION, uri="/d", data_hash="h")
+    doc = split_doc("c7", dataset)
+    doc.tracking = online
+    assert dataset_artifact_for_jobs(doc) == "kotone-dataset:v3"
     offline = {**online, "wandb_dataset_mode": "offline"}
-    assert dataset_artifact_for_jobs({"tracking": offline}) is None
-    assert dataset_artifact_for_jobs({}) is None
+    doc.tracking = offline
+    assert dataset_artifact_for_jobs(doc) is None
+    doc.tracking = {}
+    assert dataset_artifact_for_jobs(doc) is None
 
 
 class _RecordingRun:

@@ -255,13 +255,10 @@ def training_submission(
         raise dg.Failure(f"job submission refused: {exc}") from exc
     except (ValueError, EncoderError) as exc:  # a changed split, a wrong store, an encoder that cannot load
         raise dg.Failure(str(exc)) from exc
-    decision = doc["hparams_decision"]
-    runs = [
-        [r["run_id"], r["job_id"], r["stage"], "adopted" if r["adopted"] else "new", r["url"] or ""]
-        for r in doc["runs"]
-    ]
+    decision = doc.hparams_decision
+    runs = [[r.run_id, r.job_id, r.stage, "adopted" if r.adopted else "new", r.url or ""] for r in doc.runs]
     stages_as_of = as_of()
-    hparams = [[r["run_id"], ", ".join(f"{k}={v}" for k, v in sorted(r["hparams"].items()))] for r in doc["runs"]]
+    hparams = [[r.run_id, ", ".join(f"{k}={v}" for k, v in sorted(r.hparams.items()))] for r in doc.runs]
     return dg.MaterializeResult(
         metadata=readable(
             {
@@ -271,12 +268,12 @@ def training_submission(
                 ),
                 "stages_as_of": dg.MetadataValue.text(stages_as_of),
                 "hparams": dg.MetadataValue.md(md_table(["run", "hyper-parameters"], hparams)),
-                "hparams_patch": dg.MetadataValue.json(decision["patch"]),
-                "hparams_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision["reasons"]) or "-"),
-                "job_ids": dg.MetadataValue.json([r["job_id"] for r in doc["runs"]]),
-                "backend": dg.MetadataValue.text(doc["backend"]),
-                "new_jobs": dg.MetadataValue.int(sum(not r["adopted"] for r in doc["runs"])),
-                **_embeddings_metadata(doc.get("embeddings")),
+                "hparams_patch": dg.MetadataValue.json(decision.patch),
+                "hparams_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons) or "-"),
+                "job_ids": dg.MetadataValue.json([r.job_id for r in doc.runs]),
+                "backend": dg.MetadataValue.text(doc.backend),
+                "new_jobs": dg.MetadataValue.int(sum(not r.adopted for r in doc.runs)),
+                **_embeddings_metadata(doc.embeddings),
             }
         )
     )

@@ -55,28 +55,12 @@ def validation_snapshot(
         raise dg.Failure(str(exc)) from exc
     rows = []
     summaries: dict[str, EvalSummary] = {}
-    for run in doc["runs"]:
-        val = run.get("validation", {}).get("vector_mae", "")
-        hold = run.get("holdout", {}).get("vector_mae", "")
-        human = run.get("human", {}).get("vector_mae", "")
-        rows.append(
-            [
-                run["run_id"],
-                run["stage"],
-                val,
-                hold,
-                human,
-                run.get("running_s") or "",
-                run.get("cost_usd") or 0.0,
-                run.get("url") or "",
-            ]
-        )
-        if "holdout" in run:
-            summaries[f"{run['run_id']} / holdout"] = EvalSummary.model_validate(run["holdout"])
-            summaries[f"{run['run_id']} / validation"] = EvalSummary.model_validate(run["validation"])
-        if "human" in run:
-            summaries[f"{run['run_id']} / human"] = EvalSummary.model_validate(run["human"])
-    best = doc["best_run_id"]
+    for run in doc.runs:
+        by_set = {"validation": run.validation, "holdout": run.holdout, "human": run.human}
+        maes = [s.vector_mae if s else "" for s in by_set.values()]
+        rows.append([run.run_id, run.stage, *maes, run.running_s or "", run.cost_usd or 0.0, run.url or ""])
+        summaries.update({f"{run.run_id} / {name}": s for name, s in by_set.items() if s is not None})
+    best = doc.best_run_id
     return dg.MaterializeResult(
         metadata=readable(
             {
@@ -89,9 +73,9 @@ def validation_snapshot(
                 "best_run": dg.MetadataValue.text(best or "none (no run completed)"),
                 **(metrics_metadata(summaries) if summaries else {"metrics": dg.MetadataValue.md("no completed run")}),
                 "per_dim_mae": dg.MetadataValue.md(per_dim_table(summaries) if summaries else "-"),
-                "completed": dg.MetadataValue.int(doc["completed"]),
-                "failed": dg.MetadataValue.int(doc["failed"]),
-                "total_cost_usd": dg.MetadataValue.float(doc["total_cost_usd"]),
+                "completed": dg.MetadataValue.int(doc.completed),
+                "failed": dg.MetadataValue.int(doc.failed),
+                "total_cost_usd": dg.MetadataValue.float(doc.total_cost_usd),
                 "path": path_value(artifacts.path(context.partition_key, "validation_snapshot.json")),
             }
         )
@@ -119,7 +103,7 @@ def promotion_decision(
     tracker: TrackerResource,
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
-    decision = steps.step_promotion_decision(
+    doc = steps.step_promotion_decision(
         artifacts,
         champion_registry.get_registry(),
         loop_settings.config(),
@@ -127,7 +111,7 @@ def promotion_decision(
         force_reason=config.force_reason or None,
         tracker=tracker.get_tracker(),
     )
-    tracking = artifacts.read_doc(context.partition_key, "promotion_decision").get("tracking", {})
+    decision, tracking = doc.decision, doc.tracking
     delta_rows = [[dim, delta] for dim, delta in decision.per_dim_delta.items()]
     return dg.MaterializeResult(
         metadata=readable(
