@@ -359,7 +359,7 @@ def test_the_next_cycle_scores_the_hf_champion_from_its_recorded_predictions(wor
 
 def test_the_fault_cycle_completes_without_a_duplicate_job(world) -> None:
     third = world.reports["c3"]
-    assert world.arts.has_doc("c3", "promotion_decision")
+    assert world.arts.has("c3", "promotion_decision")
     assert third.decision in ("promote", "keep")
     runs = Counter(j.spec["labels"]["kotone-run"] for j in _jobs_of(world.hub, "c3"))
     assert runs == Counter({f"r{i}": 1 for i in range(CAMPAIGN)})

@@ -65,7 +65,7 @@ def test_unreachable_wandb_fails_the_asset_with_a_clear_message(evaluated) -> No
     message = failure_message(result)
     assert "W&B unreachable at http://127.0.0.1:" in message
     assert "allow_stale" in message
-    assert not CycleArtifacts(home).has_doc("w1", "hard_dims")
+    assert not CycleArtifacts(home).has("w1", "hard_dims")
 
 
 def test_allow_stale_uses_the_last_snapshot_and_records_its_age(evaluated) -> None:

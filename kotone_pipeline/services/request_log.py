@@ -1,0 +1,453 @@
+"""The request log: every request the served champion answered, people's feedback and reviews of it.
+
+One SQLite file under ``$KOTONE_HOME/requests/`` in WAL mode, from the standard library: append-only
+tables, many readers beside one writer at a time, safe across processes (``kotone serve``, ``kotone
+review`` and the cycle's assets each open their own connection). SQLite is enough for one machine's
+traffic (thousands of inserts a second); a deployment that serves from several machines points each
+at a shared store behind this same interface (see ``deploy/README.md``).
+
+Each table's ``seq`` (SQLite's rowid, only ever growing) is the cursor a cycle cuts at: rows with
+``seq`` in (previous cut, this cut] belong to the cycle, so none is counted twice and none skipped.
+
+Logging never fails a request: ``append`` returns False (and counts it) when the disk is full or the
+file is locked past a short timeout; the caller answers the request all the same.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from kotone_pipeline.domain.dims import DIMS
+
+LOG_DIR = "requests"
+LOG_FILE = "requests.sqlite"
+BUSY_TIMEOUT_S = 0.25  # a request waits at most this long for a locked log, then is answered unlogged
+
+ReviewKind = Literal["label", "skip", "junk"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL UNIQUE,
+    at TEXT NOT NULL,
+    text TEXT NOT NULL,
+    source_type TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    prediction TEXT NOT NULL,
+    latency_ms REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    labels TEXT,
+    comment TEXT
+);
+CREATE TABLE IF NOT EXISTS reviews (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    labels TEXT,
+    model_id TEXT,
+    prediction_shown TEXT,
+    reason TEXT,
+    UNIQUE (request_id, reviewer)
+);
+CREATE INDEX IF NOT EXISTS reviews_request ON reviews (request_id);
+CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex[:20]
+
+
+class LoggedRequest(BaseModel):
+    model_config = {"protected_namespaces": ()}
+
+    seq: int
+    request_id: str
+    at: str
+    text: str
+    source_type: str
+    model_id: str
+    prediction: dict[str, int]
+    latency_ms: float
+
+
+class Review(BaseModel):
+    model_config = {"protected_namespaces": ()}
+
+    seq: int
+    request_id: str
+    reviewer: str
+    at: str
+    kind: ReviewKind
+    labels: dict[str, int] | None = None
+    model_id: str | None = None  # the model whose prediction the reviewer was shown
+    prediction_shown: dict[str, int] | None = None
+    reason: str | None = None  # why the queue showed it
+
+
+class Feedback(BaseModel):
+    seq: int
+    request_id: str
+    at: str
+    labels: dict[str, int] | None = None
+    comment: str | None = None
+
+
+class ReviewError(ValueError):
+    """A review that cannot be stored (unknown request, a second review by the same reviewer, bad labels)."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_labels(labels: Any) -> dict[str, int]:
+    """Six integer dims in 0..10, nothing else; the message names what is wrong."""
+    if not isinstance(labels, dict):
+        raise ReviewError("labels must be an object with the six dims")
+    missing = [d for d in DIMS if d not in labels]
+    unknown = sorted(set(labels) - set(DIMS))
+    if missing or unknown:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown {', '.join(unknown)}"] if unknown else []
+        )
+        raise ReviewError(f"labels: {'; '.join(parts)} (expected {', '.join(DIMS)})")
+    out = {}
+    for dim in DIMS:
+        value = labels[dim]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+            raise ReviewError(f"labels.{dim}: expected an integer 0..10, got {value!r}")
+        out[dim] = value
+    return out
+
+
+@dataclass
+class LogStats:
+    """What a server reports in /healthz: how many items it logged and how many it could not."""
+
+    logged: int = 0
+    not_logged: int = 0
+    last_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"logged": self.logged, "not_logged": self.not_logged, "last_error": self.last_error}
+
+
+class RequestLog:
+    """The log file under ``home``; every method opens what it needs (one connection per thread)."""
+
+    def __init__(self, home: Path, *, max_rows: int | None = None, max_age_days: float | None = None) -> None:
+        self.path = Path(home) / LOG_DIR / LOG_FILE
+        self.max_rows = max_rows
+        self.max_age_days = max_age_days
+        self.stats = LogStats()
+        self._local = threading.local()
+        self._appends_since_trim = 0
+
+    # --- connections ---------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
+            conn.executescript(_SCHEMA)
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    # --- requests ------------------------------------------------------------------------------
+    def append(self, items: Sequence[dict[str, Any]]) -> bool:
+        """Log answered items (``request_id, text, source_type, model_id, prediction, latency_ms``, ``at``
+        optional). Never raises: a full disk, a locked or unwritable file count as not logged."""
+        rows = [
+            (
+                item["request_id"],
+                item.get("at") or _now(),
+                item["text"],
+                item["source_type"],
+                item["model_id"],
+                json.dumps(item["prediction"], separators=(",", ":")),
+                float(item["latency_ms"]),
+            )
+            for item in items
+        ]
+        try:
+            with self._write() as conn:
+                conn.executemany(
+                    "INSERT INTO requests (request_id, at, text, source_type, model_id, prediction, latency_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except (sqlite3.Error, OSError) as exc:
+            with self.stats.lock:
+                self.stats.not_logged += len(rows)
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            self.close()  # a broken connection is not reused
+            return False
+        with self.stats.lock:
+            self.stats.logged += len(rows)
+            self._appends_since_trim += 1
+            trim = self._appends_since_trim >= 500
+            if trim:
+                self._appends_since_trim = 0
+        if trim:
+            self.trim()
+        return True
+
+    def trim(self) -> int:
+        """Drop the oldest requests past the size or age cap (their reviews are kept). Never raises."""
+        if self.max_rows is None and self.max_age_days is None:
+            return 0
+        try:
+            with self._write() as conn:
+                removed = 0
+                if self.max_age_days is not None:
+                    cutoff = (datetime.now(UTC) - timedelta(days=self.max_age_days)).isoformat(timespec="milliseconds")
+                    removed += conn.execute("DELETE FROM requests WHERE at < ?", (cutoff,)).rowcount
+                if self.max_rows is not None:
+                    removed += conn.execute(
+                        "DELETE FROM requests WHERE seq <= (SELECT MAX(seq) FROM requests) - ?", (self.max_rows,)
+                    ).rowcount
+                return removed
+        except (sqlite3.Error, OSError):
+            return 0
+
+    def last_seq(self, table: Literal["requests", "reviews", "feedback"] = "requests") -> int:
+        if not self.exists():
+            return 0
+        row = self._connect().execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()  # noqa: S608
+        return int(row[0])
+
+    def requests_between(self, after: int, upto: int) -> list[LoggedRequest]:
+        """Requests with ``after < seq <= upto``, oldest first."""
+        if not self.exists():
+            return []
+        rows = self._connect().execute(
+            "SELECT seq, request_id, at, text, source_type, model_id, prediction, latency_ms FROM requests "
+            "WHERE seq > ? AND seq <= ? ORDER BY seq",
+            (after, upto),
+        )
+        return [_request(row) for row in rows]
+
+    def request(self, request_id: str) -> LoggedRequest | None:
+        if not self.exists():
+            return None
+        row = (
+            self._connect()
+            .execute(
+                "SELECT seq, request_id, at, text, source_type, model_id, prediction, latency_ms FROM requests "
+                "WHERE request_id = ?",
+                (request_id,),
+            )
+            .fetchone()
+        )
+        return _request(row) if row else None
+
+    def unreviewed(self, reviewer: str | None = None, limit: int | None = None) -> list[LoggedRequest]:
+        """Requests nobody (or, with ``reviewer``, this reviewer) has reviewed, newest first."""
+        if not self.exists():
+            return []
+        where = "NOT EXISTS (SELECT 1 FROM reviews v WHERE v.request_id = r.request_id"
+        where += " AND v.reviewer = ?)" if reviewer else ")"
+        sql = (
+            "SELECT seq, request_id, at, text, source_type, model_id, prediction, latency_ms FROM requests r "
+            f"WHERE {where} ORDER BY seq DESC"  # noqa: S608 - no user input in the SQL text
+        )
+        params: tuple[Any, ...] = (reviewer,) if reviewer else ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (limit,)
+        return [_request(row) for row in self._connect().execute(sql, params)]
+
+    def count(self, table: Literal["requests", "reviews", "feedback"] = "requests") -> int:
+        if not self.exists():
+            return 0
+        return int(self._connect().execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+
+    # --- feedback and reviews ------------------------------------------------------------------
+    def add_feedback(self, request_id: str, labels: dict[str, int] | None, comment: str | None) -> Feedback:
+        if self.request(request_id) is None:
+            raise ReviewError(f"unknown request_id {request_id!r}", status=404)
+        checked = check_labels(labels) if labels is not None else None
+        at = _now()
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO feedback (request_id, at, labels, comment) VALUES (?, ?, ?, ?)",
+                (request_id, at, json.dumps(checked) if checked else None, comment),
+            )
+        return Feedback(seq=int(cur.lastrowid or 0), request_id=request_id, at=at, labels=checked, comment=comment)
+
+    def add_review(
+        self,
+        request_id: str,
+        reviewer: str,
+        kind: ReviewKind,
+        labels: dict[str, int] | None = None,
+        reason: str | None = None,
+        at: str | None = None,
+    ) -> Review:
+        """Store one person's review; a second review of a request by the same reviewer is refused (409)."""
+        reviewer = (reviewer or "").strip()
+        if not reviewer:
+            raise ReviewError("reviewer: a name is required")
+        logged = self.request(request_id)
+        if logged is None:
+            raise ReviewError(f"unknown request id {request_id!r}", status=404)
+        checked = check_labels(labels) if kind == "label" else None
+        at = at or _now()
+        try:
+            with self._write() as conn:
+                cur = conn.execute(
+                    "INSERT INTO reviews (request_id, reviewer, at, kind, labels, model_id, prediction_shown, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        request_id,
+                        reviewer,
+                        at,
+                        kind,
+                        json.dumps(checked) if checked else None,
+                        logged.model_id,
+                        json.dumps(logged.prediction),
+                        reason,
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            raise ReviewError(f"{reviewer} already reviewed {request_id}", status=409) from None
+        return Review(
+            seq=int(cur.lastrowid or 0),
+            request_id=request_id,
+            reviewer=reviewer,
+            at=at,
+            kind=kind,
+            labels=checked,
+            model_id=logged.model_id,
+            prediction_shown=logged.prediction,
+            reason=reason,
+        )
+
+    def reviews_between(self, after: int, upto: int) -> list[Review]:
+        if not self.exists():
+            return []
+        rows = self._connect().execute(
+            "SELECT seq, request_id, reviewer, at, kind, labels, model_id, prediction_shown, reason FROM reviews "
+            "WHERE seq > ? AND seq <= ? ORDER BY seq",
+            (after, upto),
+        )
+        return [_review(row) for row in rows]
+
+    def reviews_of(self, request_ids: Sequence[str]) -> list[Review]:
+        if not self.exists() or not request_ids:
+            return []
+        marks = ",".join("?" * len(request_ids))
+        rows = self._connect().execute(
+            "SELECT seq, request_id, reviewer, at, kind, labels, model_id, prediction_shown, reason FROM reviews "
+            f"WHERE request_id IN ({marks}) ORDER BY seq",  # noqa: S608 - placeholders only
+            tuple(request_ids),
+        )
+        return [_review(row) for row in rows]
+
+    def feedback_between(self, after: int, upto: int) -> list[Feedback]:
+        if not self.exists():
+            return []
+        rows = self._connect().execute(
+            "SELECT seq, request_id, at, labels, comment FROM feedback WHERE seq > ? AND seq <= ? ORDER BY seq",
+            (after, upto),
+        )
+        return [
+            Feedback(seq=r[0], request_id=r[1], at=r[2], labels=json.loads(r[3]) if r[3] else None, comment=r[4])
+            for r in rows
+        ]
+
+
+def _request(row: tuple[Any, ...]) -> LoggedRequest:
+    return LoggedRequest(
+        seq=row[0],
+        request_id=row[1],
+        at=row[2],
+        text=row[3],
+        source_type=row[4],
+        model_id=row[5],
+        prediction=json.loads(row[6]),
+        latency_ms=row[7],
+    )
+
+
+def _review(row: tuple[Any, ...]) -> Review:
+    return Review(
+        seq=row[0],
+        request_id=row[1],
+        reviewer=row[2],
+        at=row[3],
+        kind=row[4],
+        labels=json.loads(row[5]) if row[5] else None,
+        model_id=row[6],
+        prediction_shown=json.loads(row[7]) if row[7] else None,
+        reason=row[8],
+    )
+
+
+def reviewed_labels(reviews: Sequence[Review]) -> dict[str, dict[str, int]]:
+    """One label vector per request: the rounded mean of its reviewers' labels (skips and junk left out)."""
+    by_request: dict[str, list[dict[str, int]]] = {}
+    for review in reviews:
+        if review.kind == "label" and review.labels:
+            by_request.setdefault(review.request_id, []).append(review.labels)
+    return {
+        request_id: {d: int(round(sum(lab[d] for lab in labels) / len(labels))) for d in DIMS}
+        for request_id, labels in by_request.items()
+    }
+
+
+__all__ = [
+    "Feedback",
+    "LoggedRequest",
+    "RequestLog",
+    "Review",
+    "ReviewError",
+    "check_labels",
+    "new_request_id",
+    "reviewed_labels",
+]
