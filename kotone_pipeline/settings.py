@@ -30,7 +30,7 @@ from kotone_pipeline.domain.hparams import max_campaign_size
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-SECRETS = frozenset({"HF_TOKEN", "WANDB_API_KEY", "DAGSTER_PG_PASSWORD"})
+SECRETS = frozenset({"HF_TOKEN", "WANDB_API_KEY", "DAGSTER_PG_PASSWORD", "KOTONE_REVIEW_TOKEN"})
 _REPO_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 _WANDB_NAME = r"^[^/\\#?%:]{1,128}$"  # W&B refuses these characters in project and entity names
 
@@ -138,6 +138,20 @@ class Settings(BaseModel):
     )
     wandb_api_key: str | None = Field(None, alias="WANDB_API_KEY")
     wandb_base_url: str | None = Field(None, alias="WANDB_BASE_URL")
+    # The flywheel: served requests, people's reviews, the field set (README "The loop learns from people").
+    request_log: bool = Field(True, alias="KOTONE_REQUEST_LOG", description="on or off")
+    request_log_max_rows: int | None = Field(
+        None, alias="KOTONE_REQUEST_LOG_MAX_ROWS", ge=1000, description="keep at most this many requests"
+    )
+    request_log_max_age_days: float | None = Field(
+        None, alias="KOTONE_REQUEST_LOG_MAX_AGE_DAYS", gt=0, description="drop requests older than this"
+    )
+    review_token: str | None = Field(None, alias="KOTONE_REVIEW_TOKEN")
+    field_share: float = Field(1 / 3, alias="KOTONE_FIELD_SHARE", gt=0, lt=1)
+    field_min_rows: int = Field(30, alias="KOTONE_FIELD_MIN_ROWS", ge=1)
+    reviewed_weight: float = Field(1.0, alias="KOTONE_REVIEWED_WEIGHT", gt=0, le=100)
+    min_people_rows: int = Field(20, alias="KOTONE_MIN_PEOPLE_ROWS", ge=2)
+    lexicon_auto_accept: bool = Field(False, alias="KOTONE_LEXICON_AUTO_ACCEPT")
     dagster_storage: Literal["sqlite", "postgres"] = Field("sqlite", alias="KOTONE_DAGSTER_STORAGE")
     pg_host: str | None = Field(None, alias="DAGSTER_PG_HOST")
     pg_port: int | None = Field(None, alias="DAGSTER_PG_PORT", ge=1, le=65535)
@@ -153,6 +167,9 @@ class Settings(BaseModel):
         "max_human_regression",
         "min_json_valid_rate",
         "hf_budget_usd",
+        "field_share",
+        "reviewed_weight",
+        "request_log_max_age_days",
         mode="before",
     )
     @classmethod
@@ -175,7 +192,7 @@ class Settings(BaseModel):
     def _urls(cls, value: str | None) -> str | None:
         return _url(value)
 
-    @field_validator("allow_stale", mode="before")
+    @field_validator("allow_stale", "request_log", "lexicon_auto_accept", mode="before")
     @classmethod
     def _bool(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -213,7 +230,7 @@ class Settings(BaseModel):
             raise ValueError("expected a 5-field cron expression such as '0 2 * * *'")
         return value
 
-    @field_validator("hf_token", "wandb_api_key", "pg_password")
+    @field_validator("hf_token", "wandb_api_key", "pg_password", "review_token")
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
         if value is not None and (value != value.strip() or any(c.isspace() for c in value)):
