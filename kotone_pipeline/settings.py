@@ -1,8 +1,8 @@
 """Every environment variable the project reads, in one pydantic model, checked before anything runs.
 
-``check_settings()`` is called by every ``kotone`` command (the CLI callback) and by
-``resources_from_env`` when the code location loads, so a bad setting stops the command (or shows in
-the Dagster UI as a load error) with one line per problem: the variable, its value and what is
+``load_settings()`` is the one reader of these variables. It is called by every ``kotone`` command (the
+CLI callback) and by ``resources_from_env`` when the code location loads, so a bad setting stops the
+command (or shows in the Dagster UI as a load error) with one line per problem: the variable, its value and what is
 allowed — never a stack trace in the middle of a cycle. Secrets (``HF_TOKEN``, ``WANDB_API_KEY``,
 ``DAGSTER_PG_PASSWORD``) are checked but their values are never echoed.
 
@@ -16,17 +16,21 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+if TYPE_CHECKING:
+    from kotone_pipeline.cycle.config import LoopConfig
+
 from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.hparams import max_campaign_size
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-SECRETS = frozenset({"HF_TOKEN", "WANDB_API_KEY", "DAGSTER_PG_PASSWORD"})
+SECRETS = frozenset({"HF_TOKEN", "WANDB_API_KEY", "DAGSTER_PG_PASSWORD", "KOTONE_REVIEW_TOKEN"})
 _REPO_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 _WANDB_NAME = r"^[^/\\#?%:]{1,128}$"  # W&B refuses these characters in project and entity names
 
@@ -79,9 +83,11 @@ class Settings(BaseModel):
     trainer: Literal["local", "lora"] | None = Field(None, alias="KOTONE_TRAINER")
     campaign_size: int = Field(2, alias="KOTONE_CAMPAIGN_SIZE", ge=1, le=16)
     hard_dim_k: int = Field(2, alias="KOTONE_HARD_DIM_K", ge=1, le=len(DIMS))
-    forced_hard_dims: str | None = Field(None, alias="KOTONE_FORCED_HARD_DIMS")
+    forced_hard_dims: list[str] = Field(
+        default_factory=list, alias="KOTONE_FORCED_HARD_DIMS", description="comma-separated dims"
+    )
     hard_dims_source: Literal["eval_rows", "wandb_failures"] = Field("eval_rows", alias="KOTONE_HARD_DIMS_SOURCE")
-    allow_stale: str | None = Field(None, alias="KOTONE_ALLOW_STALE")
+    allow_stale: bool = Field(False, alias="KOTONE_ALLOW_STALE")
     wandb_timeout_s: int = Field(20, alias="KOTONE_WANDB_TIMEOUT_S", ge=1, le=3600)
     add_ratio: float = Field(0.2, alias="KOTONE_ADD_RATIO", ge=0, le=1)
     replay_ratio: float = Field(0.15, alias="KOTONE_REPLAY_RATIO", ge=0, le=1)
@@ -94,6 +100,7 @@ class Settings(BaseModel):
     min_improvement: float = Field(0.005, alias="KOTONE_MIN_IMPROVEMENT", ge=0, le=10)
     max_dim_regression: float = Field(0.15, alias="KOTONE_MAX_DIM_REGRESSION", ge=0, le=10)
     max_human_regression: float = Field(0.05, alias="KOTONE_MAX_HUMAN_REGRESSION", ge=0, le=10)
+    min_json_valid_rate: float = Field(0.98, alias="KOTONE_MIN_JSON_VALID_RATE", ge=0, le=1)
     dagster_url: str | None = Field(None, alias="KOTONE_DAGSTER_URL")
     sensor_interval_s: int = Field(30, alias="KOTONE_SENSOR_INTERVAL_S", ge=1, le=24 * 3600)
     encoder: str | None = Field(None, alias="KOTONE_ENCODER")
@@ -131,6 +138,20 @@ class Settings(BaseModel):
     )
     wandb_api_key: str | None = Field(None, alias="WANDB_API_KEY")
     wandb_base_url: str | None = Field(None, alias="WANDB_BASE_URL")
+    # The flywheel: served requests, people's reviews, the field set (README "The loop learns from people").
+    request_log: bool = Field(True, alias="KOTONE_REQUEST_LOG", description="on or off")
+    request_log_max_rows: int | None = Field(
+        None, alias="KOTONE_REQUEST_LOG_MAX_ROWS", ge=1000, description="keep at most this many requests"
+    )
+    request_log_max_age_days: float | None = Field(
+        None, alias="KOTONE_REQUEST_LOG_MAX_AGE_DAYS", gt=0, description="drop requests older than this"
+    )
+    review_token: str | None = Field(None, alias="KOTONE_REVIEW_TOKEN")
+    field_share: float = Field(1 / 3, alias="KOTONE_FIELD_SHARE", gt=0, lt=1)
+    field_min_rows: int = Field(30, alias="KOTONE_FIELD_MIN_ROWS", ge=1)
+    reviewed_weight: float = Field(1.0, alias="KOTONE_REVIEWED_WEIGHT", gt=0, le=100)
+    min_people_rows: int = Field(20, alias="KOTONE_MIN_PEOPLE_ROWS", ge=2)
+    lexicon_auto_accept: bool = Field(False, alias="KOTONE_LEXICON_AUTO_ACCEPT")
     dagster_storage: Literal["sqlite", "postgres"] = Field("sqlite", alias="KOTONE_DAGSTER_STORAGE")
     pg_host: str | None = Field(None, alias="DAGSTER_PG_HOST")
     pg_port: int | None = Field(None, alias="DAGSTER_PG_PORT", ge=1, le=65535)
@@ -144,7 +165,11 @@ class Settings(BaseModel):
         "min_improvement",
         "max_dim_regression",
         "max_human_regression",
+        "min_json_valid_rate",
         "hf_budget_usd",
+        "field_share",
+        "reviewed_weight",
+        "request_log_max_age_days",
         mode="before",
     )
     @classmethod
@@ -167,22 +192,23 @@ class Settings(BaseModel):
     def _urls(cls, value: str | None) -> str | None:
         return _url(value)
 
-    @field_validator("allow_stale")
+    @field_validator("allow_stale", "request_log", "lexicon_auto_accept", mode="before")
     @classmethod
-    def _bool(cls, value: str | None) -> str | None:
-        if value is not None and value.strip().lower() not in _TRUE | _FALSE:
-            raise ValueError("expected true or false (also 1/0, yes/no, on/off)")
+    def _bool(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.strip().lower() not in _TRUE | _FALSE:
+                raise ValueError("expected true or false (also 1/0, yes/no, on/off)")
+            return value.strip().lower() in _TRUE
         return value
 
-    @field_validator("forced_hard_dims")
+    @field_validator("forced_hard_dims", mode="before")
     @classmethod
-    def _dims(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        unknown = [d.strip() for d in value.split(",") if d.strip() and d.strip() not in DIMS]
+    def _dims(cls, value: Any) -> Any:
+        dims = [d.strip() for d in value.split(",") if d.strip()] if isinstance(value, str) else value
+        unknown = [d for d in dims if d not in DIMS] if isinstance(dims, list) else []
         if unknown:
             raise ValueError(f"unknown dim(s) {', '.join(unknown)}; allowed: comma-separated {', '.join(DIMS)}")
-        return value
+        return dims
 
     @field_validator("nightly_timezone")
     @classmethod
@@ -204,7 +230,7 @@ class Settings(BaseModel):
             raise ValueError("expected a 5-field cron expression such as '0 2 * * *'")
         return value
 
-    @field_validator("hf_token", "wandb_api_key", "pg_password")
+    @field_validator("hf_token", "wandb_api_key", "pg_password", "review_token")
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
         if value is not None and (value != value.strip() or any(c.isspace() for c in value)):
@@ -237,6 +263,12 @@ class Settings(BaseModel):
     @model_validator(mode="after")
     def _one_world(self) -> Settings:
         check_world(self.job_backend, self.dataset_store, self.resolved_trainer)
+        limit = max_campaign_size(self.resolved_trainer)
+        if self.campaign_size > limit:
+            raise ValueError(
+                f"KOTONE_CAMPAIGN_SIZE={self.campaign_size} is more than the {self.resolved_trainer} trainer's "
+                f"{limit} variants"
+            )
         if self.dagster_storage == "postgres":
             missing = [
                 var for var, value in (("DAGSTER_PG_HOST", self.pg_host), ("DAGSTER_PG_DB", self.pg_db)) if not value
@@ -246,8 +278,23 @@ class Settings(BaseModel):
         return self
 
     @property
-    def resolved_trainer(self) -> str:
+    def resolved_trainer(self) -> Literal["local", "lora"]:
+        """KOTONE_TRAINER, or the one trainer the job backend runs (HF Jobs run LoRA)."""
         return self.trainer or ("lora" if self.job_backend == "hf" else "local")
+
+    def loop_config(self) -> LoopConfig:
+        """The value object the cycle's steps take."""
+        from kotone_pipeline.cycle.config import LoopConfig
+
+        return LoopConfig.model_validate(
+            {**{name: getattr(self, name) for name in LoopConfig.model_fields}, "trainer": self.resolved_trainer}
+        )
+
+
+def default(name: str) -> Any:
+    """A setting's default, for the places that need one without reading the environment."""
+    field = Settings.model_fields[name]
+    return field.get_default(call_default_factory=True)
 
 
 def _present(env: Mapping[str, str]) -> dict[str, str]:
@@ -283,16 +330,3 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     except ValidationError as exc:
         problems = [_describe(e, values) for e in exc.errors(include_url=False)]
         raise ConfigurationError("bad configuration:\n  " + "\n  ".join(problems)) from None
-
-
-def check_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """``load_settings`` plus the loop settings' own cross-field rules (e.g. campaign size per trainer)."""
-    settings = load_settings(env)
-    from kotone_pipeline.cycle.config import LoopConfig
-
-    env = os.environ if env is None else env
-    try:
-        LoopConfig.from_env(env)
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
-    return settings

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app
-from kotone_pipeline.settings import ConfigurationError, Settings, check_settings
+from kotone_pipeline.settings import ConfigurationError, Settings, load_settings
 
 BAD = [
     ("KOTONE_MIN_IMPROVEMENT", "nan", "finite number"),
@@ -45,7 +45,7 @@ BAD = [
 @pytest.mark.parametrize(("name", "value", "allowed"), BAD, ids=[f"{n}={v}" for n, v, _ in BAD])
 def test_a_bad_setting_is_named_with_its_value_and_what_is_allowed(name, value, allowed) -> None:
     with pytest.raises(ConfigurationError) as caught:
-        check_settings({name: value})
+        load_settings({name: value})
     message = str(caught.value)
     assert f"{name}={value!r}" in message
     assert allowed in message
@@ -53,32 +53,32 @@ def test_a_bad_setting_is_named_with_its_value_and_what_is_allowed(name, value, 
 
 def test_every_problem_is_reported_at_once_and_unset_or_blank_means_default() -> None:
     with pytest.raises(ConfigurationError) as caught:
-        check_settings({"KOTONE_ADD_RATIO": "x", "KOTONE_JOB_BACKEND": "y", "KOTONE_HOME": "  "})
+        load_settings({"KOTONE_ADD_RATIO": "x", "KOTONE_JOB_BACKEND": "y", "KOTONE_HOME": "  "})
     lines = str(caught.value).splitlines()
     assert lines[0] == "bad configuration:" and len(lines) == 3
     assert Settings().job_backend == "local"
-    assert check_settings({"KOTONE_MIN_IMPROVEMENT": "", "KOTONE_ALLOW_STALE": "off"}).min_improvement == 0.005
+    assert load_settings({"KOTONE_MIN_IMPROVEMENT": "", "KOTONE_ALLOW_STALE": "off"}).min_improvement == 0.005
 
 
 def test_a_secret_is_checked_but_never_echoed() -> None:
     with pytest.raises(ConfigurationError) as caught:
-        check_settings({"HF_TOKEN": "hf_abc def"})
+        load_settings({"HF_TOKEN": "hf_abc def"})
     assert "HF_TOKEN=(value hidden)" in str(caught.value)
     assert "hf_abc" not in str(caught.value)
 
 
 def test_settings_from_two_worlds_and_postgres_without_a_host_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="set KOTONE_DATASET_STORE=hf"):
-        check_settings({"KOTONE_JOB_BACKEND": "hf"})
+        load_settings({"KOTONE_JOB_BACKEND": "hf"})
     with pytest.raises(ConfigurationError, match="needs DAGSTER_PG_HOST and DAGSTER_PG_DB"):
-        check_settings({"KOTONE_DAGSTER_STORAGE": "postgres"})
+        load_settings({"KOTONE_DAGSTER_STORAGE": "postgres"})
 
 
 def test_a_home_that_is_a_file_is_refused(tmp_path) -> None:
     home = tmp_path / "home"
     home.write_text("")
     with pytest.raises(ConfigurationError, match="KOTONE_HOME=.*a file"):
-        check_settings({"KOTONE_HOME": str(home)})
+        load_settings({"KOTONE_HOME": str(home)})
 
 
 @pytest.mark.parametrize("argv", [["status"], ["data", "generate", "--groups", "1"], ["predict", "hello"]])

@@ -12,7 +12,7 @@ import typer
 
 from kotone_pipeline.cli import cycle, data, dev, model, predict, report, serve
 from kotone_pipeline.cli._common import EXIT_BAD_INPUT
-from kotone_pipeline.settings import ConfigurationError, check_settings
+from kotone_pipeline.settings import ConfigurationError, load_settings
 
 # Order is the order of ``kotone --help``.
 COMMAND_MODULES = (data, model, predict, serve, cycle, dev, report)
@@ -35,7 +35,7 @@ def _check_configuration(ctx: typer.Context) -> None:
     if ctx.resilient_parsing or "--help" in sys.argv[1:]:
         return
     try:
-        check_settings()
+        load_settings()
     except ConfigurationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 
 import typer
 
 from kotone_pipeline.cli._common import fail, handle_errors, status_console
+from kotone_pipeline.settings import load_settings
 
 EXIT_NOTHING_TO_REPORT = 1
 
@@ -21,7 +21,7 @@ class ReportFormat(StrEnum):
 
 def _instance_dir(home: Path) -> Path:
     # Where open_instance() would look, without creating it: a missing instance is an error here.
-    return Path(os.environ.get("DAGSTER_HOME") or (home / "dagster")).resolve()
+    return Path(load_settings().dagster_home or (home / "dagster")).resolve()
 
 
 @handle_errors

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from kotone_pipeline.domain.schemas import EvalRow, EvalSummary, GateDecision, P
 from kotone_pipeline.services import tracker as tr
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.weave_tracing import trace_evaluation
+from kotone_pipeline.settings import load_settings
 
 PLAYBOOK_FILE = "failure_playbook.md"
 # W&B artifact collections: one version per published split / per promoted model. The names are fixed so
@@ -150,7 +150,7 @@ def model_references(model_uri: str) -> list[str]:
         return [tr.file_reference(path)]
     repo, sep, revision = model_uri.rpartition("@")
     if sep and repo and revision:
-        endpoint = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or HF_HUB
+        endpoint = (load_settings().hf_endpoint or HF_HUB).rstrip("/")
         return [f"{endpoint}/{repo}/tree/{revision}"]
     return []  # gone or unknown: the artifact still records the URI in its metadata
 

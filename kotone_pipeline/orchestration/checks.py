@@ -112,7 +112,7 @@ def split_checks(
     ref = doc.dataset
     splits = dataset_store.get_store().load(ref)
     yield _schema_result(doc, ref, splits)
-    yield _leakage_result(splits, load_base(artifacts, loop_settings.split_seed))
+    yield _leakage_result(splits, load_base(artifacts, loop_settings.config().split_seed))
     yield _ratios_result(splits)
 
 

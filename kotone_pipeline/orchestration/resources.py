@@ -13,7 +13,6 @@ from typing import Any
 
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
-from pydantic import Field
 
 from kotone_pipeline.cycle.config import LoopConfig
 from kotone_pipeline.services.artifacts import CycleArtifacts
@@ -22,7 +21,7 @@ from kotone_pipeline.services.datasets import DatasetStore
 from kotone_pipeline.services.home import kotone_home
 from kotone_pipeline.services.jobs import JobBackend
 from kotone_pipeline.services.tracker import Tracker, tracker_from_env, tracker_mode_from_env, wandb_host
-from kotone_pipeline.settings import ConfigurationError, check_settings, check_world
+from kotone_pipeline.settings import ConfigurationError, default, load_settings
 
 
 def resolve_home(home: str = "") -> Path:
@@ -46,31 +45,17 @@ class KotoneHomeResource(dg.ConfigurableResource):
 
 
 class LoopSettings(dg.ConfigurableResource):
-    """Knobs of the improvement loop; mirrors ``LoopConfig`` field by field (a test keeps them equal)."""
+    """Knobs of the improvement loop (the ``KOTONE_*`` loop settings), as the ``LoopConfig`` steps take."""
 
-    trainer: str = "local"
-    campaign_size: int = 2
-    hard_dim_k: int = 2
-    forced_hard_dims: list[str] = Field(default_factory=list)
-    hard_dims_source: str = "eval_rows"
-    allow_stale: bool = False
-    wandb_timeout_s: int = 20
-    add_ratio: float = 0.2
-    replay_ratio: float = 0.15
-    split_seed: int = 20261125
-    job_timeout_s: int | None = None
-    job_max_steps: int | None = None
-    job_max_train_rows: int | None = None
-    job_max_predict_rows: int | None = None
-    min_improvement: float = 0.005
-    max_dim_regression: float = 0.15
-    max_human_regression: float = 0.05
-    min_json_valid_rate: float = 0.98
-    nightly_cron: str = "0 2 * * *"
-    nightly_timezone: str = "UTC"
+    # The LoopConfig as JSON: its fields are declared once, in Settings (one field per variable).
+    loop_config_json: str = ""
+
+    @classmethod
+    def of(cls, config: LoopConfig) -> LoopSettings:
+        return cls(loop_config_json=config.model_dump_json())
 
     def config(self) -> LoopConfig:
-        return LoopConfig(**{name: getattr(self, name) for name in LoopConfig.model_fields})
+        return LoopConfig.model_validate_json(self.loop_config_json) if self.loop_config_json else LoopConfig()
 
 
 class JobBackendResource(dg.ConfigurableResource):
@@ -81,9 +66,9 @@ class JobBackendResource(dg.ConfigurableResource):
     hf_namespace: str = ""
     hf_token: str | None = None
     hf_endpoint: str | None = None
-    hf_flavor: str = "a10g-small"
-    hf_budget_usd_per_cycle: float = 10.0
-    hf_scheduling_limit_s: int = 3600
+    hf_flavor: str = default("hf_flavor")
+    hf_budget_usd_per_cycle: float = default("hf_budget_usd")
+    hf_scheduling_limit_s: int = default("hf_scheduling_limit_s")
 
     def get_backend(self) -> JobBackend:
         if self.kind == "local":
@@ -164,7 +149,7 @@ class TrackerResource(dg.ConfigurableResource):
     ``WANDB_API_KEY`` / ``WANDB_BASE_URL``). Offline and disabled never log in."""
 
     mode: str = ""  # empty: decided from the environment (KOTONE_WANDB_MODE, then WANDB_API_KEY)
-    project: str = "kotone"
+    project: str = default("wandb_project")
     entity: str = ""
     home: str = ""
     api_key: str | None = None  # a dg.EnvVar in resources_from_env, so the value never sits in config
@@ -208,60 +193,45 @@ class TrackerResource(dg.ConfigurableResource):
         return tracker_mode_from_env(self.env())
 
 
-def _number(env: Mapping[str, str], name: str, default: str, kind: type) -> Any:
-    raw = env.get(name, default)
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}: expected a {kind.__name__}, got {raw!r}") from None
-
-
 def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
-    """Build every resource from ``KOTONE_*`` variables (see the README's configuration table).
+    """Build every resource from the settings (``load_settings``: the README's configuration table).
 
-    Raises ``ConfigurationError`` for settings that cannot work together (see ``check_world``)."""
-    env = os.environ if env is None else env
-    check_settings(env)  # every variable, each error naming it, before anything is built
-    home = env.get("KOTONE_HOME", "")
-    secret_token = dg.EnvVar("HF_TOKEN") if env.get("HF_TOKEN") else None
-    loop = LoopConfig.from_env(env)
-    if not is_valid_cron_string(loop.nightly_cron):
-        raise ConfigurationError(f"KOTONE_NIGHTLY_CRON: {loop.nightly_cron!r} is not a valid cron expression")
-    backend_kind = env.get("KOTONE_JOB_BACKEND", "local")
-    store_kind = env.get("KOTONE_DATASET_STORE", "local")
-    if backend_kind == "hf" and not env.get("KOTONE_TRAINER"):
-        loop = loop.model_copy(update={"trainer": "lora"})  # the only trainer HF Jobs run
-    check_world(backend_kind, store_kind, loop.trainer)
-    settings = LoopSettings(**loop.model_dump())
+    Raises ``ConfigurationError`` naming each bad variable, or settings that cannot work together."""
+    settings = load_settings(env)
+    if not is_valid_cron_string(settings.nightly_cron):
+        raise ConfigurationError(f"KOTONE_NIGHTLY_CRON: {settings.nightly_cron!r} is not a valid cron expression")
+    home = settings.home or ""
+    # Secrets stay references, read from the environment only when a backend is built.
+    secret_token = dg.EnvVar("HF_TOKEN") if settings.hf_token else None
     return {
         "kotone_home": KotoneHomeResource(home=home),
-        "loop_settings": settings,
+        "loop_settings": LoopSettings.of(settings.loop_config()),
         "job_backend": JobBackendResource(
-            kind=backend_kind,
+            kind=settings.job_backend,
             home=home,
-            hf_namespace=env.get("KOTONE_HF_NAMESPACE", ""),
+            hf_namespace=settings.hf_namespace or "",
             hf_token=secret_token,
-            hf_endpoint=env.get("HF_ENDPOINT") or None,
-            hf_flavor=env.get("KOTONE_HF_FLAVOR", "a10g-small"),
-            hf_budget_usd_per_cycle=_number(env, "KOTONE_HF_BUDGET_USD", "10", float),
-            hf_scheduling_limit_s=_number(env, "KOTONE_HF_SCHEDULING_LIMIT_S", "3600", int),
+            hf_endpoint=settings.hf_endpoint,
+            hf_flavor=settings.hf_flavor,
+            hf_budget_usd_per_cycle=settings.hf_budget_usd,
+            hf_scheduling_limit_s=settings.hf_scheduling_limit_s,
         ),
         "dataset_store": DatasetStoreResource(
-            kind=store_kind,
+            kind=settings.dataset_store,
             home=home,
-            hf_repo_id=env.get("KOTONE_HF_DATASET_REPO", ""),
+            hf_repo_id=settings.hf_dataset_repo or "",
             hf_token=secret_token,
-            hf_endpoint=env.get("HF_ENDPOINT") or None,
-            hf_training_script=env.get("KOTONE_HF_TRAINING_SCRIPT", ""),
+            hf_endpoint=settings.hf_endpoint,
+            hf_training_script=settings.hf_training_script or "",
         ),
         "champion_registry": ChampionRegistryResource(home=home),
         "tracker": TrackerResource(
-            mode=env.get("KOTONE_WANDB_MODE", ""),
-            project=env.get("KOTONE_WANDB_PROJECT", "kotone"),
-            entity=env.get("WANDB_ENTITY", ""),
+            mode=settings.wandb_mode or "",
+            project=settings.wandb_project,
+            entity=settings.wandb_entity or "",
             home=home,
-            api_key=dg.EnvVar("WANDB_API_KEY") if env.get("WANDB_API_KEY") else None,
-            host=env.get("WANDB_BASE_URL", ""),
+            api_key=dg.EnvVar("WANDB_API_KEY") if settings.wandb_api_key else None,
+            host=settings.wandb_base_url or "",
         ),
     }
 

@@ -6,7 +6,6 @@ until it requests validation, run what it requests — against a persistent loca
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from kotone_pipeline.orchestration.resources import configured_resource, resolve
 from kotone_pipeline.orchestration.sensors import training_jobs_sensor
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.jobs import validate_cycle_id
+from kotone_pipeline.settings import load_settings
 
 if TYPE_CHECKING:
     from kotone_pipeline.orchestration.launcher import CodeLocationLauncher
@@ -45,19 +45,15 @@ storage:
 
 def instance_yaml(env: Mapping[str, str] | None = None) -> str:
     """The repo's dagster.yaml, plus the Postgres storage block when KOTONE_DAGSTER_STORAGE=postgres."""
-    env = os.environ if env is None else env
     text = REPO_DAGSTER_YAML.read_text(encoding="utf-8") if REPO_DAGSTER_YAML.is_file() else ""
-    storage = env.get("KOTONE_DAGSTER_STORAGE", "sqlite").lower()
-    if storage == "postgres":
+    if load_settings(env).dagster_storage == "postgres":
         text += POSTGRES_STORAGE
-    elif storage != "sqlite":
-        raise ValueError(f"KOTONE_DAGSTER_STORAGE must be 'sqlite' or 'postgres', got {storage!r}")
     return text
 
 
 def dagster_home(home: Path | None = None) -> Path:
     """``DAGSTER_HOME`` if set, else ``$KOTONE_HOME/dagster``; its dagster.yaml follows the repo's."""
-    target = Path(os.environ.get("DAGSTER_HOME") or (resolve_home(str(home or "")) / "dagster")).resolve()
+    target = Path(load_settings().dagster_home or (resolve_home(str(home or "")) / "dagster")).resolve()
     target.mkdir(parents=True, exist_ok=True)
     config = target / "dagster.yaml"
     wanted = instance_yaml()

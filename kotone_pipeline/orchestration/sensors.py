@@ -3,7 +3,6 @@
 import datetime as dt
 import hashlib
 import json
-import os
 from typing import Any
 
 import dagster as dg
@@ -15,6 +14,7 @@ from kotone_pipeline.orchestration.metadata import as_of
 from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.orchestration.resources import JobBackendResource, KotoneHomeResource, LoopSettings
 from kotone_pipeline.services.jobs import JobBackendError, JobState
+from kotone_pipeline.settings import load_settings
 
 WORKFLOW_LOG = dg.AssetKey("workflow_log")
 MAX_REMEMBERED_CYCLES = 500
@@ -71,11 +71,7 @@ SENSOR_INTERVAL_ENV = "KOTONE_SENSOR_INTERVAL_S"
 
 
 def _sensor_interval_s() -> int:
-    raw = os.environ.get(SENSOR_INTERVAL_ENV, "30")
-    try:
-        return max(1, int(raw))
-    except ValueError:
-        raise ValueError(f"{SENSOR_INTERVAL_ENV}: expected whole seconds, got {raw!r}") from None
+    return load_settings().sensor_interval_s
 
 
 @dg.sensor(
@@ -199,7 +195,8 @@ def nightly_cycle_sensor(
     loop_settings: LoopSettings,
 ) -> dg.SensorResult | dg.SkipReason:
     now = dt.datetime.now(dt.UTC)
-    tick = get_latest_completed_cron_tick(loop_settings.nightly_cron, now, loop_settings.nightly_timezone)
+    config = loop_settings.config()
+    tick = get_latest_completed_cron_tick(config.nightly_cron, now, config.nightly_timezone)
     cycle_id = nightly_cycle_id(tick)
     if context.instance.has_dynamic_partition(cycles.name, cycle_id):
         return dg.SkipReason(f"{cycle_id} already exists")

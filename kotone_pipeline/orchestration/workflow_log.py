@@ -8,7 +8,6 @@ those documents, never recomputed here. Rendering lives in ``kotone_pipeline.dom
 
 from __future__ import annotations
 
-import os
 import shlex
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -51,6 +50,7 @@ from kotone_pipeline.domain.workflow_log import (
 from kotone_pipeline.orchestration.partitions import cycles as cycles_partitions
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry
+from kotone_pipeline.settings import load_settings
 
 DAGSTER_URL_ENV = "KOTONE_DAGSTER_URL"
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
@@ -71,8 +71,7 @@ PAGE = 1000
 
 
 def dagster_url(env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return (env.get(DAGSTER_URL_ENV) or DEFAULT_DAGSTER_URL).rstrip("/")
+    return (load_settings(env).dagster_url or DEFAULT_DAGSTER_URL).rstrip("/")
 
 
 def known_cycles(instance: dg.DagsterInstance, artifacts: CycleArtifacts) -> list[str]:

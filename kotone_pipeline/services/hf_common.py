@@ -16,6 +16,8 @@ from huggingface_hub import get_token, set_client_factory
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from huggingface_hub.utils import _http as hf_http
 
+from kotone_pipeline.settings import load_settings
+
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # The training script is published in each cycle's dataset commit at this path; jobs run it from its
 # pinned ``resolve/<sha>/`` URL, so a run can always be traced back to the exact script it ran.
@@ -27,7 +29,7 @@ REDACTED = "***"
 
 def resolve_endpoint(endpoint: str | None = None) -> str:
     """Explicit endpoint, else ``HF_ENDPOINT``, else the public Hub (no trailing slash)."""
-    return (endpoint or os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT or DEFAULT_ENDPOINT).rstrip("/")
+    return (endpoint or load_settings().hf_endpoint or hf_constants.ENDPOINT or DEFAULT_ENDPOINT).rstrip("/")
 
 
 def resolve_token(token: str | None = None) -> str | None:

@@ -53,6 +53,7 @@ from kotone_pipeline.services.jobs import (
     validate_cycle_id,
     validate_run_id,
 )
+from kotone_pipeline.settings import default
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +140,9 @@ class HfJobsBackend(JobBackend):
         token: str | None = None,
         endpoint: str | None = None,
         *,
-        flavor: str = "a10g-small",
-        scheduling_limit_s: float = 3600.0,
-        budget_usd_per_cycle: float = 10.0,
+        flavor: str = default("hf_flavor"),
+        scheduling_limit_s: float = default("hf_scheduling_limit_s"),
+        budget_usd_per_cycle: float = default("hf_budget_usd"),
         max_timeout_s: int = 6 * 3600,
         output_repo: str | None = None,
         project: str = "kotone",

@@ -11,10 +11,10 @@ Layout::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from kotone_pipeline.services.jobs import validate_cycle_id
+from kotone_pipeline.settings import load_settings
 
 HOME_ENV = "KOTONE_HOME"
 DEFAULT_HOME = ".kotone"
@@ -22,7 +22,7 @@ DEFAULT_HOME = ".kotone"
 
 def kotone_home(create: bool = True) -> Path:
     """The state root, read from the environment on every call so tests and CLIs can redirect it."""
-    raw = os.environ.get(HOME_ENV, "").strip() or DEFAULT_HOME
+    raw = load_settings().home or DEFAULT_HOME
     home = Path(raw).expanduser().absolute()
     if create:
         home.mkdir(parents=True, exist_ok=True)

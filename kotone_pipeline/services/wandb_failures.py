@@ -10,7 +10,6 @@ passes ``allow_stale=True``: then the last snapshot is used and the result says 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -23,11 +22,8 @@ from pydantic import BaseModel, ValidationError
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.jsonl import DataFileError, describe_validation_error, write_json
 from kotone_pipeline.domain.schemas import FailureExample, Vector
-from kotone_pipeline.services.tracker import (
-    TOP_FAILURES_TABLE,
-    TrackerUnavailableError,
-    wandb_host,
-)
+from kotone_pipeline.services.tracker import DEFAULT_HOST, TOP_FAILURES_TABLE, TrackerUnavailableError
+from kotone_pipeline.settings import load_settings
 
 SNAPSHOT_DIR = "wandb_failures"
 _PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -121,7 +117,7 @@ def _default_api_factory(host: str, timeout_s: int) -> Callable[[], Any]:
     def make() -> Any:
         import wandb
 
-        api_key = os.environ.get("WANDB_API_KEY", "").strip()
+        api_key = load_settings().wandb_api_key
         if not api_key:
             # wandb.Api() would otherwise try to prompt for a key.
             raise _NoCredentials("WANDB_API_KEY is not set")
@@ -187,7 +183,7 @@ def fetch_failures(
     Raises ``TrackerUnavailableError`` when W&B cannot be reached (and, with ``allow_stale``, no
     snapshot exists), ``FailureTableNotFoundError`` when W&B answers but has no such table.
     """
-    host = (host or wandb_host(os.environ)).rstrip("/")
+    host = (host or load_settings().wandb_base_url or DEFAULT_HOST).rstrip("/")
     snap = snapshot_path(home, project)
     path = f"{entity}/{project}" if entity else project
     factory = api_factory or _default_api_factory(host, timeout_s)

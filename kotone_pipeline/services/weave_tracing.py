@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 from collections.abc import Coroutine, Sequence
 from functools import cache
 from pathlib import Path
@@ -29,6 +28,7 @@ from kotone_pipeline.domain.dims import DIMS, NEUTRAL_VALUE
 from kotone_pipeline.domain.predictor import PredictInput, Predictor
 from kotone_pipeline.domain.schemas import Pair
 from kotone_pipeline.services.tracker import TrackerMode, TrackerUnavailableError
+from kotone_pipeline.settings import load_settings
 
 OFFLINE_REASON = (
     "offline: weave 0.54 needs its trace server to start (weave.init), so evaluation tracing is off; "
@@ -152,10 +152,11 @@ def trace_evaluation(
     from weave.trace.env import weave_trace_server_url
 
     host = weave_trace_server_url()
-    if not os.environ.get("WANDB_API_KEY", "").strip():
+    settings = load_settings()
+    if not settings.wandb_api_key:
         # weave.init would otherwise fall back to an interactive wandb.login prompt.
         raise TrackerUnavailableError(f"Weave unreachable at {host}: WANDB_API_KEY is not set")
-    entity = entity or os.environ.get("WANDB_ENTITY", "").strip() or None
+    entity = entity or settings.wandb_entity
     project_path = f"{entity}/{project}" if entity else project
     try:
         client = weave.init(project_path)

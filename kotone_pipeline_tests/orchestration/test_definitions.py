@@ -11,6 +11,7 @@ import dagster as dg
 from kotone_pipeline.cycle.config import LoopConfig
 from kotone_pipeline.definitions import defs
 from kotone_pipeline.orchestration.resources import LoopSettings, resources_from_env
+from kotone_pipeline.settings import Settings, default
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
 
@@ -65,9 +66,17 @@ def test_lineage_runs_from_eval_to_promotion() -> None:
     assert assets["trained_models"]["materializable"] is False  # reported by the sensor
 
 
-def test_definitions_validate_and_loop_settings_mirror_config() -> None:
+def test_definitions_validate_and_every_loop_knob_is_one_setting() -> None:
     dg.Definitions.validate_loadable(defs)
-    assert set(LoopSettings.model_fields) >= set(LoopConfig.model_fields)
+    # Each LoopConfig field is a Settings field (its variable, default and checks are declared there once).
+    assert set(LoopConfig.model_fields) <= set(Settings.model_fields)
+    for name, field in LoopConfig.model_fields.items():
+        if name != "trainer":  # Settings leaves it unset: the job backend picks (resolved_trainer)
+            assert field.get_default(call_default_factory=True) == default(name), name
+    changed = {"KOTONE_HARD_DIM_K": "3", "KOTONE_FORCED_HARD_DIMS": "energy,warmth", "KOTONE_ALLOW_STALE": "on"}
+    config = resources_from_env(changed)["loop_settings"].config()
+    assert (config.hard_dim_k, config.forced_hard_dims, config.allow_stale) == (3, ["energy", "warmth"], True)
+    assert LoopSettings.of(config).config() == config
 
 
 def test_resources_from_env_switch_backends_and_keep_tokens_out_of_config() -> None:
@@ -81,7 +90,7 @@ def test_resources_from_env_switch_backends_and_keep_tokens_out_of_config() -> N
     )
     assert resources["job_backend"].kind == "hf"
     assert resources["dataset_store"].kind == "hf"
-    assert resources["loop_settings"].campaign_size == 3
+    assert resources["loop_settings"].config().campaign_size == 3
     # The token is an EnvVar reference, resolved at run time, never a literal in the config.
     assert "hf_secret_value" not in repr(resources["job_backend"].hf_token)
 

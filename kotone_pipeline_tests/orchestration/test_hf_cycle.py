@@ -514,5 +514,5 @@ def test_the_local_backend_refuses_a_split_published_to_the_hub(tmp_path) -> Non
 
 def test_the_hf_backend_defaults_the_trainer_to_lora_and_the_local_default_is_unchanged() -> None:
     hf = resources_from_env({"KOTONE_JOB_BACKEND": "hf", "KOTONE_DATASET_STORE": "hf"})
-    assert hf["loop_settings"].trainer == "lora"
-    assert resources_from_env({})["loop_settings"].trainer == "local"
+    assert hf["loop_settings"].config().trainer == "lora"
+    assert resources_from_env({})["loop_settings"].config().trainer == "local"

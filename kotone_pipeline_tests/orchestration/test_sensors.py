@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from kotone_pipeline.cycle.config import LoopConfig
 from kotone_pipeline.orchestration.resources import JobBackendResource, KotoneHomeResource, LoopSettings
 from kotone_pipeline.orchestration.sensors import (
     MISSING_TICKS_BEFORE_GONE,
@@ -169,7 +170,7 @@ def nightly_tick(instance, home: Path):
         instance=instance,
         resources={
             "kotone_home": KotoneHomeResource(home=str(home)),
-            "loop_settings": LoopSettings(nightly_cron="* * * * *"),
+            "loop_settings": LoopSettings.of(LoopConfig(nightly_cron="* * * * *")),
         },
     )
     return nightly_cycle_sensor(context)

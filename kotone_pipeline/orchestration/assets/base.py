@@ -38,7 +38,7 @@ def catalog() -> dg.MaterializeResult:
 def teacher_pairs(kotone_home: KotoneHomeResource, loop_settings: LoopSettings) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
     pairs, report = write_teacher_pairs(artifacts)
-    stats = split_pairs(pairs, seed=loop_settings.split_seed).stats
+    stats = split_pairs(pairs, seed=loop_settings.config().split_seed).stats
     quality = report.as_dict()
     return dg.MaterializeResult(
         metadata=readable(
@@ -62,14 +62,14 @@ def teacher_pairs(kotone_home: KotoneHomeResource, loop_settings: LoopSettings) 
     ),
 )
 def eval_sets(kotone_home: KotoneHomeResource, loop_settings: LoopSettings) -> dg.MaterializeResult:
-    base = load_base(kotone_home.artifacts(), loop_settings.split_seed)
+    base = load_base(kotone_home.artifacts(), loop_settings.config().split_seed)
     training_groups = {p.group_id for p in base.teacher_pairs}
     overlap = sorted(base.eval_group_ids & training_groups)
     if overlap:
         raise dg.Failure(f"eval groups found in the teacher set: {', '.join(overlap[:10])}")
     rows = [[name, len(pairs), len({p.group_id for p in pairs})] for name, pairs in base.eval_sets()]
     embeddings = {}
-    if loop_settings.trainer == "local" and LocalHyperParams().use_encoder:
+    if loop_settings.config().trainer == "local" and LocalHyperParams().use_encoder:
         # Every cycle trains on the teacher pairs and scores the eval sets: embed them once here, so the
         # first cycle's jobs and evaluations find them in the shared cache.
         from kotone_pipeline.domain.encoder import prepare_embeddings  # onnxruntime: not at code-location load
