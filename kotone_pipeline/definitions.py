@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from kotone_pipeline.orchestration.assets import base, cycle, report, validation
+from kotone_pipeline.orchestration.assets import base, cycle, flywheel, report, validation
 from kotone_pipeline.orchestration.checks import all_checks
 from kotone_pipeline.orchestration.jobs import base_job, cycle_job, report_job, validation_job
 from kotone_pipeline.orchestration.resources import bind_from_environment, resources_from_env
@@ -16,6 +16,8 @@ ALL_ASSETS = [
     base.catalog,
     base.teacher_pairs,
     base.eval_sets,
+    flywheel.served_requests,
+    flywheel.reviewed_requests,
     cycle.eval_summary,
     cycle.hard_dims,
     cycle.augmented_pairs,

@@ -34,7 +34,7 @@ from kotone_pipeline.services.datasets import SPLIT_FILES
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 REQUIRED_SPLITS = ("train", "validation", "test")
-SCORED_SPLITS = ("validation", "holdout", "probe", "human")
+SCORED_SPLITS = ("validation", "holdout", "probe", "human", "field")
 MODEL_SUBDIR = "model"
 
 

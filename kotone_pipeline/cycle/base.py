@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 
@@ -25,6 +25,8 @@ class BaseData:
     holdout: list[Pair]
     split_seed: int
     human: list[Pair]
+    # The field set of the cycle at hand (reviewed requests people sent): set by the cycle's steps.
+    field: list[Pair] = field(default_factory=list)
 
     @cached_property
     def base_train(self) -> list[Pair]:
@@ -33,11 +35,12 @@ class BaseData:
 
     @cached_property
     def eval_group_ids(self) -> set[str]:
-        return {p.group_id for p in (*self.probe, *self.holdout, *self.human)}
+        return {p.group_id for p in (*self.probe, *self.holdout, *self.human, *self.field)}
 
     def eval_sets(self) -> tuple[tuple[str, list[Pair]], ...]:
-        """The frozen sets every model is scored on, in report order."""
-        return (("probe", self.probe), ("holdout", self.holdout), ("human", self.human))
+        """The sets every model is scored on, in report order (the field set once it has rows)."""
+        sets = (("probe", self.probe), ("holdout", self.holdout), ("human", self.human))
+        return (*sets, ("field", self.field)) if self.field else sets
 
 
 def write_teacher_pairs(artifacts: CycleArtifacts) -> tuple[list[Pair], QualityReport]:

@@ -40,6 +40,10 @@ class LoopConfig(BaseModel):
     max_dim_regression: float = _setting("max_dim_regression")
     max_human_regression: float = _setting("max_human_regression")
     min_json_valid_rate: float = _setting("min_json_valid_rate")
+    max_holdout_regression: float = _setting("max_holdout_regression")
+    field_min_rows: int = _setting("field_min_rows")
+    field_share: float = _setting("field_share")
+    reviewed_weight: float = _setting("reviewed_weight")
     nightly_cron: str = _setting("nightly_cron")
     nightly_timezone: str = _setting("nightly_timezone")
 
@@ -49,4 +53,6 @@ class LoopConfig(BaseModel):
             max_dim_regression=self.max_dim_regression,
             min_json_valid_rate=self.min_json_valid_rate,
             max_human_regression=self.max_human_regression,
+            max_holdout_regression=self.max_holdout_regression,
+            field_min_rows=self.field_min_rows,
         )

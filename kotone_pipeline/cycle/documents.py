@@ -65,6 +65,11 @@ class HardDimsDoc(HardDimReport, CycleDocument):
     wandb_failures_stale: bool | None = None
     wandb_failures_snapshot_age_s: float | None = None
     wandb_failures_snapshot: str | None = None
+    # Which rows picked each focus dim ("probe", "reviewed requests", "forced", ...), and the probe's
+    # ranking beside people's when their reviewed requests picked the focus.
+    focus_sources: dict[str, str] = Field(default_factory=dict)
+    reviewed_rows: int = 0
+    probe_by_dim: dict[str, float] = Field(default_factory=dict)
 
     def report(self) -> HardDimReport:
         return HardDimReport.model_validate(self.model_dump(include=set(HardDimReport.model_fields)))
@@ -213,6 +218,7 @@ class ValidatedRun(BaseModel):
     validation: EvalSummary | None = None
     holdout: EvalSummary | None = None
     human: EvalSummary | None = None
+    field: EvalSummary | None = None
     model_uri: str | None = None
     problems: list[str] = Field(default_factory=list)
     log_tail: str | None = None
@@ -249,8 +255,45 @@ class PromotionDecisionDoc(CycleDocument):
     tracking: dict[str, Any] = Field(default_factory=dict)
 
 
+class ServedRequestsDoc(CycleDocument):
+    """Requests the served champion answered since the previous cycle's cut (``served_requests.jsonl``)."""
+
+    NAME: ClassVar[str] = "served_requests"
+    cycle_id: str
+    after_seq: int  # the previous cycle's cut: requests with after_seq < seq <= upto_seq are this cycle's
+    upto_seq: int
+    logged: int
+    unique: int
+    masked: dict[str, int] = Field(default_factory=dict)  # email / url / phone replacements
+    by_lang: dict[str, int] = Field(default_factory=dict)
+    by_model: dict[str, int] = Field(default_factory=dict)
+    waiting_for_review: int = 0  # logged requests nobody has reviewed, when the cut was made
+
+
+class ReviewedRequestsDoc(CycleDocument):
+    """People's reviews made since the previous cycle's cut, each request routed to one side."""
+
+    NAME: ClassVar[str] = "reviewed_requests"
+    cycle_id: str
+    after_seq: int
+    upto_seq: int
+    reviews: int
+    labelled: int
+    skipped: int
+    junk: int
+    reviewers: list[str] = Field(default_factory=list)
+    to_training: int = 0  # requests of this cycle routed to the training side (origin "reviewed")
+    to_field: int = 0  # ... and to the field set (never trained on)
+    training_total: int = 0  # the training side of every cycle so far
+    field_total: int = 0  # the field set this cycle's models are scored on
+    field_share: float
+    weight: float  # the sample weight of reviewed training rows
+
+
 # The documents a cycle writes, in order; the last one present is the cycle's stage.
 STAGE_DOCUMENTS: tuple[type[CycleDocument], ...] = (
+    ServedRequestsDoc,
+    ReviewedRequestsDoc,
     EvalSummaryDoc,
     HardDimsDoc,
     AugmentedPairsDoc,

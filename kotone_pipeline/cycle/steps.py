@@ -33,6 +33,12 @@ from kotone_pipeline.cycle.documents import (
     ValidationSnapshotDoc,
     current_jobs,
 )
+from kotone_pipeline.cycle.flywheel import (
+    TRAINING_SIDE_FILE,
+    reviewed_rows,
+    step_reviewed_requests,
+    step_served_requests,
+)
 from kotone_pipeline.cycle.tracking import (
     DATASET_ARTIFACT_ENV,
     dataset_artifact_for_jobs,
@@ -46,7 +52,7 @@ from kotone_pipeline.domain.augment import augment
 from kotone_pipeline.domain.baselines import ConstantBaseline, RuleBaseline
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.gate import decide_promotion
-from kotone_pipeline.domain.hard_dims import find_hard_dims
+from kotone_pipeline.domain.hard_dims import find_hard_dims, per_dim_mae
 from kotone_pipeline.domain.hparams import (
     LORA_LR_LADDER,
     campaign_variants,
@@ -72,6 +78,7 @@ from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ANY_CHAMPION, Champion, ChampionChangedError, ChampionRegistry
 from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef, DatasetStore
 from kotone_pipeline.services.jobs import JobBackend, JobBackendError, JobState
+from kotone_pipeline.services.request_log import RequestLog
 from kotone_pipeline.services.tracker import Tracker
 
 # The documents a cycle writes, in order; the last one present is the cycle's stage.
@@ -204,6 +211,16 @@ def _recorded_champion(artifacts: CycleArtifacts, champion: Champion, base: Base
     if human.is_file():
         summaries["human"], rows["human"] = _score_recorded(human, base.human, champion.model_id, "human")
         how["human"] = human.name
+    if base.field:
+        field_path = run_dir / "predictions_field.jsonl"
+        try:
+            summaries["field"], rows["field"] = _score_recorded(field_path, base.field, champion.model_id, "field")
+            how["field"] = field_path.name
+        except ChampionUnavailableError as exc:
+            if not Path(champion.model_uri).exists():
+                how["field"] = f"not scored: {exc}"  # a remote model cannot be run here; the gate says so
+            else:
+                raise  # the local model is run on the grown field set instead
     probe = run_dir / "predictions_probe.jsonl"
     validation_rows = run_dir / "eval_rows_validation.jsonl"
     if probe.is_file():
@@ -251,15 +268,24 @@ class EvalStep:
     tracking: dict[str, Any] = field(default_factory=dict)
 
 
+def cycle_base(artifacts: CycleArtifacts, config: LoopConfig, cycle_id: str, earlier_cycles: Sequence[str]) -> BaseData:
+    """The base data with this cycle's field set: the reviewed requests routed there up to this cycle."""
+    base = load_base(artifacts, config.split_seed)
+    base.field = reviewed_rows(artifacts, [*earlier_cycles, cycle_id], "field")
+    return base
+
+
 def step_eval_summary(
     artifacts: CycleArtifacts,
     registry: ChampionRegistry,
     config: LoopConfig,
     cycle_id: str,
     tracker: Tracker | None = None,
+    earlier_cycles: Sequence[str] = (),
 ) -> EvalStep:
-    """Evaluate the champion (or, while there is none, the baselines) on the frozen probe and holdout sets."""
-    base = load_base(artifacts, config.split_seed)
+    """Evaluate the champion (or, while there is none, the baselines) on the frozen probe and holdout sets,
+    the hand-written human set and, once people reviewed served requests, the field set."""
+    base = cycle_base(artifacts, config, cycle_id, earlier_cycles)
     constant = ConstantBaseline(base.base_train)
     models: dict[str, Predictor] = {
         "baseline-constant": constant,
@@ -298,6 +324,9 @@ def step_eval_summary(
         # None: a champion scored from recorded predictions (tracing then says why it did not trace).
         tracking.update(trace_current_model(tracker, models.get(current), base.probe, artifacts.home))
     artifacts.write_rows(cycle_id, "eval_rows_probe", rows[current]["probe"])
+    reviewed = _score_reviewed(artifacts, cycle_id, models.get(current), champion if current == "champion" else None)
+    if reviewed is not None:
+        artifacts.write_rows(cycle_id, "eval_rows_reviewed", reviewed)
     artifacts.write_rows(cycle_id, "eval_rows_holdout", rows[current]["holdout"])
     artifacts.write(
         cycle_id,
@@ -315,7 +344,28 @@ def step_eval_summary(
     return EvalStep(eval_id, current, champion, summaries, rows[current]["probe"], rows[current]["holdout"], tracking)
 
 
+def _score_reviewed(
+    artifacts: CycleArtifacts, cycle_id: str, predictor: Predictor | None, champion: Champion | None
+) -> list[EvalRow] | None:
+    """The current model on this cycle's new training-side reviewed requests (people's text it has not
+    trained on): where hard dims are mined once people review. None when there are none, or the model is
+    remote and recorded no predictions for them."""
+    if not artifacts.path(cycle_id, f"{TRAINING_SIDE_FILE}.jsonl").is_file():
+        return None
+    pairs = artifacts.read_pairs(cycle_id, TRAINING_SIDE_FILE)
+    if not pairs:
+        return None
+    if predictor is None and champion is not None and Path(champion.model_uri).exists():
+        predictor = load_predictor(champion.model_uri)
+    if predictor is None:
+        return None
+    _, rows = evaluate(predictor, pairs, dataset="reviewed")
+    return rows
+
+
 # --- hard_dims -------------------------------------------------------------------------------------
+
+MIN_REVIEWED_FOR_FOCUS = 5  # new training-side reviewed requests before people's errors pick the focus
 
 
 def failures_as_rows(failures: Sequence[FailureExample]) -> list[EvalRow]:
@@ -347,12 +397,24 @@ def step_hard_dims(
     extra: dict[str, Any] | None = None,
 ) -> HardDimsDoc:
     """Per-dim MAE on the probe rows, or on the tracker's failure rows when given; focus on the top-k.
+    Once people reviewed enough served requests (``MIN_REVIEWED_FOR_FOCUS`` new training-side rows), the
+    focus is where the current model is worst on *their* text: on the teacher's own text it is already
+    near the labeller's noise, the headroom is on text people write. The probe ranking is kept beside it.
     ``extra``: where the failure rows came from (``FailureFetch.as_metadata()``)."""
     doc = artifacts.read(cycle_id, EvalSummaryDoc)
-    if failures is None:
-        rows, source = artifacts.read_eval_rows(cycle_id, "eval_rows_probe"), "eval_rows"
-    else:
+    probe_by_dim: dict[str, float] = {}
+    reviewed = (
+        artifacts.read_eval_rows(cycle_id, "eval_rows_reviewed")
+        if artifacts.path(cycle_id, "eval_rows_reviewed.jsonl").is_file()
+        else []
+    )
+    if failures is not None:
         rows, source = failures_as_rows(failures), "wandb_failures"
+    elif len(reviewed) >= MIN_REVIEWED_FOR_FOCUS:
+        rows, source = reviewed, "reviewed"
+        probe_by_dim = per_dim_mae(artifacts.read_eval_rows(cycle_id, "eval_rows_probe"))
+    else:
+        rows, source = artifacts.read_eval_rows(cycle_id, "eval_rows_probe"), "eval_rows"
     report = find_hard_dims(
         rows,
         k=config.hard_dim_k,
@@ -360,7 +422,16 @@ def step_hard_dims(
         model_id=doc.current_model_id,
         source=source,  # type: ignore[arg-type]
     )
-    hard = HardDimsDoc.model_validate({**report.model_dump(), **(extra or {})})
+    what = {"eval_rows": "probe", "reviewed": "reviewed requests"}.get(report.source, report.source)
+    hard = HardDimsDoc.model_validate(
+        {
+            **report.model_dump(),
+            **(extra or {}),
+            "focus_sources": dict.fromkeys(report.focus, what),
+            "reviewed_rows": len(reviewed),
+            "probe_by_dim": probe_by_dim,
+        }
+    )
     artifacts.write(cycle_id, hard)
     return hard
 
@@ -390,6 +461,9 @@ def step_augmented_pairs(
     eval_doc = artifacts.read(cycle_id, EvalSummaryDoc)
     report = artifacts.read(cycle_id, HardDimsDoc)
     probe_rows = artifacts.read_eval_rows(cycle_id, "eval_rows_probe")
+    if report.source == "reviewed":
+        # People's requests the model got wrong seed the new requests first (their vectors, new text).
+        probe_rows = [*artifacts.read_eval_rows(cycle_id, "eval_rows_reviewed"), *probe_rows]
     failing = sorted((r for r in probe_rows if r.row_mae > 0), key=lambda r: (-r.row_mae, r.pair_id))
     existing = {p.text for p in (*base.teacher_pairs, *base.probe, *base.holdout)}
     existing |= {p.text for p in _earlier_augmented(artifacts, earlier_cycles)}
@@ -414,8 +488,8 @@ def step_augmented_pairs(
 
 
 def eval_set_leaks(splits: dict[str, list[Pair]], base: BaseData) -> list[str]:
-    """Frozen eval groups and texts must never reach training data."""
-    eval_texts = {normalize_text(p.text) for p in (*base.probe, *base.holdout, *base.human)}
+    """Frozen eval groups and texts (the field set's too) must never reach training data."""
+    eval_texts = {normalize_text(p.text) for p in (*base.probe, *base.holdout, *base.human, *base.field)}
     problems = []
     for name, pairs in splits.items():
         for pair in pairs:
@@ -444,23 +518,30 @@ def step_split_dataset(
 ) -> SplitStep:
     """Base + every cycle's augmented rows so far, split group-aware, published as one immutable version
     (and, with a tracker, logged as a W&B ``dataset`` artifact that the training runs then use)."""
-    base = load_base(artifacts, config.split_seed)
+    base = cycle_base(artifacts, config, cycle_id, earlier_cycles)
+    reviewed = reviewed_rows(artifacts, [*earlier_cycles, cycle_id], "training")
     pairs = [
         *base.teacher_pairs,
         *_earlier_augmented(artifacts, earlier_cycles),
         *artifacts.read_pairs(cycle_id, "augmented_pairs"),
+        *reviewed,
     ]
     result = split_pairs(pairs, seed=config.split_seed)
     problems = check_leakage(result.splits) + eval_set_leaks(result.splits, base)
     if problems:
         raise LeakageError(f"split of cycle {cycle_id} leaks: " + "; ".join(problems[:10]))
-    splits = {**result.splits, "holdout": base.holdout, "probe": base.probe, "human": base.human}
+    splits = {**result.splits, "holdout": base.holdout, "probe": base.probe, "human": base.human, "field": base.field}
     stats = result.stats.model_dump(mode="json")
     card = {
         "cycle_id": cycle_id,
         "split_seed": config.split_seed,
         "stats": stats,
-        "sources": {"teacher": len(base.teacher_pairs), "earlier_cycles": list(earlier_cycles)},
+        "sources": {
+            "teacher": len(base.teacher_pairs),
+            "earlier_cycles": list(earlier_cycles),
+            "reviewed_training": len(reviewed),
+            "field": len(base.field),
+        },
     }
     ref = store.publish(cycle_id, splits, card)
     rows = {name: len(split) for name, split in splits.items()}
@@ -755,9 +836,10 @@ def step_validation_snapshot(
         )
         if state.stage == "COMPLETED":
             out = backend.fetch_outputs(state, artifacts.path(cycle_id, f"runs/{run.run_id}"))
-            for dataset in ("validation", "holdout", "human"):
-                if dataset == "human" and not (splits.get("human") and (out / "predictions_human.jsonl").is_file()):
-                    continue  # a version published before the human set travelled with it
+            for dataset in ("validation", "holdout", "human", "field"):
+                optional = dataset in ("human", "field")
+                if optional and not (splits.get(dataset) and (out / f"predictions_{dataset}.jsonl").is_file()):
+                    continue  # an empty field set, or a version published before the set travelled with it
                 records, bad = read_prediction_records(out / f"predictions_{dataset}.jsonl")
                 entry.problems += bad
                 summary, scored = score_prediction_records(
@@ -813,6 +895,7 @@ def step_promotion_decision(
     best = snapshot.best
     champion = eval_doc.champion
     champion_human = eval_doc.summary("champion", "human") if champion else None
+    champion_field = eval_doc.summary("champion", "field") if champion else None
     decision = decide_promotion(
         candidate_run_id=f"{cycle_id}/{best.run_id}" if best else None,
         candidate=best.holdout if best else None,
@@ -826,6 +909,11 @@ def step_promotion_decision(
         reference_human={
             **{n: summaries[n]["human"] for n in GATE_BASELINES if "human" in summaries[n]},
             **({champion.model_id: champion_human} if champion and champion_human else {}),
+        },
+        candidate_field=best.field if best else None,
+        reference_field={
+            **{n: summaries[n]["field"] for n in GATE_BASELINES if "field" in summaries[n]},
+            **({champion.model_id: champion_field} if champion and champion_field else {}),
         },
     )
     # A run that died (killed, OOM, timed out) is named in the decision log, not only in the snapshot.
@@ -884,7 +972,10 @@ def run_cycle_plain(
     timeout_s: float = 600,
     tracker: Tracker | None = None,
 ) -> GateDecision:
-    step_eval_summary(artifacts, registry, config, cycle_id, tracker)
+    log = RequestLog(artifacts.home)
+    step_served_requests(artifacts, log, cycle_id, earlier_cycles)
+    step_reviewed_requests(artifacts, log, config, cycle_id, earlier_cycles)
+    step_eval_summary(artifacts, registry, config, cycle_id, tracker, earlier_cycles)
     step_hard_dims(artifacts, config, cycle_id)
     step_augmented_pairs(artifacts, config, cycle_id, earlier_cycles)
     step_split_dataset(artifacts, store, config, cycle_id, earlier_cycles, tracker)

@@ -12,6 +12,12 @@ baseline (lowest holdout vector_mae) when there is no champion yet. The candidat
   The guard needs both human summaries; when a run recorded no human predictions (or the reference
   has no human summary), the reasons say so and the guard does not block.
 
+Once the field set (reviewed requests people sent the served champion, never trained on) holds at
+least ``field_min_rows`` rows, it decides instead: the candidate must beat the reference's field-set
+vector_mae by ``min_improvement``, and the teacher's holdout becomes a guard (not worse than the
+reference by more than ``max_holdout_regression``); the per-dim, json and human checks still apply.
+Below that size the rules above hold, and a reason line says how far the field set is.
+
 Each check adds one reason line, pass or fail, with the numbers. A forced promotion promotes
 whatever the checks say and records its reason first, followed by what the checks said.
 """
@@ -77,6 +83,39 @@ def _checks(
     return out
 
 
+def _field_checks(
+    candidate: EvalSummary,
+    reference: EvalSummary,
+    holdout: EvalSummary,
+    ref_holdout: EvalSummary,
+    ref_label: str,
+    th: GateThresholds,
+) -> list[tuple[bool, str]]:
+    same_set = candidate.rows == reference.rows
+    gain = reference.vector_mae - candidate.vector_mae
+    improved = gain > 0 and gain >= th.min_improvement - _EPS
+    worse = holdout.vector_mae - ref_holdout.vector_mae
+    same_holdout = holdout.dataset == ref_holdout.dataset and holdout.rows == ref_holdout.rows
+    return [
+        (
+            same_set,
+            f"same field set: candidate {candidate.rows} rows vs {ref_label} {reference.rows} rows "
+            f"(the field set decides: at least {th.field_min_rows} reviewed requests)",
+        ),
+        (
+            improved,
+            f"field-set vector_mae {candidate.vector_mae:.4f} vs {ref_label} {reference.vector_mae:.4f}: "
+            f"improvement {gain:+.4f} (needs >= {th.min_improvement:.4f})",
+        ),
+        (
+            same_holdout and worse <= th.max_holdout_regression + _EPS,
+            f"holdout guard: vector_mae {holdout.vector_mae:.4f} vs {ref_label} {ref_holdout.vector_mae:.4f}: "
+            f"{worse:+.4f} (may be worse by at most {th.max_holdout_regression:.4f}; {holdout.rows} vs "
+            f"{ref_holdout.rows} rows)",
+        ),
+    ]
+
+
 def _human_check(
     candidate: EvalSummary | None, reference: EvalSummary | None, ref_label: str, th: GateThresholds
 ) -> tuple[bool, str]:
@@ -103,9 +142,13 @@ def decide_promotion(
     candidate_model_ref: str | None = None,
     candidate_human: EvalSummary | None = None,
     reference_human: Mapping[str, EvalSummary] | None = None,
+    candidate_field: EvalSummary | None = None,
+    reference_field: Mapping[str, EvalSummary] | None = None,
 ) -> GateDecision:
-    """``reference_human``: human-set summaries by reference id (the champion's id, baseline names)."""
-    """Promote or keep; the reasons say which checks passed and failed, with numbers."""
+    """Promote or keep; the reasons say which checks passed and failed, with numbers.
+
+    ``reference_human`` / ``reference_field``: human-set and field-set summaries by reference id (the
+    champion's id, baseline names)."""
     th = thresholds if thresholds is not None else GateThresholds()
     ref_kind, ref_id, reference = _reference(champion_id, champion, baselines)
     ref_label = f"{ref_kind} {ref_id!r}"
@@ -128,9 +171,27 @@ def decide_promotion(
         )
 
     ref_human = (reference_human or {}).get(ref_id)
-    checks = [*_checks(candidate, reference, ref_label, th), _human_check(candidate_human, ref_human, ref_label, th)]
+    ref_field = (reference_field or {}).get(ref_id)
+    field_rows = candidate_field.rows if candidate_field is not None else 0
+    field_decides = candidate_field is not None and ref_field is not None and field_rows >= th.field_min_rows
+    if field_decides:
+        assert candidate_field is not None and ref_field is not None
+        holdout_checks = _checks(candidate, reference, ref_label, th)
+        checks = [
+            *_field_checks(candidate_field, ref_field, candidate, reference, ref_label, th),
+            *holdout_checks[2:],  # per-dim regression and json validity, on the holdout
+        ]
+    else:
+        checks = _checks(candidate, reference, ref_label, th)
+    checks.append(_human_check(candidate_human, ref_human, ref_label, th))
     passed = all(ok for ok, _ in checks)
     lines = [f"{'pass' if ok else 'FAIL'}: {text}" for ok, text in checks]
+    if not field_decides and field_rows:
+        lines.append(
+            f"note: the field set has {field_rows} reviewed requests; it decides from {th.field_min_rows} "
+            "(KOTONE_FIELD_MIN_ROWS), the holdout decides until then"
+            + ("" if ref_field is not None else f"; the {ref_label} has no field-set score")
+        )
     verdict = f"promote over the {ref_label}" if passed else f"keep the {ref_label}"
     if force_reason:
         reasons = [
@@ -159,6 +220,10 @@ def decide_promotion(
         json_valid_rate=candidate.json_valid_rate,
         candidate_human_mae=candidate_human.vector_mae if candidate_human else None,
         reference_human_mae=ref_human.vector_mae if ref_human else None,
+        primary="field" if field_decides else "holdout",
+        field_rows=field_rows,
+        candidate_field_mae=candidate_field.vector_mae if candidate_field else None,
+        reference_field_mae=ref_field.vector_mae if ref_field else None,
         thresholds=th,
         reasons=reasons,
     )
@@ -181,6 +246,14 @@ def decision_markdown(decision: GateDecision) -> str:
     if decision.candidate_human_mae is not None:
         ref_human = "—" if decision.reference_human_mae is None else f"{decision.reference_human_mae:.4f}"
         lines += ["", f"Human set MAE: candidate {decision.candidate_human_mae:.4f}, reference {ref_human}"]
+    if decision.candidate_field_mae is not None:
+        ref_field = "—" if decision.reference_field_mae is None else f"{decision.reference_field_mae:.4f}"
+        decides = "decides" if decision.primary == "field" else f"decides from {decision.thresholds.field_min_rows}"
+        lines += [
+            "",
+            f"Field set MAE ({decision.field_rows} reviewed requests; {decides}): candidate "
+            f"{decision.candidate_field_mae:.4f}, reference {ref_field}",
+        ]
     if decision.per_dim_delta:
         lines += ["", "| dim | MAE delta (candidate − reference) |", "|---|---:|"]
         lines += [f"| {d} | {decision.per_dim_delta[d]:+.3f} |" for d in DIMS if d in decision.per_dim_delta]

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from kotone_pipeline.domain.dims import DIMS, NEUTRAL_VALUE, to_scale10
 
 SourceType = Literal["request_text", "rule_prompt"]
-Origin = Literal["teacher", "augmented", "replay", "imported", "human"]
+# People's labels: "human" (hand-written sets), "imported" (labelled data brought in), "reviewed" (the flywheel).
+Origin = Literal["teacher", "augmented", "replay", "imported", "human", "reviewed"]
 SplitName = Literal["train", "validation", "test"]
 
 _WS = re.compile(r"\s+")
@@ -148,7 +149,7 @@ class EvalSummary(BaseModel):
     by_source_type: dict[str, float] = Field(default_factory=dict)
 
 
-HardDimSource = Literal["eval_rows", "wandb_failures", "forced"]
+HardDimSource = Literal["eval_rows", "wandb_failures", "forced", "reviewed"]
 
 
 class FailureExample(BaseModel):
@@ -231,6 +232,8 @@ class GateThresholds(BaseModel):
     max_dim_regression: float = 0.15
     min_json_valid_rate: float = 0.98
     max_human_regression: float = 0.05
+    max_holdout_regression: float = 0.05  # once the field set decides, the holdout is a guard
+    field_min_rows: int = 30  # reviewed requests the field set needs before it decides
 
 
 class GateDecision(BaseModel):
@@ -246,5 +249,9 @@ class GateDecision(BaseModel):
     json_valid_rate: float | None = None
     candidate_human_mae: float | None = None
     reference_human_mae: float | None = None
+    primary: Literal["holdout", "field"] = "holdout"  # the set whose improvement decides
+    field_rows: int = 0
+    candidate_field_mae: float | None = None
+    reference_field_mae: float | None = None
     thresholds: GateThresholds = Field(default_factory=GateThresholds)
     reasons: list[str]

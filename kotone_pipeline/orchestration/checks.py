@@ -27,7 +27,7 @@ from kotone_pipeline.orchestration.resources import (
     KotoneHomeResource,
     LoopSettings,
 )
-from kotone_pipeline.services.datasets import EVAL_SPLITS, SPLIT_FILES, DatasetRef
+from kotone_pipeline.services.datasets import EVAL_SPLITS, OPTIONAL_SPLITS, SPLIT_FILES, DatasetRef
 
 # Partitioned asset checks are a preview feature in Dagster 1.13 (pinned); the warning is noise for users.
 warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")
@@ -39,7 +39,7 @@ MIN_GROUPS_FOR_RATIO_CHECK = 100
 def _schema_result(doc: SplitDatasetDoc, ref: DatasetRef, splits: dict) -> dg.AssetCheckResult:
     # load() already re-validated every row and the content hash of the pinned version.
     counts = {name: len(rows) for name, rows in splits.items()}
-    missing = [name for name in SPLIT_FILES if not counts.get(name)]
+    missing = [name for name in SPLIT_FILES if not counts.get(name) and name not in OPTIONAL_SPLITS]
     return dg.AssetCheckResult(
         check_name="split_schema",
         passed=not missing and counts == doc.rows,

@@ -24,8 +24,8 @@ cycle_job = dg.define_asset_job(
     "cycle_job",
     selection=dg.AssetSelection.groups("cycle"),
     description=(
-        "eval_summary -> hard_dims -> augmented_pairs -> split_dataset -> training_submission "
-        "-> failure_playbook, for one cycle partition."
+        "served_requests -> reviewed_requests -> eval_summary -> hard_dims -> augmented_pairs -> split_dataset "
+        "-> training_submission -> failure_playbook, for one cycle partition."
     ),
     executor_def=EXECUTOR,
 )

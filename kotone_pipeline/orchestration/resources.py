@@ -20,6 +20,7 @@ from kotone_pipeline.services.champion import ChampionRegistry
 from kotone_pipeline.services.datasets import DatasetStore
 from kotone_pipeline.services.home import kotone_home
 from kotone_pipeline.services.jobs import JobBackend
+from kotone_pipeline.services.request_log import RequestLog
 from kotone_pipeline.services.tracker import Tracker, tracker_from_env, tracker_mode_from_env, wandb_host
 from kotone_pipeline.settings import ConfigurationError, default, load_settings
 
@@ -42,6 +43,10 @@ class KotoneHomeResource(dg.ConfigurableResource):
 
     def artifacts(self) -> CycleArtifacts:
         return CycleArtifacts(resolve_home(self.home))
+
+    def request_log(self) -> RequestLog:
+        """The log of served requests and people's reviews (``kotone serve`` and ``kotone review`` write it)."""
+        return RequestLog(resolve_home(self.home))
 
 
 class LoopSettings(dg.ConfigurableResource):

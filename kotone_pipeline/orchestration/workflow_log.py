@@ -26,6 +26,8 @@ from kotone_pipeline.cycle.documents import (
     EvalSummaryDoc,
     HardDimsDoc,
     PromotionDecisionDoc,
+    ReviewedRequestsDoc,
+    ServedRequestsDoc,
     SplitDatasetDoc,
     TrainingSubmissionDoc,
     ValidationSnapshotDoc,
@@ -60,7 +62,8 @@ SENSOR_NAME = "training_jobs_sensor"
 REPORTS_DIR = "reports"
 MD_FILE, HTML_FILE = "workflow_log.md", "workflow_log.html"
 STEPS = STAGES
-CYCLE_ASSETS = (*STEPS[:5], "failure_playbook", "trained_models", *STEPS[5:])
+_SUBMITTED = STEPS.index("training_submission") + 1
+CYCLE_ASSETS = (*STEPS[:_SUBMITTED], "failure_playbook", "trained_models", *STEPS[_SUBMITTED:])
 EVENT_KIND_BY_ASSET = {
     "trained_models": "sensor_report",
     "validation_snapshot": "validation",
@@ -177,7 +180,10 @@ def _focus_why(hard: HardDimsDoc) -> str:
     maes = ", ".join(f"{d} {fmt_num(hard.by_dim.get(d))}" for d in hard.focus)
     if hard.source == "forced":
         return f"forced by KOTONE_FORCED_HARD_DIMS (probe MAE {maes})"
-    what = "the last candidate's W&B failure table" if hard.source == "wandb_failures" else "the probe set"
+    what = {
+        "wandb_failures": "the last candidate's W&B failure table",
+        "reviewed": f"{hard.reviewed_rows} reviewed requests people sent",
+    }.get(hard.source, "the probe set")
     why = f"top-{hard.k} MAE of {hard.eval_model_id or 'the current model'} on {what}: {maes}"
     if hard.wandb_failures_stale:
         why += f" (stale W&B snapshot, {hard.wandb_failures_snapshot_age_s} s old)"
@@ -237,6 +243,8 @@ def _cycle_entry(
     base_url: str,
     repro_home: str,
 ) -> CycleEntry:
+    served = artifacts.read_if_present(cycle_id, ServedRequestsDoc)
+    reviewed = artifacts.read_if_present(cycle_id, ReviewedRequestsDoc)
     eval_doc = artifacts.read_if_present(cycle_id, EvalSummaryDoc)
     hard = artifacts.read_if_present(cycle_id, HardDimsDoc)
     augmented = artifacts.read_if_present(cycle_id, AugmentedPairsDoc)
@@ -245,7 +253,7 @@ def _cycle_entry(
     attempts = artifacts.read_if_present(cycle_id, AttemptsDoc)
     snapshot = artifacts.read_if_present(cycle_id, ValidationSnapshotDoc)
     decision_doc = artifacts.read_if_present(cycle_id, PromotionDecisionDoc)
-    present = (eval_doc, hard, augmented, split, submission, snapshot, decision_doc)
+    present = (served, reviewed, eval_doc, hard, augmented, split, submission, snapshot, decision_doc)
     done = [name for name, doc in zip(STEPS, present, strict=True) if doc is not None]
     entry = CycleEntry(cycle_id=cycle_id, stage=done[-1] if done else "created")
 

@@ -20,8 +20,11 @@ SPLIT_FILES = {
     "probe": "probe.jsonl",
     # The hand-written human set travels too, so every run is scored on requests people wrote.
     "human": "human.jsonl",
+    # The field set: reviewed requests people sent the served champion (empty until there are some).
+    "field": "field.jsonl",
 }
-EVAL_SPLITS = ("holdout", "probe", "human")
+EVAL_SPLITS = ("holdout", "probe", "human", "field")
+OPTIONAL_SPLITS = frozenset({"field"})  # may be empty in a published version
 
 
 def check_split_names(splits: Mapping[str, object]) -> None:

@@ -176,9 +176,11 @@ SPLIT_FILES = {
     "holdout": "holdout.jsonl",
     "probe": "probe.jsonl",
     "human": "human.jsonl",
+    "field": "field.jsonl",  # reviewed requests people sent (optional, may be empty)
 }
 REQUIRED_SPLITS = ("train", "validation", "holdout")
-PREDICTED_SPLITS = ("validation", "holdout", "probe", "human")  # probe: mined for hard dims; human: the guard
+# probe: mined for hard dims; human: the guard; field: people's reviewed requests, the primary score once large
+PREDICTED_SPLITS = ("validation", "holdout", "probe", "human", "field")
 MODEL_SUBDIR = "model"
 DATASET_ARTIFACT_ENV = "KOTONE_DATASET_ARTIFACT"  # the W&B dataset artifact this run declares as its input
 TRAINER_SUBDIR = "_trainer"  # checkpoints and trainer logs: never uploaded

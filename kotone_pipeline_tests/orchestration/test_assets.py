@@ -15,6 +15,8 @@ from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline_tests.documents import read_json
 
 CYCLE_ASSETS = [
+    "served_requests",
+    "reviewed_requests",
     "eval_summary",
     "hard_dims",
     "augmented_pairs",

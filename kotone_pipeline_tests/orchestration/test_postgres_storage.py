@@ -26,6 +26,8 @@ pytestmark = pytest.mark.skipif(pg.missing_reason() is not None, reason=pg.missi
 
 BASE_ASSETS = {"catalog", "teacher_pairs", "eval_sets"}
 CYCLE_ASSETS = {
+    "served_requests",
+    "reviewed_requests",
     "eval_summary",
     "hard_dims",
     "augmented_pairs",

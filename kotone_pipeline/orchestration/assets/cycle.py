@@ -44,11 +44,11 @@ def earlier_cycles(context: dg.AssetExecutionContext) -> list[str]:
 @dg.asset(
     partitions_def=cycles,
     group_name="cycle",
-    deps=["eval_sets", "teacher_pairs"],
+    deps=["eval_sets", "teacher_pairs", "reviewed_requests"],
     kinds={"json"},
     description=(
-        "The champion and both baselines on the frozen probe and holdout sets and on the hand-written "
-        "human set (requests people wrote: the measure that matters)."
+        "The champion and both baselines on the frozen probe and holdout sets, the hand-written human set and "
+        "the field set of reviewed requests people sent (requests people wrote: the measure that matters)."
     ),
 )
 def eval_summary(
@@ -65,6 +65,7 @@ def eval_summary(
         loop_settings.config(),
         context.partition_key,
         tracker=tracker.get_tracker(),
+        earlier_cycles=earlier_cycles(context),
     )
     flat = {f"{name} / {ds}": s for name, by_ds in result.summaries.items() for ds, s in by_ds.items()}
     holdout = {name: by_ds["holdout"] for name, by_ds in result.summaries.items()}
@@ -92,7 +93,10 @@ def eval_summary(
     group_name="cycle",
     deps=[eval_summary],
     kinds={"json"},
-    description="The champion's hardest dims on the probe set (top-k by MAE unless forced).",
+    description=(
+        "The champion's hardest dims (top-k by MAE unless forced): on the reviewed requests people sent once "
+        "there are some, else on the probe set; each focus dim says which rows picked it."
+    ),
 )
 def hard_dims(
     context: dg.AssetExecutionContext,
@@ -119,10 +123,11 @@ def hard_dims(
             {
                 "focus": dg.MetadataValue.json(report.focus),
                 "source": dg.MetadataValue.text(report.source),
+                "focus_sources": dg.MetadataValue.json(report.focus_sources),
                 "by_dim": dg.MetadataValue.md(
                     md_table(
-                        ["dim", "probe MAE", "focus"],
-                        [[d, v, "yes" if d in report.focus else ""] for d, v in by_dim],
+                        ["dim", f"MAE ({report.source})", "probe MAE", "focus"],
+                        [[d, v, report.probe_by_dim.get(d, v), "yes" if d in report.focus else ""] for d, v in by_dim],
                     )
                 ),
                 "top_failures": dg.MetadataValue.md(md_table(["source_type", "text", "row MAE"], failures)),
