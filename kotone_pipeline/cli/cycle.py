@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 cycle_app = typer.Typer(help="Create and inspect improvement cycles.", no_args_is_help=True)
 
+# Where `kotone review` serves its page by default (its --host and --port change it).
+REVIEW_URL = "http://127.0.0.1:8765/"
+
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
@@ -299,7 +302,17 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     from kotone_pipeline.cycle.steps import STAGES as stages
 
     rows = [_cycle_row(arts, cycle_id, stages) for cycle_id in runner.cycles()]
-    result = {"champion": champion.model_dump(mode="json") if champion else None, "cycles": rows}
+    from kotone_pipeline.services.request_log import RequestLog
+
+    log = RequestLog(arts.home)
+    review = {
+        "logged": log.count(),
+        "waiting_for_review": log.count_unreviewed(),
+        "reviews": log.count("reviews"),
+        "command": "kotone review",
+        "url": REVIEW_URL,
+    }
+    result = {"champion": champion.model_dump(mode="json") if champion else None, "cycles": rows, "review": review}
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -312,6 +325,14 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     for row in rows:
         table.add_row(row["cycle_id"], row["stage"], row["decision"] or "-")
     console.print(table)
+    if review["logged"]:
+        console.print(
+            f"requests: {review['logged']} served and logged, {review['waiting_for_review']} waiting for review "
+            f"({review['reviews']} reviews so far); review them with `kotone review` at {REVIEW_URL}",
+            highlight=False,
+        )
+    else:
+        console.print("requests: none logged yet (`kotone serve` logs every request it answers)", highlight=False)
     for row in rows:
         if row.get("problem"):
             # Plain echo: a wrapped line would split the command people copy.

@@ -37,6 +37,7 @@ EventKind = Literal[
 Decision = Literal["promote", "keep", "pending"]
 PLOTS: tuple[tuple[str, str], ...] = (
     ("holdout_mae", "Champion vs candidate holdout MAE by cycle"),
+    ("field_mae", "Field-set MAE (reviewed requests people sent) by cycle"),
     ("per_dim_mae", "Per-dim holdout MAE of each cycle's candidate"),
     ("cost_wall", "Cost and wall time by cycle"),
 )
@@ -88,9 +89,25 @@ class MetricDelta(BaseModel):
     human_before: float | None = None
     human_candidate: float | None = None
     human_after: float | None = None
+    primary: str = "holdout"  # the set whose improvement decided ("field" once the field set is large enough)
+    field_rows: int = 0
+    field_before: float | None = None
+    field_candidate: float | None = None
+    field_after: float | None = None
     per_dim_delta: dict[str, float] = Field(default_factory=dict)
     candidate_per_dim_mae: dict[str, float] = Field(default_factory=dict)
     reasons: list[str] = Field(default_factory=list)
+
+
+class PeopleCounts(BaseModel):
+    """What the cycle took from the request log and from people's reviews."""
+
+    logged: int = 0  # requests served since the previous cycle
+    waiting: int = 0  # logged requests nobody had reviewed when the cycle cut the log
+    reviewed: int = 0  # labelled reviews since the previous cycle
+    to_training: int = 0
+    to_field: int = 0
+    field_total: int = 0  # the field set this cycle's models were scored on
 
 
 class CycleEntry(BaseModel):
@@ -125,6 +142,7 @@ class CycleEntry(BaseModel):
     wall_s: float | None = None
     training_s: float | None = None
     repro: list[str] = Field(default_factory=list)
+    people: PeopleCounts | None = None  # the flywheel's counts, once the cycle cut the request log
 
 
 class Event(BaseModel):
@@ -283,7 +301,47 @@ def _delta_cell(c: CycleEntry) -> Parts:
         f"{d.decision}{' (forced)' if d.forced else ''}: holdout {_arrow(d.holdout_before, d.holdout_after)}, "
         f"human {_arrow(d.human_before, d.human_after)}"
     )
+    if d.field_rows:
+        text += f", field {_arrow(d.field_before, d.field_after)} ({d.field_rows} rows, decides: {d.primary})"
     return _t(text)
+
+
+def _people_section(report: Report) -> _Section | None:
+    cycles = [c for c in report.cycles if c.people is not None]
+    if not cycles:
+        return None
+    section = _Section("People's requests")
+    section.blocks.append(
+        (
+            "para",
+            _t(
+                "Requests the served champion answered, the reviews people made of them, and the field set "
+                "(reviewed requests no model trains on). Once the field set holds enough rows it decides the "
+                "promotion and the teacher's holdout becomes a guard."
+            ),
+        )
+    )
+    rows = []
+    for c in cycles:
+        p, d = c.people, c.delta
+        assert p is not None
+        rows.append(
+            [
+                _t(c.cycle_id),
+                _t(str(p.logged)),
+                _t(str(p.waiting)),
+                _t(str(p.reviewed)),
+                _t(str(p.to_training)),
+                _t(str(p.to_field)),
+                _t(str(p.field_total)),
+                _t(_arrow(d.field_before, d.field_after) if d else "pending"),
+                _t(d.primary if d else "-"),
+            ]
+        )
+    headers = ["cycle", "logged", "waiting for review", "reviewed", "to training", "to field set"]
+    headers += ["field set rows", "field MAE before → after", "decided by"]
+    section.blocks.append(("table", _Table(headers, rows)))
+    return section
 
 
 def _http(url: str | None) -> str | None:
@@ -386,6 +444,9 @@ def _sections(report: Report, with_plots: bool) -> list[_Section]:
     )
 
     details = [_cycle_section(c) for c in report.cycles]
+    people = _people_section(report)
+    if people is not None:
+        details.insert(0, people)
 
     events = _Section("Event log")
     events.blocks.append(("para", _t(f"{len(report.events)} event(s), oldest first, UTC.")))
@@ -628,6 +689,25 @@ def plot_holdout(report: Report) -> bytes:
     return _png(fig)
 
 
+def plot_field(report: Report) -> bytes:
+    """Field-set MAE by cycle: the reference before, the candidate, the champion after (gaps before the
+    first reviews)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    labels = [c.cycle_id for c in report.cycles]
+    x = range(len(labels))
+    deltas = [c.delta if c.delta and c.delta.field_rows else None for c in report.cycles]
+    ax.plot(x, [_nan(d.field_before if d else None) for d in deltas], "o--", color="#8c959f", label="before")
+    ax.plot(x, [_nan(d.field_candidate if d else None) for d in deltas], "s", color="#0969da", label="candidate")
+    ax.step(x, [_nan(d.field_after if d else None) for d in deltas], where="mid", color="#1a7f37", label="after")
+    _x_labels(ax, labels)
+    ax.set_ylabel("field-set vector MAE")
+    ax.set_title("Field set (reviewed requests) MAE by cycle", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
 def plot_per_dim(report: Report) -> bytes:
     import numpy as np
 
@@ -682,6 +762,7 @@ def render_plots(report: Report) -> dict[str, bytes]:
         return {}
     return {
         "holdout_mae": plot_holdout(report),
+        "field_mae": plot_field(report),
         "per_dim_mae": plot_per_dim(report),
         "cost_wall": plot_cost_wall(report),
     }

@@ -42,6 +42,7 @@ from kotone_pipeline.domain.workflow_log import (
     Event,
     Link,
     MetricDelta,
+    PeopleCounts,
     Report,
     TrainingRun,
     fmt_num,
@@ -257,6 +258,15 @@ def _cycle_entry(
     done = [name for name, doc in zip(STEPS, present, strict=True) if doc is not None]
     entry = CycleEntry(cycle_id=cycle_id, stage=done[-1] if done else "created")
 
+    if served or reviewed:
+        entry.people = PeopleCounts(
+            logged=served.logged if served else 0,
+            waiting=served.waiting_for_review if served else 0,
+            reviewed=reviewed.labelled if reviewed else 0,
+            to_training=reviewed.to_training if reviewed else 0,
+            to_field=reviewed.to_field if reviewed else 0,
+            field_total=reviewed.field_total if reviewed else 0,
+        )
     if hard:
         entry.focus_dims = list(hard.focus)
         entry.focus_why = _focus_why(hard)
@@ -344,6 +354,11 @@ def _cycle_entry(
             human_before=decision.reference_human_mae,
             human_candidate=decision.candidate_human_mae,
             human_after=after.human_mae if after else None,
+            primary=decision.primary,
+            field_rows=decision.field_rows,
+            field_before=decision.reference_field_mae,
+            field_candidate=decision.candidate_field_mae,
+            field_after=decision.candidate_field_mae if decision.promote else decision.reference_field_mae,
             per_dim_delta=dict(decision.per_dim_delta),
             candidate_per_dim_mae=dict(best.holdout.per_dim_mae) if best and best.holdout else {},
             reasons=list(decision.reasons),

@@ -302,6 +302,16 @@ class RequestLog:
             params += (limit,)
         return [_request(row) for row in self._connect().execute(sql, params)]
 
+    def count_unreviewed(self) -> int:
+        """Logged requests nobody has reviewed yet (0 when there is no log: this never creates one)."""
+        if not self.exists():
+            return 0
+        sql = (
+            "SELECT COUNT(*) FROM requests r WHERE NOT EXISTS "
+            "(SELECT 1 FROM reviews v WHERE v.request_id = r.request_id)"
+        )
+        return int(self._connect().execute(sql).fetchone()[0])
+
     def count(self, table: Literal["requests", "reviews", "feedback"] = "requests") -> int:
         if not self.exists():
             return 0

@@ -115,3 +115,25 @@ def test_smoke_settings_fill_only_what_is_not_set() -> None:
     }
     config = load_settings({**env, "KOTONE_TRAINER": "lora", "KOTONE_DATASET_STORE": "hf"}).loop_config()
     assert (config.campaign_size, config.job_max_steps, config.job_max_train_rows) == (1, 10, 32)
+
+
+def test_status_says_how_many_served_requests_wait_for_review(tmp_path: Path) -> None:
+    from kotone_pipeline.domain.dims import DIMS
+    from kotone_pipeline.services.request_log import RequestLog
+
+    empty = kotone(tmp_path, "status")
+    assert empty.returncode == 0 and "none logged yet" in empty.stdout
+    log = RequestLog(tmp_path)
+    ids = [f"req_{i}" for i in range(3)]
+    log.append(
+        [
+            {"request_id": i, "text": f"song {i}", "source_type": "request_text", "model_id": "m",
+             "prediction": dict.fromkeys(DIMS, 5), "latency_ms": 1.0}
+            for i in ids
+        ]
+    )  # fmt: skip
+    log.add_review(ids[0], "aiko", "skip")
+    shown = json.loads(kotone(tmp_path, "status", "--json").stdout)["review"]
+    assert (shown["logged"], shown["waiting_for_review"], shown["reviews"]) == (3, 2, 1)
+    text = kotone(tmp_path, "status").stdout
+    assert "3 served and logged, 2 waiting for review" in " ".join(text.split()) and "kotone review" in text

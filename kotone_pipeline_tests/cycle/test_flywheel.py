@@ -6,8 +6,6 @@ are logged before cycle c1 and 60 of them reviewed; 30 more are logged and revie
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from kotone_pipeline.cycle.config import LoopConfig

@@ -192,3 +192,55 @@ def test_human_set_guard_is_reported_but_not_blocking_without_scores():
     assert "pass: human set: the candidate run recorded no human-set predictions; guard not applied" in no_run.reasons
     no_ref = decide(holdout(0.9), candidate_human=_human(1.5))
     assert no_ref.promote and any("has no human-set score" in r for r in no_ref.reasons)
+
+
+def field(mae: float, rows: int = 40, name: str = "m") -> EvalSummary:
+    return holdout(mae, rows=rows, name=name).model_copy(update={"dataset": "field"})
+
+
+def decide_with_field(candidate_field, champion_field, candidate=None, **kw):
+    return decide(
+        candidate if candidate is not None else holdout(1.02),
+        candidate_field=candidate_field,
+        reference_field={"c0/r1": champion_field},
+        **kw,
+    )
+
+
+def test_a_large_enough_field_set_decides_and_the_holdout_becomes_a_guard() -> None:
+    # Worse on the teacher's holdout by 0.02 (within the guard), better on people's requests by 0.1.
+    decision = decide_with_field(field(0.9), field(1.0))
+    assert decision.promote and decision.primary == "field"
+    assert (decision.field_rows, decision.candidate_field_mae, decision.reference_field_mae) == (40, 0.9, 1.0)
+    assert "pass: field-set vector_mae 0.9000 vs champion 'c0/r1' 1.0000: improvement +0.1000" in "\n".join(
+        decision.reasons
+    )
+    assert any(r.startswith("pass: holdout guard: vector_mae 1.0200") for r in decision.reasons)
+
+
+def test_the_holdout_guard_keeps_a_candidate_that_forgot_the_teacher() -> None:
+    decision = decide_with_field(field(0.8), field(1.0), candidate=holdout(1.2))
+    assert not decision.promote and decision.primary == "field"
+    assert any(
+        r.startswith("FAIL: holdout guard: vector_mae 1.2000 vs champion 'c0/r1' 1.0000: +0.2000")
+        for r in decision.reasons
+    )
+
+
+def test_no_gain_on_the_field_set_keeps_the_champion_even_when_the_holdout_improves() -> None:
+    decision = decide_with_field(field(1.0), field(0.99), candidate=holdout(0.8))
+    assert not decision.promote
+    assert any(r.startswith("FAIL: field-set vector_mae 1.0000") for r in decision.reasons)
+
+
+def test_below_the_minimum_the_holdout_decides_and_a_note_says_how_far_the_field_set_is() -> None:
+    decision = decide_with_field(field(1.5, rows=12), field(1.0, rows=12), candidate=holdout(0.9))
+    assert decision.promote and decision.primary == "holdout" and decision.field_rows == 12
+    assert any("the field set has 12 reviewed requests; it decides from 30" in r for r in decision.reasons)
+    assert "Field set MAE (12 reviewed requests; decides from 30)" in decision_markdown(decision)
+
+
+def test_the_field_minimum_is_a_threshold() -> None:
+    th = GateThresholds(field_min_rows=12)
+    decision = decide_with_field(field(0.9, rows=12), field(1.0, rows=12), thresholds=th)
+    assert decision.primary == "field" and decision.promote

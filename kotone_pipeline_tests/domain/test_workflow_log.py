@@ -200,3 +200,26 @@ def test_cycle_ranges(spec: str | None, expected: list[str]) -> None:
 def test_bad_cycle_ranges(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         select_cycle_range(spec, ["a", "b", "c", "d"])
+
+
+def test_the_report_shows_what_people_sent_and_reviewed(report: Report) -> None:
+    from kotone_pipeline.domain.workflow_log import PeopleCounts
+
+    second = report.cycles[1]
+    second.people = PeopleCounts(logged=150, waiting=90, reviewed=60, to_training=41, to_field=19, field_total=19)
+    assert second.delta is not None
+    second.delta = second.delta.model_copy(
+        update={
+            "primary": "field",
+            "field_rows": 19,
+            "field_before": 1.21,
+            "field_candidate": 1.02,
+            "field_after": 1.02,
+        }
+    )
+    md = to_markdown(report)
+    assert "## People's requests" in md
+    assert "| c2 | 150 | 90 | 60 | 41 | 19 | 19 | 1.2100 → 1.0200 | field |" in md
+    assert "field 1.2100 → 1.0200 (19 rows, decides: field)" in md
+    png = render_plots(report)["field_mae"]
+    assert png.startswith(PNG_MAGIC)
