@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -17,6 +18,7 @@ from rich.table import Table
 from kotone_pipeline.cli._common import console, fail, handle_errors, status_console
 
 if TYPE_CHECKING:
+    from kotone_pipeline.cli.traffic import TrafficReplay
     from kotone_pipeline.orchestration.runner import CycleReport, CycleRunner
     from kotone_pipeline.services.artifacts import CycleArtifacts
 
@@ -69,13 +71,42 @@ def demo(
     cycles: int = typer.Option(3, "--cycles", "-n", min=1, max=50, help="How many full cycles to run."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     prefix: str = typer.Option("demo", help="Cycle ids are PREFIX-NNN (continuing after existing ones)."),
+    traffic: Path | None = typer.Option(
+        None,
+        "--traffic",
+        exists=True,
+        dir_okay=False,
+        help='Simulation: JSONL of requests ({"text": ...}) sent to a real `kotone serve` between cycles, '
+        "one slice per cycle once there is a champion.",
+    ),
+    reviewer_from: Path | None = typer.Option(
+        None,
+        "--reviewer-from",
+        exists=True,
+        dir_okay=False,
+        help="Simulation: JSONL of labelled requests (text + vector) a simulated reviewer uses to answer the "
+        "`kotone review` queue; requests it has no label for are skipped. Needs --traffic.",
+    ),
 ) -> None:
     """Run N full local cycles headlessly: evaluate, mine hard dims, augment, split, train, validate, promote.
 
-    Runs go through the workspace's code location as UI runs do, so they show in the UI's run history."""
+    Runs go through the workspace's code location as UI runs do, so they show in the UI's run history.
+    With --traffic and --reviewer-from (a simulation of an app and a person), each cycle after the first
+    champion first serves a slice of the traffic and reviews it, so the loop learns from people's requests."""
+    replay = None
+    if reviewer_from is not None and traffic is None:
+        raise fail("--reviewer-from needs --traffic (the requests to serve and review)")
+    if traffic is not None:
+        from kotone_pipeline.cli.traffic import TrafficError, TrafficReplay, read_labels, read_traffic
+
+        try:
+            labels = read_labels(reviewer_from) if reviewer_from else {}
+            replay = TrafficReplay(read_traffic(traffic), labels, slices=max(1, cycles - 1))
+        except TrafficError as exc:
+            raise fail(str(exc)) from None
     with _through_code_location(_runner(progress=True)) as runner:
         setup_s = _demo_setup(runner)
-        reports = _demo_cycles(runner, cycles, prefix)
+        reports = _demo_cycles(runner, cycles, prefix, replay)
     _print_demo(reports, as_json, setup_s)
 
 
@@ -89,7 +120,25 @@ def _demo_setup(runner: CycleRunner) -> float | None:
     return setup_s
 
 
-def _demo_cycles(runner: CycleRunner, cycles: int, prefix: str) -> list[CycleReport]:
+def _serve_and_review(runner: CycleRunner, replay: TrafficReplay | None) -> None:
+    """The simulated app and reviewer between cycles (only once a champion serves)."""
+    if replay is None:
+        return
+    from kotone_pipeline.services.champion import ChampionRegistry
+
+    if ChampionRegistry(runner.artifacts.registry_dir).current() is None:
+        status_console.print("  traffic: no champion to serve yet; it starts after the first promotion")
+        return
+    done = replay.run(runner.artifacts.home)
+    status_console.print(
+        f"  traffic (simulated): served {done['served']} requests through `kotone serve`; the simulated reviewer "
+        f"labelled {done['reviewed']} and skipped {done['skipped']} in the `kotone review` queue"
+    )
+
+
+def _demo_cycles(
+    runner: CycleRunner, cycles: int, prefix: str, replay: TrafficReplay | None = None
+) -> list[CycleReport]:
     from kotone_pipeline.orchestration.runner import CycleFailedError
 
     existing = set(runner.cycles())
@@ -111,13 +160,20 @@ def _demo_cycles(runner: CycleRunner, cycles: int, prefix: str) -> list[CycleRep
         cycle_id = f"{prefix}-{number:03d}"
         existing.add(cycle_id)
         status_console.print(f"[bold]cycle {cycle_id}[/bold] ({len(reports) + 1}/{cycles})")
+        _serve_and_review(runner, replay)
         try:
             report = runner.run_cycle(cycle_id)
         except CycleFailedError as exc:
             raise fail(f"{exc} (inspect it with `kotone dev`; re-running continues where it stopped)", code=1) from None
+        field = (
+            f"; field set ({report.field_rows} reviewed) {_fmt(report.candidate_field_mae)}"
+            f" vs {_fmt(report.reference_field_mae_before)}, decided by the {report.decided_by}"
+            if report.field_rows
+            else ""
+        )
         status_console.print(
             f"  {report.decision}: candidate holdout MAE {_fmt(report.candidate_holdout_mae)}"
-            f" vs {_fmt(report.reference_holdout_mae_before)}  ({report.wall_s:.1f}s)"
+            f" vs {_fmt(report.reference_holdout_mae_before)}{field}  ({report.wall_s:.1f}s)"
         )
         reports.append(report)
     return reports
@@ -137,6 +193,12 @@ def _print_demo(reports: list[CycleReport], as_json: bool, setup_s: float | None
             "rows_added",
             "decision",
             "wall_s",
+            "field_rows",
+            "decided_by",
+            "reference_field_mae_before",
+            "candidate_field_mae",
+            "champion_field_mae_after",
+            "reviewed",
         ]
         typer.echo(json.dumps({"setup_s": setup_s, "cycles": [r.model_dump(include=set(keys)) for r in reports]}))
         return
@@ -155,6 +217,11 @@ def _print_demo(reports: list[CycleReport], as_json: bool, setup_s: float | None
         "human before",
         "human cand.",
         "human after",
+        "reviewed",
+        "field before",
+        "field cand.",
+        "field after",
+        "decided by",
         "hard dims",
         "rows +",
         "decision",
@@ -172,6 +239,11 @@ def _print_demo(reports: list[CycleReport], as_json: bool, setup_s: float | None
             _fmt(r.reference_human_mae_before),
             _fmt(r.candidate_human_mae),
             _fmt(r.champion_human_mae_after),
+            str(r.reviewed),
+            _fmt(r.reference_field_mae_before) if r.field_rows else "-",
+            _fmt(r.candidate_field_mae) if r.field_rows else "-",
+            _fmt(r.champion_field_mae_after) if r.field_rows else "-",
+            f"{r.decided_by} ({r.field_rows} field rows)" if r.field_rows else r.decided_by,
             ", ".join(r.hard_dims),
             str(r.rows_added),
             r.decision,

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import BaseModel
 
-from kotone_pipeline.cycle.documents import STAGE_DOCUMENTS, EvalSummaryDoc, HardDimsDoc, PromotionDecisionDoc
+from kotone_pipeline.cycle.documents import (
+    STAGE_DOCUMENTS,
+    EvalSummaryDoc,
+    HardDimsDoc,
+    PromotionDecisionDoc,
+    ReviewedRequestsDoc,
+)
 from kotone_pipeline.domain.jsonl import atomic_writer
 from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.orchestration.resources import configured_resource, resolve_home
@@ -82,6 +88,13 @@ class CycleReport(BaseModel):
     reference_human_mae_before: float | None = None
     candidate_human_mae: float | None = None
     champion_human_mae_after: float | None = None
+    # On the field set (reviewed requests people sent): its size, which set decided, before / candidate / after.
+    field_rows: int = 0
+    decided_by: str = "holdout"
+    reference_field_mae_before: float | None = None
+    candidate_field_mae: float | None = None
+    champion_field_mae_after: float | None = None
+    reviewed: int = 0  # labelled reviews this cycle took in
     champion_after: str | None
     hard_dims: list[str]
     rows_added: int
@@ -252,6 +265,7 @@ class CycleRunner:
         eval_doc = arts.read(cycle_id, EvalSummaryDoc)
         decision_doc = arts.read(cycle_id, PromotionDecisionDoc)
         hard = arts.read(cycle_id, HardDimsDoc)
+        reviewed = arts.read_if_present(cycle_id, ReviewedRequestsDoc)
         decision = decision_doc.decision
         before, after = decision_doc.champion_before, decision_doc.champion_after
         champion_holdout = eval_doc.summary("champion", "holdout")
@@ -275,6 +289,14 @@ class CycleRunner:
             reference_human_mae_before=human_before,
             candidate_human_mae=human_candidate,
             champion_human_mae_after=human_after,
+            field_rows=decision.field_rows,
+            decided_by=decision.primary,
+            reference_field_mae_before=decision.reference_field_mae,
+            candidate_field_mae=decision.candidate_field_mae,
+            champion_field_mae_after=(
+                decision.candidate_field_mae if promoted else (decision.reference_field_mae if before else None)
+            ),
+            reviewed=reviewed.labelled if reviewed else 0,
             champion_after=after.model_id if after else None,
             hard_dims=hard.focus,
             rows_added=len(arts.read_pairs(cycle_id, "augmented_pairs")),

@@ -19,6 +19,12 @@ DEMO_KEYS = {
     "rows_added",
     "decision",
     "wall_s",
+    "field_rows",
+    "decided_by",
+    "reference_field_mae_before",
+    "candidate_field_mae",
+    "champion_field_mae_after",
+    "reviewed",
 }
 
 
