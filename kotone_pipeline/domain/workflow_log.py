@@ -33,6 +33,7 @@ EventKind = Literal[
     "validation",
     "check",
     "decision",
+    "rollback",  # a person made an earlier champion current again (`kotone champion rollback`)
 ]
 Decision = Literal["promote", "keep", "pending"]
 PLOTS: tuple[tuple[str, str], ...] = (

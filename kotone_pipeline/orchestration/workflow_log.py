@@ -52,7 +52,7 @@ from kotone_pipeline.domain.workflow_log import (
 )
 from kotone_pipeline.orchestration.partitions import cycles as cycles_partitions
 from kotone_pipeline.services.artifacts import CycleArtifacts
-from kotone_pipeline.services.champion import ChampionRegistry
+from kotone_pipeline.services.champion import Champion, ChampionRegistry
 from kotone_pipeline.settings import load_settings
 
 DAGSTER_URL_ENV = "KOTONE_DAGSTER_URL"
@@ -595,6 +595,28 @@ def _tick_events(ticks: Sequence[Any], selected: set[str], select_all: bool, bas
     return events
 
 
+def _rollback_events(history: Sequence[Champion], selected: set[str], select_all: bool, base_url: str) -> list[Event]:
+    """Each rollback in the registry history (the record of it; the UI has it as an observation of
+    promotion_decision), with its reason; with a cycle range, those restoring a selected cycle's model."""
+    events = []
+    for entry in history:
+        at = _utc(entry.promoted_at)
+        if not entry.rollback or at is None or not (select_all or entry.cycle_id in selected):
+            continue
+        events.append(
+            Event(
+                at=at,
+                kind="rollback",
+                cycle_id=entry.cycle_id,
+                summary=f"{entry.decision_id}: champion rolled back from {entry.replaced or '-'} to {entry.model_id} "
+                f"(holdout MAE {fmt_num(entry.holdout_mae)}, human {fmt_num(entry.human_mae)}); "
+                f"reason: {entry.decision_reason}",
+                url=f"{base_url}/assets/promotion_decision",
+            )
+        )
+    return events
+
+
 # --- the report -------------------------------------------------------------------------------------
 
 
@@ -627,6 +649,7 @@ def collect_report(
             events += _run_events(instance, cycle_id, record, base_url)
         events += _job_end_events(entry, artifacts.read_if_present(cycle_id, ValidationSnapshotDoc))
     events += _tick_events(_sensor_ticks(instance), set(selected), cycles is None, base_url)
+    events += _rollback_events(registry.history(), set(selected), cycles is None, base_url)
     # A stable sort: events with the same timestamp keep the order they were gathered in.
     events.sort(key=lambda e: e.at)
 

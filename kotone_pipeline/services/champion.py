@@ -1,17 +1,19 @@
 """Champion registry (DESIGN §4 promotion gate): which model is the current champion, and how it got there.
 
-``root/champion.json`` holds the current champion and ``root/champion_history.jsonl`` every promotion,
-oldest first. ``promote`` is the only way to change either, and only the ``promotion_decision`` asset
-calls it, so every change of champion is a recorded decision. Both files are written atomically;
-a decision id that was already applied is a no-op, so re-materializing a decision changes nothing.
+``root/champion.json`` holds the current champion and ``root/champion_history.jsonl`` every change of
+champion, oldest first: each promotion, and each rollback to an earlier champion. ``promote`` (called only
+by the ``promotion_decision`` asset) and ``rollback`` (called only by ``kotone champion rollback``) are
+the only ways to change either, so every change of champion is a recorded decision. Both files are written
+atomically; a decision id that was already applied is a no-op, so re-applying a decision changes nothing.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from kotone_pipeline.domain.jsonl import (
 CHAMPION_FILE = "champion.json"
 HISTORY_FILE = "champion_history.jsonl"
 LOCK_FILE = ".champion.lock"
+ROLLBACK_PREFIX = "rollback/"
 
 
 def _now() -> str:
@@ -48,6 +51,19 @@ class Champion(BaseModel):
     decision_reason: str
     forced: bool = False
     decision_id: str | None = None  # set by promote(): the decision that made this model champion
+    # Set by rollback(): this entry made an earlier champion current again (decision_reason is the person's
+    # reason; the scores are those the model was promoted with), replacing the champion ``replaced``.
+    rollback: bool = False
+    replaced: str | None = None
+
+
+def replaced_ids(history: Sequence[Champion]) -> list[str | None]:
+    """For each history entry, the champion it replaced: a rollback names it, a promotion replaced the entry
+    before it (every change of champion is in the history, in order)."""
+    return [
+        entry.replaced if entry.rollback else (history[i - 1].model_id if i else None)
+        for i, entry in enumerate(history)
+    ]
 
 
 class _Any:
@@ -59,6 +75,60 @@ ANY_CHAMPION = _Any()
 
 class ChampionChangedError(RuntimeError):
     pass
+
+
+class RollbackRefusedError(ValueError):
+    """A rollback that cannot be made (no history, an unknown model, the current champion, no reason)."""
+
+
+@dataclass(frozen=True)
+class Rollback:
+    entry: Champion  # the rollback's history entry (and, when applied, the champion)
+    applied: bool  # False: this decision id was already in the history, nothing changed
+
+
+def rollback_reason(reason: str) -> str:
+    """The reason, stripped; an empty one is refused: every rollback says why it was made."""
+    cleaned = " ".join(reason.split())
+    if not cleaned:
+        raise RollbackRefusedError("a rollback needs a reason (--reason TEXT): it is recorded with the decision")
+    return cleaned
+
+
+def rollback_target(history: Sequence[Champion], current: Champion | None, to: str | None = None) -> Champion:
+    """The history entry a rollback to ``to`` restores: the model's own promotion, with its scores.
+
+    ``to`` None: the champion the current one replaced when it was promoted, so repeated rollbacks walk
+    back one promotion at a time (after a rollback to B, the next goes to what B had replaced)."""
+    if current is None or not history:
+        raise RollbackRefusedError("no champion to roll back from: the registry has no promotion yet")
+    if to is not None and to == current.model_id:
+        raise RollbackRefusedError(f"{to} is already the current champion; nothing to roll back")
+    if to is None:
+        promoted = _promotion_index(history, current.model_id)
+        if promoted is None or promoted == 0:
+            raise RollbackRefusedError(
+                f"{current.model_id} was the first champion: there is no earlier one to roll back to"
+            )
+        to = history[promoted - 1].model_id
+    index = _promotion_index(history, to)
+    if index is None:
+        known = list(dict.fromkeys(entry.model_id for entry in reversed(history)))
+        shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
+        raise RollbackRefusedError(
+            f"{to} was never champion; the champions in the history: {shown} (see `kotone champion history`)"
+        )
+    return history[index]
+
+
+def _promotion_index(history: Sequence[Champion], model_id: str) -> int | None:
+    """Where ``model_id`` was promoted (its first non-rollback entry), or None."""
+    return next((i for i, e in enumerate(history) if e.model_id == model_id and not e.rollback), None)
+
+
+def _next_rollback_id(history: Sequence[Champion]) -> str:
+    # A counter, not a timestamp: re-running an interrupted rollback computes the same id (see rollback()).
+    return f"{ROLLBACK_PREFIX}{1 + sum(1 for entry in history if entry.rollback)}"
 
 
 class ChampionRegistry:
@@ -126,6 +196,77 @@ class ChampionRegistry:
             write_json(self.champion_path, entry)
             write_jsonl(self.history_path, [*history, entry])
             return True
+
+    def rollback(
+        self,
+        reason: str,
+        to: str | None = None,
+        decision_id: str | None = None,
+        expected_current: str | None | _Any = ANY_CHAMPION,
+        check: Callable[[Champion], None] | None = None,
+    ) -> Rollback:
+        """Make an earlier champion current again: ``to`` (a model id), default the one the current champion
+        replaced. Recorded like a promotion: a history entry with ``rollback=True``, ``reason``, the model it
+        replaced and ``decision_id`` (default ``rollback/<n>``, n counting rollbacks); the entry keeps the
+        model's own uri, cycle and scores, so the next gate compares against it as against any champion.
+
+        The same discipline as ``promote``: under the lock, compare-and-swap on ``expected_current``
+        (``ChampionChangedError``), an already applied decision id is a no-op (``applied=False``),
+        champion.json first and the history second. A champion.json whose decision is not in the history
+        (a crash between the two writes, of a promotion or a rollback) is added to the history first; when
+        it is this very rollback, that completes it. Refusals raise ``RollbackRefusedError``; ``check`` may
+        refuse the target too (the CLI checks that its model files are still there)."""
+        reason = rollback_reason(reason)
+        if decision_id is not None and not decision_id.strip():
+            raise ValueError("a rollback's decision id cannot be empty")
+        if not self.root.is_dir():
+            raise RollbackRefusedError(f"no champion to roll back from: no champion registry at {self.root}")
+        explicit = decision_id is not None
+        with self._locked():
+            history = self.history()
+            current = self.current()
+            # Before any completion below, so a re-run of an interrupted rollback computes its id again.
+            decision_id = decision_id or _next_rollback_id(history)
+            done = next((entry for entry in history if entry.decision_id == decision_id), None)
+            if done is not None:
+                return Rollback(done, applied=False)
+            recorded = {entry.decision_id for entry in history}
+            if current is not None and current.decision_id is not None and current.decision_id not in recorded:
+                # champion.json holds a decision the history lacks: a crash between the two writes.
+                history = [*history, current]
+                write_jsonl(self.history_path, history)
+                if current.decision_id == decision_id:
+                    if current.rollback and to in (None, current.model_id):
+                        return Rollback(current, applied=True)  # this rollback, interrupted: now complete
+                    if explicit:
+                        return Rollback(current, applied=False)  # the id belongs to another decision
+                    decision_id = _next_rollback_id(history)
+            if not isinstance(expected_current, _Any):
+                current_id = current.model_id if current else None
+                if current_id != expected_current:
+                    raise ChampionChangedError(
+                        f"the champion changed from {expected_current or 'none'} to {current_id} since the "
+                        "rollback was asked for; look at `kotone champion history` and decide again"
+                    )
+            target = rollback_target(history, current, to)
+            if check is not None:
+                check(target)
+            assert current is not None  # rollback_target refuses an empty registry
+            entry = target.model_copy(
+                update={
+                    "decision_id": decision_id,
+                    "promoted_at": _now(),
+                    "decision_reason": reason,
+                    "forced": False,
+                    "rollback": True,
+                    "replaced": current.model_id,
+                }
+            )
+            # champion.json first, as in promote(): after a crash between the two writes, the next rollback
+            # (or a re-run of this one) finds the decision missing from the history and records it.
+            write_json(self.champion_path, entry)
+            write_jsonl(self.history_path, [*history, entry])
+            return Rollback(entry, applied=True)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
