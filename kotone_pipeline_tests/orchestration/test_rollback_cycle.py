@@ -20,6 +20,7 @@ from kotone_pipeline.orchestration.runner import CycleRunner, open_instance
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry
 
+pytestmark = pytest.mark.slow
 runner = CliRunner()
 REASON = "c2 answers app traffic worse (incident 12)"
 
