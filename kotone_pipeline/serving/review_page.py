@@ -134,7 +134,6 @@ $("token-form").addEventListener("submit", (e) => {
 
 function setStatus(text, kind = "") { const s = $("status"); s.textContent = text; s.className = "status " + kind; }
 function progress() {
-  const n = Math.min(state.done + 1, Math.max(state.total, 1));
   const all = state.done + state.total;
   $("progress").textContent = state.item ? `${state.done + 1} of ${all}` : `${state.done} of ${all}`;
   $("bar").style.width = all ? (100 * state.done / all) + "%" : "0";
@@ -215,6 +214,7 @@ function nudge(delta) {
   paint();
 }
 document.addEventListener("keydown", (e) => {
+  if (e.target instanceof HTMLInputElement && e.target.id === "token") return;  // Enter submits the token form
   if (e.target instanceof HTMLInputElement && e.target.type !== "range") {
     if (e.key === "Enter" || e.key === "Escape") { e.target.blur(); e.preventDefault(); }
     return;
