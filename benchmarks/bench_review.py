@@ -2,11 +2,14 @@
 page's queue loads.
 
 - ``serve_p95_ms_log`` / ``serve_p95_ms_nolog``: two ``kotone serve --port 0`` processes side by side, one
-  logging (the default) and one with ``--no-log``, the same small champion (default hyper-parameters: the
-  sentence encoder runs); ``CLIENTS`` concurrent clients send ``REQUESTS`` POST /predict (every text new), p95
-  of the per-request latency at the client. The two are measured alternately in each run, in the same
-  process, so the difference is the log's cost (target <= 1 ms); ``serve_log_lost``: requests answered 200
-  by the logging server whose request id is not in the log afterwards (target 0).
+  logging (the default) and one with ``--no-log``, the same small champion without the sentence encoder (a
+  fast model: the log's share of the latency is larger than with the encoder, so this is the conservative
+  case); ``CLIENTS`` concurrent clients send ``REQUESTS`` POST /predict per mode per run (every text new), in
+  ``BLOCKS`` blocks alternating between the two servers so drift on a shared machine hits both alike; p95 of
+  the per-request latency at the client. ``serve_log_overhead_ms`` = on - off (target <= 1 ms);
+  ``serve_log_lost``: requests answered 200 by the logging server whose request id is not in the log
+  afterwards (target 0). ``serve_log_submit_us``: what the log adds to a request's own path, timed
+  in-process: building the row and queueing it for the writer thread (median per item over 20,000).
 - ``review_page_ms``: the first ``GET /review/queue?limit=20`` (what the page asks for when it opens) after a
   review server starts on a log of ``LOGGED`` requests (target <= 300 ms). The server scores the waiting
   requests once at startup (``review_startup_s``, includes reading the 5,400 training texts); every page load
@@ -43,7 +46,8 @@ from benchmarks.bench_serve import _Client, _promote, _temp_home
 SEED = 20260419
 TRAIN_GROUPS = 200
 CLIENTS = 8
-REQUESTS = 400  # per mode per run
+REQUESTS = 1000  # per mode per run, sent in BLOCKS alternating blocks
+BLOCKS = 5
 LOGGED = 10_000
 SCORE_CAP = 500
 TARGET_OVERHEAD_MS = 1.0
@@ -118,6 +122,7 @@ def run_request_log(repeats: int) -> dict[str, float]:
     from kotone_pipeline.domain.catalog import load_catalog
     from kotone_pipeline.domain.encoder import clear_encoders
     from kotone_pipeline.domain.local_model import LocalTextModel
+    from kotone_pipeline.domain.schemas import LocalHyperParams
     from kotone_pipeline.domain.teacher import generate_pairs
     from kotone_pipeline.services.champion import ChampionRegistry
     from kotone_pipeline.services.request_log import RequestLog
@@ -128,6 +133,7 @@ def run_request_log(repeats: int) -> dict[str, float]:
     needed = 2 * REQUESTS * repeats
     unseen = generate_pairs(catalog, needed * 2, SEED + 1, "breview")
     texts = list(dict.fromkeys(p.text for p in unseen if p.source_type == "request_text"))[:needed]
+    texts += [f"{text} (again {i})" for i, text in enumerate(texts[: max(0, needed - len(texts))])]
     if len(texts) < needed:
         raise RuntimeError(f"only {len(texts)} distinct request texts for {needed} requests")
     on_p95: list[float] = []
@@ -136,23 +142,35 @@ def run_request_log(repeats: int) -> dict[str, float]:
     with _temp_home() as root:
         clear_encoders()
         try:
-            model = LocalTextModel(model_id="bench-review").fit(train).save(root / "model")
+            model = (
+                LocalTextModel(model_id="bench-review")
+                .fit(train, LocalHyperParams(use_encoder=False))
+                .save(root / "model")
+            )
             homes = {"log": root / "home_log", "nolog": root / "home_nolog"}
             for home in homes.values():
                 _promote(ChampionRegistry(home / "registry"), model, "bench-review", "decision-a")
             with _serve(homes["log"]) as log_url, _serve(homes["nolog"], "--no-log") as nolog_url:
+                _concurrent_latencies(log_url, [f"warm-up {i}" for i in range(80)])
+                _concurrent_latencies(nolog_url, [f"warm-up {i}" for i in range(80)])
+                cursor = 0
+                block = REQUESTS // BLOCKS
                 for i in range(repeats):
-                    chunk = texts[i * 2 * REQUESTS : (i + 1) * 2 * REQUESTS]
-                    order = [("log", log_url), ("nolog", nolog_url)]
-                    if i % 2:
-                        order.reverse()  # neither mode always goes first
-                    for j, (mode, url) in enumerate(order):
-                        latencies, ids, failed = _concurrent_latencies(url, chunk[j * REQUESTS : (j + 1) * REQUESTS])
-                        if failed:
-                            raise RuntimeError(f"{failed} request(s) failed ({mode})")
-                        (on_p95 if mode == "log" else off_p95).append(float(np.percentile(latencies, 95)))
-                        if mode == "log":
-                            answered.extend(ids)
+                    latencies: dict[str, list[float]] = {"log": [], "nolog": []}
+                    for b in range(BLOCKS):
+                        order = [("log", log_url), ("nolog", nolog_url)]
+                        if (i + b) % 2:
+                            order.reverse()  # neither mode always goes first
+                        for mode, url in order:
+                            sent, ids, failed = _concurrent_latencies(url, texts[cursor : cursor + block])
+                            cursor += block
+                            if failed:
+                                raise RuntimeError(f"{failed} request(s) failed ({mode})")
+                            latencies[mode].extend(sent)
+                            if mode == "log":
+                                answered.extend(ids)
+                    on_p95.append(float(np.percentile(latencies["log"], 95)))
+                    off_p95.append(float(np.percentile(latencies["nolog"], 95)))
                 for _ in range(200):  # the writer may still be on its last batch
                     if _health(log_url)["request_log"]["pending"] == 0:
                         break
@@ -166,6 +184,7 @@ def run_request_log(repeats: int) -> dict[str, float]:
     if nolog_files:
         raise RuntimeError("kotone serve --no-log wrote a request log")
     return {
+        "serve_log_submit_us": _submit_us(),
         "serve_p95_ms_log": statistics.median(on_p95),
         "serve_p95_ms_nolog": statistics.median(off_p95),
         "serve_log_overhead_ms": statistics.median(a - b for a, b in zip(on_p95, off_p95, strict=True)),
@@ -175,8 +194,40 @@ def run_request_log(repeats: int) -> dict[str, float]:
     }
 
 
+def _submit_us(n: int = 20_000) -> float:
+    """Median microseconds per item that a request spends on the log: its row built and queued (the writer
+    thread runs meanwhile, into a temporary log, as in the server)."""
+    import tempfile
+
+    from kotone_pipeline.domain.dims import DIMS
+    from kotone_pipeline.services.request_log import RequestLog, new_request_id
+    from kotone_pipeline.serving.request_logging import LogWriter
+
+    prediction = dict.fromkeys(DIMS, 5)
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = LogWriter(RequestLog(Path(tmp)))
+        writer.start()
+        timings = []
+        for i in range(n):
+            started = time.perf_counter()
+            row = {
+                "request_id": new_request_id(),
+                "at": "2026-01-01T00:00:00.000+00:00",
+                "text": f"request {i}",
+                "source_type": "request_text",
+                "model_id": "bench",
+                "prediction": dict(prediction),
+                "latency_ms": 1.0,
+            }
+            writer.submit([row])
+            timings.append((time.perf_counter() - started) * 1e6)
+        writer.close()
+    return statistics.median(timings)
+
+
 def rows_request_log(r: dict[str, float], repeats: int) -> list[Row]:
     return [
+        Row("the log's work on a request's own path (row built + queued)", r["serve_log_submit_us"], "us", 1),
         Row(f"serve p95, {CLIENTS} concurrent clients, request log on", r["serve_p95_ms_log"], "ms", repeats),
         Row(
             "  the same server with --no-log",

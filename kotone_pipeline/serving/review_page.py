@@ -54,6 +54,7 @@ button kbd { font:.75rem ui-monospace, monospace; opacity:.75; margin-left:.4rem
 .status { margin-left:auto; font-size:.88rem; color:var(--muted); }
 .status.error { color:#b42318; }
 .status.ok { color:var(--ok); }
+.keys[hidden] { display:none; }
 .keys { margin-top:1.2rem; color:var(--muted); font-size:.82rem; display:flex; flex-wrap:wrap; gap:.4rem 1.2rem; }
 .keys kbd { font:.75rem ui-monospace, monospace; border:1px solid var(--line); border-bottom-width:2px;
             border-radius:4px; padding:0 .35rem; background:var(--card); color:var(--ink); }
@@ -124,12 +125,13 @@ async function api(path, options = {}) {
   return body;
 }
 function askToken() {
-  $("card").hidden = true; $("empty").hidden = true; $("token-box").style.display = "block"; $("token").focus();
+  $("card").hidden = true; $("empty").hidden = true; $("keys").hidden = true;
+  $("progress").textContent = "token needed"; $("token-box").style.display = "block"; $("token").focus();
 }
 $("token-form").addEventListener("submit", (e) => {
   e.preventDefault();
   localStorage.setItem("kotone-review-token", $("token").value.trim());
-  $("token-box").style.display = "none"; load();
+  $("token-box").style.display = "none"; $("keys").hidden = false; load();
 });
 
 function setStatus(text, kind = "") { const s = $("status"); s.textContent = text; s.className = "status " + kind; }
