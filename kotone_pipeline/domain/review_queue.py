@@ -9,8 +9,8 @@ A label teaches the loop most where the champion is unsure and where the text is
   0.5, and the reason says so.
 - **novelty**: 1 - the highest TF-IDF cosine similarity to any training (teacher) text. Character 3-grams
   within words, so Japanese (no spaces) and misspellings compare too; only the rarer n-grams (in at most
-  2% of the training texts) count, so the template words every request shares ("a piece for ...") do not
-  make everything look familiar, and the sparse product stays small.
+  2% of the training texts, once there are 500 or more) count, so the template words every request shares
+  ("a piece for ...") do not make everything look familiar, and the sparse product stays small.
 
 ``score = 0.6 * uncertainty + 0.4 * novelty``. The queue is then picked greedily, MMR-style, from the
 best-scored pool: each next item maximises ``0.7 * score - 0.3 * (its highest similarity to an item already
@@ -38,6 +38,7 @@ PARAPHRASE_SIMILARITY = 0.8
 POOL_FACTOR = 5  # MMR picks among the best limit * POOL_FACTOR (at least MIN_POOL) by score
 MIN_POOL = 100
 RARE_TERM_SHARE = 0.02
+MIN_TEXTS_FOR_RARE_TERMS = 500
 
 Reading = Callable[[str, str], dict[str, int] | None]
 
@@ -72,13 +73,14 @@ class NoveltyIndex:
     text's highest cosine similarity to one of them."""
 
     def __init__(self, train_texts: Sequence[str]) -> None:
-        texts = [t for t in train_texts if t.strip()]
+        texts = list(dict.fromkeys(t for t in train_texts if t.strip()))  # a repeated text is no more familiar
         self.size = len(texts)
         self._vectorizer: TfidfVectorizer | None = None
         self._matrix: sparse.csr_matrix | None = None
         if not texts:
             return
-        max_df = max(2, int(RARE_TERM_SHARE * len(texts)))
+        # Only a large set has template n-grams worth dropping; a small one keeps every n-gram.
+        max_df: int | float = int(RARE_TERM_SHARE * len(texts)) if len(texts) >= MIN_TEXTS_FOR_RARE_TERMS else 1.0
         vectorizer = TfidfVectorizer(**_analyzer_options(), max_df=max_df, sublinear_tf=True, dtype=np.float32)
         try:
             matrix = vectorizer.fit_transform(texts)
