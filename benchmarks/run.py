@@ -36,6 +36,7 @@ MODULES: tuple[str, ...] = (
     "benchmarks.bench_cycle",
     "benchmarks.bench_report",
     "benchmarks.bench_serve",
+    "benchmarks.bench_review",
     "benchmarks.bench_lora",
     "benchmarks.bench_ui",
 )

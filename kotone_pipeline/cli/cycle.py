@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kotone_pipeline.cli._common import console, fail, handle_errors, status_console
+from kotone_pipeline.cli.review import DEFAULT_PORT as REVIEW_PORT
 
 if TYPE_CHECKING:
     from kotone_pipeline.cli.traffic import TrafficReplay
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 cycle_app = typer.Typer(help="Create and inspect improvement cycles.", no_args_is_help=True)
 
 # Where `kotone review` serves its page by default (its --host and --port change it).
-REVIEW_URL = "http://127.0.0.1:8765/"
+REVIEW_URL = f"http://127.0.0.1:{REVIEW_PORT}/"
 
 
 def _fmt(value: float | None) -> str:

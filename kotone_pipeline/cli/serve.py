@@ -20,10 +20,15 @@ HELP = """Serve the current champion (under KOTONE_HOME) as an HTTP JSON API.
 
 Endpoints:
   POST /predict  {"text": ..., "source_type"?: ...}
-    -> {"model_id", "prediction": {six dims}, "latency_ms", "source_type"}
+    -> {"request_id", "model_id", "prediction": {six dims}, "latency_ms",
+        "source_type"}
   POST /predict/batch  {"items": [{"text", "source_type"?, "id"?}, ...]}
-    -> {"model_id", "predictions": [{"id"?, "prediction"}], "latency_ms"}
-  GET /healthz  status ok, degraded or no_champion (503)
+    -> {"model_id", "predictions": [{"id"?, "request_id", "prediction"}],
+        "latency_ms"}
+  POST /feedback  {"request_id", "labels"?: {six dims}, "comment"?}
+    stored beside the logged request (404 unknown id, 422 bad labels)
+  GET /healthz  status ok, degraded or no_champion (503); request_log
+    counts logged and not-logged items
   GET /model    the served champion: id, promoted_at, holdout/human MAE
   GET /docs, GET /openapi.json
 
@@ -34,6 +39,14 @@ anyway and answers 503 until one is promoted.
 Errors are JSON {"error": ...}: 400 bad JSON, 413 body too large,
 422 bad fields, 503 no champion.
 
+Request log: every answered item is logged (time UTC, text, source_type,
+model id, prediction, latency) under KOTONE_HOME/requests/ for people to
+review (`kotone review`); the request id is in the answer. On by default;
+--no-log or KOTONE_REQUEST_LOG=off turns it off. KOTONE_REQUEST_LOG_MAX_ROWS
+and KOTONE_REQUEST_LOG_MAX_AGE_DAYS cap it. A background thread writes it:
+a full disk or a locked log never fails or slows a request; such items are
+counted as not_logged in /healthz.
+
 Ctrl+C or SIGTERM stops it gracefully: requests in flight finish.
 Exit codes: 0 stopped; 1 the address cannot be used (port in use,
 unknown host); 2 bad arguments.
@@ -41,6 +54,7 @@ unknown host); 2 bad arguments.
 Examples:
   kotone serve
   kotone serve --port 9000 --host 0.0.0.0
+  kotone serve --no-log
   curl -s localhost:8000/predict -d '{"text": "a rainy-day piano piece"}'
 """
 
@@ -100,13 +114,35 @@ def serve(
         float, typer.Option("--check-interval", min=0.05, help="Seconds between checks for a new champion.")
     ] = 1.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (uvicorn's access log).")] = False,
+    request_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--log/--no-log",
+            help="Keep the request log (default: KOTONE_REQUEST_LOG, on unless set to off).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the champion over HTTP (see HELP)."""
     import uvicorn
 
     from kotone_pipeline.services.champion import ChampionRegistry
-    from kotone_pipeline.services.home import registry_root
+    from kotone_pipeline.services.home import kotone_home, registry_root
+    from kotone_pipeline.services.request_log import RequestLog
     from kotone_pipeline.serving.app import create_app
+    from kotone_pipeline.settings import load_settings
+
+    settings = load_settings()
+    logging_on = settings.request_log if request_log is None else request_log
+    log = (
+        RequestLog(
+            kotone_home(),
+            max_rows=settings.request_log_max_rows,
+            max_age_days=settings.request_log_max_age_days,
+        )
+        if logging_on
+        else None
+    )
 
     sock = _bind(host, port)
     url = _url(sock)
@@ -116,6 +152,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         max_batch=max_batch,
         check_interval_s=check_interval,
+        request_log=log,
     )
     holder = app.state.holder
 
@@ -126,6 +163,8 @@ def serve(
                 health = holder.health()
                 serving = health["model_id"] or "no champion yet (503 until one is promoted)"
                 typer.echo(f"serving {serving} on {url}  (docs: {url}/docs; Ctrl+C to stop)")
+                where = f"logging requests to {log.path}" if log is not None else "request log off"
+                typer.echo(where, err=True)
                 if health["error"]:
                     typer.echo(f"warning: {health['error']}", err=True)
 

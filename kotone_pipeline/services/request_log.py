@@ -312,6 +312,100 @@ class RequestLog:
         )
         return int(self._connect().execute(sql).fetchone()[0])
 
+    def queue_ids(self, reviewer: str | None = None) -> list[tuple[int, str]]:
+        """``(seq, request_id)`` of the requests still to review, newest first: nobody labelled them or
+        called them junk, and ``reviewer`` (if given) has not skipped them either."""
+        if not self.exists():
+            return []
+        sql = (
+            "SELECT seq, request_id FROM requests r WHERE NOT EXISTS (SELECT 1 FROM reviews v "
+            "WHERE v.request_id = r.request_id AND (v.kind != 'skip' OR v.reviewer = ?)) ORDER BY seq DESC"
+        )
+        return [(int(a), str(b)) for a, b in self._connect().execute(sql, ((reviewer or "").strip(),))]
+
+    def requests_by_id(self, request_ids: Sequence[str]) -> list[LoggedRequest]:
+        """The logged requests with these ids (unknown ids left out), oldest first."""
+        if not self.exists() or not request_ids:
+            return []
+        out: list[LoggedRequest] = []
+        ids = list(request_ids)
+        for start in range(0, len(ids), 500):  # SQLite caps the number of placeholders
+            chunk = ids[start : start + 500]
+            rows = self._connect().execute(
+                "SELECT seq, request_id, at, text, source_type, model_id, prediction, latency_ms FROM requests "
+                f"WHERE request_id IN ({','.join('?' * len(chunk))})",  # noqa: S608 - placeholders only
+                tuple(chunk),
+            )
+            out.extend(_request(row) for row in rows)
+        return sorted(out, key=lambda r: r.seq)
+
+    def ids_by_text(self) -> dict[str, str]:
+        """Each logged text's newest request id (for an import that names a request by its text)."""
+        if not self.exists():
+            return {}
+        return {
+            text: rid for text, rid in self._connect().execute("SELECT text, request_id FROM requests ORDER BY seq")
+        }
+
+    def import_reviews(self, new_requests: Sequence[dict[str, Any]], reviews: Sequence[dict[str, Any]]) -> None:
+        """Append requests and reviews in one transaction: all of them or, on any conflict, none.
+
+        ``new_requests`` as for ``append``; ``reviews``: ``request_id, reviewer, kind, labels?, at?,
+        reason?`` (the prediction shown is the logged one). Raises ``ReviewError`` (409) when a reviewer
+        already reviewed a request, (404) when a review names a request that is neither logged nor new."""
+        new_by_id = {item["request_id"]: item for item in new_requests}
+        known = {r.request_id: r for r in self.requests_by_id([v["request_id"] for v in reviews])}
+        rows = []
+        for review in reviews:
+            request_id = review["request_id"]
+            logged = known.get(request_id)
+            if logged is not None:
+                model_id, shown = logged.model_id, logged.prediction
+            elif request_id in new_by_id:
+                model_id, shown = new_by_id[request_id]["model_id"], new_by_id[request_id]["prediction"]
+            else:
+                raise ReviewError(f"unknown request id {request_id!r}", status=404)
+            labels = check_labels(review["labels"]) if review["kind"] == "label" else None
+            rows.append(
+                (
+                    request_id,
+                    review["reviewer"],
+                    review.get("at") or _now(),
+                    review["kind"],
+                    json.dumps(labels) if labels else None,
+                    model_id,
+                    json.dumps(shown) if shown is not None else None,
+                    review.get("reason"),
+                )
+            )
+        try:
+            with self._write() as conn:
+                conn.executemany(
+                    "INSERT INTO requests (request_id, at, text, source_type, model_id, prediction, latency_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            item["request_id"],
+                            item.get("at") or _now(),
+                            item["text"],
+                            item["source_type"],
+                            item["model_id"],
+                            json.dumps(item["prediction"], separators=(",", ":")),
+                            float(item["latency_ms"]),
+                        )
+                        for item in new_requests
+                    ],
+                )
+                conn.executemany(
+                    "INSERT INTO reviews (request_id, reviewer, at, kind, labels, model_id, prediction_shown, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.IntegrityError as exc:
+            raise ReviewError(
+                f"nothing imported: {exc} (a reviewer's second review of a request?)", status=409
+            ) from None
+
     def count(self, table: Literal["requests", "reviews", "feedback"] = "requests") -> int:
         if not self.exists():
             return 0

@@ -8,6 +8,11 @@ finish on the predictor they started with and none waits for, or fails because o
 failure keeps the old champion serving and shows in ``/healthz`` (``degraded``) and the log.
 
 Concurrent ``/predict`` calls are run as one predictor call (``Coalescer``): a batch costs far less per text.
+
+With a ``RequestLog`` every answered item gets a request id (returned to the client) and is logged by a
+background thread (``serving.request_logging.LogWriter``): the request never waits for the disk, and a log that
+cannot be written is counted in ``/healthz`` (``request_log``), never an error. ``POST /feedback`` stores an
+app's feedback beside a logged request.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from starlette.routing import Route
 from kotone_pipeline.domain.dims import DIMS, MAX_VALUE, MIN_VALUE, SOURCE_TYPES
 from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor
 from kotone_pipeline.services.champion import Champion, ChampionRegistry
+from kotone_pipeline.services.request_log import RequestLog, ReviewError, new_request_id
+from kotone_pipeline.serving.request_logging import LogWriter
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,10 @@ _Signature = tuple[int, int, int] | None  # (inode, mtime_ns, size) of the champ
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _now_ms() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def warm_up(predictor: Predictor) -> None:
@@ -334,13 +345,16 @@ def create_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     check_interval_s: float = DEFAULT_CHECK_INTERVAL_S,
     loader: Loader = load_champion,
+    request_log: RequestLog | None = None,
 ) -> Starlette:
     """The API over ``registry``'s champion; ``app.state.holder`` is its ``ChampionHolder``, ``app.state.coalescer``
-    the ``Coalescer`` that batches concurrent ``/predict`` calls."""
+    the ``Coalescer`` that batches concurrent ``/predict`` calls, ``app.state.log_writer`` the ``LogWriter``
+    (None without ``request_log``: nothing is logged and responses carry ``request_id: null``)."""
     if max_body_bytes < 1 or max_batch < 1:
         raise ValueError("max_body_bytes and max_batch must be at least 1")
     holder = ChampionHolder(registry, check_interval_s=check_interval_s, loader=loader)
     coalescer = Coalescer()
+    writer = LogWriter(request_log) if request_log is not None else None
     spec = openapi_document(max_body_bytes=max_body_bytes, max_batch=max_batch)
     docs_page = _docs_html(spec)
 
@@ -363,6 +377,35 @@ def create_app(
             log.exception("model %s failed", served.champion.model_id)
             raise ApiError(500, f"model {served.champion.model_id} failed: {exc}") from None
 
+    def record(served: Served, items: list[PredictInput], predictions: list[Prediction]) -> list[str | None]:
+        """Queue the answered items for the log; their request ids (None when not logged: logging off, or no
+        valid prediction to log). Only a dict per item here: the writer thread does the SQLite work."""
+        if writer is None:
+            return [None] * len(items)
+        at = _now_ms()
+        ids: list[str | None] = []
+        rows = []
+        for item, prediction in zip(items, predictions, strict=True):
+            dims = _dims(prediction)
+            if dims is None:
+                ids.append(None)
+                continue
+            request_id = new_request_id()
+            ids.append(request_id)
+            rows.append(
+                {
+                    "request_id": request_id,
+                    "at": at,
+                    "text": item.text,
+                    "source_type": item.source_type,
+                    "model_id": served.champion.model_id,
+                    "prediction": dims,
+                    "latency_ms": prediction.latency_ms,
+                }
+            )
+        writer.submit(rows)
+        return ids
+
     async def predict(request: Request) -> Response:
         item = _parse_item(await _read_json(request, max_body_bytes))
         served = await serving()
@@ -370,8 +413,10 @@ def create_app(
             prediction = await coalescer.predict(served, item)
         except Exception as exc:  # logged once per failed run by the coalescer
             raise ApiError(500, f"model {served.champion.model_id} failed: {exc}") from None
+        [request_id] = record(served, [item], [prediction])
         return JSONResponse(
             {
+                "request_id": request_id,
                 "model_id": served.champion.model_id,
                 "prediction": _dims(prediction),
                 "latency_ms": round(prediction.latency_ms, 3),
@@ -395,9 +440,10 @@ def create_app(
         started = time.perf_counter()
         predictions = await run_model(served, items) if items else []
         latency_ms = (time.perf_counter() - started) * 1000
+        request_ids = record(served, items, predictions)
         out = [
-            {**({"id": raw["id"]} if "id" in raw else {}), "prediction": _dims(prediction)}
-            for raw, prediction in zip(raw_items, predictions, strict=True)
+            {**({"id": raw["id"]} if "id" in raw else {}), "request_id": request_id, "prediction": _dims(prediction)}
+            for raw, prediction, request_id in zip(raw_items, predictions, request_ids, strict=True)
         ]
         return JSONResponse(
             {"model_id": served.champion.model_id, "predictions": out, "latency_ms": round(latency_ms, 3)}
@@ -407,7 +453,33 @@ def create_app(
         await current()
         # The coalescer's counters let a client see how well concurrent requests batch (texts per model call).
         health = {**holder.health(), "model_calls": coalescer.runs, "texts_predicted": coalescer.texts}
+        health["request_log"] = writer.health() if writer is not None else {"enabled": False}
         return JSONResponse(health, status_code=503 if health["status"] == "no_champion" else 200)
+
+    async def feedback(request: Request) -> Response:
+        body = await _read_json(request, max_body_bytes)
+        if request_log is None or writer is None:
+            raise ApiError(404, "the request log is off (KOTONE_REQUEST_LOG=off or --no-log): no feedback is kept")
+        if not isinstance(body, dict):
+            raise ApiError(422, f"expected a JSON object {{request_id, labels?, comment?}}, got {_json_type(body)}")
+        request_id, labels, comment = body.get("request_id"), body.get("labels"), body.get("comment")
+        if not isinstance(request_id, str) or not request_id:
+            raise ApiError(422, "request_id: a string from a /predict answer is required")
+        if comment is not None and not isinstance(comment, str):
+            raise ApiError(422, f"comment must be a string, got {_json_type(comment)}")
+        if labels is None and not (comment or "").strip():
+            raise ApiError(422, "send labels, a comment or both")
+
+        def store() -> dict[str, Any]:
+            if writer.pending:  # the request may still be on its way to the log
+                writer.flush(timeout_s=2.0)
+            return request_log.add_feedback(request_id, labels, comment).model_dump()
+
+        try:
+            stored = await run_in_threadpool(store)
+        except ReviewError as exc:
+            raise ApiError(exc.status, str(exc)) from None
+        return JSONResponse(stored)
 
     async def model(request: Request) -> Response:
         served = await current()
@@ -443,6 +515,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await run_in_threadpool(holder.start)
+        if writer is not None:
+            writer.start()
         watcher = asyncio.create_task(_watch(holder))
         try:
             yield
@@ -450,10 +524,13 @@ def create_app(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            if writer is not None:
+                await run_in_threadpool(writer.close)  # what is still queued is written first
 
     routes = [
         Route("/predict", predict, methods=["POST"]),
         Route("/predict/batch", predict_batch, methods=["POST"]),
+        Route("/feedback", feedback, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/model", model, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
@@ -467,6 +544,7 @@ def create_app(
     )
     app.state.holder = holder
     app.state.coalescer = coalescer
+    app.state.log_writer = writer
     return app
 
 
@@ -527,6 +605,12 @@ def openapi_document(
     text = {"type": "string", "minLength": 1, "description": "The text to predict; not blank."}
     source_type = {"type": "string", "enum": list(SOURCE_TYPES), "default": DEFAULT_SOURCE_TYPE}
     item_id = {"description": "Any JSON value; echoed back with the item's prediction."}
+    request_id = {
+        "type": "string",
+        "nullable": True,
+        "description": "The id this answer is logged under (send it to POST /feedback); null when the request "
+        "log is off or the model gave no valid prediction.",
+    }
     too_large = _error_response(f"The body is over {max_body_bytes} bytes.")
     bad_json = _error_response("The body is not JSON (or is empty).")
     no_champion = _error_response("No champion is being served yet.")
@@ -541,6 +625,7 @@ def openapi_document(
         "PredictResponse": {
             "type": "object",
             "properties": {
+                "request_id": request_id,
                 "model_id": {"type": "string"},
                 "prediction": {"$ref": "#/components/schemas/Dims"},
                 "latency_ms": {"type": "number", "description": "The model's time for this text."},
@@ -571,7 +656,11 @@ def openapi_document(
                     "description": "One per item, in input order; id only when the item had one.",
                     "items": {
                         "type": "object",
-                        "properties": {"id": item_id, "prediction": {"$ref": "#/components/schemas/Dims"}},
+                        "properties": {
+                            "id": item_id,
+                            "request_id": request_id,
+                            "prediction": {"$ref": "#/components/schemas/Dims"},
+                        },
                     },
                 },
                 "latency_ms": {"type": "number", "description": "The model's time for the whole batch."},
@@ -592,6 +681,41 @@ def openapi_document(
                 },
                 "model_calls": {"type": "integer", "description": "Model calls made for POST /predict."},
                 "texts_predicted": {"type": "integer", "description": "Texts those calls predicted."},
+                "request_log": {
+                    "type": "object",
+                    "description": "The request log: items logged, items not logged (a full disk, a locked "
+                    "log; the requests were answered all the same), items waiting for the writer, the last "
+                    "error. Only enabled=false when the log is off.",
+                    "properties": {
+                        "enabled": {"type": "boolean"},
+                        "logged": {"type": "integer"},
+                        "not_logged": {"type": "integer"},
+                        "pending": {"type": "integer"},
+                        "last_error": {"type": "string", "nullable": True},
+                    },
+                },
+            },
+        },
+        "FeedbackRequest": {
+            "type": "object",
+            "properties": {
+                "request_id": {"type": "string", "description": "From a /predict or /predict/batch answer."},
+                "labels": {
+                    "$ref": "#/components/schemas/Dims",
+                    "description": "What the six values should have been (all six, integers 0..10).",
+                },
+                "comment": {"type": "string"},
+            },
+            "required": ["request_id"],
+        },
+        "Feedback": {
+            "type": "object",
+            "properties": {
+                "seq": {"type": "integer"},
+                "request_id": {"type": "string"},
+                "at": {"type": "string", "description": "UTC"},
+                "labels": {"$ref": "#/components/schemas/Dims"},
+                "comment": {"type": "string", "nullable": True},
             },
         },
         "Model": {
@@ -620,7 +744,8 @@ def openapi_document(
             "title": "kotone serve",
             "version": "1",
             "description": "The current champion's six-dim predictions. The server reloads a newly promoted "
-            'champion without a restart; errors are JSON objects {"error": "..."}.',
+            "champion without a restart; every answer is logged under its request_id for people to review "
+            '(`kotone review`) unless the log is off; errors are JSON objects {"error": "..."}.',
         },
         "paths": {
             "/predict": {
@@ -631,6 +756,7 @@ def openapi_document(
                         "200": _ok(
                             "PredictResponse",
                             {
+                                "request_id": "req_3f2a9c0d1e4b5a6c7d8e",
                                 "model_id": "cycle-007-local",
                                 "prediction": dims_example,
                                 "latency_ms": 1.2,
@@ -653,7 +779,10 @@ def openapi_document(
                             "BatchResponse",
                             {
                                 "model_id": "cycle-007-local",
-                                "predictions": [{"id": 1, "prediction": dims_example}, {"prediction": dims_example}],
+                                "predictions": [
+                                    {"id": 1, "request_id": "req_3f2a9c0d1e4b5a6c7d8e", "prediction": dims_example},
+                                    {"request_id": "req_0b1c2d3e4f5a6b7c8d9e", "prediction": dims_example},
+                                ],
                                 "latency_ms": 2.5,
                             },
                         ),
@@ -670,10 +799,49 @@ def openapi_document(
                     "responses": {
                         "200": _ok(
                             "Health",
-                            {"status": "ok", "model_id": "cycle-007-local", "model_calls": 12, "texts_predicted": 40},
-                            "ok or degraded; model_calls / texts_predicted count /predict batching since start",
+                            {
+                                "status": "ok",
+                                "model_id": "cycle-007-local",
+                                "model_calls": 12,
+                                "texts_predicted": 40,
+                                "request_log": {
+                                    "enabled": True,
+                                    "logged": 40,
+                                    "not_logged": 0,
+                                    "pending": 0,
+                                    "last_error": None,
+                                },
+                            },
+                            "ok or degraded; model_calls / texts_predicted count /predict batching since start; "
+                            "request_log counts what was logged and what could not be",
                         ),
                         "503": _ok("Health", {"status": "no_champion", "model_id": None}, "No champion yet"),
+                    },
+                }
+            },
+            "/feedback": {
+                "post": {
+                    "summary": "An app's feedback on one answer (the right values, a comment), stored beside the "
+                    "logged request",
+                    "requestBody": _json_body(
+                        "FeedbackRequest",
+                        {"request_id": "req_3f2a9c0d1e4b5a6c7d8e", "labels": dims_example, "comment": "too loud"},
+                    ),
+                    "responses": {
+                        "200": _ok(
+                            "Feedback",
+                            {
+                                "seq": 1,
+                                "request_id": "req_3f2a9c0d1e4b5a6c7d8e",
+                                "at": "2026-03-01T12:00:00.000+00:00",
+                                "labels": dims_example,
+                                "comment": "too loud",
+                            },
+                        ),
+                        "400": bad_json,
+                        "404": _error_response("No logged request has that id (or the request log is off)."),
+                        "413": too_large,
+                        "422": _error_response("Labels not six integers 0..10, no request_id, or nothing to store."),
                     },
                 }
             },

@@ -144,7 +144,8 @@ def test_predict_matches_kotone_predict_json(encoder_model: Path, kotone_home: P
         response = client.post("/predict", json={"text": text, "source_type": source_type})
     assert response.status_code == 200, response.text
     out = response.json()
-    assert set(out) == {"model_id", "prediction", "latency_ms", "source_type"}
+    assert set(out) == {"request_id", "model_id", "prediction", "latency_ms", "source_type"}
+    assert out["request_id"] is None  # no request log given to create_app
     assert {k: out[k] for k in ("model_id", "prediction", "source_type")} == {
         k: expected[k] for k in ("model_id", "prediction", "source_type")
     }
@@ -176,11 +177,11 @@ def test_batch_keeps_order_and_ids(fast_model: Path, kotone_home: Path) -> None:
     out = response.json()
     assert out["model_id"] == "cycle-007-local" and out["latency_ms"] >= 0
     assert out["predictions"] == [
-        {"id": "a", "prediction": _expected(fast_model, REQUEST)},
-        {"id": 7, "prediction": _expected(fast_model, RULE, "rule_prompt")},
-        {"prediction": _expected(fast_model, "a whispering lullaby")},
-        {"id": None, "prediction": _expected(fast_model, "a walking-pace stroll")},
-        {"id": {"nested": [1, 2]}, "prediction": _expected(fast_model, REQUEST)},
+        {"id": "a", "request_id": None, "prediction": _expected(fast_model, REQUEST)},
+        {"id": 7, "request_id": None, "prediction": _expected(fast_model, RULE, "rule_prompt")},
+        {"request_id": None, "prediction": _expected(fast_model, "a whispering lullaby")},
+        {"id": None, "request_id": None, "prediction": _expected(fast_model, "a walking-pace stroll")},
+        {"id": {"nested": [1, 2]}, "request_id": None, "prediction": _expected(fast_model, REQUEST)},
     ]
     assert empty.status_code == 200 and empty.json()["predictions"] == []
 
