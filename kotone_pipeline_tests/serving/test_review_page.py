@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from kotone_pipeline.cycle.config import LoopConfig
+from kotone_pipeline.cycle.flywheel import step_reviewed_requests
 from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.request_log import RequestLog
 from kotone_pipeline.serving.review_app import create_review_app
 from kotone_pipeline_tests.browser import browser, new_page, screenshot  # noqa: F401 (fixture)
@@ -113,3 +116,11 @@ def test_three_requests_reviewed_with_the_keyboard_are_in_the_log(
     page.locator("#card").wait_for(state="visible")
     assert page.locator("#reviewer").input_value() == "ana"
     page.close()
+
+    # The next cycle's reviewed_requests takes the label in, with its provenance; junk and skip train nothing.
+    artifacts = CycleArtifacts(log.path.parent.parent)
+    step = step_reviewed_requests(artifacts, log, LoopConfig(), "c1", [])
+    assert (step.doc.reviews, step.doc.labelled, step.doc.junk, step.doc.skipped) == (3, 1, 1, 1)
+    (pair,) = [*step.training, *step.field]
+    assert pair.meta["request_id"] == by_text[first]["request_id"] and pair.meta["reviewers"] == ["ana"]
+    assert pair.vector.model_dump() == labelled.labels and pair.origin == "reviewed"
