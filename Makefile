@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
 demo: $(STAMP)
-	$(BIN)/kotone demo --cycles 3
+	$(BIN)/kotone demo --cycles 3 --traffic data/dev/human_dev.jsonl --reviewer-from data/dev/human_dev.jsonl
 
 dev: $(STAMP)
 	$(BIN)/kotone dev

@@ -180,6 +180,24 @@ def _demo_cycles(
     return reports
 
 
+def _field_table(reports: list[CycleReport]) -> Table:
+    """People's side of the demo: what was reviewed, and the field set's MAE (requests people sent)."""
+    table = Table(title="Field set: reviewed requests people sent, never trained on (vector MAE; lower is better)")
+    for column in ["cycle", "reviewed", "field rows", "field before", "field cand.", "field after", "decided by"]:
+        table.add_column(column, no_wrap=True)
+    for r in reports:
+        table.add_row(
+            r.cycle_id,
+            str(r.reviewed),
+            str(r.field_rows),
+            _fmt(r.reference_field_mae_before) if r.field_rows else "-",
+            _fmt(r.candidate_field_mae) if r.field_rows else "-",
+            _fmt(r.champion_field_mae_after) if r.field_rows else "-",
+            f"{r.decided_by}: {r.decision}",
+        )
+    return table
+
+
 def _print_demo(reports: list[CycleReport], as_json: bool, setup_s: float | None = None) -> None:
     if as_json:
         keys = [
@@ -218,11 +236,6 @@ def _print_demo(reports: list[CycleReport], as_json: bool, setup_s: float | None
         "human before",
         "human cand.",
         "human after",
-        "reviewed",
-        "field before",
-        "field cand.",
-        "field after",
-        "decided by",
         "hard dims",
         "rows +",
         "decision",
@@ -240,17 +253,14 @@ def _print_demo(reports: list[CycleReport], as_json: bool, setup_s: float | None
             _fmt(r.reference_human_mae_before),
             _fmt(r.candidate_human_mae),
             _fmt(r.champion_human_mae_after),
-            str(r.reviewed),
-            _fmt(r.reference_field_mae_before) if r.field_rows else "-",
-            _fmt(r.candidate_field_mae) if r.field_rows else "-",
-            _fmt(r.champion_field_mae_after) if r.field_rows else "-",
-            f"{r.decided_by} ({r.field_rows} field rows)" if r.field_rows else r.decided_by,
             ", ".join(r.hard_dims),
             str(r.rows_added),
             r.decision,
             f"{r.wall_s:.1f}",
         )
     out.print(table)
+    if any(r.reviewed or r.field_rows for r in reports):
+        out.print(_field_table(reports))
     for r in reports:
         out.print(f"[bold]{r.cycle_id}[/bold] decision log:")
         for reason in r.reasons:
