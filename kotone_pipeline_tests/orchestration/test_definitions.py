@@ -1,4 +1,5 @@
-"""Snapshot of the asset graph: keys, deps, partitions, groups, checks, jobs and sensors."""
+"""Snapshot of the asset graph: keys, deps, partitions, groups, kinds, descriptions, checks (and which block),
+each job's asset selection, and the sensors."""
 
 from __future__ import annotations
 
@@ -28,12 +29,17 @@ def graph_snapshot(definitions: dg.Definitions) -> dict:
             else None,
             "group": node.group_name,
             "materializable": node.is_materializable,
+            "kinds": sorted(node.kinds),
+            "description": node.description,
         }
     checks = sorted(
         f"{ck.asset_key.to_user_string()}:{ck.name}" + (" (blocking)" if graph.get(ck).blocking else "")
         for ck in graph.asset_check_keys
     )
-    jobs = sorted(j.name for j in definitions.jobs or [])
+    jobs = {
+        job.name: sorted(k.to_user_string() for k in job.selection.resolve(graph))  # type: ignore[union-attr]
+        for job in definitions.jobs or []
+    }
     sensors = sorted(s.name for s in definitions.sensors or [])
     return {"assets": assets, "checks": checks, "jobs": jobs, "sensors": sensors}
 
