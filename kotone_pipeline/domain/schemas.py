@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from kotone_pipeline.domain.dims import DIMS, NEUTRAL_VALUE, to_scale10
 
 SourceType = Literal["request_text", "rule_prompt"]
-Origin = Literal["teacher", "augmented", "replay", "imported", "human"]
+# People's labels: "human" (hand-written sets), "imported" (labelled data brought in), "reviewed" (the flywheel).
+Origin = Literal["teacher", "augmented", "replay", "imported", "human", "reviewed"]
 SplitName = Literal["train", "validation", "test"]
 
 _WS = re.compile(r"\s+")
@@ -216,6 +217,9 @@ class LocalHyperParams(BaseModel):
     # The concept lexicon's reading of a request (the label rule's offsets per dim) as features.
     use_lexicon: bool = True
     lexicon_weight: float = Field(default=1.0, gt=0, le=10)
+    # People's rows (origins human/imported/reviewed) train a separate correction once a source type has
+    # at least this many (issue 23); below it they are ordinary training rows, as before.
+    min_people_rows: int = Field(default=20, ge=2)
 
 
 class HyperParamDecision(BaseModel):
