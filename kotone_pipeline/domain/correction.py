@@ -10,7 +10,8 @@ recomputed), and the first part's own raw prediction (so the correction can also
 Its strength is chosen by cross-validation grouped by ``group_id`` (one writer's requests never sit
 on both sides of a fold) over a grid of ridge ``alpha`` and a blend weight ``w`` in [0, 1]; the
 output is ``base + w * correction``. ``w = 0`` is in the grid, so the correction switches itself off
-when it does not beat the first part in CV, and it is never fitted below ``min_people_rows`` rows.
+(per dim) when it does not beat the first part in CV, and it is never fitted below ``min_people_rows``
+rows.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.model_selection import GroupKFold
 
+from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.local_model import SourceModel, to_dim_values, training_data_hash
+from kotone_pipeline.domain.ridge import fit_ridge
 from kotone_pipeline.domain.schemas import LocalHyperParams, Pair
 
 # Origins whose labels a person gave: hand-written sets, imported labelled data, the flywheel's reviews.
@@ -31,7 +35,7 @@ PEOPLE_ORIGINS = frozenset({"human", "imported", "reviewed"})
 DEFAULT_MIN_PEOPLE_ROWS = 20
 # Chosen by the people_gain benchmark (grouped halves of both people-written sets); see its docstring.
 DEFAULT_ALPHAS: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
-DEFAULT_BLENDS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_BLENDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
 DEFAULT_FOLDS = 5
 # Measured (people_gain): residuals of a first part that saw the people rows are optimistic (it fits
 # them), and the correction then learns too little; see the benchmark docstring for the figures.
@@ -79,46 +83,62 @@ def _hparams(alpha: float) -> LocalHyperParams:
     return LocalHyperParams(alpha=alpha, word_ngram_max=2, char_ngram_max=5, min_df=1, use_char=True)
 
 
-def _dense(dense: np.ndarray, base_raw: np.ndarray) -> np.ndarray:
+def _features(dense: np.ndarray, base_raw: np.ndarray) -> np.ndarray:
     return np.hstack([dense, base_raw * BASE_SCALE])
 
 
-def _mae(base_raw: np.ndarray, correction: np.ndarray, y: np.ndarray, blend: float) -> float:
-    """The project's metric: mean absolute error of the rounded, clipped 0..10 predictions."""
-    return float(np.abs(to_dim_values(base_raw + blend * correction) - y).mean())
+def _fit_alphas(
+    texts: Sequence[str], residual: np.ndarray, dense: np.ndarray, alphas: Sequence[float]
+) -> tuple[SourceModel, dict[float, tuple[np.ndarray, np.ndarray]]]:
+    """One ``SourceModel`` (its vectorizers fitted once) and the ridge ``(coef, intercept)`` per alpha:
+    the TF-IDF features do not depend on alpha, so only the solve is repeated."""
+    model = SourceModel(_hparams(alphas[0]), embedded=True).fit(texts, residual, dense)
+    sparse = sp.hstack(model.block_features(texts), format="csr")
+    solved = {alphas[0]: (model.ridge.coef_, model.ridge.intercept_)}
+    for alpha in alphas[1:]:
+        coef, intercept, _ = fit_ridge(sparse, dense, residual, alpha)
+        solved[alpha] = (coef, intercept)
+    return model, solved
+
+
+def _dim_mae(raw: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The project's metric per dim: absolute error of the rounded, clipped 0..10 predictions."""
+    return np.abs(to_dim_values(raw) - y).mean(axis=0)
 
 
 @dataclass
 class PeopleCorrection:
-    """``fit`` on people's rows of one source type, then ``apply``; ``meta`` says what CV found."""
+    """``fit`` on people's rows of one source type, then ``apply``; ``meta`` says what CV found.
+
+    Alpha and blend are chosen per dim: the metric is a mean over dims and a multi-output ridge is six
+    independent ridges, so each dim's choice only moves that dim's CV error. The chosen blends are
+    folded into the ridge weights, so ``apply`` is one ``SourceModel.predict`` (zero rows for dims
+    where CV kept the first part alone)."""
 
     min_people_rows: int = DEFAULT_MIN_PEOPLE_ROWS
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     blends: tuple[float, ...] = DEFAULT_BLENDS
     folds: int = DEFAULT_FOLDS
     model: SourceModel | None = None
-    blend: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
-        return self.model is not None and self.blend > 0.0
+        return self.model is not None
 
-    def fit(
-        self, pairs: Sequence[Pair], base_raw: np.ndarray, dense: np.ndarray | None
-    ) -> PeopleCorrection:
+    def fit(self, pairs: Sequence[Pair], base_raw: np.ndarray, dense: np.ndarray | None) -> PeopleCorrection:
         """``base_raw``: the first part's unrounded predictions for ``pairs``; ``dense``: its dense block
         for them (embeddings, lexicon reading), or None when it has none."""
-        self.model, self.blend = None, 0.0
-        y = np.array([p.vector.values() for p in pairs], dtype=np.int64)
+        self.model = None
+        y = np.array([p.vector.values() for p in pairs], dtype=np.int64).reshape(-1, len(DIMS))
         groups = np.array([p.group_id for p in pairs])
         n_groups = len(set(groups.tolist()))
-        base_mae = float(np.abs(to_dim_values(base_raw) - y).mean()) if len(pairs) else None
+        base_dim_mae = _dim_mae(base_raw, y) if len(pairs) else np.zeros(len(DIMS))
         self.meta = {
             "min_people_rows": self.min_people_rows,
             **people_summary(pairs),
             "groups": n_groups,
-            "base_mae_on_people_rows": base_mae,
+            "base_mae": float(base_dim_mae.mean()),
         }
         if len(pairs) < self.min_people_rows or n_groups < 2:
             self.meta["reason"] = (
@@ -127,43 +147,49 @@ class PeopleCorrection:
             )
             return self
         dense = np.zeros((len(pairs), 0)) if dense is None else np.asarray(dense, dtype=np.float64)
-        features = _dense(dense, base_raw)
-        texts = [p.text for p in pairs]
-        residual = y - base_raw
+        features, texts, residual = _features(dense, base_raw), [p.text for p in pairs], y - base_raw
         k = min(self.folds, n_groups)
-        # Out-of-fold corrections per alpha; every blend is scored on them at no extra fit.
+        # Out-of-fold corrections per alpha; every blend is then scored on them without another fit.
         oof = {alpha: np.zeros_like(base_raw) for alpha in self.alphas}
         for train, test in GroupKFold(n_splits=k).split(texts, groups=groups):
-            train_texts, test_texts = [texts[i] for i in train], [texts[i] for i in test]
-            for alpha in self.alphas:
-                fold = SourceModel(_hparams(alpha), embedded=True)
-                fold.fit(train_texts, residual[train], features[train])
-                oof[alpha][test] = fold.predict(test_texts, features[test])
-        grid = [
-            {"alpha": alpha, "blend": blend, "cv_mae": _mae(base_raw, oof[alpha], y, blend)}
-            for alpha in self.alphas
-            for blend in self.blends
-        ]
-        # Lowest CV MAE; ties go to the weaker correction (smaller blend, then larger alpha).
-        best = min(grid, key=lambda g: (round(g["cv_mae"], 9), g["blend"], -g["alpha"]))
+            fold, solved = _fit_alphas([texts[i] for i in train], residual[train], features[train], self.alphas)
+            for alpha, (coef, intercept) in solved.items():
+                fold.ridge.coef_, fold.ridge.intercept_ = coef, intercept
+                oof[alpha][test] = fold.predict([texts[i] for i in test], features[test])
+        cv = {(a, b): _dim_mae(base_raw + b * oof[a], y) for a in self.alphas for b in self.blends}
+        # Per dim, the lowest CV error; ties go to the weaker correction (smaller blend, then larger alpha),
+        # so a dim where nothing beats the first part gets blend 0 (every alpha's blend 0 is the base).
+        chosen = [min(cv, key=lambda ab, j=j: (round(cv[ab][j], 9), ab[1], -ab[0])) for j in range(len(DIMS))]
+        cv_dim = [float(cv[ab][j]) if ab[1] > 0 else float(base_dim_mae[j]) for j, ab in enumerate(chosen)]
         self.meta.update(
             folds=k,
-            cv_base_mae=base_mae,
-            cv_best=best,
-            cv_gain=None if not base_mae else round(1.0 - best["cv_mae"] / base_mae, 6),
-            cv_grid=grid,
+            cv_base_mae=float(base_dim_mae.mean()),
+            cv_mae=float(np.mean(cv_dim)),
+            cv_gain=round(1.0 - float(np.mean(cv_dim)) / float(base_dim_mae.mean()), 6) if base_dim_mae.any() else 0.0,
+            per_dim={
+                dim: {"alpha": a, "blend": b, "cv_base_mae": float(base_dim_mae[j]), "cv_mae": cv_dim[j]}
+                for j, (dim, (a, b)) in enumerate(zip(DIMS, chosen, strict=True))
+            },
         )
-        if best["blend"] <= 0.0:
-            self.meta["reason"] = "grouped CV found no blend that beats the first part: the correction is zero"
+        if all(b == 0.0 for _, b in chosen):
+            self.meta["reason"] = (
+                "grouped CV found no blend that beats the first part on any dim: the correction is zero"
+            )
             return self
-        self.model = SourceModel(_hparams(best["alpha"]), embedded=True).fit(texts, residual, features)
-        self.blend = float(best["blend"])
-        self.meta.update(alpha=best["alpha"], blend=self.blend, reason="fitted")
+        model, solved = _fit_alphas(texts, residual, features, sorted({a for a, b in chosen if b > 0}))
+        coef = np.zeros_like(model.ridge.coef_)
+        intercept = np.zeros(len(DIMS))
+        for j, (alpha, blend) in enumerate(chosen):
+            if blend > 0:
+                coef[j], intercept[j] = blend * solved[alpha][0][j], blend * solved[alpha][1][j]
+        model.ridge.coef_, model.ridge.intercept_ = coef, intercept
+        self.model = model
+        self.meta["reason"] = "fitted"
         return self
 
     def apply(self, texts: Sequence[str], base_raw: np.ndarray, dense: np.ndarray | None) -> np.ndarray:
         """``base_raw`` corrected (unrounded); unchanged when the correction is not active."""
-        if not self.active:
+        if self.model is None:
             return base_raw
         dense = np.zeros((len(texts), 0)) if dense is None else dense
-        return base_raw + self.blend * self.model.predict(texts, _dense(dense, base_raw))  # type: ignore[union-attr]
+        return base_raw + self.model.predict(texts, _features(dense, base_raw))
