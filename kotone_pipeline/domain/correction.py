@@ -34,7 +34,7 @@ from kotone_pipeline.domain.schemas import LocalHyperParams, Pair
 PEOPLE_ORIGINS = frozenset({"human", "imported", "reviewed"})
 DEFAULT_MIN_PEOPLE_ROWS = 20
 # Chosen by the people_gain benchmark (grouped halves of both people-written sets); see its docstring.
-DEFAULT_ALPHAS: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
+DEFAULT_ALPHAS: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 DEFAULT_BLENDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
 DEFAULT_FOLDS = 5
 # Measured (people_gain): residuals of a first part that saw the people rows are optimistic (it fits

@@ -390,7 +390,7 @@ class LocalTextModel(Predictor):
         self._fallback = max(by_source, key=lambda s: (len(by_source[s]), s))
         self.hparams = hp
         clock = time.perf_counter()
-        correction_meta = self._fit_corrections(people, pairs, hp)
+        correction_meta = self._fit_corrections(people, pairs, all_pairs, hp)
         self.meta = {
             "train_rows": len(all_pairs),
             "train_rows_by_source_type": dict(sorted(Counter(p.source_type for p in all_pairs).items())),
@@ -402,9 +402,11 @@ class LocalTextModel(Predictor):
         }
         return self
 
-    def _fit_corrections(self, people: list[Pair], base_rows: list[Pair], hp: LocalHyperParams) -> dict[str, Any]:
+    def _fit_corrections(
+        self, people: list[Pair], base_rows: list[Pair], all_pairs: Sequence[Pair], hp: LocalHyperParams
+    ) -> dict[str, Any]:
         """Fit the people correction of every source type on the first part's residuals; what trained what."""
-        from kotone_pipeline.domain.correction import PeopleCorrection, people_summary
+        from kotone_pipeline.domain.correction import PeopleCorrection, is_people_row, people_summary
 
         self._corrections = {}
         by_source: dict[str, list[Pair]] = {}
@@ -419,7 +421,12 @@ class LocalTextModel(Predictor):
             corrections[source_type] = correction.meta
             if correction.active:
                 self._corrections[source_type] = correction
-        return {"base": people_summary(base_rows), "correction": corrections}
+        return {
+            "min_people_rows": hp.min_people_rows,
+            "people_rows": people_summary([p for p in all_pairs if is_people_row(p)]),
+            "base": people_summary(base_rows),  # the first part's rows (people rows below the minimum included)
+            "correction": corrections,  # per source type: its rows, grouped-CV figures and chosen strength
+        }
 
     def predict_values(self, inputs: Sequence[PredictInput]) -> np.ndarray:
         """Integer predictions, shape (n, 6), in input order (no per-row objects: the fast path)."""
