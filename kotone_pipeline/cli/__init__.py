@@ -10,12 +10,12 @@ import sys
 
 import typer
 
-from kotone_pipeline.cli import cycle, data, dev, model, predict, report, serve
+from kotone_pipeline.cli import cycle, data, dev, lexicon, model, predict, report, serve
 from kotone_pipeline.cli._common import EXIT_BAD_INPUT
 from kotone_pipeline.settings import ConfigurationError, check_settings
 
 # Order is the order of ``kotone --help``.
-COMMAND_MODULES = (data, model, predict, serve, cycle, dev, report)
+COMMAND_MODULES = (data, model, predict, serve, cycle, dev, report, lexicon)
 
 app = typer.Typer(
     name="kotone",

@@ -52,7 +52,7 @@ DEFAULT_MAX_CANDIDATES = 150  # phrases fitted per patch, most-said first (keeps
 _FILLER = frozenset({"music", "track", "tracks", "song", "songs", "something", "want", "need", "like", "please",
                      "pls", "bgm", "thing", "things", "feel", "feels", "maybe", "really", "just", "kind", "sort",
                      "bit", "lot", "lots", "looking", "make", "made", "think", "thanks", "hi", "hey"})  # fmt: skip
-_EN_WORD = re.compile(r"[a-z][a-z'-]*[a-z]")
+_EN_WORD = re.compile(r"[a-z][a-z'-]*[a-z]")  # words with an apostrophe ("don't") are skipped below
 _JA_RUN = re.compile(r"[\u30a0-\u30ff\u4e00-\u9fff]{2,8}")  # katakana or kanji: content words, not particles
 
 Action = Literal["add", "adjust"]
@@ -249,7 +249,7 @@ def _free_phrases(lowered: str, spans: Sequence[tuple[int, int]]) -> list[tuple[
 
     out: list[tuple[str, Literal["en", "ja"], int, int]] = []
     words = [(m.group(0), m.start(), m.end()) for m in _EN_WORD.finditer(lowered)]
-    content = [(w, s, e) for w, s, e in words if w not in ENGLISH_STOP_WORDS and w not in _FILLER]
+    content = [(w, s, e) for w, s, e in words if w not in ENGLISH_STOP_WORDS and w not in _FILLER and "'" not in w]
     for word, start, end in content:
         if free(start, end):
             out.append((word, "en", start, end))
