@@ -32,6 +32,7 @@ from kotone_pipeline.domain.jsonl import write_json
 MODULES: tuple[str, ...] = (
     "benchmarks.bench_domain",
     "benchmarks.bench_human",
+    "benchmarks.bench_people_gain",
     "benchmarks.bench_hf",
     "benchmarks.bench_cycle",
     "benchmarks.bench_report",

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from kotone_pipeline.orchestration.assets import base, cycle, flywheel, report, validation
+from kotone_pipeline.orchestration.assets import base, cycle, flywheel, lexicon, report, validation
 from kotone_pipeline.orchestration.checks import all_checks
 from kotone_pipeline.orchestration.jobs import base_job, cycle_job, report_job, validation_job
 from kotone_pipeline.orchestration.resources import bind_from_environment, resources_from_env
@@ -24,6 +24,7 @@ ALL_ASSETS = [
     cycle.split_dataset,
     cycle.training_submission,
     cycle.failure_playbook,
+    lexicon.lexicon_patch,
     validation.trained_models,
     validation.validation_snapshot,
     validation.promotion_decision,

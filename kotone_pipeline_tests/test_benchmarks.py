@@ -24,6 +24,7 @@ def test_registry_lists_the_domain_and_hf_benchmarks() -> None:
         "data",
         "model",
         "human",
+        "people_gain",
         "hf",
         "cycle",
         "report",

@@ -10,12 +10,12 @@ import sys
 
 import typer
 
-from kotone_pipeline.cli import champion, cycle, data, dev, model, predict, report, review, serve
+from kotone_pipeline.cli import champion, cycle, data, dev, lexicon, model, predict, report, review, serve
 from kotone_pipeline.cli._common import EXIT_BAD_INPUT
 from kotone_pipeline.settings import ConfigurationError, load_settings
 
 # Order is the order of ``kotone --help``.
-COMMAND_MODULES = (data, model, predict, serve, review, cycle, champion, dev, report)
+COMMAND_MODULES = (data, model, predict, serve, review, cycle, champion, dev, report, lexicon)
 
 app = typer.Typer(
     name="kotone",

@@ -61,6 +61,8 @@ from kotone_pipeline.domain.hparams import (
 )
 from kotone_pipeline.domain.job_timeout import default_job_timeout_s
 from kotone_pipeline.domain.jsonl import iter_json_lines
+from kotone_pipeline.domain.lexicon import default_lexicon
+from kotone_pipeline.domain.lexicon_patch import lexicon_version, stamp_lexicon_version
 from kotone_pipeline.domain.metrics import evaluate, score_prediction_records
 from kotone_pipeline.domain.predictor import Predictor
 from kotone_pipeline.domain.schemas import (
@@ -526,7 +528,9 @@ def step_split_dataset(
         *artifacts.read_pairs(cycle_id, "augmented_pairs"),
         *reviewed,
     ]
-    result = split_pairs(pairs, seed=config.split_seed)
+    # Every rule label so far comes from the committed lexicon: each row records its version (issue 23).
+    lexicon = lexicon_version(default_lexicon())
+    result = split_pairs(stamp_lexicon_version(pairs, lexicon), seed=config.split_seed)
     problems = check_leakage(result.splits) + eval_set_leaks(result.splits, base)
     if problems:
         raise LeakageError(f"split of cycle {cycle_id} leaks: " + "; ".join(problems[:10]))
@@ -542,6 +546,7 @@ def step_split_dataset(
             "reviewed_training": len(reviewed),
             "field": len(base.field),
         },
+        "lexicon_version": lexicon,
     }
     ref = store.publish(cycle_id, splits, card)
     rows = {name: len(split) for name, split in splits.items()}

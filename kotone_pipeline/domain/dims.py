@@ -7,7 +7,7 @@ import math
 DIMS: tuple[str, ...] = ("energy", "warmth", "brightness", "acousticness", "complexity", "nostalgia")
 SLOTS: tuple[str, ...] = ("style", "instrument", "mood", "gimmick")
 SOURCE_TYPES: tuple[str, ...] = ("request_text", "rule_prompt")
-ORIGINS: tuple[str, ...] = ("teacher", "augmented", "replay", "imported", "human")
+ORIGINS: tuple[str, ...] = ("teacher", "augmented", "replay", "imported", "human", "reviewed")
 MIN_VALUE = 0
 MAX_VALUE = 10
 NEUTRAL_VALUE = 5

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -311,6 +312,8 @@ class LocalTextModel(Predictor):
         self._encoder: CachedEncoder | None = None
         self.encoder_info: dict[str, Any] | None = None  # what the embedded sub-models were trained with
         self.lexicon_reader: LexiconReader | None = None
+        # Second part (issue 23): per source type, a correction fitted on people's rows only.
+        self._corrections: dict[str, Any] = {}
 
     def encoder(self) -> CachedEncoder:
         """The sentence encoder this model was trained with, loaded once per process and verified."""
@@ -348,6 +351,9 @@ class LocalTextModel(Predictor):
         if not pairs:
             raise ValueError("cannot fit the local model on zero training pairs")
         started = time.perf_counter()
+        from kotone_pipeline.domain.correction import split_people_rows  # imports this module
+
+        all_pairs, people, pairs = pairs, *split_people_rows(pairs, hp.min_people_rows)
         by_source: dict[str, list[Pair]] = {}
         for pair in pairs:
             by_source.setdefault(pair.source_type, []).append(pair)
@@ -383,14 +389,44 @@ class LocalTextModel(Predictor):
         self._models = models
         self._fallback = max(by_source, key=lambda s: (len(by_source[s]), s))
         self.hparams = hp
+        clock = time.perf_counter()
+        correction_meta = self._fit_corrections(people, pairs, all_pairs, hp)
         self.meta = {
-            "train_rows": len(pairs),
-            "train_rows_by_source_type": {s: len(r) for s, r in sorted(by_source.items())},
-            "training_data_hash": training_data_hash(pairs),
+            "train_rows": len(all_pairs),
+            "train_rows_by_source_type": dict(sorted(Counter(p.source_type for p in all_pairs).items())),
+            "training_data_hash": training_data_hash(all_pairs),
             "fit_seconds": round(time.perf_counter() - started, 4),
             "embed_seconds": round(embed_s, 4),
+            "correction_fit_seconds": round(time.perf_counter() - clock, 4),
+            "parts": correction_meta,
         }
         return self
+
+    def _fit_corrections(
+        self, people: list[Pair], base_rows: list[Pair], all_pairs: Sequence[Pair], hp: LocalHyperParams
+    ) -> dict[str, Any]:
+        """Fit the people correction of every source type on the first part's residuals; what trained what."""
+        from kotone_pipeline.domain.correction import PeopleCorrection, is_people_row, people_summary
+
+        self._corrections = {}
+        by_source: dict[str, list[Pair]] = {}
+        for pair in people:
+            by_source.setdefault(pair.source_type, []).append(pair)
+        corrections: dict[str, Any] = {}
+        for source_type, rows in sorted(by_source.items()):
+            model, texts = self._models[source_type], [p.text for p in rows]
+            dense = self._dense(texts, source_type) if getattr(model, "embedded", False) else None
+            correction = PeopleCorrection(min_people_rows=hp.min_people_rows)
+            correction.fit(rows, model.predict(texts, dense), dense)
+            corrections[source_type] = correction.meta
+            if correction.active:
+                self._corrections[source_type] = correction
+        return {
+            "min_people_rows": hp.min_people_rows,
+            "people_rows": people_summary([p for p in all_pairs if is_people_row(p)]),
+            "base": people_summary(base_rows),  # the first part's rows (people rows below the minimum included)
+            "correction": corrections,  # per source type: its rows, grouped-CV figures and chosen strength
+        }
 
     def predict_values(self, inputs: Sequence[PredictInput]) -> np.ndarray:
         """Integer predictions, shape (n, 6), in input order (no per-row objects: the fast path)."""
@@ -405,7 +441,11 @@ class LocalTextModel(Predictor):
             model = self._models[source_type]
             texts = [inputs[i].text for i in idx]
             embeddings = self._dense(texts, source_type) if getattr(model, "embedded", False) else None
-            out[idx] = to_dim_values(model.predict(texts, embeddings))
+            raw = model.predict(texts, embeddings)
+            correction = self._corrections.get(source_type)
+            if correction is not None:  # the second part reuses the first part's dense block
+                raw = correction.apply(texts, raw, embeddings)
+            out[idx] = to_dim_values(raw)
         return out
 
     def predict(self, inputs: Sequence[PredictInput]) -> list[Prediction]:
@@ -425,6 +465,8 @@ class LocalTextModel(Predictor):
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_writer(directory / ESTIMATOR_FILE, "wb") as handle:
             state = {"models": self._models, "fallback": self._fallback, "lexicon": self._lexicon_state()}
+            if self._corrections:
+                state["corrections"] = self._corrections
             joblib.dump(state, handle, compress=3)
         meta = {
             "kind": MODEL_KIND,
@@ -489,6 +531,7 @@ class LocalTextModel(Predictor):
             raise ModelLoadError(f"{estimator_path}: unexpected estimator content")
         model = cls(model_id=str(meta.get("model_id", "local")))
         model._models, model._fallback, model.hparams = models, fallback, hparams
+        model._corrections = dict(state.get("corrections") or {})
         if state.get("lexicon") is not None:
             model.lexicon_reader = LexiconReader(state["lexicon"])
         model.encoder_info = meta.get("encoder") if isinstance(meta.get("encoder"), dict) else None

@@ -217,6 +217,9 @@ class LocalHyperParams(BaseModel):
     # The concept lexicon's reading of a request (the label rule's offsets per dim) as features.
     use_lexicon: bool = True
     lexicon_weight: float = Field(default=1.0, gt=0, le=10)
+    # People's rows (origins human/imported/reviewed) train a separate correction once a source type has
+    # at least this many (issue 23); below it they are ordinary training rows, as before.
+    min_people_rows: int = Field(default=20, ge=2)
 
 
 class HyperParamDecision(BaseModel):

@@ -32,6 +32,7 @@ ASSETS = (
     "split_dataset",
     "training_submission",
     "failure_playbook",
+    "lexicon_patch",
     "trained_models",
     "validation_snapshot",
     "promotion_decision",
