@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.hparams import max_campaign_size
+from kotone_pipeline.domain.schemas import LocalHyperParams
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -152,7 +153,9 @@ class Settings(BaseModel):
     field_share: float = Field(1 / 3, alias="KOTONE_FIELD_SHARE", gt=0, lt=1)
     field_min_rows: int = Field(30, alias="KOTONE_FIELD_MIN_ROWS", ge=1)
     reviewed_weight: float = Field(1.0, alias="KOTONE_REVIEWED_WEIGHT", gt=0, le=100)
-    min_people_rows: int = Field(20, alias="KOTONE_MIN_PEOPLE_ROWS", ge=2)
+    min_people_rows: int = Field(
+        LocalHyperParams.model_fields["min_people_rows"].default, alias="KOTONE_MIN_PEOPLE_ROWS", ge=2
+    )
     lexicon_auto_accept: bool = Field(False, alias="KOTONE_LEXICON_AUTO_ACCEPT")
     dagster_storage: Literal["sqlite", "postgres"] = Field("sqlite", alias="KOTONE_DAGSTER_STORAGE")
     pg_host: str | None = Field(None, alias="DAGSTER_PG_HOST")

@@ -44,6 +44,7 @@ class LoopConfig(BaseModel):
     field_min_rows: int = _setting("field_min_rows")
     field_share: float = _setting("field_share")
     reviewed_weight: float = _setting("reviewed_weight")
+    min_people_rows: int = _setting("min_people_rows")
     nightly_cron: str = _setting("nightly_cron")
     nightly_timezone: str = _setting("nightly_timezone")
 

@@ -590,7 +590,11 @@ def step_training_submission(
     current = _champion_hparams(artifacts, eval_doc.champion) or {}
     if config.trainer == "local":
         decision = next_local_hparams(LocalHyperParams(**current), candidate, baseline, hard.focus)
-        variants = [v.model_dump() for v in campaign_variants(LocalHyperParams(**decision.next), config.campaign_size)]
+        variants = [
+            # KOTONE_MIN_PEOPLE_ROWS: when people's rows train the model's correction part (domain/correction.py).
+            {**v.model_dump(), "min_people_rows": config.min_people_rows}
+            for v in campaign_variants(LocalHyperParams(**decision.next), config.campaign_size)
+        ]
     else:
         decision = next_lora_hparams(LoraHyperParams(**current), candidate, baseline, hard.focus)
         variants = [
