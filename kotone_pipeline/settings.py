@@ -101,8 +101,10 @@ class Settings(BaseModel):
     min_improvement: float = Field(0.005, alias="KOTONE_MIN_IMPROVEMENT", ge=0, le=10)
     max_dim_regression: float = Field(0.15, alias="KOTONE_MAX_DIM_REGRESSION", ge=0, le=10)
     max_human_regression: float = Field(0.05, alias="KOTONE_MAX_HUMAN_REGRESSION", ge=0, le=10)
-    # Once the field set decides, how much worse than the champion the teacher's holdout may get.
-    max_holdout_regression: float = Field(0.05, alias="KOTONE_MAX_HOLDOUT_REGRESSION", ge=0, le=10)
+    # Once the field set decides, how much worse than the champion the teacher's holdout may get. Learning
+    # from people's labels moves a model off the lexicon teacher's reading by design (measured in `make demo`:
+    # +0.04..0.06 on the teacher's holdout for -7..11% on people's requests); the guard is against forgetting.
+    max_holdout_regression: float = Field(0.1, alias="KOTONE_MAX_HOLDOUT_REGRESSION", ge=0, le=10)
     min_json_valid_rate: float = Field(0.98, alias="KOTONE_MIN_JSON_VALID_RATE", ge=0, le=1)
     dagster_url: str | None = Field(None, alias="KOTONE_DAGSTER_URL")
     sensor_interval_s: int = Field(30, alias="KOTONE_SENSOR_INTERVAL_S", ge=1, le=24 * 3600)

@@ -98,11 +98,21 @@ def demo(
     if reviewer_from is not None and traffic is None:
         raise fail("--reviewer-from needs --traffic (the requests to serve and review)")
     if traffic is not None:
-        from kotone_pipeline.cli.traffic import TrafficError, TrafficReplay, read_labels, read_traffic
+        from kotone_pipeline.cli.traffic import (
+            TrafficError,
+            TrafficReplay,
+            first_slice_size,
+            read_labels,
+            read_traffic,
+        )
+        from kotone_pipeline.settings import load_settings
 
         try:
             labels = read_labels(reviewer_from) if reviewer_from else {}
-            replay = TrafficReplay(read_traffic(traffic), labels, slices=max(1, cycles - 1))
+            texts = read_traffic(traffic)
+            settings, slices = load_settings(), max(1, cycles - 1)
+            first = first_slice_size(len(texts), slices, settings.field_min_rows, settings.field_share)
+            replay = TrafficReplay(texts, labels, slices=slices, first_slice=first)
         except TrafficError as exc:
             raise fail(str(exc)) from None
     with _through_code_location(_runner(progress=True)) as runner:

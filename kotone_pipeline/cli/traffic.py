@@ -94,19 +94,39 @@ def _call(url: str, body: object | None = None) -> dict:
 
 @dataclass
 class TrafficReplay:
-    """The traffic, cut into one slice per cycle after the first champion, and the reviewer's labels."""
+    """The traffic, cut into one slice per cycle after the first champion, and the reviewer's labels.
+
+    ``first_slice``: requests in the first slice (the rest is shared evenly): the demo sizes it so that the
+    field set can decide from the first cycle that learns from people (see ``first_slice_size``)."""
 
     traffic: list[str]
     labels: dict[str, dict[str, int]]
     slices: int
+    first_slice: int | None = None
     served: int = 0
+    taken: int = 0
     history: list[dict[str, int]] = field(default_factory=list)
 
     def next_slice(self) -> list[str]:
-        size = math.ceil(len(self.traffic) / max(1, self.slices))
+        if self.taken == 0 and self.first_slice:
+            size = min(len(self.traffic), self.first_slice)
+        else:
+            left = max(1, self.slices - self.taken)
+            size = math.ceil((len(self.traffic) - self.served) / left)
         chunk = self.traffic[self.served : self.served + size]
         self.served += len(chunk)
+        self.taken += 1
         return chunk
+
+
+def first_slice_size(traffic: int, slices: int, field_min_rows: int, field_share: float) -> int | None:
+    """Enough reviewed requests for the field set to reach its minimum (with a 20% margin for the hash's
+    luck), at most two thirds of the traffic; None (even slices) when one slice is enough or no slice is."""
+    if slices <= 1:
+        return None
+    wanted = math.ceil(1.2 * field_min_rows / field_share)
+    even = math.ceil(traffic / slices)
+    return min(max(wanted, even), math.ceil(traffic * 2 / 3))
 
     def run(self, home: Path) -> dict[str, int]:
         """Serve the next slice through ``kotone serve``, then review the queue through ``kotone review``."""

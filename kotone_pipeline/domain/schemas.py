@@ -235,7 +235,7 @@ class GateThresholds(BaseModel):
     max_dim_regression: float = 0.15
     min_json_valid_rate: float = 0.98
     max_human_regression: float = 0.05
-    max_holdout_regression: float = 0.05  # once the field set decides, the holdout is a guard
+    max_holdout_regression: float = 0.1  # once the field set decides, the holdout is a guard
     field_min_rows: int = 30  # reviewed requests the field set needs before it decides
 
 
