@@ -38,6 +38,7 @@ MODULES: tuple[str, ...] = (
     "benchmarks.bench_report",
     "benchmarks.bench_serve",
     "benchmarks.bench_review",
+    "benchmarks.bench_flywheel",
     "benchmarks.bench_lora",
     "benchmarks.bench_ui",
 )
