@@ -118,16 +118,6 @@ class TrafficReplay:
         self.taken += 1
         return chunk
 
-
-def first_slice_size(traffic: int, slices: int, field_min_rows: int, field_share: float) -> int | None:
-    """Enough reviewed requests for the field set to reach its minimum (with a 20% margin for the hash's
-    luck), at most two thirds of the traffic; None (even slices) when one slice is enough or no slice is."""
-    if slices <= 1:
-        return None
-    wanted = math.ceil(1.2 * field_min_rows / field_share)
-    even = math.ceil(traffic / slices)
-    return min(max(wanted, even), math.ceil(traffic * 2 / 3))
-
     def run(self, home: Path) -> dict[str, int]:
         """Serve the next slice through ``kotone serve``, then review the queue through ``kotone review``."""
         chunk = self.next_slice()
@@ -147,3 +137,13 @@ def first_slice_size(traffic: int, slices: int, field_min_rows: int, field_share
                 result["reviewed" if labels else "skipped"] += 1
         self.history.append(result)
         return result
+
+
+def first_slice_size(traffic: int, slices: int, field_min_rows: int, field_share: float) -> int | None:
+    """Enough reviewed requests for the field set to reach its minimum (with a 20% margin for the hash's
+    luck), at most two thirds of the traffic; None (even slices) when one slice is enough or no slice is."""
+    if slices <= 1:
+        return None
+    wanted = math.ceil(1.2 * field_min_rows / field_share)
+    even = math.ceil(traffic / slices)
+    return min(max(wanted, even), math.ceil(traffic * 2 / 3))
