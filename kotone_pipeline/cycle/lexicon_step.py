@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kotone_pipeline.cycle.documents import SplitDatasetDoc
 from kotone_pipeline.domain.correction import is_people_row
 from kotone_pipeline.domain.lexicon_patch import LexiconPatch, propose_lexicon_patch
 from kotone_pipeline.services.artifacts import CycleArtifacts
-from kotone_pipeline.services.datasets import DatasetRef, DatasetStore
+from kotone_pipeline.services.datasets import DatasetStore
 from kotone_pipeline.services.lexicon_store import LexiconStore
 
 
@@ -27,7 +28,7 @@ class LexiconPatchStep:
 def step_lexicon_patch(
     artifacts: CycleArtifacts, store: DatasetStore, lexicons: LexiconStore, cycle_id: str
 ) -> LexiconPatchStep:
-    ref = DatasetRef.model_validate(artifacts.read_doc(cycle_id, "split_dataset")["dataset"])
+    ref = artifacts.read(cycle_id, SplitDatasetDoc).dataset
     people = [p for p in store.load(ref)["train"] if is_people_row(p)]
     lexicon, version = lexicons.current()
     patch = propose_lexicon_patch(people, lexicon)

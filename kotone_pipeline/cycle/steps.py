@@ -78,7 +78,7 @@ from kotone_pipeline.domain.schemas import (
 from kotone_pipeline.domain.split import check_leakage, split_pairs
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ANY_CHAMPION, Champion, ChampionChangedError, ChampionRegistry
-from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef, DatasetStore
+from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef, DatasetStore, published_splits
 from kotone_pipeline.services.jobs import JobBackend, JobBackendError, JobState
 from kotone_pipeline.services.request_log import RequestLog
 from kotone_pipeline.services.tracker import Tracker
@@ -549,7 +549,7 @@ def step_split_dataset(
         "lexicon_version": lexicon,
     }
     ref = store.publish(cycle_id, splits, card)
-    rows = {name: len(split) for name, split in splits.items()}
+    rows = {name: len(splits[name]) for name in published_splits(splits)}
     doc = SplitDatasetDoc(cycle_id=cycle_id, dataset=ref, stats=result.stats, rows=rows)
     if tracker is not None:
         doc.tracking = log_dataset(tracker, cycle_id, doc)

@@ -24,12 +24,20 @@ SPLIT_FILES = {
     "field": "field.jsonl",
 }
 EVAL_SPLITS = ("holdout", "probe", "human", "field")
-OPTIONAL_SPLITS = frozenset({"field"})  # may be empty in a published version
+# Held by a version only when it has rows: a version without reviews is the same version as before the
+# field set existed (same files, same content hash).
+OPTIONAL_SPLITS = frozenset({"field"})
+
+
+def published_splits(splits: Mapping[str, object]) -> list[str]:
+    """The splits a version holds, in ``SPLIT_FILES`` order: every required one, an optional one with rows."""
+    return [s for s in SPLIT_FILES if s not in OPTIONAL_SPLITS or splits.get(s)]
 
 
 def check_split_names(splits: Mapping[str, object]) -> None:
-    """A published version holds exactly ``SPLIT_FILES``; say which are missing or unknown."""
-    missing = [split for split in SPLIT_FILES if split not in splits]
+    """A published version holds ``SPLIT_FILES`` (the optional ones may be left out); say which are missing
+    or unknown."""
+    missing = [split for split in SPLIT_FILES if split not in splits and split not in OPTIONAL_SPLITS]
     unknown = sorted(set(splits) - set(SPLIT_FILES))
     if missing or unknown:
         raise ValueError(
@@ -56,7 +64,7 @@ class DatasetStore(ABC):
 
     @abstractmethod
     def load(self, ref: DatasetRef) -> dict[str, list[Pair]]:
-        """Load exactly the pinned version."""
+        """Load exactly the pinned version: every split it holds (an empty optional split is not held)."""
 
     @abstractmethod
     def materialize_local(self, ref: DatasetRef, dest: Path) -> Path:

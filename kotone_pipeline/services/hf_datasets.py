@@ -37,7 +37,14 @@ import kotone_pipeline
 from kotone_pipeline.domain.dims import DIMS, SLOTS
 from kotone_pipeline.domain.jsonl import atomic_writer, describe_validation_error
 from kotone_pipeline.domain.schemas import Pair
-from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef, DatasetStore, check_split_names
+from kotone_pipeline.services.datasets import (
+    OPTIONAL_SPLITS,
+    SPLIT_FILES,
+    DatasetRef,
+    DatasetStore,
+    check_split_names,
+    published_splits,
+)
 from kotone_pipeline.services.hf_common import (
     TRAINING_SCRIPT_PATH_IN_REPO,
     Redactor,
@@ -116,7 +123,7 @@ def validate_splits(splits: Mapping[str, list[Any]]) -> dict[str, list[Pair]]:
     check_split_names(splits)
     problems: list[str] = []
     valid: dict[str, list[Pair]] = {}
-    for split in SPLIT_FILES:
+    for split in published_splits(splits):
         valid[split] = []
         for index, row in enumerate(splits[split]):
             data = row.model_dump(mode="json") if isinstance(row, Pair) else row
@@ -178,7 +185,11 @@ def read_parquet(path: Path) -> list[Pair]:
 
 
 def card_yaml(repo_id: str) -> str:
-    files = "\n".join(f"  - split: {split}\n    path: {PARQUET_DIR}/{split}.parquet" for split in SPLIT_FILES)
+    files = "\n".join(
+        f"  - split: {split}\n    path: {PARQUET_DIR}/{split}.parquet"
+        for split in SPLIT_FILES
+        if split not in OPTIONAL_SPLITS  # present in a version only when it has rows
+    )
     return (
         "---\n"
         f"pretty_name: {repo_id.split('/')[-1]}\n"
@@ -269,7 +280,7 @@ class HfHubDatasetStore(DatasetStore):
         commit. Invalid rows are refused before anything is sent."""
         validate_cycle_id(cycle_id)
         pairs = validate_splits(splits)
-        split_bytes = {split: canonical_jsonl(pairs[split]) for split in SPLIT_FILES}
+        split_bytes = {split: canonical_jsonl(pairs[split]) for split in pairs}
         full_hash = data_hash(split_bytes)
         extras = self._extra_files(extra_files)
         key = hashlib.sha256(
@@ -287,11 +298,8 @@ class HfHubDatasetStore(DatasetStore):
         card_doc = self._card_doc(cycle_id, pairs, split_bytes, full_hash, extras, card)
         card_text = self.redact(json.dumps(card_doc, ensure_ascii=False, indent=2, sort_keys=True)) + "\n"
         operations = [
-            *(CommitOperationAdd(f"{JSONL_DIR}/{SPLIT_FILES[split]}", split_bytes[split]) for split in SPLIT_FILES),
-            *(
-                CommitOperationAdd(f"{PARQUET_DIR}/{split}.parquet", parquet_bytes(pairs[split]))
-                for split in SPLIT_FILES
-            ),
+            *(CommitOperationAdd(f"{JSONL_DIR}/{SPLIT_FILES[split]}", split_bytes[split]) for split in pairs),
+            *(CommitOperationAdd(f"{PARQUET_DIR}/{split}.parquet", parquet_bytes(pairs[split])) for split in pairs),
             CommitOperationAdd("README.md", self.redact(readme(self.repo_id, card_doc)).encode("utf-8")),
             CommitOperationAdd(CARD_JSON, card_text.encode("utf-8")),
             *(CommitOperationAdd(path, data) for path, data in sorted(extras.items())),
@@ -319,7 +327,7 @@ class HfHubDatasetStore(DatasetStore):
         with tempfile.TemporaryDirectory(prefix="kotone-hf-load-") as cache:
             loaded = {
                 split: read_parquet(Path(self._download(f"{PARQUET_DIR}/{split}.parquet", ref.version, cache)))
-                for split in SPLIT_FILES
+                for split in self._splits_of(ref)
             }
         actual = data_hash({split: canonical_jsonl(rows) for split, rows in loaded.items()})
         if actual != ref.data_hash:
@@ -328,23 +336,29 @@ class HfHubDatasetStore(DatasetStore):
             )
         return loaded
 
+    def _splits_of(self, ref: DatasetRef) -> list[str]:
+        """The splits the pinned version holds (its card lists them; an optional one may be absent)."""
+        recorded = self.card(ref).get("splits")
+        names = set(recorded) if isinstance(recorded, dict) else set(SPLIT_FILES)
+        return [s for s in SPLIT_FILES if s in names or s not in OPTIONAL_SPLITS]
+
     def materialize_local(self, ref: DatasetRef, dest: Path) -> Path:
         """Download the pinned commit's split JSONL files (``SPLIT_FILES``) into ``dest``, hash-checked."""
         self._check_ref(ref)
         dest = Path(dest).absolute()
         with tempfile.TemporaryDirectory(prefix="kotone-hf-materialize-") as cache:
             contents = {
-                split: Path(self._download(f"{JSONL_DIR}/{name}", ref.version, cache)).read_bytes()
-                for split, name in SPLIT_FILES.items()
+                split: Path(self._download(f"{JSONL_DIR}/{SPLIT_FILES[split]}", ref.version, cache)).read_bytes()
+                for split in self._splits_of(ref)
             }
         actual = data_hash(contents)
         if actual != ref.data_hash:
             raise DatasetIntegrityError(
                 f"{ref.uri}: split files do not match the hash (expected {ref.data_hash}, got {actual})"
             )
-        for split, name in SPLIT_FILES.items():
-            with atomic_writer(dest / name, "wb") as handle:
-                handle.write(contents[split])
+        for split, content in contents.items():
+            with atomic_writer(dest / SPLIT_FILES[split], "wb") as handle:
+                handle.write(content)
         return dest
 
     def card(self, ref: DatasetRef) -> dict[str, Any]:
@@ -387,7 +401,7 @@ class HfHubDatasetStore(DatasetStore):
                     "parquet": f"{PARQUET_DIR}/{split}.parquet",
                     "sha256": hashlib.sha256(split_bytes[split]).hexdigest(),
                 }
-                for split in SPLIT_FILES
+                for split in pairs
             },
             "files": {path: hashlib.sha256(data).hexdigest() for path, data in sorted(extras.items())},
             "card": card,

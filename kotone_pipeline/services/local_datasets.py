@@ -20,7 +20,14 @@ from typing import Any
 
 from kotone_pipeline.domain.jsonl import DataFileError, read_models
 from kotone_pipeline.domain.schemas import Pair
-from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef, DatasetStore, check_split_names
+from kotone_pipeline.services.datasets import (
+    OPTIONAL_SPLITS,
+    SPLIT_FILES,
+    DatasetRef,
+    DatasetStore,
+    check_split_names,
+    published_splits,
+)
 from kotone_pipeline.services.jobs import validate_cycle_id
 
 DEFAULT_DATASET_NAME = "kotone-music-params"
@@ -49,7 +56,7 @@ def data_hash(split_bytes: dict[str, bytes]) -> str:
     """sha256 over all splits in SPLIT_FILES order; each split is framed by its name and length, so
     moving a row from one split to the next changes the hash."""
     digest = hashlib.sha256()
-    for split in SPLIT_FILES:
+    for split in (s for s in SPLIT_FILES if s in split_bytes):  # an absent optional split adds nothing
         content = split_bytes[split]
         digest.update(f"{split}\n{len(content)}\n".encode())
         digest.update(content)
@@ -96,7 +103,7 @@ class LocalDatasetStore(DatasetStore):
         """
         validate_cycle_id(cycle_id)
         check_split_names(splits)
-        split_bytes = {split: canonical_jsonl(splits[split]) for split in SPLIT_FILES}
+        split_bytes = {split: canonical_jsonl(splits[split]) for split in published_splits(splits)}
         full_hash = data_hash(split_bytes)
         version = full_hash[:VERSION_LENGTH]
         final = self.version_dir(self.dataset_name, version)
@@ -118,7 +125,7 @@ class LocalDatasetStore(DatasetStore):
                     "rows": len(splits[split]),
                     "sha256": hashlib.sha256(split_bytes[split]).hexdigest(),
                 }
-                for split in SPLIT_FILES
+                for split in split_bytes
             },
             "card": card,
         }
@@ -127,8 +134,8 @@ class LocalDatasetStore(DatasetStore):
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=final.parent))
         try:
-            for split, filename in SPLIT_FILES.items():
-                _write_synced(tmp / filename, split_bytes[split])
+            for split, content in split_bytes.items():
+                _write_synced(tmp / SPLIT_FILES[split], content)
             _write_synced(tmp / CARD_FILE, card_text.encode("utf-8"))
             _write_synced(tmp / README_FILE, _readme(self.dataset_name, version, card_doc).encode("utf-8"))
             os.chmod(tmp, 0o755)
@@ -148,6 +155,7 @@ class LocalDatasetStore(DatasetStore):
         return {
             split: read_models(version_dir / filename, Pair, strict=True).rows
             for split, filename in SPLIT_FILES.items()
+            if split not in OPTIONAL_SPLITS or (version_dir / filename).is_file()
         }
 
     def materialize_local(self, ref: DatasetRef, dest: Path) -> Path:
@@ -187,6 +195,8 @@ class LocalDatasetStore(DatasetStore):
             raise DatasetIntegrityError(f"dataset ref {ref.name}@{ref.version}: data_hash does not match the version")
         split_bytes: dict[str, bytes] = {}
         for split, filename in SPLIT_FILES.items():
+            if split in OPTIONAL_SPLITS and not (version_dir / filename).is_file():
+                continue
             try:
                 split_bytes[split] = (version_dir / filename).read_bytes()
             except FileNotFoundError as exc:

@@ -10,6 +10,7 @@ from kotone_pipeline.domain.lexicon_patch import lexicon_version
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.lexicon_store import LexiconStore
 from kotone_pipeline.services.local_datasets import LocalDatasetStore
+from kotone_pipeline_tests.documents import split_doc
 from kotone_pipeline_tests.domain.test_lexicon_patch import _people_rows
 from kotone_pipeline_tests.services.test_local_datasets import make_splits
 
@@ -20,7 +21,7 @@ def test_proposes_from_the_splits_people_rows_and_applies_nothing(tmp_path: Path
     splits = make_splits()
     splits["train"] = splits["train"] + _people_rows()  # 5 teacher rows + 36 people rows
     ref = datasets.publish("c1", splits, {})
-    artifacts.write_doc("c1", "split_dataset", {"dataset": ref.model_dump(mode="json")})
+    artifacts.write("c1", split_doc("c1", ref))
 
     result = step_lexicon_patch(artifacts, datasets, lexicons, "c1")
 

@@ -13,6 +13,7 @@ from kotone_pipeline.orchestration.assets.lexicon import lexicon_patch
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.lexicon_store import LexiconStore
 from kotone_pipeline.services.local_datasets import LocalDatasetStore
+from kotone_pipeline_tests.documents import split_doc
 from kotone_pipeline_tests.domain.test_lexicon_patch import _people_rows
 from kotone_pipeline_tests.services.test_local_datasets import make_splits
 
@@ -22,7 +23,7 @@ def test_materializes_a_patch_with_its_entries_and_applies_nothing(tmp_path: Pat
     splits = make_splits()
     splits["train"] = splits["train"] + _people_rows()
     ref = LocalDatasetStore(artifacts.datasets_dir).publish("c1", splits, {})
-    artifacts.write_doc("c1", "split_dataset", {"dataset": ref.model_dump(mode="json")})
+    artifacts.write("c1", split_doc("c1", ref))
     defs = build_definitions({"KOTONE_HOME": str(tmp_path), "KOTONE_WANDB_MODE": "disabled"})
 
     with dg.instance_for_test() as instance:

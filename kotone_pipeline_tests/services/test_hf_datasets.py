@@ -11,7 +11,8 @@ from huggingface_hub import HfApi, RepoCard, hf_hub_download
 
 from kotone_pipeline.domain.jsonl import read_models
 from kotone_pipeline.domain.schemas import Pair
-from kotone_pipeline.services.datasets import SPLIT_FILES
+from kotone_pipeline.services.datasets import OPTIONAL_SPLITS
+from kotone_pipeline.services.datasets import SPLIT_FILES as ALL_SPLIT_FILES
 from kotone_pipeline.services.hf_common import TRAINING_SCRIPT_PATH_IN_REPO
 from kotone_pipeline.services.hf_datasets import HfDatasetStoreError, HfHubDatasetStore
 from kotone_pipeline.services.local_datasets import DatasetIntegrityError, LocalDatasetStore
@@ -24,6 +25,9 @@ from kotone_pipeline_tests.hf_standin.fixtures import (
     make_splits,
 )
 from kotone_pipeline_tests.hf_standin.server import HubStandIn, iter_secret_hits
+
+# The files of a version without reviewed requests (an empty field split is not held).
+SPLIT_FILES = {s: f for s, f in ALL_SPLIT_FILES.items() if s not in OPTIONAL_SPLITS}
 
 REPO = f"{USER}/kotone-data"
 

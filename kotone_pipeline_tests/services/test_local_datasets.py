@@ -8,13 +8,17 @@ from pathlib import Path
 import pytest
 
 from kotone_pipeline.domain.schemas import Pair, Vector
-from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef
+from kotone_pipeline.services.datasets import OPTIONAL_SPLITS, DatasetRef
+from kotone_pipeline.services.datasets import SPLIT_FILES as ALL_SPLIT_FILES
 from kotone_pipeline.services.local_datasets import (
     DEFAULT_DATASET_NAME,
     DatasetIntegrityError,
     DatasetNotFoundError,
     LocalDatasetStore,
 )
+
+# The files of a version without reviewed requests (an empty field split is not held).
+SPLIT_FILES = {s: f for s, f in ALL_SPLIT_FILES.items() if s not in OPTIONAL_SPLITS}
 
 
 def pair(n: int, origin: str = "teacher") -> Pair:
@@ -164,3 +168,15 @@ def test_concurrent_publishers_of_the_same_content_agree(store: LocalDatasetStor
 
     assert len(refs) == 4 and len(set(refs_json := [r.model_dump_json() for r in refs])) == 1, refs_json
     assert [p.name for p in (store.root / DEFAULT_DATASET_NAME).iterdir()] == [refs[0].version]
+
+
+def test_a_field_split_is_held_only_when_it_has_rows(tmp_path: Path) -> None:
+    store = LocalDatasetStore(tmp_path)
+    without = store.publish("c1", make_splits(), {})
+    with_empty = store.publish("c1", {**make_splits(), "field": []}, {})
+    assert with_empty == without  # the same version as before the field set existed
+    assert "field" not in store.load(without)
+    field = [pair(50), pair(51)]
+    ref = store.publish("c2", {**make_splits(), "field": field}, {})
+    assert ref.version != without.version and (Path(ref.uri) / "field.jsonl").is_file()
+    assert dumped(store.load(ref))["field"] == dumped({"field": field})["field"]
