@@ -45,6 +45,7 @@ class LoopConfig(BaseModel):
     field_share: float = _setting("field_share")
     reviewed_weight: float = _setting("reviewed_weight")
     min_people_rows: int = _setting("min_people_rows")
+    lexicon_auto_accept: bool = _setting("lexicon_auto_accept")
     nightly_cron: str = _setting("nightly_cron")
     nightly_timezone: str = _setting("nightly_timezone")
 

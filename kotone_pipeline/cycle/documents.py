@@ -80,6 +80,7 @@ class AugmentedPairsDoc(CycleDocument):
     cycle_id: str
     counts: dict[str, Any]
     focus: list[str]
+    lexicon_version: str = ""  # the lexicon in effect that wrote and labelled the rows
 
 
 class SplitDatasetDoc(CycleDocument):

@@ -50,6 +50,7 @@ from kotone_pipeline.cycle.tracking import (
 )
 from kotone_pipeline.domain.augment import augment
 from kotone_pipeline.domain.baselines import ConstantBaseline, RuleBaseline
+from kotone_pipeline.domain.composer import Composer
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.gate import decide_promotion
 from kotone_pipeline.domain.hard_dims import find_hard_dims, per_dim_mae
@@ -80,6 +81,7 @@ from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ANY_CHAMPION, Champion, ChampionChangedError, ChampionRegistry
 from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef, DatasetStore, published_splits
 from kotone_pipeline.services.jobs import JobBackend, JobBackendError, JobState
+from kotone_pipeline.services.lexicon_store import LexiconStore
 from kotone_pipeline.services.request_log import RequestLog
 from kotone_pipeline.services.tracker import Tracker
 
@@ -469,6 +471,9 @@ def step_augmented_pairs(
     failing = sorted((r for r in probe_rows if r.row_mae > 0), key=lambda r: (-r.row_mae, r.pair_id))
     existing = {p.text for p in (*base.teacher_pairs, *base.probe, *base.holdout)}
     existing |= {p.text for p in _earlier_augmented(artifacts, earlier_cycles)}
+    # The lexicon in effect: the committed one plus the patch entries a person (or auto-accept) accepted. It
+    # writes and labels the new requests; each row records its version, so the dataset version follows it.
+    lexicon, version = LexiconStore(artifacts.home).current()
     result = augment(
         failing,
         base.base_train,
@@ -479,11 +484,14 @@ def step_augmented_pairs(
         existing_texts=existing,
         add_ratio=config.add_ratio,
         replay_ratio=config.replay_ratio,
+        composer=Composer(lexicon),
     )
-    artifacts.write_rows(cycle_id, "augmented_pairs", result.pairs)
+    pairs = stamp_lexicon_version(result.pairs, version)
+    artifacts.write_rows(cycle_id, "augmented_pairs", pairs)
     counts = dict(result.counts)
-    artifacts.write(cycle_id, AugmentedPairsDoc(cycle_id=cycle_id, counts=counts, focus=report.focus))
-    return AugmentStep(result.pairs, counts)
+    doc = AugmentedPairsDoc(cycle_id=cycle_id, counts=counts, focus=report.focus, lexicon_version=version)
+    artifacts.write(cycle_id, doc)
+    return AugmentStep(pairs, counts)
 
 
 # --- split_dataset ---------------------------------------------------------------------------------
@@ -528,9 +536,11 @@ def step_split_dataset(
         *artifacts.read_pairs(cycle_id, "augmented_pairs"),
         *reviewed,
     ]
-    # Every rule label so far comes from the committed lexicon: each row records its version (issue 23).
+    # Each rule-labelled row records the lexicon that labelled it: augmented rows were stamped with the lexicon
+    # in effect when written; the rest (the base set) came from the committed one.
     lexicon = lexicon_version(default_lexicon())
     result = split_pairs(stamp_lexicon_version(pairs, lexicon), seed=config.split_seed)
+    in_effect = LexiconStore(artifacts.home).current()[1]
     problems = check_leakage(result.splits) + eval_set_leaks(result.splits, base)
     if problems:
         raise LeakageError(f"split of cycle {cycle_id} leaks: " + "; ".join(problems[:10]))
@@ -546,7 +556,7 @@ def step_split_dataset(
             "reviewed_training": len(reviewed),
             "field": len(base.field),
         },
-        "lexicon_version": lexicon,
+        "lexicon_version": {"committed": lexicon, "in_effect": in_effect},
     }
     ref = store.publish(cycle_id, splits, card)
     rows = {name: len(splits[name]) for name in published_splits(splits)}

@@ -25,7 +25,7 @@ cycle_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("cycle"),
     description=(
         "served_requests -> reviewed_requests -> eval_summary -> hard_dims -> augmented_pairs -> split_dataset "
-        "-> training_submission -> failure_playbook, for one cycle partition."
+        "-> training_submission -> failure_playbook, lexicon_patch, for one cycle partition."
     ),
     executor_def=EXECUTOR,
 )

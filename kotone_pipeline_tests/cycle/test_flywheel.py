@@ -136,3 +136,13 @@ def test_the_field_set_scores_every_run_and_decides_once_large_enough(flywheel) 
         assert decision.primary == "field"
         assert any(r.startswith(("pass: field-set vector_mae", "FAIL: field-set vector_mae")) for r in decision.reasons)
         assert any("holdout guard" in r for r in decision.reasons)
+
+
+def test_new_requests_are_written_and_labelled_by_the_lexicon_in_effect(flywheel) -> None:
+    from kotone_pipeline.cycle.documents import AugmentedPairsDoc
+    from kotone_pipeline.services.lexicon_store import LexiconStore
+
+    artifacts, _ = flywheel
+    version = LexiconStore(artifacts.home).current()[1]
+    assert artifacts.read("c2", AugmentedPairsDoc).lexicon_version == version
+    assert {p.meta.get("lexicon") for p in artifacts.read_pairs("c2", "augmented_pairs")} == {version}

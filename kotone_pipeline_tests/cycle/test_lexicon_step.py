@@ -30,3 +30,31 @@ def test_proposes_from_the_splits_people_rows_and_applies_nothing(tmp_path: Path
     assert lexicons.load_patch("c1") == result.patch and result.path.is_file()
     assert lexicons.current()[1] == result.lexicon_version == lexicon_version(default_lexicon())
     assert lexicons.accepted() == []
+
+
+def _cycle_with_people(tmp_path: Path) -> tuple[CycleArtifacts, LocalDatasetStore, LexiconStore]:
+    artifacts, lexicons = CycleArtifacts(tmp_path), LexiconStore(tmp_path)
+    datasets = LocalDatasetStore(tmp_path / "datasets")
+    splits = make_splits()
+    splits["train"] = splits["train"] + _people_rows()
+    artifacts.write("c1", split_doc("c1", datasets.publish("c1", splits, {})))
+    return artifacts, datasets, lexicons
+
+
+def test_auto_accept_takes_a_patch_that_lowers_grouped_cv_error_and_moves_the_version(tmp_path: Path) -> None:
+    artifacts, datasets, lexicons = _cycle_with_people(tmp_path)
+    result = step_lexicon_patch(artifacts, datasets, lexicons, "c1", auto_accept=True)
+    assert result.patch.cv_patched_mae < result.patch.cv_base_mae  # type: ignore[operator]
+    assert result.accepted == [e.id for e in result.patch.entries] and result.accepted_by == "auto-accept"
+    assert "auto-accepted: grouped-CV MAE" in result.why
+    assert result.lexicon_version_after == lexicons.current()[1] != result.lexicon_version
+    assert {a.accepted_by for a in lexicons.accepted()} == {"auto-accept"}
+
+
+def test_a_person_accepts_named_entries_from_the_ui(tmp_path: Path) -> None:
+    artifacts, datasets, lexicons = _cycle_with_people(tmp_path)
+    proposed = step_lexicon_patch(artifacts, datasets, lexicons, "c1").patch.entries
+    first = proposed[0].id
+    result = step_lexicon_patch(artifacts, datasets, lexicons, "c1", accept=[first])
+    assert result.accepted == [first] and result.accepted_by == "ui"
+    assert [a.entry.id for a in lexicons.accepted()] == [first]

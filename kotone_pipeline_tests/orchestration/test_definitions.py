@@ -129,8 +129,11 @@ def test_the_launchpad_shows_only_the_config_a_person_edits(tmp_path: Path) -> N
 
     env = {"KOTONE_HOME": str(tmp_path / "a machine path"), "KOTONE_MIN_IMPROVEMENT": "0.25", "HF_TOKEN": "hf_x"}
     definitions = build_definitions(env)
-    for job in ("base_job", "cycle_job", "report_job"):
+    for job in ("base_job", "report_job"):
         assert launchpad_yaml(definitions, job).strip() == "{}", job
+    # cycle_job: only the lexicon patch entries a person accepts from the UI (empty: propose only).
+    cycle = launchpad_yaml(definitions, "cycle_job")
+    assert cycle.split() == ["ops:", "lexicon_patch:", "config:", "accept:", "''"]
     validation = launchpad_yaml(definitions, "validation_job")
     assert validation.split() == ["ops:", "promotion_decision:", "config:", "force_reason:", "''"]
     assert "machine path" not in validation and "0.25" not in validation and "min_improvement" not in validation

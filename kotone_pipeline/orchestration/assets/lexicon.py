@@ -1,7 +1,9 @@
 """``lexicon_patch``: lexicon changes proposed from people's labels, one patch per cycle (issue 23).
 
-Its own group (not in ``cycle_job``): materialize it for a cycle from the UI after ``split_dataset``.
-A patch applies nowhere until accepted: ``kotone lexicon accept CYCLE [--entries ID,...]``.
+Part of ``cycle_job`` (after ``split_dataset``). A patch applies nowhere until accepted: ``kotone lexicon
+accept CYCLE [--entries ID,...]``, the asset's ``accept`` config from the UI, or ``KOTONE_LEXICON_AUTO_ACCEPT``
+when the patch lowers grouped-CV error on people's rows. Accepted entries write and label the next cycle's
+new requests.
 """
 
 import dagster as dg
@@ -9,13 +11,23 @@ import dagster as dg
 from kotone_pipeline.cycle.lexicon_step import step_lexicon_patch
 from kotone_pipeline.orchestration.metadata import md_table, path_value, readable
 from kotone_pipeline.orchestration.partitions import cycles
-from kotone_pipeline.orchestration.resources import DatasetStoreResource, KotoneHomeResource, resolve_home
+from kotone_pipeline.orchestration.resources import (
+    DatasetStoreResource,
+    KotoneHomeResource,
+    LoopSettings,
+    resolve_home,
+)
 from kotone_pipeline.services.lexicon_store import LexiconStore
+
+
+class LexiconPatchConfig(dg.Config):
+    accept: str = ""
+    """Entry ids to accept (comma-separated), or "all"; empty proposes only."""
 
 
 @dg.asset(
     partitions_def=cycles,
-    group_name="lexicon",
+    group_name="cycle",
     deps=["split_dataset"],
     kinds={"json"},
     description=(
@@ -25,14 +37,24 @@ from kotone_pipeline.services.lexicon_store import LexiconStore
     ),
 )
 def lexicon_patch(
-    context: dg.AssetExecutionContext, kotone_home: KotoneHomeResource, dataset_store: DatasetStoreResource
+    context: dg.AssetExecutionContext,
+    config: LexiconPatchConfig,
+    kotone_home: KotoneHomeResource,
+    dataset_store: DatasetStoreResource,
+    loop_settings: LoopSettings,
 ) -> dg.MaterializeResult:
-    result = step_lexicon_patch(
-        kotone_home.artifacts(),
-        dataset_store.get_store(),
-        LexiconStore(resolve_home(kotone_home.home)),
-        context.partition_key,
-    )
+    accept = [e.strip() for e in config.accept.split(",") if e.strip()]
+    try:
+        result = step_lexicon_patch(
+            kotone_home.artifacts(),
+            dataset_store.get_store(),
+            LexiconStore(resolve_home(kotone_home.home)),
+            context.partition_key,
+            auto_accept=loop_settings.config().lexicon_auto_accept,
+            accept=accept,
+        )
+    except ValueError as exc:  # an unknown entry id, or entries that would break the lexicon
+        raise dg.Failure(str(exc)) from exc
     patch = result.patch
     rows = [
         [
@@ -57,6 +79,9 @@ def lexicon_patch(
                 "cv_patched_mae": dg.MetadataValue.float(patch.cv_patched_mae or 0.0),
                 "lexicon_version": dg.MetadataValue.text(result.lexicon_version),
                 "patch": path_value(str(result.path)),
+                "accepted": dg.MetadataValue.json(result.accepted),
+                "acceptance": dg.MetadataValue.text(result.why),
+                "lexicon_version_next_cycle": dg.MetadataValue.text(result.lexicon_version_after),
                 "accept_with": dg.MetadataValue.text(
                     f"kotone lexicon accept {context.partition_key} [--entries ID,...]"
                 ),
