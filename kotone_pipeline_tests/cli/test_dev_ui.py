@@ -26,6 +26,8 @@ ASSETS = (
     "catalog",
     "teacher_pairs",
     "eval_sets",
+    "served_requests",
+    "reviewed_requests",
     "eval_summary",
     "hard_dims",
     "augmented_pairs",

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app
 from kotone_pipeline.definitions import build_definitions
+from kotone_pipeline.domain.workflow_log import PLOTS
 from kotone_pipeline.orchestration.runner import CycleRunner
 from kotone_pipeline.orchestration.workflow_log import (
     HTML_FILE,
@@ -134,7 +135,7 @@ def test_html_is_self_contained(rendered) -> None:
     parser.feed(rendered.html)
     parser.close()
     assert parser.tags[0] == "html" and "table" in parser.tags
-    assert len(parser.images) == 3
+    assert len(parser.images) == len(PLOTS)
     assert all(src.startswith("data:image/png;base64,") for src in parser.images)
     assert parser.external == []
     assert "@import" not in rendered.html and "url(" not in rendered.html

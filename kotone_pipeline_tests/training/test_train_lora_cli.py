@@ -147,4 +147,4 @@ def test_missing_training_packages_are_named(tmp_path, capsys, monkeypatch):
 
     assert code == script.EXIT_BAD_INPUT
     assert "missing package(s) torch, transformers, trl, peft, accelerate" in err
-    assert run["rows"] == {"train": 2, "validation": 2, "test": 2, "holdout": 2, "probe": 2, "human": 2}
+    assert run["rows"] == {"train": 2, "validation": 2, "test": 2, "holdout": 2, "probe": 2, "human": 2, "field": 2}

@@ -98,6 +98,7 @@ def test_a_finished_run_is_uploaded_to_its_own_branch(published, hub, tmp_path, 
         "predictions_holdout.jsonl",
         "predictions_probe.jsonl",  # the dataset carries the probe eval split, so the run predicts it
         "predictions_human.jsonl",  # and the hand-written human set
+        "predictions_field.jsonl",  # and the field set of reviewed requests (this dataset has one)
     }
     assert _files(hub, "main") == {".gitattributes"}  # main is never written
     run = _run_record(hub)
