@@ -56,8 +56,14 @@ def _mae(model_uri: str, pairs: list[Pair]) -> float:
 
 def run(repeats: int) -> dict[str, float]:
     from kotone_pipeline.cycle.config import LoopConfig
-    from kotone_pipeline.cycle.documents import PromotionDecisionDoc, ReviewedRequestsDoc, ValidationSnapshotDoc
+    from kotone_pipeline.cycle.documents import (
+        EvalSummaryDoc,
+        PromotionDecisionDoc,
+        ReviewedRequestsDoc,
+        ValidationSnapshotDoc,
+    )
     from kotone_pipeline.cycle.steps import run_cycle_plain
+    from kotone_pipeline.domain.gate import decide_promotion
     from kotone_pipeline.services.artifacts import CycleArtifacts
     from kotone_pipeline.services.champion import ChampionRegistry
     from kotone_pipeline.services.local_datasets import LocalDatasetStore
@@ -124,6 +130,31 @@ def run(repeats: int) -> dict[str, float]:
             }
             for reason in decision.reasons:
                 print(f"  c2 gate: {reason}")
+            # The same candidate and references under a field set that decides from its size (what the gate
+            # says once KOTONE_FIELD_MIN_ROWS is at most the field set's rows).
+            eval_doc = artifacts.read("c2", EvalSummaryDoc)
+            summaries, champion_id = eval_doc.summaries, champion.model_id
+            thresholds = config.gate_thresholds().model_copy(update={"field_min_rows": doc.field_total})
+            field_rule = decide_promotion(
+                candidate_run_id="c2/r0",
+                candidate=best.holdout if best else None,
+                champion_id=champion_id,
+                champion=summaries["champion"]["holdout"],
+                baselines={"baseline-constant": summaries["baseline-constant"]["holdout"]},
+                thresholds=thresholds,
+                candidate_human=best.human if best else None,
+                reference_human={champion_id: summaries["champion"]["human"]},
+                candidate_field=best.field if best else None,
+                reference_field={champion_id: summaries["champion"]["field"]}
+                if "field" in summaries["champion"]
+                else {},
+            )
+            for reason in field_rule.reasons:
+                print(f"  c2 gate if the field set decided: {reason}")
+            results["flywheel_promoted_if_field_decides"] = float(field_rule.promote)
+            results["flywheel_failed_checks_if_field_decides"] = float(
+                sum(r.startswith("FAIL") for r in field_rule.reasons)
+            )
             return results
         finally:
             if previous is None:
@@ -157,5 +188,12 @@ def rows(results: dict[str, float], repeats: int) -> list[Row]:
         ),
         Row("  promoted (1) / kept (0)", results["flywheel_promoted"], "", 1),
         Row("  gate checks failing", results["flywheel_failed_checks"], "", 1),
+        Row(
+            "  promoted had the field set decided (KOTONE_FIELD_MIN_ROWS <= its rows)",
+            results["flywheel_promoted_if_field_decides"],
+            "",
+            1,
+        ),
+        Row("    gate checks failing then", results["flywheel_failed_checks_if_field_decides"], "", 1),
         Row("the cycle that learned from the reviews", results["flywheel_cycle_s"], "s", 1),
     ]

@@ -76,7 +76,7 @@ from kotone_pipeline.domain.schemas import (
     Pair,
     normalize_text,
 )
-from kotone_pipeline.domain.split import check_leakage, split_pairs
+from kotone_pipeline.domain.split import check_leakage, compute_stats, split_pairs
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ANY_CHAMPION, Champion, ChampionChangedError, ChampionRegistry
 from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef, DatasetStore, published_splits
@@ -534,12 +534,18 @@ def step_split_dataset(
         *base.teacher_pairs,
         *_earlier_augmented(artifacts, earlier_cycles),
         *artifacts.read_pairs(cycle_id, "augmented_pairs"),
-        *reviewed,
     ]
     # Each rule-labelled row records the lexicon that labelled it: augmented rows were stamped with the lexicon
     # in effect when written; the rest (the base set) came from the committed one.
     lexicon = lexicon_version(default_lexicon())
     result = split_pairs(stamp_lexicon_version(pairs, lexicon), seed=config.split_seed)
+    # People's labels are scarce and are measured on the field set, never on validation or test: every
+    # reviewed training-side row trains (a text the teacher's rows already hold is left out: no leak).
+    taken = {normalize_text(p.text) for p in pairs}
+    people = [p for p in reviewed if normalize_text(p.text) not in taken]
+    if people:
+        result.splits["train"] = [*result.splits["train"], *people]
+        result.stats = compute_stats(result.splits, config.split_seed)
     in_effect = LexiconStore(artifacts.home).current()[1]
     problems = check_leakage(result.splits) + eval_set_leaks(result.splits, base)
     if problems:
@@ -553,7 +559,7 @@ def step_split_dataset(
         "sources": {
             "teacher": len(base.teacher_pairs),
             "earlier_cycles": list(earlier_cycles),
-            "reviewed_training": len(reviewed),
+            "reviewed_training": len(people),
             "field": len(base.field),
         },
         "lexicon_version": {"committed": lexicon, "in_effect": in_effect},
