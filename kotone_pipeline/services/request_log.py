@@ -71,6 +71,11 @@ CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
 """
 
 
+# The columns _request and _review read, in their order.
+_REQUESTS = "SELECT seq, request_id, at, text, source_type, model_id, prediction, latency_ms FROM requests"
+_REVIEWS = "SELECT seq, request_id, reviewer, at, kind, labels, model_id, prediction_shown, reason FROM reviews"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -266,8 +271,7 @@ class RequestLog:
         if not self.exists():
             return []
         rows = self._connect().execute(
-            "SELECT seq, request_id, at, text, source_type, model_id, prediction, latency_ms FROM requests "
-            "WHERE seq > ? AND seq <= ? ORDER BY seq",
+            f"{_REQUESTS} WHERE seq > ? AND seq <= ? ORDER BY seq",
             (after, upto),
         )
         return [_request(row) for row in rows]
@@ -278,8 +282,7 @@ class RequestLog:
         row = (
             self._connect()
             .execute(
-                "SELECT seq, request_id, at, text, source_type, model_id, prediction, latency_ms FROM requests "
-                "WHERE request_id = ?",
+                f"{_REQUESTS} WHERE request_id = ?",
                 (request_id,),
             )
             .fetchone()
@@ -293,7 +296,7 @@ class RequestLog:
         where = "NOT EXISTS (SELECT 1 FROM reviews v WHERE v.request_id = r.request_id"
         where += " AND v.reviewer = ?)" if reviewer else ")"
         sql = (
-            "SELECT seq, request_id, at, text, source_type, model_id, prediction, latency_ms FROM requests r "
+            f"{_REQUESTS} r "
             f"WHERE {where} ORDER BY seq DESC"  # noqa: S608 - no user input in the SQL text
         )
         params: tuple[Any, ...] = (reviewer,) if reviewer else ()
@@ -332,8 +335,7 @@ class RequestLog:
         for start in range(0, len(ids), 500):  # SQLite caps the number of placeholders
             chunk = ids[start : start + 500]
             rows = self._connect().execute(
-                "SELECT seq, request_id, at, text, source_type, model_id, prediction, latency_ms FROM requests "
-                f"WHERE request_id IN ({','.join('?' * len(chunk))})",  # noqa: S608 - placeholders only
+                f"{_REQUESTS} WHERE request_id IN ({','.join('?' * len(chunk))})",  # noqa: S608 - placeholders only
                 tuple(chunk),
             )
             out.extend(_request(row) for row in rows)
@@ -476,8 +478,7 @@ class RequestLog:
         if not self.exists():
             return []
         rows = self._connect().execute(
-            "SELECT seq, request_id, reviewer, at, kind, labels, model_id, prediction_shown, reason FROM reviews "
-            "WHERE seq > ? AND seq <= ? ORDER BY seq",
+            f"{_REVIEWS} WHERE seq > ? AND seq <= ? ORDER BY seq",
             (after, upto),
         )
         return [_review(row) for row in rows]
@@ -487,8 +488,7 @@ class RequestLog:
             return []
         marks = ",".join("?" * len(request_ids))
         rows = self._connect().execute(
-            "SELECT seq, request_id, reviewer, at, kind, labels, model_id, prediction_shown, reason FROM reviews "
-            f"WHERE request_id IN ({marks}) ORDER BY seq",  # noqa: S608 - placeholders only
+            f"{_REVIEWS} WHERE request_id IN ({marks}) ORDER BY seq",  # noqa: S608 - placeholders only
             tuple(request_ids),
         )
         return [_review(row) for row in rows]
