@@ -34,6 +34,7 @@ CYCLE_ASSETS = {
     "split_dataset",
     "training_submission",
     "failure_playbook",
+    "lexicon_patch",
     "trained_models",
     "validation_snapshot",
     "promotion_decision",
