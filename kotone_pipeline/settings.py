@@ -232,7 +232,7 @@ class Settings(BaseModel):
     def _cron(cls, value: str) -> str:
         if value == "0 2 * * *":
             return value
-        from dagster._utils.schedules import is_valid_cron_string  # only when set: dagster is slow to import
+        from kotone_pipeline.compat.dagster import is_valid_cron_string  # only when set: dagster is slow to import
 
         if not is_valid_cron_string(value):
             raise ValueError("expected a 5-field cron expression such as '0 2 * * *'")

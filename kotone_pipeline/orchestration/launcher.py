@@ -19,15 +19,18 @@ from types import TracebackType
 from typing import Any
 
 import dagster as dg
-from dagster._core.remote_representation.external import RemoteJob, RemoteRepository
-from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
-from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import WorkspaceFileTarget
-from dagster._daemon.sensor import execute_sensor_iteration
+
+from kotone_pipeline.compat.dagster import (
+    RemoteJob,
+    RemoteRepository,
+    WorkspaceFileTarget,
+    WorkspaceProcessContext,
+    execute_sensor_iteration,
+)
 
 WORKSPACE_FILE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 LOCATION = "kotone_pipeline"
-TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+TERMINAL = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 class RunFailedError(RuntimeError):
@@ -130,7 +133,7 @@ class CodeLocationLauncher:
         """Launch the runs our sensor ticks queued (no daemon is running to dequeue them)."""
         request, _, _ = self._repo()
         queued = self.instance.get_runs(
-            RunsFilter(statuses=[DagsterRunStatus.QUEUED], tags={"dagster/code_location": LOCATION})
+            dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED], tags={"dagster/code_location": LOCATION})
         )
         launched = []
         for run in reversed(list(queued)):  # oldest first
@@ -160,7 +163,7 @@ class CodeLocationLauncher:
             run = self.instance.get_run_by_id(run_id)
             assert run is not None
             if run.status in TERMINAL:
-                if run.status != DagsterRunStatus.SUCCESS:
+                if run.status != dg.DagsterRunStatus.SUCCESS:
                     raise RunFailedError(run, f"{run.job_name} run {run.run_id[:8]} ended {run.status.value}")
                 return run
             if time.monotonic() > deadline:

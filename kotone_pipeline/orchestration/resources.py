@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._utils.schedules import is_valid_cron_string
 
+from kotone_pipeline.compat.dagster import is_valid_cron_string
 from kotone_pipeline.cycle.config import LoopConfig
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry

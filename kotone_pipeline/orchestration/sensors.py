@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import dagster as dg
-from dagster._utils.schedules import get_latest_completed_cron_tick
 
+from kotone_pipeline.compat.dagster import get_latest_completed_cron_tick
 from kotone_pipeline.cycle import steps
 from kotone_pipeline.orchestration.jobs import cycle_job, report_job, validation_job
 from kotone_pipeline.orchestration.metadata import as_of

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
-from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
+from kotone_pipeline.compat.dagster import InstigatorType, TickStatus
 from kotone_pipeline.cycle.documents import (
     AttemptsDoc,
     AugmentedPairsDoc,
@@ -151,7 +150,7 @@ def _run_records(instance: dg.DagsterInstance, selected: Sequence[str]) -> dict[
 
 
 def _run_detail_events(instance: dg.DagsterInstance, run_id: str) -> list[Any]:
-    of_type = {DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.STEP_FAILURE}
+    of_type = {dg.DagsterEventType.ASSET_CHECK_EVALUATION, dg.DagsterEventType.STEP_FAILURE}
     return list(instance.get_records_for_run(run_id, of_type=of_type).records)
 
 
@@ -516,7 +515,11 @@ def _run_events(instance: dg.DagsterInstance, cycle_id: str, record: dg.RunRecor
     for event_record in _run_detail_events(instance, run.run_id):
         dagster_event = event_record.event_log_entry.dagster_event
         data = dagster_event.event_specific_data if dagster_event else None
-        if dagster_event and dagster_event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION and data is not None:
+        if (
+            dagster_event
+            and dagster_event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            and data is not None
+        ):
             events.append(
                 Event(
                     at=_utc(event_record.timestamp),  # type: ignore[arg-type]

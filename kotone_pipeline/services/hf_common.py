@@ -14,8 +14,8 @@ import tenacity
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import get_token, set_client_factory
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-from huggingface_hub.utils import _http as hf_http
 
+from kotone_pipeline.compat import huggingface as hf_http
 from kotone_pipeline.settings import load_settings
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -108,7 +108,7 @@ def install_request_timeout(seconds: float) -> None:
     left alone.
     """
     with _timeout_lock:
-        current = hf_http._GLOBAL_CLIENT_FACTORY
+        current = hf_http.current_client_factory()
         ours = getattr(current, "_kotone_timeout_s", None)
         if current is not hf_http.default_client_factory and ours is None:
             return

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi, JobInfo, hf_hub_download
-from huggingface_hub._jobs_api import DEFAULT_UV_IMAGE
 from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
+from kotone_pipeline.compat.huggingface import DEFAULT_UV_IMAGE
 from kotone_pipeline.services.hf_common import (
     TRAINING_SCRIPT_PATH_IN_REPO,
     Redactor,

@@ -108,9 +108,10 @@ def failures_from_table(table: Any) -> list[FailureExample]:
 def _unreachable_errors() -> tuple[type[BaseException], ...]:
     import requests
     import wandb
-    from wandb.sdk.lib.service.service_connection import WandbApiFailedError
 
-    return (wandb.errors.Error, WandbApiFailedError, requests.RequestException, OSError, TimeoutError)
+    from kotone_pipeline.compat.wandb import wandb_api_failed_error
+
+    return (wandb.errors.Error, wandb_api_failed_error(), requests.RequestException, OSError, TimeoutError)
 
 
 def _default_api_factory(host: str, timeout_s: int) -> Callable[[], Any]:
