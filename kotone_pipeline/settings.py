@@ -16,14 +16,11 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-if TYPE_CHECKING:
-    from kotone_pipeline.cycle.config import LoopConfig
 
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.hparams import max_campaign_size
@@ -289,14 +286,6 @@ class Settings(BaseModel):
     def resolved_trainer(self) -> Literal["local", "lora"]:
         """KOTONE_TRAINER, or the one trainer the job backend runs (HF Jobs run LoRA)."""
         return self.trainer or ("lora" if self.job_backend == "hf" else "local")
-
-    def loop_config(self) -> LoopConfig:
-        """The value object the cycle's steps take."""
-        from kotone_pipeline.cycle.config import LoopConfig
-
-        return LoopConfig.model_validate(
-            {**{name: getattr(self, name) for name in LoopConfig.model_fields}, "trainer": self.resolved_trainer}
-        )
 
 
 def default(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""The loop's knobs as the cycle's steps take them: a value object built from ``Settings.loop_config()``.
+"""The loop's knobs as the cycle's steps take them: a value object built by ``LoopConfig.from_settings``.
 
 Every field is a ``Settings`` field of the same name; its default, its environment variable and its
 checks are written there once (``kotone_pipeline/settings.py``). Tests and benchmarks build one
@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kotone_pipeline.domain.schemas import GateThresholds
-from kotone_pipeline.settings import default
+from kotone_pipeline.settings import Settings, default
 
 
 def _setting(name: str, **constraints: Any) -> Any:
@@ -48,6 +48,12 @@ class LoopConfig(BaseModel):
     lexicon_auto_accept: bool = _setting("lexicon_auto_accept")
     nightly_cron: str = _setting("nightly_cron")
     nightly_timezone: str = _setting("nightly_timezone")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LoopConfig:
+        """The value object the cycle's steps take, from the one settings model."""
+        values = {name: getattr(settings, name) for name in cls.model_fields}
+        return cls.model_validate({**values, "trainer": settings.resolved_trainer})
 
     def gate_thresholds(self) -> GateThresholds:
         return GateThresholds(

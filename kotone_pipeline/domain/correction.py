@@ -26,9 +26,9 @@ import scipy.sparse as sp
 from sklearn.model_selection import GroupKFold
 
 from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.local_model import SourceModel, to_dim_values, training_data_hash
 from kotone_pipeline.domain.ridge import fit_ridge
 from kotone_pipeline.domain.schemas import LocalHyperParams, Pair
+from kotone_pipeline.domain.source_model import SourceModel, to_dim_values, training_data_hash
 
 # Origins whose labels a person gave: hand-written sets, imported labelled data, the flywheel's reviews.
 PEOPLE_ORIGINS = frozenset({"human", "imported", "reviewed"})

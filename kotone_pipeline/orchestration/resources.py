@@ -210,7 +210,7 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.Con
     secret_token = dg.EnvVar("HF_TOKEN") if settings.hf_token else None
     return {
         "kotone_home": KotoneHomeResource(home=home),
-        "loop_settings": LoopSettings.of(settings.loop_config()),
+        "loop_settings": LoopSettings.of(LoopConfig.from_settings(settings)),
         "job_backend": JobBackendResource(
             kind=settings.job_backend,
             home=home,

@@ -110,6 +110,7 @@ def test_cycle_new_smoke_needs_run_and_the_lora_trainer(tmp_path: Path) -> None:
 
 def test_smoke_settings_fill_only_what_is_not_set() -> None:
     from kotone_pipeline.cli.cycle import apply_smoke_settings
+    from kotone_pipeline.cycle.config import LoopConfig
     from kotone_pipeline.settings import load_settings
 
     env = {"KOTONE_JOB_BACKEND": "hf", "KOTONE_JOB_MAX_STEPS": "10"}
@@ -119,7 +120,7 @@ def test_smoke_settings_fill_only_what_is_not_set() -> None:
         "KOTONE_JOB_MAX_TRAIN_ROWS": "32",
         "KOTONE_JOB_MAX_PREDICT_ROWS": "32",
     }
-    config = load_settings({**env, "KOTONE_TRAINER": "lora", "KOTONE_DATASET_STORE": "hf"}).loop_config()
+    config = LoopConfig.from_settings(load_settings({**env, "KOTONE_TRAINER": "lora", "KOTONE_DATASET_STORE": "hf"}))
     assert (config.campaign_size, config.job_max_steps, config.job_max_train_rows) == (1, 10, 32)
 
 
