@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import typer
@@ -37,6 +38,26 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     """Print ``error: message`` to stderr; return the Exit to raise."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+EXIT_NO_HOME = 1
+
+
+def require_home(what: str) -> Path:
+    """The Kotone home a command that only reads needs: it must exist, since such a command never creates
+    one (a mistyped KOTONE_HOME would otherwise leave a new empty home behind and show "no cycles yet")."""
+    from kotone_pipeline.services.home import DEFAULT_HOME, HOME_ENV, kotone_home
+    from kotone_pipeline.settings import load_settings
+
+    home = kotone_home(create=False)
+    if not home.is_dir():
+        origin = f"set by {HOME_ENV}" if load_settings().home else f"the default ./{DEFAULT_HOME}; {HOME_ENV} is unset"
+        raise fail(
+            f"no Kotone home at {home} ({origin}): point {HOME_ENV} at the home {what}, or run `kotone demo` "
+            "to make one",
+            code=EXIT_NO_HOME,
+        )
+    return home
 
 
 def check_scale(value: int | None) -> int | None:

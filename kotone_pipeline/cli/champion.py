@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kotone_pipeline.cli._common import console, fail, handle_errors, status_console
+from kotone_pipeline.cli._common import console, fail, handle_errors, require_home, status_console
 
 if TYPE_CHECKING:
     from kotone_pipeline.services.champion import Champion, ChampionRegistry
@@ -30,16 +30,7 @@ def register(root: typer.Typer) -> None:
 
 def _home() -> Path:
     """The Kotone home, which must exist: these commands never create one (nor a Dagster instance)."""
-    from kotone_pipeline.services.home import HOME_ENV, kotone_home
-
-    home = kotone_home(create=False)
-    if not home.is_dir():
-        raise fail(
-            f"no Kotone home at {home}: set {HOME_ENV} to the home whose champions to show "
-            "(or run `kotone demo` first)",
-            code=EXIT_NOTHING,
-        )
-    return home
+    return require_home("whose champions to show")
 
 
 def _registry(home: Path) -> ChampionRegistry:

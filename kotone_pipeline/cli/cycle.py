@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kotone_pipeline.cli._common import console, fail, handle_errors, status_console
+from kotone_pipeline.cli._common import console, fail, handle_errors, require_home, status_console
 from kotone_pipeline.cli.review import DEFAULT_PORT as REVIEW_PORT
 
 if TYPE_CHECKING:
@@ -324,7 +324,23 @@ def cycle_new(
         applied = apply_smoke_settings(os.environ)
         status_console.print(f"[dim]smoke run: {', '.join(f'{k}={v}' for k, v in applied.items()) or 'as set'}[/dim]")
     runner = _runner(progress=True)
+    existed = cycle_id is not None and cycle_id in runner.cycles()
     created = runner.new_cycle(cycle_id)
+    if existed:
+        from kotone_pipeline.cycle.steps import STAGES
+
+        row = _cycle_row(runner.artifacts, created, STAGES)
+        where = f"last stage {row['stage']}" + (f", decision {row['decision']}" if row["decision"] else "")
+        if run and row["decision"]:
+            raise fail(
+                f"cycle {created} already exists and is finished ({where}); nothing to run: start a new cycle, "
+                f"or read it with `kotone report --cycles {created}`",
+                code=1,
+            )
+        status_console.print(
+            f"cycle {created} already exists ({where})" + ("; continuing it" if run else "; nothing changed"),
+            highlight=False,
+        )
     typer.echo(created)
     if run:
         with _through_code_location(runner):
@@ -386,7 +402,10 @@ def _cycle_row(arts: CycleArtifacts, cycle_id: str, stages: Sequence[str]) -> di
 
 @handle_errors
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Show every cycle's stage and decision and the current champion; invalid cycle ids are flagged."""
+    """Show every cycle's stage and decision and the current champion; invalid cycle ids are flagged.
+
+    Only reads: with no Kotone home at KOTONE_HOME it says so and exits 1 (it never creates one)."""
+    require_home("to show")
     runner = _runner(progress=False)
     arts = runner.artifacts
     from kotone_pipeline.orchestration.resources import ChampionRegistryResource

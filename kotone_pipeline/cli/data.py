@@ -50,17 +50,17 @@ def quality_table(report: QualityReport) -> Table:
 def generate(
     out: Annotated[
         Path | None,
-        typer.Option("--out", help=f"Directory for {BASE_FILE} and {REPORT_FILE} [default: $KOTONE_HOME/data]."),
+        typer.Option("--out", help=f"Directory for {BASE_FILE} and {REPORT_FILE} (default: $KOTONE_HOME/data)."),
     ] = None,
     groups: Annotated[
         int | None,
         typer.Option(
             "--groups",
             min=1,
-            help="Groups (a rule prompt + requests_per_group requests each) [default: data/generation.json].",
+            help="Groups (a rule prompt + requests_per_group requests each; default: data/generation.json).",
         ),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Teacher seed [default: data/generation.json].")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Teacher seed (default: data/generation.json).")] = None,
 ) -> None:
     """Generate the base teacher set through the quality filter and print the quality report."""
     params = base_data.load_generation_params()

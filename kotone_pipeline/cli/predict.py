@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kotone_pipeline.cli._common import MAX_MESSAGE_LINES, console, fail, handle_errors, status_console
+from kotone_pipeline.cli._common import MAX_MESSAGE_LINES, console, fail, handle_errors, require_home, status_console
 from kotone_pipeline.domain.dims import DIMS, MAX_VALUE, SOURCE_TYPES
 from kotone_pipeline.domain.jsonl import DataFileError
 from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor
@@ -95,6 +95,7 @@ class _Model:
         from kotone_pipeline.services.champion import ChampionRegistry
         from kotone_pipeline.services.home import registry_root
 
+        require_home("whose champion to ask")
         try:
             champion = ChampionRegistry(registry_root(create=False)).current()
         except DataFileError as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from kotone_pipeline.cli._common import fail, handle_errors, status_console
+from kotone_pipeline.cli._common import fail, handle_errors, require_home, status_console
 from kotone_pipeline.settings import load_settings
 
 EXIT_NOTHING_TO_REPORT = 1
@@ -35,7 +35,6 @@ def report(
     from kotone_pipeline.domain.jsonl import atomic_writer
     from kotone_pipeline.domain.output import check_output
     from kotone_pipeline.domain.workflow_log import render_plots, select_cycle_range, to_html, to_json, to_markdown
-    from kotone_pipeline.orchestration.resources import resolve_home
     from kotone_pipeline.orchestration.runner import open_instance
     from kotone_pipeline.orchestration.workflow_log import collect_report, known_cycles
     from kotone_pipeline.services.artifacts import CycleArtifacts
@@ -43,7 +42,7 @@ def report(
 
     if out is not None:
         check_output(out, say=status_console.print)
-    artifacts = CycleArtifacts(resolve_home())
+    artifacts = CycleArtifacts(require_home("to report on"))
     instance_dir = _instance_dir(artifacts.home)
     if not instance_dir.is_dir():
         raise fail(

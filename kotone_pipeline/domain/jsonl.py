@@ -158,7 +158,12 @@ def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
     """Write to a temporary file beside ``path`` and rename it into place only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # name the file the person asked for, never our hidden temporary one
+        error = OSError(f"{path}: cannot write there ({exc.strerror or exc}); nothing was written")
+        error.errno = exc.errno  # kept for callers that look (a full disk); not passed, so no subclass by errno
+        raise error from exc
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:
@@ -168,7 +173,7 @@ def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        if exc.filename is None and exc.errno is not None:  # a failed write (a full disk) names no file
+        if exc.filename in (None, tmp) and exc.errno is not None:  # a failed write (a full disk) names no file
             raise OSError(exc.errno, f"cannot write ({exc.strerror}); nothing was written", str(path)) from exc
         raise
     except BaseException:
