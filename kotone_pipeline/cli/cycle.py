@@ -45,7 +45,9 @@ def _runner(progress: bool = True) -> CycleRunner:
 
     # Failures reach the user as one CycleFailedError line naming the step and its error (the full logs
     # stay in the instance, see `kotone dev`), so Dagster's console logger only prints critical events.
-    return CycleRunner(build_definitions(), open_instance(), progress=say, log_level="CRITICAL")
+    # On a terminal the waiting line repeats every few seconds; piped, one line per change of state.
+    heartbeat = 3.0 if status_console.is_terminal else None
+    return CycleRunner(build_definitions(), open_instance(), progress=say, log_level="CRITICAL", heartbeat_s=heartbeat)
 
 
 @contextmanager

@@ -112,9 +112,13 @@ class CycleRunner:
         poll_interval_s: float = 0.5,
         log_level: str = "WARNING",
         launcher: CodeLocationLauncher | None = None,
+        heartbeat_s: float | None = None,
     ) -> None:
         """``launcher``: run through the workspace's code location as the UI and the daemon do (one run
-        history); without it, runs execute in this process (tests and the overhead benchmark)."""
+        history); without it, runs execute in this process (tests and the overhead benchmark).
+        ``heartbeat_s``: while a cycle waits for its jobs, repeat the progress line this often (a terminal);
+        None: one line per change of stage or job state only (output piped to a file or another program)."""
+        self.heartbeat_s = heartbeat_s
         self.defs = defs
         self.launcher = launcher
         self.instance = instance
@@ -252,12 +256,33 @@ class CycleRunner:
         )
         self._execute("cycle_job", cycle_id)
         deadline = start + timeout_s
+        shown, shown_at = "", 0.0
         while not self.artifacts.has(cycle_id, PromotionDecisionDoc):
             if time.monotonic() > deadline:
                 raise CycleFailedError(f"cycle {cycle_id} did not finish within {timeout_s:.0f}s")
+            state = self.waiting_state(cycle_id)
+            now = time.monotonic()
+            if state != shown or (self.heartbeat_s is not None and now - shown_at >= self.heartbeat_s):
+                self.progress(f"[{cycle_id}] {state} ({now - start:.0f} s)")
+                shown, shown_at = state, now
             if not self.tick_sensor():
                 time.sleep(self.poll_interval_s)
         return self.report(cycle_id, wall_s=time.monotonic() - start)
+
+    def waiting_state(self, cycle_id: str) -> str:
+        """The cycle's stage and its training jobs' stages, for the progress line while it waits."""
+        from kotone_pipeline.cycle.steps import STAGES, cycle_job_ids
+
+        stage = next((s for s in reversed(STAGES) if self.artifacts.has(cycle_id, s)), "created")
+        if stage != "training_submission":
+            return f"stage {stage}"
+        try:
+            jobs = cycle_job_ids(self.artifacts, cycle_id)
+            states = self.resources["job_backend"].get_backend().statuses(list(jobs.values()))
+        except Exception as exc:  # a progress line must never stop the cycle; the sensor reports failures
+            return f"stage {stage}; jobs: unknown ({type(exc).__name__})"
+        parts = [f"{run} {states[job].stage if job in states else 'not reported yet'}" for run, job in jobs.items()]
+        return f"stage {stage}; training jobs: {', '.join(parts)}"
 
     # --- reporting -------------------------------------------------------------------------------
     def report(self, cycle_id: str, wall_s: float) -> CycleReport:

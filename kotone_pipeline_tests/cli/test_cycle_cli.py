@@ -52,6 +52,9 @@ def test_demo_json_then_status_show_the_cycle_and_its_champion(tmp_path: Path) -
     assert cycle["rows_added"] > 0 and len(cycle["hard_dims"]) == 2
     assert "cycle demo-001" in demo.stderr  # progress goes to stderr, the JSON alone to stdout
     assert "[demo-001] eval_summary" in demo.stderr  # the cycle id in brackets is text, not a markup tag
+    # Piped output: one progress line per change of the jobs' state while they train, none repeated.
+    waiting = [" ".join(line.split()[:-2]) for line in demo.stderr.splitlines() if "training jobs: r0" in line]
+    assert waiting and len(waiting) == len(set(waiting))
 
     status = kotone(tmp_path, "status", "--json")
     assert status.returncode == 0, status.stderr[-2000:]
