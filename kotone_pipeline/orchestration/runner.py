@@ -276,9 +276,13 @@ class CycleRunner:
         stage = next((s for s in reversed(STAGES) if self.artifacts.has(cycle_id, s)), "created")
         if stage != "training_submission":
             return f"stage {stage}"
+        backend_resource = self.resources["job_backend"]
         try:
             jobs = cycle_job_ids(self.artifacts, cycle_id)
-            states = self.resources["job_backend"].get_backend().statuses(list(jobs.values()))
+            if backend_resource.kind != "local":
+                # A remote backend is asked by the sensor alone (its calls are what is rate-limited and retried).
+                return f"stage {stage}; {len(jobs)} training job(s) on {backend_resource.kind}, polled by the sensor"
+            states = backend_resource.get_backend().statuses(list(jobs.values()))  # local: reads job folders
         except Exception as exc:  # a progress line must never stop the cycle; the sensor reports failures
             return f"stage {stage}; jobs: unknown ({type(exc).__name__})"
         parts = [f"{run} {states[job].stage if job in states else 'not reported yet'}" for run, job in jobs.items()]

@@ -100,6 +100,11 @@ def _fast_model(w: Path) -> None:
     LocalTextModel(model_id="local:tiny").fit(pairs, LocalHyperParams(use_encoder=False)).save(w / "model")
 
 
+def _empty_home(w: Path) -> None:
+    """A Kotone home with nothing in it yet (no champion, no Dagster instance)."""
+    (w.parent / "home").mkdir(parents=True)
+
+
 def _registry(w: Path) -> None:
     registry = w.parent / "home" / "registry"
     registry.mkdir(parents=True)
@@ -276,12 +281,15 @@ CASES = [
         prepare=_fast_model,
     ),
     Case("predict-bad-source-type", ["predict", "hi", "--source-type", "poem"], "must be one of"),
-    Case("predict-no-champion", ["predict", "something calm"], "no champion yet"),
+    Case("predict-no-champion", ["predict", "something calm"], "no champion yet", prepare=_empty_home),
+    Case("predict-no-home", ["predict", "something calm"], "no Kotone home at"),
     Case("predict-jsonl-missing-file", ["predict", "--jsonl", "{w}/nope.jsonl", "--model", "{w}/model"], "nope.jsonl"),
     # --- report / status / cycle ---------------------------------------------------------------------
     Case("report-out-dev-null", ["report", "--out", os.devnull], "is a character device"),
     Case("report-out-is-directory", ["report", "--out", "{w}/d"], "is a directory", {"d/x": b""}),
-    Case("report-no-instance", ["report"], "no Dagster instance"),
+    Case("report-no-instance", ["report"], "no Dagster instance", prepare=_empty_home),
+    Case("report-no-home", ["report"], "no Kotone home at"),
+    Case("status-no-home", ["status"], "no Kotone home at"),
     Case("report-bad-cycle-range", ["report", "--out", "{w}/r.md", "--format", "pdf"], "pdf"),
     Case("status-corrupt-champion-registry", ["status"], "corrupt champion registry", prepare=_registry),
     Case("cycle-new-bad-id", ["cycle", "new", "Bad ID!"], "Bad ID!"),

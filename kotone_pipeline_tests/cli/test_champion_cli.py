@@ -63,8 +63,8 @@ def test_history_without_a_home_is_one_line_and_creates_nothing(home: Path) -> N
         result = kotone(*args)
         assert result.exit_code == 1
         assert result.output.strip().splitlines() == [
-            f"error: no Kotone home at {home}: set KOTONE_HOME to the home whose champions to show "
-            "(or run `kotone demo` first)"
+            f"error: no Kotone home at {home} (set by KOTONE_HOME): point KOTONE_HOME at the home whose champions "
+            "to show, or run `kotone demo` to make one"
         ]
     assert not home.exists()
 

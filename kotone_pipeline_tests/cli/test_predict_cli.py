@@ -134,7 +134,8 @@ def test_champion_mode_reads_the_registry(fast_model: Path, kotone_home: Path) -
     assert table.exit_code == 0 and "cycle-007-local" in table.stdout
 
 
-def test_no_champion_is_one_clear_error() -> None:
+def test_no_champion_is_one_clear_error(kotone_home: Path) -> None:
+    kotone_home.mkdir(parents=True, exist_ok=True)  # a home without a champion yet
     result = runner.invoke(app, ["predict", REQUEST])
     assert result.exit_code == 1
     assert result.stderr.strip() == f"error: {NO_CHAMPION}"

@@ -240,6 +240,7 @@ def test_cli_cycle_range(two_cycles) -> None:
 
 def test_cli_without_an_instance_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    (tmp_path / "empty").mkdir()  # a Kotone home with no Dagster instance in it yet
     result = CliRunner().invoke(app, ["report"], env={"KOTONE_HOME": str(tmp_path / "empty")})
     assert result.exit_code == 1
     assert "no Dagster instance" in result.stderr
