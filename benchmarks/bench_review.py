@@ -23,14 +23,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import random
-import re
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,6 +37,7 @@ import numpy as np
 
 from benchmarks import Benchmark, Row
 from benchmarks.bench_serve import _Client, _promote, _temp_home
+from kotone_pipeline.cli.traffic import kotone_server
 
 SEED = 20260419
 TRAIN_GROUPS = 200
@@ -52,30 +48,6 @@ LOGGED = 10_000
 SCORE_CAP = 500
 TARGET_OVERHEAD_MS = 1.0
 TARGET_PAGE_MS = 300.0
-
-
-@contextmanager
-def _serve(home: Path, *extra: str) -> Iterator[str]:
-    command = [sys.executable, "-c", "from kotone_pipeline.cli import main; main()", "serve", "--port", "0", *extra]
-    env = {**os.environ, "KOTONE_HOME": str(home)}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r" on (http://\S+)", line)
-        if match is None:
-            process.kill()
-            _, err = process.communicate(timeout=30)
-            raise RuntimeError(f"kotone serve did not start: {line.strip()} {err.strip()[-2000:]}")
-        yield match.group(1)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def _concurrent_latencies(url: str, texts: list[str]) -> tuple[list[float], list[str], int]:
@@ -150,7 +122,10 @@ def run_request_log(repeats: int) -> dict[str, float]:
             homes = {"log": root / "home_log", "nolog": root / "home_nolog"}
             for home in homes.values():
                 _promote(ChampionRegistry(home / "registry"), model, "bench-review", "decision-a")
-            with _serve(homes["log"]) as log_url, _serve(homes["nolog"], "--no-log") as nolog_url:
+            with (
+                kotone_server(["serve"], homes["log"]) as log_url,
+                kotone_server(["serve", "--no-log"], homes["nolog"]) as nolog_url,
+            ):
                 _concurrent_latencies(log_url, [f"warm-up {i}" for i in range(80)])
                 _concurrent_latencies(nolog_url, [f"warm-up {i}" for i in range(80)])
                 cursor = 0

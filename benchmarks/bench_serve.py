@@ -25,12 +25,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import Row
+from kotone_pipeline.cli.traffic import kotone_server
 
 SEED = 20260301
 TRAIN_GROUPS = 400  # 800 pairs, both source types
@@ -69,35 +66,6 @@ def _temp_home() -> Iterator[Path]:
             else:
                 os.environ[key] = value
         shutil.rmtree(root, ignore_errors=True)
-
-
-@contextmanager
-def _serve_process(home: Path) -> Iterator[str]:
-    """``kotone serve --port 0`` as a user starts it, in its own process (its own GIL, as in production):
-    yields its URL once it prints that it is serving."""
-    script = Path(sys.executable).with_name("kotone")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "kotone_pipeline.cli"]
-    command += ["serve", "--port", "0", "--check-interval", str(CHECK_INTERVAL_S)]
-    env = {**os.environ, "KOTONE_HOME": str(home)}
-    env.pop("KOTONE_EMBEDDING_CACHE", None)  # the cache under the temp home: no served text is in it
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # blocks until the server is up (or exits)
-        match = re.search(r" on (http://\S+)", line)
-        if match is None:
-            process.kill()
-            _, err = process.communicate(timeout=30)
-            raise RuntimeError(f"kotone serve did not start: {line.strip()} {err.strip()[-2000:]}")
-        yield match.group(1)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def _health(url: str) -> dict[str, Any]:
@@ -250,7 +218,9 @@ def run(repeats: int) -> dict[str, float]:
             clear_encoders()  # the direct baseline embeds every text afresh too: nothing from the fit is reused
             direct_model = LocalTextModel.load(first)
             p50, p95, direct_p95, rps, direct_rps, mean_batch = [], [], [], [], [], []
-            with _serve_process(root / "home") as url:
+            with kotone_server(  # the cache under the temp home: no served text is in it
+                ["serve", "--check-interval", str(CHECK_INTERVAL_S)], root / "home", drop_env=["KOTONE_EMBEDDING_CACHE"]
+            ) as url:
                 for _ in range(repeats):
                     latencies = _sequential(url, next_texts(SEQUENTIAL))
                     p50.append(float(np.percentile(latencies, 50)))

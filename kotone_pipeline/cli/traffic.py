@@ -64,25 +64,31 @@ def read_labels(path: Path) -> dict[str, dict[str, int]]:
 
 
 @contextmanager
-def _server(args: Sequence[str], home: Path) -> Iterator[str]:
-    """A ``kotone`` server on a free port: yields its base URL, stops it (SIGTERM) afterwards."""
+def kotone_server(args: Sequence[str], home: Path, drop_env: Sequence[str] = ()) -> Iterator[str]:
+    """``kotone ARGS --port 0`` (``serve`` or ``review``) in its own process, as a user starts it: yields its
+    base URL once it prints that it is listening, and stops it gracefully (SIGTERM) afterwards."""
     env = {**os.environ, "KOTONE_HOME": str(home)}
+    for name in drop_env:
+        env.pop(name, None)
     proc = subprocess.Popen(
         [KOTONE, *args, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()  # blocks until the server is up (or exits)
         url = next((w for w in line.split() if w.startswith("http://")), None)
         if url is None:
+            proc.kill()
             raise TrafficError(f"`kotone {' '.join(args)}` did not start: {line.strip() or proc.stderr.read()[-500:]}")
         yield url.rstrip("/")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _call(url: str, body: object | None = None) -> dict:
@@ -124,11 +130,11 @@ class TrafficReplay:
         result = {"served": 0, "reviewed": 0, "skipped": 0}
         if not chunk:
             return result
-        with _server(["serve"], home) as url:
+        with kotone_server(["serve"], home) as url:
             for start in range(0, len(chunk), 64):
                 items = [{"text": text} for text in chunk[start : start + 64]]
                 result["served"] += len(_call(f"{url}/predict/batch", {"items": items})["predictions"])
-        with _server(["review"], home) as url:
+        with kotone_server(["review"], home) as url:
             queue = _call(f"{url}/review/queue?limit={len(chunk) + 50}")["items"]
             for item in queue:
                 labels = self.labels.get(normalize_text(item["text"]))

@@ -163,7 +163,17 @@ class LogStats:
 class RequestLog:
     """The log file under ``home``; every method opens what it needs (one connection per thread)."""
 
-    def __init__(self, home: Path, *, max_rows: int | None = None, max_age_days: float | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        max_rows: int | None = None,
+        max_age_days: float | None = None,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+    ) -> None:
+        """``busy_timeout_s``: how long a write waits for another writer's lock before it counts as not
+        logged (short for a server answering requests; a batch import or a test may wait longer)."""
+        self.busy_timeout_s = busy_timeout_s
         self.path = Path(home) / LOG_DIR / LOG_FILE
         self.max_rows = max_rows
         self.max_age_days = max_age_days
@@ -176,7 +186,7 @@ class RequestLog:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=True)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
             conn.executescript(_SCHEMA)
@@ -207,23 +217,11 @@ class RequestLog:
     def append(self, items: Sequence[dict[str, Any]]) -> bool:
         """Log answered items (``request_id, text, source_type, model_id, prediction, latency_ms``, ``at``
         optional). Never raises: a full disk, a locked or unwritable file count as not logged."""
-        rows = [
-            (
-                item["request_id"],
-                item.get("at") or _now(),
-                item["text"],
-                item["source_type"],
-                item["model_id"],
-                json.dumps(item["prediction"], separators=(",", ":")),
-                float(item["latency_ms"]),
-            )
-            for item in items
-        ]
+        rows = [_request_row(item) for item in items]
         try:
             with self._write() as conn:
                 conn.executemany(
-                    "INSERT INTO requests (request_id, at, text, source_type, model_id, prediction, latency_ms) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    _INSERT_REQUEST,
                     rows,
                 )
         except (sqlite3.Error, OSError) as exc:
@@ -383,20 +381,8 @@ class RequestLog:
         try:
             with self._write() as conn:
                 conn.executemany(
-                    "INSERT INTO requests (request_id, at, text, source_type, model_id, prediction, latency_ms) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            item["request_id"],
-                            item.get("at") or _now(),
-                            item["text"],
-                            item["source_type"],
-                            item["model_id"],
-                            json.dumps(item["prediction"], separators=(",", ":")),
-                            float(item["latency_ms"]),
-                        )
-                        for item in new_requests
-                    ],
+                    _INSERT_REQUEST,
+                    [_request_row(item) for item in new_requests],
                 )
                 conn.executemany(
                     "INSERT INTO reviews (request_id, reviewer, at, kind, labels, model_id, prediction_shown, reason) "
@@ -504,6 +490,25 @@ class RequestLog:
             Feedback(seq=r[0], request_id=r[1], at=r[2], labels=json.loads(r[3]) if r[3] else None, comment=r[4])
             for r in rows
         ]
+
+
+_INSERT_REQUEST = (
+    "INSERT INTO requests (request_id, at, text, source_type, model_id, prediction, latency_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _request_row(item: dict[str, Any]) -> tuple[Any, ...]:
+    """An answered item as the requests table's row (``at`` defaults to now)."""
+    return (
+        item["request_id"],
+        item.get("at") or _now(),
+        item["text"],
+        item["source_type"],
+        item["model_id"],
+        json.dumps(item["prediction"], separators=(",", ":")),
+        float(item["latency_ms"]),
+    )
 
 
 def _request(row: tuple[Any, ...]) -> LoggedRequest:

@@ -27,7 +27,9 @@ def item(text: str, **extra) -> dict:
 
 
 def _writer(home: str, worker: int, n: int) -> None:
-    log = RequestLog(Path(home))
+    # Waiting as long as it takes: this checks that WAL writers lose nothing, not the server's short wait
+    # (a loaded machine can hold the lock past 0.25 s; the server then counts the item as not logged).
+    log = RequestLog(Path(home), busy_timeout_s=30)
     for i in range(n):
         assert log.append([item(f"worker {worker} request {i}")])
 
