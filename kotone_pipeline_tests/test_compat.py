@@ -34,14 +34,10 @@ def test_the_dagster_cron_helpers_answer_as_the_nightly_sensor_needs() -> None:
     assert (tick.day, tick.hour) == (7, 2)
 
 
-def test_the_dagster_tick_and_workspace_names_are_the_classes_the_code_uses() -> None:
+def test_the_dagster_tick_names_are_the_classes_the_code_uses() -> None:
     from kotone_pipeline.compat import dagster as compat
 
     assert compat.TickStatus.SUCCESS.value == "SUCCESS" and compat.InstigatorType.SENSOR.value == "SENSOR"
-    assert callable(compat.execute_sensor_iteration) and hasattr(
-        compat.WorkspaceProcessContext, "create_request_context"
-    )
-    assert hasattr(compat.WorkspaceFileTarget, "paths")
 
 
 def test_the_huggingface_client_factory_can_be_read_and_is_the_default_until_replaced() -> None:

@@ -52,21 +52,31 @@ def _runner(progress: bool = True) -> CycleRunner:
 
 @contextmanager
 def _through_code_location(runner: CycleRunner) -> Iterator[CycleRunner]:
-    """Runs launched through the workspace's code location, like the UI's: one run history (DESIGN §7)."""
-    from kotone_pipeline.orchestration.launcher import CodeLocationLauncher
+    """Runs submitted to the same Dagster that `kotone dev` starts, as the UI submits them: one run history
+    (docs/architecture.md), validation launched by the daemon from the sensor's ticks."""
+    from kotone_pipeline.orchestration.driver import DagsterDriver, DriverStartError
     from kotone_pipeline.orchestration.runner import dagster_home
     from kotone_pipeline.orchestration.sensors import SENSOR_INTERVAL_ENV
 
-    # The code server started below evaluates training_jobs_sensor; we tick it while a cycle trains.
-    os.environ.setdefault(SENSOR_INTERVAL_ENV, "1")
-    log = dagster_home() / "logs" / "kotone-runs.log"
-    status_console.print(f"[dim]loading the code location (run output goes to {log})[/dim]", highlight=False)
-    with CodeLocationLauncher(runner.instance, log_file=log) as launcher:
-        runner.launcher = launcher
-        try:
-            yield runner
-        finally:
-            runner.launcher = None
+    home = dagster_home()
+    log = home / "logs" / "kotone-runs.log"
+    # The daemon started below ticks training_jobs_sensor: every second while a cycle trains.
+    env = {SENSOR_INTERVAL_ENV: os.environ.get(SENSOR_INTERVAL_ENV, "1")}
+    status_console.print(
+        f"[dim]starting Dagster (webserver, daemon, code server; output goes to {log})[/dim]", highlight=False
+    )
+    try:
+        driver = DagsterDriver(runner.instance, home, log_file=log, env=env).__enter__()
+    except (DriverStartError, FileNotFoundError) as exc:
+        raise fail(str(exc), code=1) from None
+    if not driver.started_here:
+        status_console.print(f"[dim]submitting to the running Dagster at {driver.url}[/dim]", highlight=False)
+    runner.driver = driver
+    try:
+        yield runner
+    finally:
+        runner.driver = None
+        driver.__exit__(None, None, None)
 
 
 @handle_errors

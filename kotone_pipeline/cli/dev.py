@@ -7,22 +7,17 @@ watcher (``python -I``, stdlib only) prints the URL once the UI answers and its 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import typer
 
 from kotone_pipeline.cli._common import fail, handle_errors
+from kotone_pipeline.orchestration.dagster_process import QUIET_WARNINGS, dagster_command, dev_env
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# Variables holding paths: made absolute, because Dagster runs from DAGSTER_HOME (see dev_env).
-PATH_VARIABLES = ("KOTONE_HOME", "KOTONE_DATA_DIR", "KOTONE_EMBEDDING_CACHE", "KOTONE_HF_TRAINING_SCRIPT")
-# `dagster dev` says it is superseded by `dg dev`, which needs a dg project layout Kotone does not use;
-# nothing a user of `kotone dev` can act on. Matched on the message only, so other warnings still show.
-QUIET_WARNINGS = "ignore:Function `dev_command` is superseded:Warning"
+__all__ = ["QUIET_WARNINGS", "dev", "dev_env", "register"]
+
 READY_TIMEOUT_S = 300.0
 
 # Runs in a fresh `python -I`: forks away (so dagster, which replaces our process, need not reap it),
@@ -56,30 +51,6 @@ print(f"Kotone: the Dagster UI did not answer on {url} within {timeout:.0f}s", f
 """
 
 
-def dev_env(environ: Mapping[str, str], dagster_home: Path, cwd: Path) -> dict[str, str]:
-    """The environment of ``dagster dev``: DAGSTER_HOME set, relative paths resolved against ``cwd``."""
-    env = {**environ, "DAGSTER_HOME": str(dagster_home)}
-    from kotone_pipeline.services.home import kotone_home
-
-    env["KOTONE_HOME"] = str(kotone_home())  # the default (./.kotone) is relative to where kotone ran
-    for name in PATH_VARIABLES:
-        value = env.get(name, "").strip()
-        if value and not Path(value).expanduser().is_absolute():
-            env[name] = str((cwd / Path(value).expanduser()).absolute())
-    warnings = env.get("PYTHONWARNINGS", "")
-    env["PYTHONWARNINGS"] = f"{warnings},{QUIET_WARNINGS}" if warnings else QUIET_WARNINGS
-    return env
-
-
-def dagster_command(host: str, port: int) -> list[str]:
-    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster")
-    if dagster is None:
-        raise fail("the dagster command is not installed in this environment")
-    workspace = REPO_ROOT / "workspace.yaml"
-    target = ["-w", str(workspace)] if workspace.is_file() else ["-m", "kotone_pipeline.definitions"]
-    return [dagster, "dev", *target, "-h", host, "-p", str(port)]
-
-
 @handle_errors
 def dev(
     port: int = typer.Option(3000, help="Port of the Dagster UI."),
@@ -89,7 +60,10 @@ def dev(
     from kotone_pipeline.orchestration.runner import dagster_home
 
     home = dagster_home()
-    command = dagster_command(host, port)
+    try:
+        command = dagster_command(host, port)
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from None
     # Run from DAGSTER_HOME: that is where the instance's dagster.yaml is (Dagster warns about any
     # dagster.yaml in the working folder that is not DAGSTER_HOME's, such as the repository's template).
     env = dev_env(os.environ, home, Path.cwd())

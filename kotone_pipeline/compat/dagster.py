@@ -1,31 +1,18 @@
 """Dagster internals the project uses, with no public equivalent in the pinned 1.13.27.
 
 - cron helpers: the nightly sensor's latest completed tick, and checking a cron string like Dagster does;
-- tick records: the workflow log reads sensor ticks (``TickStatus``, ``InstigatorType``);
-- the headless launcher (``orchestration/launcher.py``): the workspace process context and the sensor
-  daemon's iteration, until it is replaced by a driver on public interfaces.
+- tick records: the workflow log reads sensor ticks (``TickStatus``, ``InstigatorType``).
+
+Headless cycles need none: they run through ``dagster dev`` and the public GraphQL client
+(``orchestration/driver.py``).
 """
 
 from kotone_pipeline.compat import moved
 
 try:
-    from dagster._core.remote_representation.external import RemoteJob, RemoteRepository
     from dagster._core.scheduler.instigation import InstigatorType, TickStatus
-    from dagster._core.workspace.context import WorkspaceProcessContext
-    from dagster._core.workspace.load_target import WorkspaceFileTarget
-    from dagster._daemon.sensor import execute_sensor_iteration
     from dagster._utils.schedules import get_latest_completed_cron_tick, is_valid_cron_string
 except ImportError as exc:  # pragma: no cover - only on an unsupported Dagster version
-    raise moved("dagster", "1.13.27", "a private module the launcher, sensors or workflow log use", exc) from exc
+    raise moved("dagster", "1.13.27", "a private module the sensors or the workflow log use", exc) from exc
 
-__all__ = [
-    "InstigatorType",
-    "RemoteJob",
-    "RemoteRepository",
-    "TickStatus",
-    "WorkspaceFileTarget",
-    "WorkspaceProcessContext",
-    "execute_sensor_iteration",
-    "get_latest_completed_cron_tick",
-    "is_valid_cron_string",
-]
+__all__ = ["InstigatorType", "TickStatus", "get_latest_completed_cron_tick", "is_valid_cron_string"]

@@ -30,7 +30,7 @@ from kotone_pipeline.services.jobs import validate_cycle_id
 from kotone_pipeline.settings import load_settings
 
 if TYPE_CHECKING:
-    from kotone_pipeline.orchestration.launcher import CodeLocationLauncher
+    from kotone_pipeline.orchestration.driver import DagsterDriver
 
 SENSOR_RESOURCES = ("kotone_home", "job_backend")
 REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
@@ -111,16 +111,17 @@ class CycleRunner:
         progress: Callable[[str], None] = lambda _msg: None,
         poll_interval_s: float = 0.5,
         log_level: str = "WARNING",
-        launcher: CodeLocationLauncher | None = None,
+        driver: DagsterDriver | None = None,
         heartbeat_s: float | None = None,
     ) -> None:
-        """``launcher``: run through the workspace's code location as the UI and the daemon do (one run
-        history); without it, runs execute in this process (tests and the overhead benchmark).
+        """``driver``: submit through a running Dagster (webserver, daemon, code server), as the UI does:
+        one run history, validation from the daemon's sensor ticks; without it, runs execute in this
+        process and the sensor is evaluated here (tests and the overhead benchmark).
         ``heartbeat_s``: while a cycle waits for its jobs, repeat the progress line this often (a terminal);
         None: one line per change of stage or job state only (output piped to a file or another program)."""
         self.heartbeat_s = heartbeat_s
         self.defs = defs
-        self.launcher = launcher
+        self.driver = driver
         self.instance = instance
         self.progress = progress
         self.poll_interval_s = poll_interval_s
@@ -157,8 +158,8 @@ class CycleRunner:
 
     # --- execution -------------------------------------------------------------------------------
     def _execute(self, job_name: str, partition_key: str | None = None, tags: dict[str, str] | None = None) -> None:
-        if self.launcher is not None:
-            self._wait_launched(self.launcher.launch(job_name, partition_key, tags), partition_key)
+        if self.driver is not None:
+            self._wait_launched(self.driver.launch(job_name, partition_key, tags), partition_key)
             return
         job = self.defs.resolve_job_def(job_name)
         result = job.execute_in_process(
@@ -199,21 +200,19 @@ class CycleRunner:
         return True
 
     def _wait_launched(self, run_id: str, partition_key: str | None) -> None:
-        from kotone_pipeline.orchestration.launcher import RunFailedError
+        from kotone_pipeline.orchestration.driver import RunFailedError
 
-        assert self.launcher is not None
+        assert self.driver is not None
         try:
-            self.launcher.wait(run_id)
+            self.driver.wait(run_id)
         except RunFailedError as exc:
-            steps = self.launcher.failed_steps(run_id)
+            steps = self.driver.failed_steps(run_id)
             raise CycleFailedError(
                 f"{exc} for {partition_key or 'base'}: " + "; ".join(steps or ["see the run logs"])
             ) from None
 
     def tick_sensor(self) -> int:
         """One evaluation of training_jobs_sensor; runs what it requests. Returns runs started."""
-        if self.launcher is not None:
-            return self._tick_through_code_location()
         # Only the resources the sensor uses: each tick builds them anew, and ticks run while training.
         context = dg.build_sensor_context(
             instance=self.instance,
@@ -236,16 +235,23 @@ class CycleRunner:
             started += 1
         return started
 
-    def _tick_through_code_location(self) -> int:
-        """The sensor daemon's own iteration (ticks recorded, runs attributed to the sensor); then launch
-        what it queued. When a daemon is already running (`kotone dev`), leave both to it and wait."""
-        assert self.launcher is not None
-        if not self.launcher.daemon_running():
-            self.launcher.tick_sensors()
-            for run_id in self.launcher.launch_queued():
-                self.progress("sensor: jobs finished; running validation_job (requested by training_jobs_sensor)")
-                self._wait_launched(run_id, None)
-        return 0
+    def _check_validation_runs(self, cycle_id: str) -> None:
+        """With a driver the daemon runs validation; a failed validation run ends the wait with its reason."""
+        assert self.driver is not None
+        for run in self.driver.validation_runs(cycle_id):
+            if run.run_id in self._done_run_keys:
+                continue
+            if run.status == dg.DagsterRunStatus.SUCCESS:
+                self._done_run_keys.add(run.run_id)
+                self.progress(
+                    f"[{cycle_id}] validation_job run {run.run_id[:8]} (requested by training_jobs_sensor) done"
+                )
+            elif run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+                steps = self.driver.failed_steps(run.run_id)
+                raise CycleFailedError(
+                    f"validation_job run {run.run_id[:8]} ended {run.status.value} for {cycle_id}: "
+                    + "; ".join(steps or ["see the run logs"])
+                )
 
     def run_cycle(self, cycle_id: str, timeout_s: float = 900) -> CycleReport:
         start = time.monotonic()
@@ -265,8 +271,16 @@ class CycleRunner:
             if state != shown or (self.heartbeat_s is not None and now - shown_at >= self.heartbeat_s):
                 self.progress(f"[{cycle_id}] {state} ({now - start:.0f} s)")
                 shown, shown_at = state, now
-            if not self.tick_sensor():
+            if self.driver is not None:
+                self._check_validation_runs(cycle_id)
                 time.sleep(self.poll_interval_s)
+            elif not self.tick_sensor():
+                time.sleep(self.poll_interval_s)
+        if self.driver is not None:
+            # The decision is written inside a validation run that still records its end (and the report):
+            # wait for it, so the command never stops the daemon under a running run.
+            for run in self.driver.validation_runs(cycle_id):
+                self._wait_launched(run.run_id, cycle_id)
         return self.report(cycle_id, wall_s=time.monotonic() - start)
 
     def waiting_state(self, cycle_id: str) -> str:
