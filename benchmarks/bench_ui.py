@@ -3,7 +3,8 @@ start-up and memory, a local job's start-up, and a `kotone demo` cycle.
 
 - ``ui_cycle_job_s`` / ``ui_validation_job_s``: start -> end of the cycle_job run (submitted through the
   public GraphQL client to the ``dagster dev`` the driver starts) and of the validation_job run that
-  training_jobs_sensor requested from the daemon (a run process each, as from the UI), campaign size 1, W&B disabled; ``ui_cycle_s`` the whole cycle and
+  training_jobs_sensor requested from the daemon (a run process each, as from the UI), campaign size 1,
+  W&B disabled; ``ui_cycle_s`` the whole cycle and
   ``ui_cycle_vs_plain_ratio`` its ratio to ``run_cycle_plain`` doing the same work as a script would: a new
   interpreter that imports what it needs (target <= 1.5). Both sides start from a fresh home whose cache
   holds the base set's embeddings; ``ui_cycle_plain_warm_s`` is the plain cycle in the benchmark's own warm
