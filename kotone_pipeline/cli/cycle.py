@@ -69,6 +69,8 @@ def _through_code_location(runner: CycleRunner) -> Iterator[CycleRunner]:
         driver = DagsterDriver(runner.instance, home, log_file=log, env=env).__enter__()
     except (DriverStartError, FileNotFoundError) as exc:
         raise fail(str(exc), code=1) from None
+    if driver.note:
+        status_console.print(f"[yellow]note:[/yellow] {escape(driver.note)}", highlight=False)
     if not driver.started_here:
         status_console.print(f"[dim]submitting to the running Dagster at {driver.url}[/dim]", highlight=False)
     runner.driver = driver

@@ -71,6 +71,7 @@ class DagsterDriver:
         self.ready_timeout_s = ready_timeout_s
         self.url: str | None = None
         self.started_here = False
+        self.note: str | None = None  # something the command should tell the user (see __enter__)
         self._proc: subprocess.Popen[bytes] | None = None
         self._client: Any = None
         # Quiet console for the runs we submit (every event is still in the instance and the UI).
@@ -82,6 +83,13 @@ class DagsterDriver:
         if self.daemon_running() and code_location_loaded(running):
             self.url = running
         else:
+            if self.daemon_running():
+                # Two daemons would tick the same sensors (their run keys keep validation single, but the
+                # tick history doubles); say how to use the running one.
+                self.note = (
+                    f"a Dagster daemon already serves this instance, but no UI answers at {running}; "
+                    "set KOTONE_DAGSTER_URL to its URL to submit there"
+                )
             self._start()
         from dagster_graphql import DagsterGraphQLClient
 
