@@ -27,7 +27,12 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
-from kotone_pipeline.orchestration.dagster_process import code_location_loaded, dagster_command, dev_env
+from kotone_pipeline.orchestration.dagster_process import (
+    code_location_loaded,
+    dagster_command,
+    dev_env,
+    stop_with_parent,
+)
 from kotone_pipeline.settings import load_settings
 
 LOCATION = "kotone_pipeline"
@@ -113,6 +118,7 @@ class DagsterDriver:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # stopped as one process group, with its daemon and code server
+                preexec_fn=stop_with_parent,
             )
         self.started_here = True
         deadline = time.monotonic() + self.ready_timeout_s
