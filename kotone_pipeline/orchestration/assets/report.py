@@ -2,9 +2,10 @@
 
 import dagster as dg
 
+from kotone_pipeline.domain.report.render import REPORTS_DIR, render_report, write_report_files
 from kotone_pipeline.orchestration.metadata import path_value, readable
+from kotone_pipeline.orchestration.report_collection import collect_report
 from kotone_pipeline.orchestration.resources import ChampionRegistryResource, KotoneHomeResource
-from kotone_pipeline.orchestration.workflow_log import REPORTS_DIR, collect_report, render_report, write_report_files
 
 
 @dg.asset(

@@ -14,15 +14,10 @@ from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app
 from kotone_pipeline.definitions import build_definitions
-from kotone_pipeline.domain.workflow_log import PLOTS
+from kotone_pipeline.domain.report.model import PLOTS
+from kotone_pipeline.domain.report.render import HTML_FILE, MD_FILE, render_report
+from kotone_pipeline.orchestration.report_collection import _tick_events, collect_report
 from kotone_pipeline.orchestration.runner import CycleRunner
-from kotone_pipeline.orchestration.workflow_log import (
-    HTML_FILE,
-    MD_FILE,
-    _tick_events,
-    collect_report,
-    render_report,
-)
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry
 from kotone_pipeline_tests.documents import read_json

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import pytest
 
 from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.workflow_log import (
+from kotone_pipeline.domain.report.model import (
     PLOTS,
     CycleEntry,
     DagsterRun,
@@ -19,12 +19,10 @@ from kotone_pipeline.domain.workflow_log import (
     MetricDelta,
     Report,
     TrainingRun,
-    render_plots,
     select_cycle_range,
-    to_html,
-    to_json,
-    to_markdown,
 )
+from kotone_pipeline.domain.report.plots import render_plots
+from kotone_pipeline.domain.report.render import to_html, to_json, to_markdown
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -203,7 +201,7 @@ def test_bad_cycle_ranges(spec: str, message: str) -> None:
 
 
 def test_the_report_shows_what_people_sent_and_reviewed(report: Report) -> None:
-    from kotone_pipeline.domain.workflow_log import PeopleCounts
+    from kotone_pipeline.domain.report.model import PeopleCounts
 
     second = report.cycles[1]
     second.people = PeopleCounts(logged=150, waiting=90, reviewed=60, to_training=41, to_field=19, field_total=19)
