@@ -29,6 +29,7 @@ from kotone_pipeline.cycle.documents import (
     current_jobs,
 )
 from kotone_pipeline.cycle.steps import STAGES
+from kotone_pipeline.cycle.tracking import model_aliases
 from kotone_pipeline.domain.report.model import (
     CycleEntry,
     DagsterRun,
@@ -290,7 +291,7 @@ def _tracking_links(label: str, tracking: Mapping[str, Any] | None) -> list[Link
     return links
 
 
-def _artifact_links(dataset_artifact: str | None, decision_tracking: Mapping[str, Any]) -> list[Link]:
+def _artifact_links(cycle_id: str, dataset_artifact: str | None, decision_tracking: Mapping[str, Any]) -> list[Link]:
     """The W&B artifacts of the cycle: the dataset version its runs used and the model it promoted."""
     links = []
     dataset = dataset_artifact or decision_tracking.get("wandb_dataset_artifact")
@@ -298,7 +299,12 @@ def _artifact_links(dataset_artifact: str | None, decision_tracking: Mapping[str
         links.append(Link(label="W&B dataset artifact", detail=f"`{dataset}` (type dataset; used by the cycle run)"))
     model = decision_tracking.get("wandb_model_artifact")
     if model:
-        links.append(Link(label="W&B model artifact", detail=f"`{model}` (type model; aliases cycle-<id>, champion)"))
+        links.append(
+            Link(
+                label="W&B model artifact",
+                detail=f"`{model}` (type model; aliases {', '.join(model_aliases(cycle_id))})",
+            )
+        )
     return links
 
 
@@ -316,7 +322,7 @@ def _evidence(
     )
     decision_tracking = decision_doc.tracking if decision_doc else {}
     links += _tracking_links("cycle", decision_tracking)
-    links += _artifact_links(dataset_tracking.get("wandb_dataset_artifact"), decision_tracking)
+    links += _artifact_links(entry.cycle_id, dataset_tracking.get("wandb_dataset_artifact"), decision_tracking)
     for run in entry.training_runs:
         if run.url and run.url.startswith(("http://", "https://")):
             links.append(Link(label=f"HF job {run.job_id}", url=run.url))
