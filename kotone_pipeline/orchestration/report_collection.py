@@ -100,6 +100,11 @@ def _run_detail_events(instance: dg.DagsterInstance, run_id: str) -> list[Any]:
     return list(instance.get_records_for_run(run_id, of_type=of_type).records)
 
 
+def _failed_steps(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    failed = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    return sorted({r.event_log_entry.step_key or "?" for r in failed})
+
+
 def _sensor_ticks(instance: dg.DagsterInstance) -> list[Any]:
     """Ticks of training_jobs_sensor that did something (requested runs or failed); none when no daemon ran it."""
     try:
@@ -303,8 +308,12 @@ def collect_report(
     base_url: str | None = None,
     repro_home: str = "kotone-repro",
     now: datetime | None = None,
+    writing_run_id: str | None = None,
 ) -> Report:
-    """The workflow log of ``cycles`` (default: every known cycle, in order); unknown ids raise ValueError."""
+    """The workflow log of ``cycles`` (default: every known cycle, in order); unknown ids raise ValueError.
+
+    ``writing_run_id``: the Dagster run writing this report (the workflow_log asset's own run), shown as
+    how it stood at writing rather than as its stored, unfinished STARTED."""
     known = known_cycles(instance, artifacts)
     selected = list(known) if cycles is None else list(cycles)
     unknown = [c for c in selected if c not in known]
@@ -318,6 +327,10 @@ def collect_report(
     for cycle_id in selected:
         entry = cycle_entry(artifacts, cycle_id, runs.get(cycle_id, []), mats.get(cycle_id, []), base_url, repro_home)
         entries.append(entry)
+        for run in entry.dagster_runs:
+            if writing_run_id is not None and run.run_id == writing_run_id:
+                run.writes_report = True
+                run.failed_steps = _failed_steps(instance, run.run_id)
         events += [_mat_event(m, base_url) for m in mats.get(cycle_id, [])]
         for record in runs.get(cycle_id, []):
             events += _run_events(instance, cycle_id, record, base_url)

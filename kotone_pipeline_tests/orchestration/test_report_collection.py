@@ -154,6 +154,21 @@ def test_the_asset_wrote_both_files_after_the_decisions(two_cycles) -> None:
     assert runs == set(CYCLES)
 
 
+def test_the_run_writing_the_report_is_not_shown_unfinished(two_cycles) -> None:
+    """workflow_log runs inside validation_job, whose stored status is STARTED while it writes: the file says how
+    that run stood instead, and the report rebuilt after the run ended (kotone report) says SUCCESS."""
+    instance: dg.DagsterInstance = two_cycles["instance"]
+    md = (Path(two_cycles["home"]) / "reports" / MD_FILE).read_text()
+    writer = instance.get_latest_materialization_event(dg.AssetKey("workflow_log")).run_id
+    assert instance.get_run_by_id(writer).job_name == "validation_job"
+    (row,) = [line for line in md.splitlines() if line.startswith(f"| {CYCLES[-1]} |")]
+    assert f"validation_job {writer[:8]} running, wrote this report; every step before it succeeded" in row
+    assert "STARTED" not in md
+    later = render_report(two_cycles["report"]).markdown
+    assert f"validation_job {writer[:8]} SUCCESS" in later
+    assert all(r.status == "SUCCESS" for c in two_cycles["report"].cycles for r in c.dagster_runs)
+
+
 def _workflow_log_events(instance: dg.DagsterInstance) -> list:
     return list(instance.fetch_materializations(dg.AssetKey("workflow_log"), limit=10).records)
 

@@ -53,6 +53,20 @@ class DagsterRun(BaseModel):
     ended_at: datetime | None = None
     url: str
     retry_of: str | None = None  # the validation key this run retried
+    # The run that wrote this report (the workflow_log asset runs inside validation_job): its stored status is
+    # still STARTED while it writes, so the report says what it knows instead (see ``run_status``).
+    writes_report: bool = False
+    failed_steps: list[str] = Field(default_factory=list)  # of the writing run, up to the report
+
+
+def run_status(run: DagsterRun) -> str:
+    """The run's status as the report shows it: the stored one, or for the run writing the report, how it
+    stood when it wrote it (a report rebuilt after the run ended shows the stored end status)."""
+    if not run.writes_report:
+        return run.status
+    if run.failed_steps:
+        return f"running, wrote this report; failed so far: {', '.join(run.failed_steps)}"
+    return "running, wrote this report; every step before it succeeded"
 
 
 class TrainingRun(BaseModel):

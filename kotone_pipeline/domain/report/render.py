@@ -48,6 +48,11 @@ def to_markdown(report: Report, plots: Mapping[str, bytes] | None = None) -> str
                 lines.append("|" + "---|" * len(data.headers))
                 lines += ["| " + " | ".join(_md_parts(cell, True) for cell in row) + " |" for row in data.rows]
                 lines.append("")
+            elif kind == "details":
+                # Raw HTML that GitHub and Dagster's markdown both fold; the blank lines keep the list markdown.
+                summary, items = data
+                lines += [f"<details><summary>{html.escape(summary)}</summary>", ""]
+                lines += [f"- {_md_parts(item)}" for item in items] + ["", "</details>", ""]
             elif kind == "image" and plots is not None:
                 name, title = data
                 if name in plots:
@@ -96,6 +101,10 @@ def to_html(report: Report, plots: Mapping[str, bytes] | None = None) -> str:
                     "<tr>" + "".join(f"<td>{_html_parts(cell)}</td>" for cell in row) + "</tr>" for row in data.rows
                 )
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            elif kind == "details":
+                summary, items = data
+                listed = "".join(f"<li>{_html_parts(item)}</li>" for item in items)
+                body.append(f"<details><summary>{html.escape(summary)}</summary><ul>{listed}</ul></details>")
             elif kind == "image" and plots is not None:
                 name, title = data
                 if name in plots:

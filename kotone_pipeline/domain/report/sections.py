@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.report.model import PLOTS, CycleEntry, Link, Report, fmt_num, fmt_signed, fmt_time
+from kotone_pipeline.domain.report.model import (
+    PLOTS,
+    CycleEntry,
+    Link,
+    Report,
+    fmt_num,
+    fmt_signed,
+    fmt_time,
+    run_status,
+)
 
 
 def _arrow(before: float | None, after: float | None) -> str:
@@ -31,7 +40,8 @@ class Table:
 class Section:
     title: str
     level: int = 2
-    blocks: list[tuple[str, Any]] = field(default_factory=list)  # ("para"|"list"|"table"|"code"|"image", data)
+    # ("para"|"list"|"table"|"code"|"image"|"details", data); details: (summary, list of Parts), folded.
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
 
 
 def _t(text: str) -> Parts:
@@ -47,11 +57,20 @@ def _join(parts: Iterable[Parts], sep: str = "; ") -> Parts:
     return out
 
 
-def _link_parts(link: Link) -> Parts:
-    parts: Parts = [(link.label, link.url)]
-    if link.detail:
-        parts.append((f" ({link.detail})", None))
-    return parts
+def _detail_parts(link: Link) -> Parts:
+    return [(link.detail or "", None), *([(" (link)", link.url)] if link.url else [])]
+
+
+def _short_path(path: str, home: str) -> str:
+    """A path under the home as relative to it (the report's head names the home once); others as given."""
+    prefix = home.rstrip("/") + "/"
+    return path.removeprefix(prefix) if home and path.startswith(prefix) else path
+
+
+def _evidence_cell(c: CycleEntry) -> Parts:
+    """Each piece of evidence by its short name, linked where it has a URL; the paths and upload commands of
+    offline runs are in the cycle's section below, folded."""
+    return _join(([(e.label, e.url)] for e in c.evidence), " · ") or _t("-")
 
 
 def _goal(c: CycleEntry) -> Parts:
@@ -72,23 +91,23 @@ def _inputs(c: CycleEntry) -> Parts:
 
 
 def _action(c: CycleEntry) -> Parts:
-    runs = [[(f"{r.job_name} {r.run_id[:8]} {r.status}", r.url)] for r in c.dagster_runs]
+    runs = [[(f"{r.job_name} {r.run_id[:8]} {run_status(r)}", r.url)] for r in c.dagster_runs]
     jobs = [
         [(f"job {t.job_id} {t.stage}" + (" (adopted)" if t.adopted else ""), _http(t.url))] for t in c.training_runs
     ]
     return _join([*runs, *jobs]) or _t("-")
 
 
-def _outputs(c: CycleEntry) -> Parts:
+def _outputs(c: CycleEntry, home: str) -> Parts:
     items = []
     if c.dataset_version:
         items.append(f"dataset commit {c.dataset_version}")
     items += [
-        f"model {model_id}{' (champion)' if model_id == c.champion_after else ''}: {uri}"
+        f"model {model_id}{' (champion)' if model_id == c.champion_after else ''}: {_short_path(uri, home)}"
         for model_id, uri in c.models.items()
     ]
     if "cycle_dir" in c.artifacts:
-        items.append(f"docs {c.artifacts['cycle_dir']}")
+        items.append(f"docs {_short_path(c.artifacts['cycle_dir'], home)}")
     return _t("; ".join(items) or "-")
 
 
@@ -184,8 +203,8 @@ def sections(report: Report, with_plots: bool) -> list[Section]:
                         _goal(c),
                         _inputs(c),
                         _action(c),
-                        _outputs(c),
-                        _join(_link_parts(e) for e in c.evidence) or _t("-"),
+                        _outputs(c, report.home),
+                        _evidence_cell(c),
                         _delta_cell(c),
                     ]
                     for c in report.cycles
@@ -305,7 +324,7 @@ def _cycle_section(c: CycleEntry) -> Section:
         *(
             [
                 (
-                    f"Dagster run {r.run_id} ({r.job_name}, {r.status}, "
+                    f"Dagster run {r.run_id} ({r.job_name}, {run_status(r)}, "
                     f"{fmt_time(r.started_at)} → {fmt_time(r.ended_at)})",
                     r.url,
                 ),
@@ -323,8 +342,7 @@ def _cycle_section(c: CycleEntry) -> Section:
             + ([(" job page", t.url)] if _http(t.url) else [])
             for t in c.training_runs
         ),
-        *(_t(f"artifact {name}: {path}") for name, path in sorted(c.artifacts.items())),
-        *([("evidence: ", None), *_link_parts(e)] for e in c.evidence),
+        *([("evidence: ", None), (e.label, e.url)] for e in c.evidence),
         _t(
             f"cost ${fmt_num(c.cost_usd, 2)}, wall {fmt_num(c.wall_s, 1)} s, training {fmt_num(c.training_s, 1)} s; "
             f"champion after: {c.champion_after or 'none'}"
@@ -333,6 +351,10 @@ def _cycle_section(c: CycleEntry) -> Section:
     if c.delta is not None:
         items += [_t(f"decision reason: {r}") for r in c.delta.reasons]
     section.blocks.append(("list", items))
+    folded = [_t(f"artifact {name}: {path}") for name, path in sorted(c.artifacts.items())]
+    folded += [[(f"{e.label}: ", None), *_detail_parts(e)] for e in c.evidence if e.detail]
+    if folded:
+        section.blocks.append(("details", (f"Paths and upload commands ({len(folded)})", folded)))
     if c.repro:
         section.blocks.append(("code", "\n".join(c.repro)))
     return section

@@ -26,7 +26,9 @@ def workflow_log(
     champion_registry: ChampionRegistryResource,
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
-    report = collect_report(context.instance, artifacts, champion_registry.get_registry())
+    report = collect_report(
+        context.instance, artifacts, champion_registry.get_registry(), writing_run_id=context.run_id
+    )
     rendered = render_report(report)
     paths = write_report_files(artifacts.home / REPORTS_DIR, rendered)
     decided = [c for c in report.cycles if c.delta is not None]
