@@ -188,6 +188,26 @@ def read_models(
     return read_jsonl(path, model.model_validate, strict=strict, key=key)
 
 
+def current_umask() -> int:
+    """The process's umask; read from /proc where Linux shows it (setting it to read it back is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def created_mode(directory: bool = False) -> int:
+    """The mode ``open()``/``mkdir()`` would give a new file or directory: 0o666/0o777 less the umask.
+    ``tempfile``'s 0o600/0o700 would follow the file when renamed into place, so another user (a webserver,
+    a daemon) could not read it."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
 @contextmanager
 def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
     """Write to a temporary file beside ``path`` and rename it into place only on success."""
@@ -200,6 +220,7 @@ def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
         error.errno = exc.errno  # kept for callers that look (a full disk); not passed, so no subclass by errno
         raise error from exc
     try:
+        os.fchmod(fd, created_mode())
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle

@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import ValidationError
 
 import kotone_pipeline
-from kotone_pipeline.domain.jsonl import write_json
+from kotone_pipeline.domain.jsonl import created_mode, write_json
 from kotone_pipeline.services.home import HOME_ENV, kotone_home
 from kotone_pipeline.services.jobs import (
     JobBackend,
@@ -251,6 +251,7 @@ class LocalJobBackend(JobBackend):
                 f"job {job_id}: cannot write under {self.root} ({exc.strerror}); nothing was submitted", transient=False
             ) from exc
         try:
+            os.chmod(tmp, created_mode(directory=True))  # mkdtemp's 0o700 would stay with the job dir
             (tmp / OUTPUT_DIR).mkdir()
             (tmp / LOG_FILE).touch()
             record = JobRecord(
