@@ -212,7 +212,7 @@ def apply_smoke_settings(env: MutableMapping[str, str]) -> dict[str, str]:
     if trainer != "lora":
         raise ValueError(
             "--smoke is a first run of the LoRA trainer on HF Jobs: set KOTONE_JOB_BACKEND=hf and "
-            "KOTONE_DATASET_STORE=hf (see the README's production section)"
+            "KOTONE_DATASET_STORE=hf (see docs/production.md)"
         )
     applied = {k: v for k, v in SMOKE_SETTINGS.items() if not env.get(k)}
     env.update(applied)
