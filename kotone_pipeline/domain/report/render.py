@@ -23,10 +23,19 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _md_angles(text: str) -> str:
+    """``<`` and ``>`` as entities outside `code spans`: a markdown renderer (GitHub's, the Dagster UI's)
+    takes ``<email>`` or ``cycle-<id>`` for an HTML tag and drops it. Inside a code span they show as typed."""
+    pieces = text.split("`")
+    for i in range(0, len(pieces), 2):  # even pieces are outside code spans
+        pieces[i] = pieces[i].replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(pieces)
+
+
 def _md_parts(parts: Parts, in_table: bool = False) -> str:
     out = []
     for text, href in parts:
-        shown = _md_escape(text) if in_table else text.replace("\n", " ")
+        shown = _md_angles(_md_escape(text) if in_table else text.replace("\n", " "))
         out.append(f"[{shown}]({href})" if href else shown)
     return "".join(out)
 

@@ -260,3 +260,12 @@ def test_the_run_writing_the_report_is_shown_as_it_stood_not_as_started(report: 
     # Rebuilt after the run ended (kotone report): the stored end status.
     run.status, run.writes_report, run.failed_steps = "SUCCESS", False, []
     assert "cycle_job c2-run-0 SUCCESS" in _workflow_rows(to_markdown(report))["c2"]
+
+
+def test_angle_brackets_in_markdown_text_are_shown_not_taken_for_tags(report: Report) -> None:
+    assert report.cycles[1].delta is not None
+    report.cycles[1].delta.reasons = ["masked <email> in 2 requests; see `kotone-model:cycle-<x>`"]
+    md = to_markdown(report)
+    # Outside a code span the brackets are entities (a renderer shows "<email>"); inside one they stay typed.
+    assert "decision reason: masked &lt;email&gt; in 2 requests; see `kotone-model:cycle-<x>`" in md
+    assert "<email>" not in md
