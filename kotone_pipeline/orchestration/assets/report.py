@@ -27,7 +27,7 @@ def workflow_log(
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
     report = collect_report(
-        context.instance, artifacts, champion_registry.get_registry(), writing_run_id=context.run_id
+        context.instance, artifacts, champion_registry.get_registry(), writing_run_id=context.run.run_id
     )
     rendered = render_report(report)
     paths = write_report_files(artifacts.home / REPORTS_DIR, rendered)
