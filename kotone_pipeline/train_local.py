@@ -10,7 +10,10 @@ Bad input ends the run with one ``error:`` line and exit code 2 (``run.json`` th
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -30,12 +33,15 @@ from kotone_pipeline.domain.local_model import (
 from kotone_pipeline.domain.predictor import PredictInput
 from kotone_pipeline.domain.schemas import LocalHyperParams, Pair
 from kotone_pipeline.services.datasets import SPLIT_FILES
+from kotone_pipeline.services.local_jobs import commit_outputs, job_dir_of_output
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 REQUIRED_SPLITS = ("train", "validation", "test")
 SCORED_SPLITS = ("validation", "holdout", "probe", "human", "field")
 MODEL_SUBDIR = "model"
+STAGING_DIR = ".staging"  # inside --out: a local job's outputs before the job lock lets them in
+PARENT_POLL_S = 0.5
 
 
 def _log(message: str) -> None:
@@ -119,6 +125,20 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
+def _watch_runner(runner_pid: int) -> None:
+    """End this process when its job runner is gone. On Linux the runner has the kernel kill it at once
+    (PR_SET_PDEATHSIG); elsewhere this thread notices that the process was re-parented."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != runner_pid:
+                _error(f"the job runner (pid {runner_pid}) is gone; stopping")
+                os._exit(EXIT_FAILED)
+
+    threading.Thread(target=watch, name="watch-job-runner", daemon=True).start()
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -126,6 +146,13 @@ def _now() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     started = time.perf_counter()
+    # Inside a local job, outputs are written aside and let in under the job lock only while the job is
+    # still running: a job recorded CANCELED or ERROR (its runner killed) never gets a model afterwards.
+    job_dir, runner_pid = job_dir_of_output(args.out), os.getppid()
+    target = args.out / STAGING_DIR if job_dir is not None else args.out
+    if job_dir is not None:
+        _watch_runner(runner_pid)
+        shutil.rmtree(target, ignore_errors=True)
     record: dict[str, Any] = {
         "status": "running",
         "trainer": "local",
@@ -138,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         hparams = parse_hparams(args.hparams)
         record["hparams"] = hparams.model_dump()
-        train(args.dataset, args.out, hparams, record)
+        train(args.dataset, target, hparams, record)
         record["status"] = "completed"
         exit_code = 0
     except (ValueError, OSError, EncoderError) as exc:  # bad input or install: one clear message, no traceback
@@ -153,10 +180,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     record["finished_at"] = _now()
     record["timings_s"]["total_s"] = round(time.perf_counter() - started, 3)
     try:
-        write_json(args.out / "run.json", record)
+        write_json(target / "run.json", record)
     except OSError as exc:
         _error(f"cannot write {args.out / 'run.json'}: {exc.strerror or exc}")
         return exit_code or EXIT_FAILED
+    if job_dir is not None:
+        refused = commit_outputs(job_dir, target, args.out, runner_pid)
+        if refused is not None:
+            _error(refused)
+            return EXIT_FAILED
     if exit_code == 0:
         _log(f"wrote {args.out}")
     return exit_code

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import IO, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,9 +18,26 @@ from kotone_pipeline.domain.jsonl import DataFileError
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# One width policy for everything the CLI prints. On a terminal: the terminal's width (tables fold their text
+# cells to fit). Piped to a file or another program: PIPED_WIDTH for progress lines and tables alike, where
+# rich would assume 80 columns and wrap a long progress line while a table needed more (COLUMNS overrides).
+PIPED_WIDTH = 200
+
+
+def output_width(stream: IO[str]) -> int | None:
+    """The width to print ``stream`` at: None (the terminal's own, as rich measures it) or PIPED_WIDTH."""
+    try:
+        if stream.isatty():
+            return None
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        pass
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else PIPED_WIDTH
+
+
 # Results go to stdout; progress and status lines to stderr, so machine-readable stdout stays clean.
-console = Console()
-status_console = Console(stderr=True)
+console = Console(width=output_width(sys.stdout))
+status_console = Console(stderr=True, width=output_width(sys.stderr))
 
 EXIT_BAD_INPUT = 2
 MAX_MESSAGE_LINES = 20

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from kotone_pipeline.cli._common import console, fail, handle_errors, require_home, status_console
@@ -123,7 +122,7 @@ def history(
         status_console.print(f"no promotion yet (registry {registry.root})", highlight=False)
         return
     # Wide enough for the reasons even when stdout is not a terminal (rich assumes 80 columns there).
-    Console(width=max(console.width, 160)).print(history_table(rows))
+    console.print(history_table(rows))
 
 
 def _check_model_files(target: Champion) -> None:

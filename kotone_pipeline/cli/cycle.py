@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -132,7 +131,11 @@ def demo(
     with _through_code_location(_runner(progress=True)) as runner:
         setup_s = _demo_setup(runner)
         reports = _demo_cycles(runner, cycles, prefix, replay)
-    _print_demo(reports, as_json, setup_s)
+    from kotone_pipeline.cli.demo_table import print_demo
+    from kotone_pipeline.domain.report.render import HTML_FILE, MD_FILE, REPORTS_DIR
+
+    reports_dir = runner.artifacts.home / REPORTS_DIR
+    print_demo(reports, as_json, setup_s, {"html": reports_dir / HTML_FILE, "md": reports_dir / MD_FILE})
 
 
 def _demo_setup(runner: CycleRunner) -> float | None:
@@ -204,93 +207,6 @@ def _demo_cycles(
     return reports
 
 
-def _field_table(reports: list[CycleReport]) -> Table:
-    """People's side of the demo: what was reviewed, and the field set's MAE (requests people sent)."""
-    table = Table(title="Field set: reviewed requests people sent, never trained on (vector MAE; lower is better)")
-    for column in ["cycle", "reviewed", "field rows", "field before", "field cand.", "field after", "decided by"]:
-        table.add_column(column, no_wrap=True)
-    for r in reports:
-        table.add_row(
-            r.cycle_id,
-            str(r.reviewed),
-            str(r.field_rows),
-            _fmt(r.reference_field_mae_before) if r.field_rows else "-",
-            _fmt(r.candidate_field_mae) if r.field_rows else "-",
-            _fmt(r.champion_field_mae_after) if r.field_rows else "-",
-            f"{r.decided_by}: {r.decision}",
-        )
-    return table
-
-
-def _print_demo(reports: list[CycleReport], as_json: bool, setup_s: float | None = None) -> None:
-    if as_json:
-        keys = [
-            "cycle_id",
-            "champion_holdout_mae_before",
-            "candidate_holdout_mae",
-            "champion_holdout_mae_after",
-            "reference_human_mae_before",
-            "candidate_human_mae",
-            "champion_human_mae_after",
-            "hard_dims",
-            "rows_added",
-            "decision",
-            "wall_s",
-            "field_rows",
-            "decided_by",
-            "reference_field_mae_before",
-            "candidate_field_mae",
-            "champion_field_mae_after",
-            "reviewed",
-        ]
-        typer.echo(json.dumps({"setup_s": setup_s, "cycles": [r.model_dump(include=set(keys)) for r in reports]}))
-        return
-    # Wide enough for the table even when stdout is not a terminal (rich assumes 80 columns there).
-    out = Console(width=max(console.width, 190))
-    table = Table(
-        title="Kotone demo cycles (vector MAE on the teacher's holdout and on the hand-written human set, "
-        "0..10 scale; lower is better)"
-    )
-    columns = [
-        "cycle",
-        "champion before",
-        "MAE before",
-        "candidate",
-        "MAE after",
-        "human before",
-        "human cand.",
-        "human after",
-        "hard dims",
-        "rows +",
-        "decision",
-        "wall s",
-    ]
-    for column in columns:
-        table.add_column(column, no_wrap=True)
-    for r in reports:
-        table.add_row(
-            r.cycle_id,
-            r.champion_before or "(baselines)",
-            _fmt(r.champion_holdout_mae_before if r.champion_before else r.reference_holdout_mae_before),
-            _fmt(r.candidate_holdout_mae),
-            _fmt(r.champion_holdout_mae_after),
-            _fmt(r.reference_human_mae_before),
-            _fmt(r.candidate_human_mae),
-            _fmt(r.champion_human_mae_after),
-            ", ".join(r.hard_dims),
-            str(r.rows_added),
-            r.decision,
-            f"{r.wall_s:.1f}",
-        )
-    out.print(table)
-    if any(r.reviewed or r.field_rows for r in reports):
-        out.print(_field_table(reports))
-    for r in reports:
-        out.print(f"[bold]{r.cycle_id}[/bold] decision log:")
-        for reason in r.reasons:
-            out.print(f"  - {reason}")
-
-
 # A first production run that costs cents: one run, a handful of training rows, a few optimizer steps; every
 # phase of the job (environment, base model download, training, checkpoint and adapter push, batched
 # prediction of the full eval splits, validation, gate) still runs. Explicit KOTONE_* settings win.
@@ -308,7 +224,7 @@ def apply_smoke_settings(env: MutableMapping[str, str]) -> dict[str, str]:
     if trainer != "lora":
         raise ValueError(
             "--smoke is a first run of the LoRA trainer on HF Jobs: set KOTONE_JOB_BACKEND=hf and "
-            "KOTONE_DATASET_STORE=hf (see the README's production section)"
+            "KOTONE_DATASET_STORE=hf (see docs/production.md)"
         )
     applied = {k: v for k, v in SMOKE_SETTINGS.items() if not env.get(k)}
     env.update(applied)

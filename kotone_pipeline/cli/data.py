@@ -19,7 +19,14 @@ from kotone_pipeline.cli._common import (
 )
 from kotone_pipeline.domain import base_data
 from kotone_pipeline.domain.importer import import_file, scale_warning
-from kotone_pipeline.domain.jsonl import DataFileError, rejected_path, write_json, write_jsonl, write_rejected
+from kotone_pipeline.domain.jsonl import (
+    DataFileError,
+    problem_kinds,
+    rejected_path,
+    write_json,
+    write_jsonl,
+    write_rejected,
+)
 from kotone_pipeline.domain.output import check_output
 from kotone_pipeline.domain.quality import QualityReport
 from kotone_pipeline.services.home import kotone_home
@@ -116,7 +123,8 @@ def import_(
         for problem in capped([f"{file}:{n}: {reason}" for n, _, reason in result.rejected], report):
             typer.echo(problem, err=True)
         hint = "nothing written (use --quarantine to keep the good rows)"
-        raise fail(f"{file}: {len(result.rejected)} bad line(s); {hint}")
+        kinds = problem_kinds((n, reason) for n, _, reason in result.rejected)
+        raise fail(f"{file}: {len(result.rejected)} bad line(s): {kinds}; {hint}")
     if not result.rows and not allow_empty:
         what = "no valid rows" if result.lines_read else "no rows (empty or blank)"
         raise fail(f"{file}: {what}; nothing written (pass --allow-empty to write an empty file)")

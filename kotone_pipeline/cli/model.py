@@ -17,6 +17,7 @@ from rich.table import Table
 from kotone_pipeline.cli._common import check_scale, console, handle_errors, status_console
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.importer import load_pairs
+from kotone_pipeline.domain.jsonl import created_mode
 from kotone_pipeline.domain.output import check_output
 from kotone_pipeline.domain.schemas import EvalSummary
 
@@ -69,6 +70,7 @@ def save_model_dir(out: Path, save: Callable[[Path], object]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
+        os.chmod(aside, created_mode(directory=True))  # mkdtemp's 0o700 would stay with the model dir
         save(aside)
         os.rename(aside, out)
     except BaseException:

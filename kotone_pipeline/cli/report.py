@@ -34,9 +34,11 @@ def report(
     # Imported here so other commands do not pay for importing Dagster and matplotlib.
     from kotone_pipeline.domain.jsonl import atomic_writer
     from kotone_pipeline.domain.output import check_output
-    from kotone_pipeline.domain.workflow_log import render_plots, select_cycle_range, to_html, to_json, to_markdown
+    from kotone_pipeline.domain.report.model import select_cycle_range
+    from kotone_pipeline.domain.report.plots import render_plots
+    from kotone_pipeline.domain.report.render import to_html, to_json, to_markdown
+    from kotone_pipeline.orchestration.report_collection import collect_report, known_cycles
     from kotone_pipeline.orchestration.runner import open_instance
-    from kotone_pipeline.orchestration.workflow_log import collect_report, known_cycles
     from kotone_pipeline.services.artifacts import CycleArtifacts
     from kotone_pipeline.services.champion import ChampionRegistry
 

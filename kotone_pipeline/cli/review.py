@@ -241,7 +241,7 @@ def import_reviews(
     reviews: list[dict[str, Any]] = []
     new_requests: dict[str, dict[str, Any]] = {}
     seen: dict[tuple[str, str], int] = {}
-    with file.open(encoding="utf-8") as lines:
+    with file.open(encoding="utf-8-sig") as lines:  # -sig: a leading BOM (Windows editors) is no part of line 1
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -271,8 +271,11 @@ def import_reviews(
         if key in existing:
             problems.append(f"{file}:{seen[key]}: {key[1]} already reviewed {key[0]} in the log")
     if problems:
-        lines_out = capped(sorted(problems, key=_line_number))
-        raise fail("nothing imported; bad lines:\n" + "\n".join(lines_out))
+        from kotone_pipeline.domain.jsonl import problem_kinds
+
+        ordered = sorted(problems, key=_line_number)
+        kinds = problem_kinds((_line_number(p), p.split(": ", 1)[-1]) for p in ordered)
+        raise fail(f"nothing imported; {len(ordered)} bad line(s): {kinds}\n" + "\n".join(capped(ordered)))
     if not reviews:
         raise fail(f"{file}: no reviews in it")
     try:

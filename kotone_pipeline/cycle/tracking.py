@@ -33,6 +33,11 @@ DATASET_CARD = "card.json"  # written by both dataset stores beside the splits
 HF_HUB = "https://huggingface.co"
 
 
+def model_aliases(cycle_id: str) -> list[str]:
+    """The aliases a promoted model's artifact carries: its cycle's and ``champion`` (the report names them)."""
+    return [tr.artifact_alias(f"cycle-{cycle_id}"), CHAMPION_ALIAS]
+
+
 def log_eval(
     tracker: tr.Tracker,
     cycle_id: str,
@@ -110,7 +115,7 @@ def log_cycle(tracker: tr.Tracker, artifacts: CycleArtifacts, cycle_id: str, dec
             model_artifact = run.log_artifact(
                 MODEL_ARTIFACT,
                 "model",
-                aliases=[tr.artifact_alias(f"cycle-{cycle_id}"), CHAMPION_ALIAS],
+                aliases=model_aliases(cycle_id),
                 references=model_references(decision.candidate_model_ref),
                 metadata={
                     "model_id": decision.candidate_run_id,

@@ -20,6 +20,7 @@ from kotone_pipeline.domain.jsonl import (
     ReadResult,
     describe_validation_error,
     iter_json_lines,
+    problem_kinds,
     read_models,
 )
 from kotone_pipeline.domain.schemas import Pair, Vector, normalize_text
@@ -127,8 +128,10 @@ def import_file(path: Path | str, scale: int, strict: bool = True) -> ReadResult
 def detect_format(path: Path | str) -> FileFormat:
     """Format of a file from its first valid JSON object line."""
     path = Path(path)
-    for lineno, _raw, obj, _error in iter_json_lines(path):
+    bad: list[tuple[int, str]] = []
+    for lineno, _raw, obj, error in iter_json_lines(path):
         if obj is None:
+            bad.append((lineno, error or "invalid"))
             continue
         if "target_hidden_params" in obj:
             return "predecessor"
@@ -141,7 +144,9 @@ def detect_format(path: Path | str) -> FileFormat:
                 f"(has no 'target_hidden_params'); keys: {', '.join(sorted(obj)) or 'none'}"
             ],
         )
-    raise DataFileError(path, [f"{path}: no valid JSON object line; the file is empty or unreadable"])
+    if not bad:
+        raise DataFileError(path, [f"{path}: no valid JSON object line: the file is empty"])
+    raise DataFileError(path, [f"{path}: no valid JSON object line: {problem_kinds(bad)}"])
 
 
 def load_pairs(

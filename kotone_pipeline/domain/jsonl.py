@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,30 @@ from typing import IO, Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 T = TypeVar("T")
+UTF8_BOM = b"\xef\xbb\xbf"  # editors on Windows start UTF-8 files with it; it is no part of the first line
+
+
+def problem_kind(reason: str) -> str:
+    """What kind of problem a reason is, without its particulars: ``invalid JSON (...)`` -> ``invalid JSON``,
+    ``energy: 99 is out of range`` -> ``energy``, ``duplicate id of line 3`` -> ``duplicate id of line N``."""
+    cut = min((i for i in (reason.find(" ("), reason.find(": ")) if i > 0), default=len(reason))
+    return re.sub(r"\d+", "N", reason[:cut]).strip() or reason
+
+
+def problem_kinds(rejected: Iterable[tuple[int, str]]) -> str:
+    """``(line, reason)`` pairs as one line naming each kind of problem with its count and first lines, so a
+    file with many lines of one kind still shows the other kinds (the listing shows only the first 20)."""
+    by_kind: dict[str, list[int]] = {}
+    for lineno, reason in rejected:
+        by_kind.setdefault(problem_kind(reason), []).append(lineno)
+    parts = []
+    for kind, lines in by_kind.items():
+        shown = ", ".join(str(n) for n in lines[:3])
+        if len(lines) == 1:
+            parts.append(f"{kind}: 1 line (line {shown})")
+        else:
+            parts.append(f"{kind}: {len(lines)} lines ({'lines' if len(lines) <= 3 else 'first lines'} {shown})")
+    return "; ".join(parts)
 
 
 class DataFileError(ValueError):
@@ -27,7 +52,15 @@ class DataFileError(ValueError):
             return
         shown = "\n".join(problems[:20])
         more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        super().__init__(f"{path}: {len(problems)} bad line(s)\n{shown}{more}")
+        kinds = problem_kinds(_numbered(path, problem) for problem in problems)
+        super().__init__(f"{path}: {len(problems)} bad line(s): {kinds}\n{shown}{more}")
+
+
+def _numbered(path: Path | str, problem: str) -> tuple[int, str]:
+    """``path:line: reason`` back into (line, reason); 0 for a problem of the whole file."""
+    rest = problem.removeprefix(f"{path}:")
+    number, sep, reason = rest.partition(": ")
+    return (int(number), reason) if sep and number.isdigit() else (0, rest.strip())
 
 
 @dataclass
@@ -97,6 +130,8 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, str, Any | None, str | No
             if not data:
                 return
             lineno += 1
+            if lineno == 1:
+                data = data.removeprefix(UTF8_BOM)
             try:
                 line = data.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
@@ -153,6 +188,26 @@ def read_models(
     return read_jsonl(path, model.model_validate, strict=strict, key=key)
 
 
+def current_umask() -> int:
+    """The process's umask; read from /proc where Linux shows it (setting it to read it back is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def created_mode(directory: bool = False) -> int:
+    """The mode ``open()``/``mkdir()`` would give a new file or directory: 0o666/0o777 less the umask.
+    ``tempfile``'s 0o600/0o700 would follow the file when renamed into place, so another user (a webserver,
+    a daemon) could not read it."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
 @contextmanager
 def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
     """Write to a temporary file beside ``path`` and rename it into place only on success."""
@@ -165,6 +220,7 @@ def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
         error.errno = exc.errno  # kept for callers that look (a full disk); not passed, so no subclass by errno
         raise error from exc
     try:
+        os.fchmod(fd, created_mode())
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle

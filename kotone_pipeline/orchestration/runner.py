@@ -22,6 +22,7 @@ from kotone_pipeline.cycle.documents import (
     ReviewedRequestsDoc,
 )
 from kotone_pipeline.domain.jsonl import atomic_writer
+from kotone_pipeline.domain.schemas import EvalSummary
 from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.orchestration.resources import configured_resource, resolve_home
 from kotone_pipeline.orchestration.sensors import training_jobs_sensor
@@ -73,6 +74,13 @@ def open_instance(home: Path | None = None) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(dagster_home(home)))
 
 
+RULE_BASELINE = "baseline-rule"  # cycle/steps.py BASELINE_NAMES
+
+
+def _mae(summary: EvalSummary | None) -> float | None:
+    return summary.vector_mae if summary is not None else None
+
+
 class CycleFailedError(RuntimeError):
     """A Dagster run of the cycle failed, or the cycle did not finish in time; the message says where."""
 
@@ -88,6 +96,9 @@ class CycleReport(BaseModel):
     reference_human_mae_before: float | None = None
     candidate_human_mae: float | None = None
     champion_human_mae_after: float | None = None
+    # The rule baseline on the same two sets (scored every cycle, never a gate reference; see the README).
+    rule_holdout_mae: float | None = None
+    rule_human_mae: float | None = None
     # On the field set (reviewed requests people sent): its size, which set decided, before / candidate / after.
     field_rows: int = 0
     decided_by: str = "holdout"
@@ -332,6 +343,8 @@ class CycleRunner:
             reference_human_mae_before=human_before,
             candidate_human_mae=human_candidate,
             champion_human_mae_after=human_after,
+            rule_holdout_mae=_mae(eval_doc.summary(RULE_BASELINE, "holdout")),
+            rule_human_mae=_mae(eval_doc.summary(RULE_BASELINE, "human")),
             field_rows=decision.field_rows,
             decided_by=decision.primary,
             reference_field_mae_before=decision.reference_field_mae,

@@ -3,7 +3,8 @@
 Started by ``LocalJobBackend.submit`` in a new session. It forks a daemon and exits once the daemon has
 recorded itself, so the submitter never keeps a child around and the job outlives it. The daemon runs
 the training command stored in job.json in its own process group, kills it after ``timeout_s``, and
-records the outcome (stage, exit code, timestamps, message) in job.json under the job lock.
+records the outcome (stage, exit code, timestamps, message) in job.json under the job lock. The command
+dies with the daemon (SIGTERM: the daemon stops its group; SIGKILL: the kernel, by PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from kotone_pipeline.services.local_jobs import (
@@ -26,6 +28,7 @@ from kotone_pipeline.services.local_jobs import (
 )
 
 KILL_GRACE_S = 5.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _MESSAGE_MAX = 300
 
 
@@ -47,6 +50,25 @@ def _failure_message(job_dir: Path, exit_code: int) -> str:
     return f"training command {cause}{detail}"[:_MESSAGE_MAX]
 
 
+def _dies_with_runner() -> Callable[[], None] | None:
+    """For Popen's preexec_fn on Linux: the kernel sends the training command SIGKILL when the runner dies,
+    however it dies (SIGKILL included), so a killed runner leaves no command writing into its job. Elsewhere
+    None: train_local then watches its parent itself."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child between fork and exec only calls it
+    runner = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != runner:  # the runner died before the setting took effect
+            os._exit(1)
+
+    return preexec
+
+
 def run_daemon(job_dir: Path, ready_fd: int | None = None) -> int:
     """Start the training command, wait for it (bounded by the timeout), record the outcome."""
 
@@ -66,7 +88,13 @@ def run_daemon(job_dir: Path, ready_fd: int | None = None) -> int:
         record.runner_pid, record.runner_marker = os.getpid(), process_marker(os.getpid())
         try:
             # Own process group, so a timeout or cancel stops the command and everything it spawned.
-            child = subprocess.Popen(record.command, cwd=job_dir, stdin=subprocess.DEVNULL, process_group=0)
+            child = subprocess.Popen(
+                record.command,
+                cwd=job_dir,
+                stdin=subprocess.DEVNULL,
+                process_group=0,
+                preexec_fn=_dies_with_runner(),  # safe: the runner has no threads at this point
+            )
         except OSError as exc:
             record.stage, record.finished_at = "ERROR", utc_now()
             record.message = f"cannot start the training command {record.command[:1]}: {exc}"

@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import ValidationError
 
 import kotone_pipeline
-from kotone_pipeline.domain.jsonl import write_json
+from kotone_pipeline.domain.jsonl import created_mode, write_json
 from kotone_pipeline.services.home import HOME_ENV, kotone_home
 from kotone_pipeline.services.jobs import (
     JobBackend,
@@ -170,6 +170,34 @@ def signal_group(pgid: int | None, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def job_dir_of_output(out: Path) -> Path | None:
+    """The local job whose ``output/`` directory ``out`` is, or None (a training run outside a local job)."""
+    out = Path(out).absolute()
+    return out.parent if out.name == OUTPUT_DIR and (out.parent / JOB_FILE).is_file() else None
+
+
+def commit_outputs(job_dir: Path, staging: Path, out: Path, runner_pid: int) -> str | None:
+    """Move a training command's finished outputs from ``staging`` into ``out``, under the job lock, unless
+    the job already has its terminal record (canceled, timed out, or marked ERROR because its runner died)
+    or its runner is gone: nothing is written into a job after its last word. None when moved, else why not
+    (the staged outputs are then deleted)."""
+    with locked(job_dir):
+        record = read_record(job_dir)
+        if record.terminal:
+            refused: str | None = f"the job is already recorded {record.stage}"
+        elif os.getppid() != runner_pid:
+            refused = f"its job runner (pid {runner_pid}) is gone"
+        else:
+            refused = None
+            for entry in sorted(staging.iterdir()):
+                target = out / entry.name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                os.replace(entry, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return None if refused is None else f"outputs discarded: {refused}"
+
+
 def tail_lines(path: Path, lines: int) -> list[str]:
     try:
         with path.open("r", encoding="utf-8", errors="replace") as handle:
@@ -251,6 +279,7 @@ class LocalJobBackend(JobBackend):
                 f"job {job_id}: cannot write under {self.root} ({exc.strerror}); nothing was submitted", transient=False
             ) from exc
         try:
+            os.chmod(tmp, created_mode(directory=True))  # mkdtemp's 0o700 would stay with the job dir
             (tmp / OUTPUT_DIR).mkdir()
             (tmp / LOG_FILE).touch()
             record = JobRecord(

@@ -15,6 +15,8 @@ DEMO_KEYS = {
     "reference_human_mae_before",
     "candidate_human_mae",
     "champion_human_mae_after",
+    "rule_holdout_mae",
+    "rule_human_mae",
     "hard_dims",
     "rows_added",
     "decision",
@@ -50,6 +52,10 @@ def test_demo_json_then_status_show_the_cycle_and_its_champion(tmp_path: Path) -
     assert cycle["champion_holdout_mae_before"] is None  # no champion before the first cycle
     assert cycle["decision"] in {"promote", "keep"}
     assert cycle["rows_added"] > 0 and len(cycle["hard_dims"]) == 2
+    assert cycle["rule_holdout_mae"] > 0 and cycle["rule_human_mae"] > 0  # the rule baseline beside the champion
+    # Where the workflow log is: written by the cycle's validation run.
+    assert shown["report"]["html"] == str(tmp_path / "reports" / "workflow_log.html")
+    assert Path(shown["report"]["html"]).is_file() and Path(shown["report"]["md"]).is_file()
     assert "cycle demo-001" in demo.stderr  # progress goes to stderr, the JSON alone to stdout
     assert "[demo-001] eval_summary" in demo.stderr  # the cycle id in brackets is text, not a markup tag
     # Piped output: one progress line per change of the jobs' state while they train, none repeated.

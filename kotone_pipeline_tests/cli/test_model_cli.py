@@ -197,3 +197,17 @@ def test_a_model_directory_that_fails_half_way_leaves_nothing_behind(tmp_path: P
     assert list((tmp_path / "models").iterdir()) == []  # neither the model nor its temporary directory
     save_model_dir(out, lambda directory: (directory / "model.json").write_text("{}"))
     assert sorted(p.name for p in out.iterdir()) == ["model.json"]
+
+
+def test_a_saved_model_directory_follows_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from kotone_pipeline.cli.model import save_model_dir
+
+    old = os.umask(0o022)
+    try:
+        save_model_dir(tmp_path / "model", lambda d: (d / "model.json").write_text("{}"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755  # mkdtemp's 0o700 before

@@ -125,3 +125,38 @@ def test_detect_format_rejects_unknown_and_empty_files(tmp_path: Path) -> None:
         detect_format(_write(tmp_path / "empty.jsonl", [""]))
     with pytest.raises(DataFileError, match="file not found"):
         detect_format(tmp_path / "missing.jsonl")
+
+
+def test_a_utf8_bom_at_the_start_is_no_part_of_the_first_line(tmp_path: Path) -> None:
+    pair = Pair(group_id="g1", source_type="request_text", text="a bright jingle", vector=Vector.neutral())
+    plain = tmp_path / "plain.jsonl"
+    write_jsonl(plain, [pair])
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # as Windows editors save "UTF-8 with BOM"
+    assert detect_format(bom) == "pair"
+    assert load_pairs(bom).rows == [pair]
+    old = tmp_path / "old-bom.jsonl"
+    old.write_bytes(b"\xef\xbb\xbf" + json.dumps(_row("an old tune", [50] * 6)).encode() + b"\n")
+    assert [p.text for p in import_file(old, scale=100).rows] == ["an old tune"]
+    # Only at the start: a BOM inside a later line is still that line's problem.
+    inner = tmp_path / "inner.jsonl"
+    inner.write_bytes(plain.read_bytes() + b"\xef\xbb\xbf" + plain.read_bytes().replace(b"g1", b"g2"))
+    with pytest.raises(DataFileError, match=r"inner.jsonl:2: invalid JSON"):
+        load_pairs(inner)
+
+
+def test_bad_lines_of_several_kinds_name_each_kind_with_counts_and_first_lines(tmp_path: Path) -> None:
+    good = json.dumps(_row("fine", [50] * 6))
+    rows = [good, *["{broken"] * 25, _row("x", [50] * 6, source_type="tweet"), "[1]", _row("y", [500] * 6)]
+    path = _write(tmp_path / "mixed.jsonl", rows)
+    with pytest.raises(DataFileError) as raised:
+        import_file(path, scale=100)
+    head = str(raised.value).splitlines()[0]
+    assert head.startswith(f"{path}: 28 bad line(s): ")
+    assert "invalid JSON: 25 lines (first lines 2, 3, 4)" in head
+    assert "source_type: 1 line (line 27)" in head
+    assert "expected a JSON object, got list: 1 line (line 28)" in head
+    assert "target_hidden_params.vector: 1 line (line 29)" in head
+    # A file with no valid line at all names its kinds, not "empty or unreadable".
+    with pytest.raises(DataFileError, match=r"no valid JSON object line: invalid JSON: 2 lines \(lines 1, 2\)"):
+        detect_format(_write(tmp_path / "all-bad.jsonl", ["{a", "{b"]))

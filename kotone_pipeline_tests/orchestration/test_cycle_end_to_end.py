@@ -164,7 +164,7 @@ def test_split_dataset_logs_the_dataset_artifact_that_the_cycle_run_uses(two_cyc
 
 
 def test_the_workflow_log_links_each_cycles_wandb_runs_and_artifacts(two_cycles) -> None:
-    from kotone_pipeline.orchestration.workflow_log import collect_report
+    from kotone_pipeline.orchestration.report_collection import collect_report
     from kotone_pipeline.services.champion import ChampionRegistry
 
     arts = CycleArtifacts(two_cycles["home"])
@@ -177,5 +177,6 @@ def test_the_workflow_log_links_each_cycles_wandb_runs_and_artifacts(two_cycles)
         decision = read_json(arts, entry.cycle_id, "promotion_decision")
         if decision["decision"]["promote"]:
             assert f"kotone-model:cycle-{entry.cycle_id}" in (labels["W&B model artifact"].detail or "")
+            assert f"aliases cycle-{entry.cycle_id}, champion" in (labels["W&B model artifact"].detail or "")
         else:
             assert "W&B model artifact" not in labels

@@ -22,6 +22,7 @@ from kotone_pipeline.services.local_jobs import (
     LocalJobBackend,
     job_id_for,
     process_alive,
+    process_marker,
     read_record,
     write_record,
 )
@@ -309,3 +310,76 @@ def test_a_job_gets_the_submitters_home_and_embedding_cache_as_absolute_paths(
     seen = json.loads((backend.fetch_outputs(state, tmp_path / "out") / "metrics.json").read_text())
     assert seen["home"] == str(tmp_path / "relative-home")
     assert seen["embedding_cache"] == str(tmp_path / "relative-home" / "cache" / "embeddings")
+
+
+SLOW_WRITER = """
+import pathlib, sys, time
+out = pathlib.Path(sys.argv[sys.argv.index("--out") + 1])
+(out / "pid").write_text(__import__("os").getpid().__str__())
+time.sleep(5)
+(out / "model").mkdir()
+(out / "model" / "model.json").write_text("{}")
+"""
+
+
+def _gone(pid: int) -> bool:
+    return process_marker(pid) is None  # no such process, or a zombie nobody reaped yet
+
+
+def test_killing_the_runner_ends_its_training_command_and_no_model_appears(tmp_path: Path) -> None:
+    script = tmp_path / "slow_writer.py"
+    script.write_text(SLOW_WRITER)
+    backend = LocalJobBackend(tmp_path / "jobs", command=[sys.executable, str(script)])
+    job_id = backend.submit(spec()).job_id
+    out = backend.root / job_id / "output"
+    wait_for((out / "pid").exists)
+    record = read_record(backend.root / job_id)
+    child = int((out / "pid").read_text())
+    assert record.child_pgid == child and not _gone(child)
+
+    os.kill(record.runner_pid, signal.SIGKILL)  # the runner gets no chance to stop its group itself
+
+    killed = time.monotonic()
+    wait_for(lambda: _gone(child), timeout=3.0)  # it would live 5 s more on its own
+    assert LocalJobBackend(backend.root).find("c1", "r1").stage == "ERROR"  # runner gone: recorded ERROR
+    time.sleep(max(0.0, killed + 6.5 - time.monotonic()))  # past the moment it would have written its model
+    assert not (out / "model").exists()
+
+
+def test_train_local_writes_nothing_into_a_job_recorded_error(tmp_path: Path) -> None:
+    """The writer's own check: outputs are let in under the job lock only while the job is not terminal."""
+    from kotone_pipeline import train_local
+
+    job_dir = tmp_path / "jobs" / "c1.r1"
+    (job_dir / "output").mkdir(parents=True)
+    write_record(
+        job_dir,
+        JobRecord(
+            job_id="c1.r1",
+            cycle_id="c1",
+            run_id="r1",
+            backend="local",
+            stage="ERROR",
+            created_at="2026-01-01T00:00:00+00:00",
+            message="the job process (pid 1) is gone",
+            spec={},
+            command=[],
+            timeout_s=60,
+        ),
+    )
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    from kotone_pipeline.domain.jsonl import write_jsonl
+    from kotone_pipeline.domain.schemas import Pair, Vector
+
+    pairs = [
+        Pair(group_id=f"g{i}", source_type="request_text", text=f"calm piano {i}", vector=Vector.neutral())
+        for i in range(8)
+    ]
+    for split in ("train", "validation", "test"):
+        write_jsonl(dataset / f"{split}.jsonl", pairs)
+
+    code = train_local.main(["--dataset", str(dataset), "--out", str(job_dir / "output")])
+
+    assert code == train_local.EXIT_FAILED
+    assert sorted(p.name for p in (job_dir / "output").iterdir()) == []  # no model, no metrics, no staging left

@@ -2,9 +2,10 @@
 
 import dagster as dg
 
+from kotone_pipeline.domain.report.render import REPORTS_DIR, render_report, write_report_files
 from kotone_pipeline.orchestration.metadata import path_value, readable
+from kotone_pipeline.orchestration.report_collection import collect_report
 from kotone_pipeline.orchestration.resources import ChampionRegistryResource, KotoneHomeResource
-from kotone_pipeline.orchestration.workflow_log import REPORTS_DIR, collect_report, render_report, write_report_files
 
 
 @dg.asset(
@@ -25,7 +26,9 @@ def workflow_log(
     champion_registry: ChampionRegistryResource,
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
-    report = collect_report(context.instance, artifacts, champion_registry.get_registry())
+    report = collect_report(
+        context.instance, artifacts, champion_registry.get_registry(), writing_run_id=context.run.run_id
+    )
     rendered = render_report(report)
     paths = write_report_files(artifacts.home / REPORTS_DIR, rendered)
     decided = [c for c in report.cycles if c.delta is not None]

@@ -14,15 +14,10 @@ from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app
 from kotone_pipeline.definitions import build_definitions
-from kotone_pipeline.domain.workflow_log import PLOTS
+from kotone_pipeline.domain.report.model import PLOTS
+from kotone_pipeline.domain.report.render import HTML_FILE, MD_FILE, render_report
+from kotone_pipeline.orchestration.report_collection import _tick_events, collect_report
 from kotone_pipeline.orchestration.runner import CycleRunner
-from kotone_pipeline.orchestration.workflow_log import (
-    HTML_FILE,
-    MD_FILE,
-    _tick_events,
-    collect_report,
-    render_report,
-)
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry
 from kotone_pipeline_tests.documents import read_json
@@ -157,6 +152,22 @@ def test_the_asset_wrote_both_files_after_the_decisions(two_cycles) -> None:
     # Rebuilt by each cycle's validation run, in the same run as its promotion decision.
     runs = {instance.get_run_by_id(e.run_id).tags["dagster/partition"] for e in _workflow_log_events(instance)}
     assert runs == set(CYCLES)
+
+
+def test_the_run_writing_the_report_is_not_shown_unfinished(two_cycles) -> None:
+    """workflow_log runs inside validation_job, whose stored status is STARTED while it writes: the file says how
+    that run stood instead, and the report rebuilt after the run ended (kotone report) says SUCCESS."""
+    instance: dg.DagsterInstance = two_cycles["instance"]
+    md = (Path(two_cycles["home"]) / "reports" / MD_FILE).read_text()
+    writer = instance.get_latest_materialization_event(dg.AssetKey("workflow_log")).run_id
+    assert instance.get_run_by_id(writer).job_name == "validation_job"
+    workflow = md.split("## Workflow", 1)[1].split("\n## ", 1)[0]
+    (row,) = [line for line in workflow.splitlines() if line.startswith(f"| {CYCLES[-1]} |")]
+    assert f"validation_job {writer[:8]} running, wrote this report; every step before it succeeded" in row
+    assert "STARTED" not in md
+    later = render_report(two_cycles["report"]).markdown
+    assert f"validation_job {writer[:8]} SUCCESS" in later
+    assert all(r.status == "SUCCESS" for c in two_cycles["report"].cycles for r in c.dagster_runs)
 
 
 def _workflow_log_events(instance: dg.DagsterInstance) -> list:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 import pytest
 
 from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.workflow_log import (
+from kotone_pipeline.domain.report.model import (
     PLOTS,
     CycleEntry,
     DagsterRun,
@@ -19,12 +20,10 @@ from kotone_pipeline.domain.workflow_log import (
     MetricDelta,
     Report,
     TrainingRun,
-    render_plots,
     select_cycle_range,
-    to_html,
-    to_json,
-    to_markdown,
 )
+from kotone_pipeline.domain.report.plots import render_plots
+from kotone_pipeline.domain.report.render import to_html, to_json, to_markdown
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -203,7 +202,7 @@ def test_bad_cycle_ranges(spec: str, message: str) -> None:
 
 
 def test_the_report_shows_what_people_sent_and_reviewed(report: Report) -> None:
-    from kotone_pipeline.domain.workflow_log import PeopleCounts
+    from kotone_pipeline.domain.report.model import PeopleCounts
 
     second = report.cycles[1]
     second.people = PeopleCounts(logged=150, waiting=90, reviewed=60, to_training=41, to_field=19, field_total=19)
@@ -223,3 +222,50 @@ def test_the_report_shows_what_people_sent_and_reviewed(report: Report) -> None:
     assert "field 1.2100 → 1.0200 (19 rows, decides: field)" in md
     png = render_plots(report)["field_mae"]
     assert png.startswith(PNG_MAGIC)
+
+
+def _workflow_rows(md: str) -> dict[str, str]:
+    """The Workflow table's rows by cycle id."""
+    table = md.split("## Workflow", 1)[1].split("\n## ", 1)[0]
+    return {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| c")}
+
+
+def test_the_evidence_column_shows_short_names_and_folds_paths_and_commands(report: Report) -> None:
+    report.cycles[0].models = {"c1/r0": "/home/k/jobs/c1-r0/model"}
+    report.cycles[0].artifacts = {"cycle_dir": "/home/k/cycles/c1"}
+    md = to_markdown(report)
+    row = _workflow_rows(md)["c1"]
+    evidence = re.split(r"(?<!\\)\|", row)[6]  # cells split on unescaped pipes
+    assert "[Dagster run](http://ui/runs/c1-run)" in evidence and "W&B cycle run (offline)" in evidence
+    assert "/wandb/run-1" not in evidence and "wandb sync" not in evidence
+    # Paths under the home are shown relative to it (the head names the home once).
+    assert "jobs/c1-r0/model" in row and "/home/k/" not in row and "docs cycles/c1" in row
+    # The paths and upload commands are in the cycle's section, in a folded block, as markdown and as HTML.
+    section = md.split("### Cycle c1", 1)[1].split("### Cycle c2", 1)[0]
+    folded = section.split("<details><summary>Paths and upload commands (2)</summary>", 1)[1].split("</details>")[0]
+    assert "wandb sync /wandb/run-1" in folded and "artifact cycle_dir: /home/k/cycles/c1" in folded
+    page = to_html(report)
+    assert "<details><summary>Paths and upload commands (2)</summary><ul>" in page
+    assert page.index("<details>") < page.index("wandb sync /wandb/run-1") < page.index("</details>")
+
+
+def test_the_run_writing_the_report_is_shown_as_it_stood_not_as_started(report: Report) -> None:
+    run = report.cycles[1].dagster_runs[0]
+    run.status, run.ended_at, run.writes_report = "STARTED", None, True
+    md = to_markdown(report)
+    assert "STARTED" not in md
+    assert "cycle_job c2-run-0 running, wrote this report; every step before it succeeded" in _workflow_rows(md)["c2"]
+    run.failed_steps = ["promotion_decision_checks"]
+    assert "failed so far: promotion_decision_checks" in to_markdown(report)
+    # Rebuilt after the run ended (kotone report): the stored end status.
+    run.status, run.writes_report, run.failed_steps = "SUCCESS", False, []
+    assert "cycle_job c2-run-0 SUCCESS" in _workflow_rows(to_markdown(report))["c2"]
+
+
+def test_angle_brackets_in_markdown_text_are_shown_not_taken_for_tags(report: Report) -> None:
+    assert report.cycles[1].delta is not None
+    report.cycles[1].delta.reasons = ["masked <email> in 2 requests; see `kotone-model:cycle-<x>`"]
+    md = to_markdown(report)
+    # Outside a code span the brackets are entities (a renderer shows "<email>"); inside one they stay typed.
+    assert "decision reason: masked &lt;email&gt; in 2 requests; see `kotone-model:cycle-<x>`" in md
+    assert "<email>" not in md
