@@ -175,7 +175,7 @@ def augmented_pairs(
     kinds={"jsonl"},
     description=(
         "Leak-free group-aware train/validation/test split, published as an immutable version and logged as a "
-        "W&B dataset artifact (alias cycle-<id>) that the training runs use."
+        "W&B dataset artifact (alias `cycle-ID`, ID being the cycle's partition key) that the training runs use."
     ),
 )
 def split_dataset(
