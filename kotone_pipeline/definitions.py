@@ -8,7 +8,7 @@ import dagster as dg
 
 from kotone_pipeline.orchestration.assets import base, cycle, flywheel, lexicon, report, validation
 from kotone_pipeline.orchestration.checks import all_checks
-from kotone_pipeline.orchestration.jobs import base_job, cycle_job, report_job, validation_job
+from kotone_pipeline.orchestration.jobs import EXECUTOR, base_job, cycle_job, report_job, validation_job
 from kotone_pipeline.orchestration.resources import bind_from_environment, resources_from_env
 from kotone_pipeline.orchestration.sensors import nightly_cycle_sensor, training_jobs_sensor, workflow_log_sensor
 
@@ -40,6 +40,9 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
         jobs=[base_job, cycle_job, validation_job, report_job],
         sensors=[training_jobs_sensor, nightly_cycle_sensor, workflow_log_sensor],
         resources=bind_from_environment(resources_from_env(env)),
+        # The code location's default executor: the implicit asset job an asset page's "Materialize" (and
+        # `dagster asset materialize`) launches runs in process too, as the named jobs do.
+        executor=EXECUTOR,
     )
 
 

@@ -16,25 +16,16 @@ from pathlib import Path
 import dagster as dg
 
 from kotone_pipeline.cycle.documents import AttemptsDoc, TrainingSubmissionDoc
-from kotone_pipeline.orchestration.partitions import cycles
+from kotone_pipeline.orchestration.partitions import cycles, invalid_reason
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry
-from kotone_pipeline.services.jobs import InvalidIdError, JobBackend, JobBackendError, validate_cycle_id
+from kotone_pipeline.services.jobs import JobBackend, JobBackendError
 
 DELETED_DIR = "deleted"
 
 
 class CycleDeleteRefusedError(ValueError):
     """The cycle cannot be deleted (it produced the current champion, or it does not exist)."""
-
-
-def invalid_reason(cycle_id: str) -> str | None:
-    """Why ``cycle_id`` cannot be a cycle, or None when it can."""
-    try:
-        validate_cycle_id(cycle_id)
-    except InvalidIdError as exc:
-        return str(exc)
-    return None
 
 
 @dataclass

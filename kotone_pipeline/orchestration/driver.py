@@ -162,16 +162,6 @@ class DagsterDriver:
             job_name, repository_location_name=LOCATION, run_config=self.run_config, tags=run_tags
         )
 
-    def failed_steps(self, run_id: str) -> list[str]:
-        """``step: last line of its error`` for each failed step of a run."""
-        out = []
-        for record in self.instance.all_logs(run_id):
-            event = record.dagster_event
-            if event is not None and event.is_step_failure and event.step_failure_data.error:
-                message = event.step_failure_data.error.message.strip().splitlines()
-                out.append(f"{event.step_key}: {message[-1] if message else 'failed'}")
-        return out
-
     def daemon_running(self, fresh_s: float = 60.0) -> bool:
         """A sensor daemon (`kotone dev`, `dagster-daemon run`) sent a heartbeat within ``fresh_s``."""
         beat = self.instance.get_daemon_heartbeats().get("SENSOR")

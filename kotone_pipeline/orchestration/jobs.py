@@ -4,7 +4,9 @@ Executor: every job runs its steps **in the run's own process** (``in_process_ex
 short chain of steps that each depend on the previous one, so the multiprocess default could never run
 two at once; it only paid a fresh Python interpreter (and a Dagster + pandas + sklearn import) per step,
 which made a ``cycle_job`` launched from the UI take over a minute for ~10 s of work. The executor is
-part of the job definition, so the UI, the sensors' run requests and ``kotone demo`` all use the same.
+part of the job definition, so the UI, the sensors' run requests and ``kotone demo`` all use the same;
+``definitions.py`` makes it the code location's default too, for the implicit asset job an asset page's
+"Materialize" launches.
 """
 
 from __future__ import annotations

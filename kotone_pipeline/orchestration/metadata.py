@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,25 @@ from kotone_pipeline.domain.schemas import EvalSummary
 # name longer than this wraps its column onto several lines.
 MAX_LABEL = 18
 DECIMALS = 4
+# The UI renders markdown with its HTML: ``cycle-<id>`` loses ``<id>`` as an unknown tag. These elements are
+# meant as HTML where our markdown uses them; any other ``<word>`` outside code is shown as typed.
+HTML_ELEMENTS = frozenset({"a", "b", "br", "code", "details", "em", "i", "img", "kbd", "pre", "strong", "summary"})
+_CODE = re.compile(r"```.*?```|(`+).+?\1", re.DOTALL)
+_TAG = re.compile(r"(?<!\\)<(/?)([A-Za-z][\w-]*)([^<>\n]*)>")
+
+
+def escape_tags(text: str, keep: frozenset[str] = HTML_ELEMENTS) -> str:
+    """``text`` with every ``<word>`` outside code spans (``keep``'s elements aside) escaped as ``\\<word>``,
+    so a markdown renderer shows the placeholder instead of dropping it as an HTML tag."""
+
+    def outside_code(piece: str) -> str:
+        return _TAG.sub(lambda m: m.group(0) if m.group(2).lower() in keep else "\\" + m.group(0), piece)
+
+    out, last = [], 0
+    for code in _CODE.finditer(text):
+        out += [outside_code(text[last : code.start()]), code.group(0)]
+        last = code.end()
+    return "".join([*out, outside_code(text[last:])])
 
 
 def readable_float(value: float) -> float:
@@ -40,7 +60,8 @@ def _round_tree(value: Any) -> Any:
 
 
 def readable(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Metadata as the UI should show it: every float (plain, ``float`` or inside ``json``) rounded."""
+    """Metadata as the UI should show it: every float (plain, ``float`` or inside ``json``) rounded, and no
+    ``<placeholder>`` in markdown taken for an HTML tag."""
     out: dict[str, Any] = {}
     for key, value in metadata.items():
         if isinstance(value, dg.FloatMetadataValue) and value.value is not None:
@@ -49,6 +70,8 @@ def readable(metadata: Mapping[str, Any]) -> dict[str, Any]:
             value = dg.MetadataValue.json(_round_tree(value.data))
         elif isinstance(value, float):
             value = dg.MetadataValue.float(readable_float(value))
+        elif isinstance(value, dg.MarkdownMetadataValue) and value.value:
+            value = dg.MetadataValue.md(escape_tags(value.value))
         out[key] = value
     return out
 
@@ -61,7 +84,8 @@ def as_of(when: datetime | None = None) -> str:
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.{DECIMALS}f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    # A cell holds data (a request may read "<lofi> beats"): no tag in it is meant as HTML.
+    return escape_tags(str(value).replace("|", "\\|").replace("\n", " "), keep=frozenset())
 
 
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

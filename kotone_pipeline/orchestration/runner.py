@@ -23,8 +23,9 @@ from kotone_pipeline.cycle.documents import (
 )
 from kotone_pipeline.domain.jsonl import atomic_writer
 from kotone_pipeline.domain.schemas import EvalSummary
-from kotone_pipeline.orchestration.partitions import cycles
+from kotone_pipeline.orchestration.partitions import CYCLE_TAG, cycles
 from kotone_pipeline.orchestration.resources import configured_resource, resolve_home
+from kotone_pipeline.orchestration.run_failures import explain, run_events
 from kotone_pipeline.orchestration.sensors import training_jobs_sensor
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.jobs import validate_cycle_id
@@ -169,6 +170,8 @@ class CycleRunner:
 
     # --- execution -------------------------------------------------------------------------------
     def _execute(self, job_name: str, partition_key: str | None = None, tags: dict[str, str] | None = None) -> None:
+        if partition_key is not None:  # the same tags as the sensor's validation runs: one filter finds a cycle
+            tags = {CYCLE_TAG: partition_key, **(tags or {})}
         if self.driver is not None:
             self._wait_launched(self.driver.launch(job_name, partition_key, tags), partition_key)
             return
@@ -191,14 +194,8 @@ class CycleRunner:
                 # Ctrl-C: the run is recorded as failed and a re-run continues from there; the command
                 # ends with one line (cli handle_errors), not Dagster's stack trace.
                 raise KeyboardInterrupt
-            failures = [
-                f"{e.step_key}: {e.event_specific_data.error.message.strip().splitlines()[-1]}"  # type: ignore[union-attr]
-                for e in result.all_events
-                if e.is_step_failure and e.event_specific_data and getattr(e.event_specific_data, "error", None)
-            ]
-            raise CycleFailedError(
-                f"{job_name} failed for {partition_key or 'base'}: " + "; ".join(failures or ["see the run logs"])
-            )
+            # Each failed step's error, or the run's own cause (a killed worker, a cancellation).
+            raise CycleFailedError(f"{job_name} failed for {partition_key or 'base'}: {explain(result.all_events)}")
 
     def ensure_base(self) -> bool:
         """Materialize the base assets once (they also embed the base texts for the local trainer); True
@@ -211,16 +208,17 @@ class CycleRunner:
         return True
 
     def _wait_launched(self, run_id: str, partition_key: str | None) -> None:
-        from kotone_pipeline.orchestration.driver import RunFailedError
+        from kotone_pipeline.orchestration.driver import TERMINAL, RunFailedError
 
         assert self.driver is not None
         try:
             self.driver.wait(run_id)
         except RunFailedError as exc:
-            steps = self.driver.failed_steps(run_id)
-            raise CycleFailedError(
-                f"{exc} for {partition_key or 'base'}: " + "; ".join(steps or ["see the run logs"])
-            ) from None
+            if exc.run.status not in TERMINAL:  # it did not end in time: nothing explains it yet
+                raise CycleFailedError(f"{exc} for {partition_key or 'base'}") from None
+            # Each failed step's error, or the run's own cause: a killed worker is explained only in its events.
+            why = explain(run_events(self.instance, run_id))
+            raise CycleFailedError(f"{exc} for {partition_key or 'base'}: {why}") from None
 
     def tick_sensor(self) -> int:
         """One evaluation of training_jobs_sensor; runs what it requests. Returns runs started."""
@@ -258,10 +256,9 @@ class CycleRunner:
                     f"[{cycle_id}] validation_job run {run.run_id[:8]} (requested by training_jobs_sensor) done"
                 )
             elif run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
-                steps = self.driver.failed_steps(run.run_id)
+                why = explain(run_events(self.instance, run.run_id))
                 raise CycleFailedError(
-                    f"validation_job run {run.run_id[:8]} ended {run.status.value} for {cycle_id}: "
-                    + "; ".join(steps or ["see the run logs"])
+                    f"validation_job run {run.run_id[:8]} ended {run.status.value} for {cycle_id}: {why}"
                 )
 
     def run_cycle(self, cycle_id: str, timeout_s: float = 900) -> CycleReport:

@@ -11,7 +11,7 @@ from kotone_pipeline.compat.dagster import get_latest_completed_cron_tick
 from kotone_pipeline.cycle import steps
 from kotone_pipeline.orchestration.jobs import cycle_job, report_job, validation_job
 from kotone_pipeline.orchestration.metadata import as_of
-from kotone_pipeline.orchestration.partitions import cycles
+from kotone_pipeline.orchestration.partitions import CYCLE_TAG, cycles
 from kotone_pipeline.orchestration.resources import JobBackendResource, KotoneHomeResource, LoopSettings
 from kotone_pipeline.services.jobs import JobBackendError, JobState
 from kotone_pipeline.settings import load_settings
@@ -56,7 +56,7 @@ def _retry_key(run_key: str) -> str | None:
 
 def _validation_request(cycle_id: str, run_key: str) -> dg.RunRequest:
     return dg.RunRequest(
-        run_key=run_key, partition_key=cycle_id, tags={"kotone/cycle": cycle_id, VALIDATION_KEY_TAG: run_key}
+        run_key=run_key, partition_key=cycle_id, tags={CYCLE_TAG: cycle_id, VALIDATION_KEY_TAG: run_key}
     )
 
 
@@ -206,7 +206,7 @@ def nightly_cycle_sensor(
             f"skipping {cycle_id}: earlier cycle(s) still have unfinished jobs: {', '.join(unfinished)}"
         )
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=cycle_id, partition_key=cycle_id, tags={"kotone/cycle": cycle_id})],
+        run_requests=[dg.RunRequest(run_key=cycle_id, partition_key=cycle_id, tags={CYCLE_TAG: cycle_id})],
         dynamic_partitions_requests=[cycles.build_add_request([cycle_id])],
     )
 

@@ -79,6 +79,10 @@ def _assert_one_run_history(dagster_home: Path) -> None:
     try:
         runs = {run.job_name: run for run in instance.get_runs()}
         assert set(runs) == {"base_job", "cycle_job", "validation_job"}
+        # The demo's cycle_job and the sensor's validation_job carry the same cycle tags: one filter finds both.
+        for name in ("cycle_job", "validation_job"):
+            assert runs[name].tags.get("kotone/cycle") == "demo-001", (name, runs[name].tags)
+            assert runs[name].tags.get("dagster/partition") == "demo-001", (name, runs[name].tags)
         for run in runs.values():
             assert run.remote_job_origin is not None, run.job_name
             assert run.remote_job_origin.location_name == "kotone_pipeline"

@@ -2,12 +2,14 @@
 
 One cycle (in-process, into a persistent KOTONE_HOME) and one `kotone dev` serve every check, so the UI
 checks cost one cycle and one server start. Screenshots go to ``$KOTONE_HOME/screenshots/`` for people to
-look at (the paths are printed). Without a browser only the browser checks skip, saying why.
+look at (the paths are printed), or to ``$KOTONE_TEST_SCREENSHOTS`` when set (pytest removes old temporary
+folders, so keep them there). Without a browser only the browser checks skip, saying why.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +45,7 @@ ASSETS = (
 # What the UI shows when something broke: an error toast, a Python error panel, a GraphQL failure.
 BROKEN = ("Python error", "PythonError", "Unexpected GraphQL error", "Something went wrong", "Error loading")
 ENV = {"KOTONE_CAMPAIGN_SIZE": "1", "KOTONE_WANDB_MODE": "disabled"}
+SCREENSHOTS_ENV = "KOTONE_TEST_SCREENSHOTS"
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +86,14 @@ def page(browser: Browser, ui: DevServer) -> Iterator[Page]:  # noqa: F811
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(ui.url + "/asset-groups")
     settle(page)
-    # First visit only: Dagster's newsletter dialog; dismissing it is what a person does too.
-    skip = page.get_by_role("button", name="Skip")
-    if skip.count() and skip.first.is_visible():
-        skip.first.click()
     page.errors = errors  # type: ignore[attr-defined]
     yield page
     page.close()
 
 
 def _shots(one_cycle: dict[str, Any]) -> Path:
-    return one_cycle["home"] / "screenshots"
+    kept = os.environ.get(SCREENSHOTS_ENV)
+    return Path(kept) if kept else one_cycle["home"] / "screenshots"
 
 
 def _assert_not_broken(page: Page) -> None:
@@ -125,6 +125,17 @@ def _shown_as(label: str, name: str) -> bool:
     return label == name or (bool(ellipsis) and name.startswith(head) and name.endswith(tail))
 
 
+def test_the_ui_opens_without_dagsters_community_dialog(browser: Browser, ui: DevServer) -> None:  # noqa: F811
+    # A fresh browser (no "seen it" flag stored): the instance's `nux: enabled: false` is what keeps it away.
+    assert graphql(ui.port, "{ shouldShowNux }")["data"]["shouldShowNux"] is False
+    fresh = new_page(browser)
+    fresh.goto(ui.url + "/asset-groups")
+    settle(fresh)
+    assert fresh.get_by_role("dialog").count() == 0
+    assert "community" not in fresh.inner_text("body").lower()
+    fresh.close()
+
+
 def test_global_lineage_shows_every_asset(page: Page, ui: DevServer, one_cycle: dict[str, Any]) -> None:
     page.goto(ui.url + "/asset-groups")
     settle(page)
@@ -151,6 +162,19 @@ def test_cycle_partition_page_shows_the_decision_and_its_reasons(
     assert f"Decision: {decision.upper()}" in text
     # The gate's reasons, as the decision recorded them.
     assert "holdout vector_mae" in text and "json_valid_rate" in text
+    _assert_not_broken(page)
+
+
+def test_split_dataset_description_shows_its_alias_placeholder(
+    page: Page, ui: DevServer, one_cycle: dict[str, Any]
+) -> None:
+    page.goto(f"{ui.url}/assets/split_dataset")
+    settle(page)
+    print(screenshot(page, _shots(one_cycle), "06-split-dataset-description"))
+    text = page.inner_text("body")
+    # `cycle-ID` is a code span: shown as typed (a raw <id> was read as an HTML tag and vanished).
+    assert "(alias cycle-ID, ID being the cycle's partition key) that the training runs use" in text
+    assert page.locator("code", has_text="cycle-ID").count() > 0
     _assert_not_broken(page)
 
 
@@ -209,3 +233,59 @@ def test_relative_paths_become_absolute_and_only_the_supersession_warning_is_qui
     assert env["KOTONE_DATA_DIR"] == str(tmp_path / "data")
     assert env["KOTONE_WANDB_MODE"] == "offline"
     assert env["PYTHONWARNINGS"] == f"error::DeprecationWarning,{QUIET_WARNINGS}"
+
+
+def _asset_job_run(port: int, cycle: str) -> dict[str, Any] | None:
+    answer = graphql(
+        port,
+        """query ($cycle: String!) { runsOrError(filter: {pipelineName: "__ASSET_JOB",
+             tags: [{key: "dagster/partition", value: $cycle}]}) {
+             ... on Runs { results { runId status tags { key value } } } } }""",
+        {"cycle": cycle},
+    )
+    runs = answer["data"]["runsOrError"]["results"]
+    return runs[0] if runs else None
+
+
+def _run_messages(port: int, run_id: str) -> list[str]:
+    answer = graphql(
+        port,
+        """query ($id: ID!) { logsForRun(runId: $id) { ... on EventConnection {
+             events { ... on MessageEvent { message } } } } }""",
+        {"id": run_id},
+    )
+    return [e.get("message") or "" for e in answer["data"]["logsForRun"]["events"]]
+
+
+# Last in the module: it materializes eval_summary again, which the pages above show.
+def test_an_asset_pages_materialize_runs_in_process_on_a_cycle_partition(
+    page: Page, ui: DevServer, one_cycle: dict[str, Any]
+) -> None:
+    assert _asset_job_run(ui.port, CYCLE) is None
+    page.goto(f"{ui.url}/assets/eval_summary")
+    settle(page)
+    page.get_by_role("button", name="Materialize…").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Select a partition or create one").click()
+    page.get_by_role("menuitem", name=CYCLE).click()
+    dialog.get_by_text("Launch runs to materialize eval_summary").click()  # closes the partition list
+    page.wait_for_timeout(500)
+    print(screenshot(page, _shots(one_cycle), "07-materialize-eval-summary-partition"))
+    dialog.get_by_role("button", name="Launch 1 run").click()
+    page.get_by_text("Launched run").first.wait_for()
+    deadline = time.monotonic() + 600
+    run = _asset_job_run(ui.port, CYCLE)
+    while (run is None or run["status"] not in ("SUCCESS", "FAILURE", "CANCELED")) and time.monotonic() < deadline:
+        time.sleep(2)
+        run = _asset_job_run(ui.port, CYCLE)
+    assert run is not None and run["status"] == "SUCCESS", run
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags.get("dagster/from_ui") == "true"
+    assert tags.get("kotone/cycle") == CYCLE  # tagged by its first step: the cycle's filter finds it
+    messages = _run_messages(ui.port, run["runId"])
+    assert any(m.startswith("Executing steps in process") for m in messages), messages
+    assert not any("Launching subprocess" in m for m in messages), messages
+    page.goto(f"{ui.url}/runs/{run['runId']}")
+    settle(page)
+    print(screenshot(page, _shots(one_cycle), "08-materialize-run"))
+    _assert_not_broken(page)

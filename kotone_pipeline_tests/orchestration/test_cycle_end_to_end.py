@@ -9,9 +9,11 @@ import dagster as dg
 import pytest
 
 from kotone_pipeline.definitions import build_definitions
+from kotone_pipeline.orchestration.partitions import CYCLE_TAG
 from kotone_pipeline.orchestration.runner import CycleRunner
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline_tests.documents import read_json
+from kotone_pipeline_tests.markdown_text import swallowed
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +182,29 @@ def test_the_workflow_log_links_each_cycles_wandb_runs_and_artifacts(two_cycles)
             assert f"aliases cycle-{entry.cycle_id}, champion" in (labels["W&B model artifact"].detail or "")
         else:
             assert "W&B model artifact" not in labels
+
+
+def test_every_run_of_a_cycle_carries_the_cycle_tag(two_cycles) -> None:
+    instance: dg.DagsterInstance = two_cycles["instance"]
+    for cycle in ("c1", "c2"):
+        by_partition = {r.run_id: r for r in instance.get_runs(dg.RunsFilter(tags={"dagster/partition": cycle}))}
+        by_tag = {r.run_id for r in instance.get_runs(dg.RunsFilter(tags={CYCLE_TAG: cycle}))}
+        assert {r.job_name for r in by_partition.values()} >= {"cycle_job", "validation_job"}
+        assert by_tag == set(by_partition), f"{cycle}: one filter must find every run of the cycle"
+
+
+def test_no_markdown_metadata_of_a_cycle_loses_a_placeholder(two_cycles) -> None:
+    instance: dg.DagsterInstance = two_cycles["instance"]
+    lost, scanned = {}, 0
+    for key in instance.get_asset_keys():
+        for fetch in (instance.fetch_materializations, instance.fetch_observations):
+            for record in fetch(key, limit=1000).records:
+                event = record.asset_materialization or record.asset_observation
+                assert event is not None
+                for name, value in event.metadata.items():
+                    if isinstance(value, dg.MarkdownMetadataValue):
+                        scanned += 1
+                        if swallowed(value.value or ""):
+                            lost[f"{key.to_user_string()} {record.partition_key} {name}"] = swallowed(value.value or "")
+    assert scanned > 20  # every asset's tables, the decision log, the workflow log
+    assert not lost, f"markdown would drop these as HTML tags: {lost}"

@@ -26,3 +26,11 @@ def test_job_descriptions_list_every_asset(defs: dg.Definitions, name: str) -> N
     assert keys, name
     missing = [key for key in keys if key not in (job.description or "")]
     assert not missing, f"{name}'s description omits {missing}"
+
+
+def test_every_job_of_the_code_location_runs_in_process_even_the_asset_pages(defs: dg.Definitions) -> None:
+    # "Materialize" on an asset page and `dagster asset materialize` launch the implicit __ASSET_JOB.
+    jobs = defs.get_repository_def().get_all_jobs()
+    assert "__ASSET_JOB" in {job.name for job in jobs}
+    executors = {job.name: job.executor_def.name for job in jobs}
+    assert set(executors.values()) == {dg.in_process_executor.name}, executors

@@ -18,7 +18,7 @@ from kotone_pipeline.orchestration.metadata import (
     readable,
     tracking_metadata,
 )
-from kotone_pipeline.orchestration.partitions import cycles
+from kotone_pipeline.orchestration.partitions import cycles, run_cycle
 from kotone_pipeline.orchestration.resources import (
     ChampionRegistryResource,
     DatasetStoreResource,
@@ -58,12 +58,13 @@ def eval_summary(
     loop_settings: LoopSettings,
     tracker: TrackerResource,
 ) -> dg.MaterializeResult:
+    cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
     result = steps.step_eval_summary(
         artifacts,
         champion_registry.get_registry(),
         loop_settings.config(),
-        context.partition_key,
+        cycle_id,
         tracker=tracker.get_tracker(),
         earlier_cycles=earlier_cycles(context),
     )
@@ -82,7 +83,7 @@ def eval_summary(
                 "per_dim_mae_holdout": dg.MetadataValue.md(per_dim_table(holdout)),
                 "eval_id": dg.MetadataValue.text(result.eval_id),
                 **tracking_metadata(result.tracking),
-                "path": path_value(artifacts.path(context.partition_key, "eval_summary.json")),
+                "path": path_value(artifacts.path(cycle_id, "eval_summary.json")),
             }
         )
     )
@@ -104,6 +105,7 @@ def hard_dims(
     loop_settings: LoopSettings,
     tracker: TrackerResource,
 ) -> dg.MaterializeResult:
+    cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
     config = loop_settings.config()
     failures, fetch_meta = None, {}
@@ -115,7 +117,7 @@ def hard_dims(
         except (TrackerUnavailableError, FailureTableNotFoundError) as exc:
             raise dg.Failure(f"hard dims from W&B failed: {exc}") from exc
         failures, fetch_meta = fetch.rows, fetch.as_metadata()
-    report = steps.step_hard_dims(artifacts, config, context.partition_key, failures=failures, extra=fetch_meta)
+    report = steps.step_hard_dims(artifacts, config, cycle_id, failures=failures, extra=fetch_meta)
     by_dim = sorted(report.by_dim.items(), key=lambda kv: -kv[1])
     failures = [[f.source_type, f.text[:80], f.row_mae] for f in report.top_failures[:10]]
     return dg.MaterializeResult(
@@ -132,7 +134,7 @@ def hard_dims(
                 ),
                 "top_failures": dg.MetadataValue.md(md_table(["source_type", "text", "row MAE"], failures)),
                 **{k: dg.MetadataValue.text(str(v)) for k, v in fetch_meta.items()},
-                "path": path_value(artifacts.path(context.partition_key, "hard_dims.json")),
+                "path": path_value(artifacts.path(cycle_id, "hard_dims.json")),
             }
         )
     )
@@ -148,10 +150,9 @@ def hard_dims(
 def augmented_pairs(
     context: dg.AssetExecutionContext, kotone_home: KotoneHomeResource, loop_settings: LoopSettings
 ) -> dg.MaterializeResult:
+    cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
-    result = steps.step_augmented_pairs(
-        artifacts, loop_settings.config(), context.partition_key, earlier_cycles(context)
-    )
+    result = steps.step_augmented_pairs(artifacts, loop_settings.config(), cycle_id, earlier_cycles(context))
     by_origin = {}
     for pair in result.pairs:
         by_origin[pair.origin] = by_origin.get(pair.origin, 0) + 1
@@ -162,7 +163,7 @@ def augmented_pairs(
                 "dagster/column_schema": dataset_metadata(0, "")["dagster/column_schema"],
                 "by_origin": dg.MetadataValue.json(by_origin),
                 "counts": dg.MetadataValue.json(result.counts),
-                "path": path_value(artifacts.path(context.partition_key, "augmented_pairs.jsonl")),
+                "path": path_value(artifacts.path(cycle_id, "augmented_pairs.jsonl")),
             }
         )
     )
@@ -175,7 +176,7 @@ def augmented_pairs(
     kinds={"jsonl"},
     description=(
         "Leak-free group-aware train/validation/test split, published as an immutable version and logged as a "
-        "W&B dataset artifact (alias cycle-<id>) that the training runs use."
+        "W&B dataset artifact (alias `cycle-ID`, ID being the cycle's partition key) that the training runs use."
     ),
 )
 def split_dataset(
@@ -185,12 +186,13 @@ def split_dataset(
     loop_settings: LoopSettings,
     tracker: TrackerResource,
 ) -> dg.MaterializeResult:
+    cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
     result = steps.step_split_dataset(
         artifacts,
         dataset_store.get_store(),
         loop_settings.config(),
-        context.partition_key,
+        cycle_id,
         earlier_cycles(context),
         tracker=tracker.get_tracker(),
     )
@@ -247,11 +249,10 @@ def training_submission(
     job_backend: JobBackendResource,
     loop_settings: LoopSettings,
 ) -> dg.MaterializeResult:
+    cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
     try:
-        doc = steps.step_training_submission(
-            artifacts, job_backend.get_backend(), loop_settings.config(), context.partition_key
-        )
+        doc = steps.step_training_submission(artifacts, job_backend.get_backend(), loop_settings.config(), cycle_id)
     except JobBackendError as exc:
         if exc.transient:
             # Safe to retry: submission adopts every job that already exists for (cycle, run). The wait
@@ -292,7 +293,8 @@ def training_submission(
     description="Where the model fails (dims, source types, parts, directions), examples, and what the loop does next.",
 )
 def failure_playbook(context: dg.AssetExecutionContext, kotone_home: KotoneHomeResource) -> dg.MaterializeResult:
-    path, playbook = write_failure_playbook(kotone_home.artifacts(), context.partition_key)
+    cycle_id = run_cycle(context)
+    path, playbook = write_failure_playbook(kotone_home.artifacts(), cycle_id)
     return dg.MaterializeResult(
         metadata=readable(
             {

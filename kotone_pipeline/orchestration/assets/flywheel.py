@@ -5,7 +5,7 @@ import dagster as dg
 from kotone_pipeline.cycle import flywheel
 from kotone_pipeline.orchestration.assets.cycle import earlier_cycles
 from kotone_pipeline.orchestration.metadata import md_table, path_value, readable
-from kotone_pipeline.orchestration.partitions import cycles
+from kotone_pipeline.orchestration.partitions import cycles, run_cycle
 from kotone_pipeline.orchestration.resources import KotoneHomeResource, LoopSettings
 
 
@@ -20,10 +20,9 @@ from kotone_pipeline.orchestration.resources import KotoneHomeResource, LoopSett
     ),
 )
 def served_requests(context: dg.AssetExecutionContext, kotone_home: KotoneHomeResource) -> dg.MaterializeResult:
+    cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
-    doc = flywheel.step_served_requests(
-        artifacts, kotone_home.request_log(), context.partition_key, earlier_cycles(context)
-    )
+    doc = flywheel.step_served_requests(artifacts, kotone_home.request_log(), cycle_id, earlier_cycles(context))
     return dg.MaterializeResult(
         metadata=readable(
             {
@@ -35,7 +34,7 @@ def served_requests(context: dg.AssetExecutionContext, kotone_home: KotoneHomeRe
                 "by_lang": dg.MetadataValue.json(doc.by_lang),
                 "by_model": dg.MetadataValue.json(doc.by_model),
                 "waiting_for_review": dg.MetadataValue.int(doc.waiting_for_review),
-                "path": path_value(artifacts.path(context.partition_key, f"{flywheel.SERVED_FILE}.jsonl")),
+                "path": path_value(artifacts.path(cycle_id, f"{flywheel.SERVED_FILE}.jsonl")),
             }
         )
     )
@@ -55,9 +54,10 @@ def served_requests(context: dg.AssetExecutionContext, kotone_home: KotoneHomeRe
 def reviewed_requests(
     context: dg.AssetExecutionContext, kotone_home: KotoneHomeResource, loop_settings: LoopSettings
 ) -> dg.MaterializeResult:
+    cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
     step = flywheel.step_reviewed_requests(
-        artifacts, kotone_home.request_log(), loop_settings.config(), context.partition_key, earlier_cycles(context)
+        artifacts, kotone_home.request_log(), loop_settings.config(), cycle_id, earlier_cycles(context)
     )
     doc = step.doc
     rows = [[p.meta["side"], p.text[:80], ", ".join(p.meta["reviewers"])] for p in [*step.training, *step.field][:20]]
@@ -77,7 +77,7 @@ def reviewed_requests(
                     f"reviewed training rows weigh {doc.weight:g} (KOTONE_REVIEWED_WEIGHT)"
                 ),
                 "reviewed": dg.MetadataValue.md(md_table(["side", "text", "reviewers"], rows) if rows else "none"),
-                "path": path_value(artifacts.cycle_dir(context.partition_key)),
+                "path": path_value(artifacts.cycle_dir(cycle_id)),
             }
         )
     )

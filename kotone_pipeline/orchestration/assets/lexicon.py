@@ -10,7 +10,7 @@ import dagster as dg
 
 from kotone_pipeline.cycle.lexicon_step import step_lexicon_patch
 from kotone_pipeline.orchestration.metadata import md_table, path_value, readable
-from kotone_pipeline.orchestration.partitions import cycles
+from kotone_pipeline.orchestration.partitions import cycles, run_cycle
 from kotone_pipeline.orchestration.resources import (
     DatasetStoreResource,
     KotoneHomeResource,
@@ -43,13 +43,14 @@ def lexicon_patch(
     dataset_store: DatasetStoreResource,
     loop_settings: LoopSettings,
 ) -> dg.MaterializeResult:
+    cycle_id = run_cycle(context)
     accept = [e.strip() for e in config.accept.split(",") if e.strip()]
     try:
         result = step_lexicon_patch(
             kotone_home.artifacts(),
             dataset_store.get_store(),
             LexiconStore(resolve_home(kotone_home.home)),
-            context.partition_key,
+            cycle_id,
             auto_accept=loop_settings.config().lexicon_auto_accept,
             accept=accept,
         )
@@ -82,9 +83,7 @@ def lexicon_patch(
                 "accepted": dg.MetadataValue.json(result.accepted),
                 "acceptance": dg.MetadataValue.text(result.why),
                 "lexicon_version_next_cycle": dg.MetadataValue.text(result.lexicon_version_after),
-                "accept_with": dg.MetadataValue.text(
-                    f"kotone lexicon accept {context.partition_key} [--entries ID,...]"
-                ),
+                "accept_with": dg.MetadataValue.text(f"kotone lexicon accept {cycle_id} [--entries ID,...]"),
             }
         )
     )

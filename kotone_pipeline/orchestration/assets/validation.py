@@ -13,7 +13,7 @@ from kotone_pipeline.orchestration.metadata import (
     readable,
     tracking_metadata,
 )
-from kotone_pipeline.orchestration.partitions import cycles
+from kotone_pipeline.orchestration.partitions import cycles, run_cycle
 from kotone_pipeline.orchestration.resources import (
     ChampionRegistryResource,
     DatasetStoreResource,
@@ -46,11 +46,10 @@ def validation_snapshot(
     job_backend: JobBackendResource,
     dataset_store: DatasetStoreResource,
 ) -> dg.MaterializeResult:
+    cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
     try:
-        doc = steps.step_validation_snapshot(
-            artifacts, job_backend.get_backend(), dataset_store.get_store(), context.partition_key
-        )
+        doc = steps.step_validation_snapshot(artifacts, job_backend.get_backend(), dataset_store.get_store(), cycle_id)
     except steps.RunsNotFinishedError as exc:
         raise dg.Failure(str(exc)) from exc
     rows = []
@@ -76,7 +75,7 @@ def validation_snapshot(
                 "completed": dg.MetadataValue.int(doc.completed),
                 "failed": dg.MetadataValue.int(doc.failed),
                 "total_cost_usd": dg.MetadataValue.float(doc.total_cost_usd),
-                "path": path_value(artifacts.path(context.partition_key, "validation_snapshot.json")),
+                "path": path_value(artifacts.path(cycle_id, "validation_snapshot.json")),
             }
         )
     )
@@ -102,12 +101,13 @@ def promotion_decision(
     loop_settings: LoopSettings,
     tracker: TrackerResource,
 ) -> dg.MaterializeResult:
+    cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
     doc = steps.step_promotion_decision(
         artifacts,
         champion_registry.get_registry(),
         loop_settings.config(),
-        context.partition_key,
+        cycle_id,
         force_reason=config.force_reason or None,
         tracker=tracker.get_tracker(),
     )
@@ -130,7 +130,7 @@ def promotion_decision(
                 "per_dim_delta": dg.MetadataValue.md(md_table(["dim", "candidate - reference MAE"], delta_rows)),
                 "decision_log": dg.MetadataValue.md(decision_markdown(decision)),
                 **tracking_metadata(tracking),
-                "path": path_value(artifacts.path(context.partition_key, "promotion_decision.json")),
+                "path": path_value(artifacts.path(cycle_id, "promotion_decision.json")),
             }
         )
     )
