@@ -658,7 +658,7 @@ def _prepare_local_embeddings(
     """Local jobs on this machine share the embedding cache: fill it once before they start."""
     if backend.name != "local" or config.trainer != "local" or not any(v.get("use_encoder") for v in variants):
         return None
-    from kotone_pipeline.domain.encoder import prepare_embeddings  # not sklearn: this only embeds
+    from kotone_pipeline.domain.embedding_cache import prepare_embeddings  # not sklearn: this only embeds
 
     # The split was written and checked by this cycle's steps: its texts are read as they are, without
     # validating every row again.

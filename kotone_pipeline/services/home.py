@@ -13,17 +13,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kotone_pipeline.domain.paths import DEFAULT_HOME
 from kotone_pipeline.services.jobs import validate_cycle_id
 from kotone_pipeline.settings import load_settings
 
 HOME_ENV = "KOTONE_HOME"
-DEFAULT_HOME = ".kotone"
+__all__ = ["DEFAULT_HOME", "HOME_ENV", "kotone_home"]
 
 
 def kotone_home(create: bool = True) -> Path:
     """The state root, read from the environment on every call so tests and CLIs can redirect it."""
-    raw = load_settings().home or DEFAULT_HOME
-    home = Path(raw).expanduser().absolute()
+    home = load_settings().home_path
     if create:
         home.mkdir(parents=True, exist_ok=True)
     return home
