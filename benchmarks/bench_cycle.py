@@ -76,7 +76,7 @@ def _home_env(home: Path) -> Iterator[None]:
 def plain_cycle() -> dict[str, float]:
     from kotone_pipeline.cycle.base import write_teacher_pairs
     from kotone_pipeline.cycle.config import LoopConfig
-    from kotone_pipeline.cycle.steps import run_cycle_plain
+    from kotone_pipeline.cycle.plain_runner import run_cycle_plain
     from kotone_pipeline.domain.embedding_cache import prepare_embeddings
     from kotone_pipeline.services.artifacts import CycleArtifacts
     from kotone_pipeline.services.champion import ChampionRegistry

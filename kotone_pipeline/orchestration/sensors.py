@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 
 from kotone_pipeline.compat.dagster import get_latest_completed_cron_tick
-from kotone_pipeline.cycle import steps
+from kotone_pipeline.cycle import polling as steps  # the polling stage; rename on the next edit
 from kotone_pipeline.orchestration.jobs import cycle_job, report_job, validation_job
 from kotone_pipeline.orchestration.metadata import as_of
 from kotone_pipeline.orchestration.partitions import cycles

@@ -74,7 +74,7 @@ def warm_up(predictor: Predictor) -> None:
 
 def load_champion(champion: Champion) -> Predictor:
     """The default loader: the champion's predictor, warmed up."""
-    from kotone_pipeline.cycle.steps import load_predictor
+    from kotone_pipeline.cycle.champion_eval import load_predictor
 
     predictor = load_predictor(champion.model_uri)
     warm_up(predictor)

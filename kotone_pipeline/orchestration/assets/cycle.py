@@ -4,7 +4,7 @@ from typing import Any
 
 import dagster as dg
 
-from kotone_pipeline.cycle import steps
+from kotone_pipeline.cycle import dataset, evaluation, submission
 from kotone_pipeline.cycle.tracking import write_failure_playbook
 from kotone_pipeline.domain.encoder import EncoderError
 from kotone_pipeline.orchestration.metadata import (
@@ -59,7 +59,7 @@ def eval_summary(
     tracker: TrackerResource,
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
-    result = steps.step_eval_summary(
+    result = evaluation.step_eval_summary(
         artifacts,
         champion_registry.get_registry(),
         loop_settings.config(),
@@ -115,7 +115,7 @@ def hard_dims(
         except (TrackerUnavailableError, FailureTableNotFoundError) as exc:
             raise dg.Failure(f"hard dims from W&B failed: {exc}") from exc
         failures, fetch_meta = fetch.rows, fetch.as_metadata()
-    report = steps.step_hard_dims(artifacts, config, context.partition_key, failures=failures, extra=fetch_meta)
+    report = evaluation.step_hard_dims(artifacts, config, context.partition_key, failures=failures, extra=fetch_meta)
     by_dim = sorted(report.by_dim.items(), key=lambda kv: -kv[1])
     failures = [[f.source_type, f.text[:80], f.row_mae] for f in report.top_failures[:10]]
     return dg.MaterializeResult(
@@ -149,7 +149,7 @@ def augmented_pairs(
     context: dg.AssetExecutionContext, kotone_home: KotoneHomeResource, loop_settings: LoopSettings
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
-    result = steps.step_augmented_pairs(
+    result = dataset.step_augmented_pairs(
         artifacts, loop_settings.config(), context.partition_key, earlier_cycles(context)
     )
     by_origin = {}
@@ -186,7 +186,7 @@ def split_dataset(
     tracker: TrackerResource,
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
-    result = steps.step_split_dataset(
+    result = dataset.step_split_dataset(
         artifacts,
         dataset_store.get_store(),
         loop_settings.config(),
@@ -249,7 +249,7 @@ def training_submission(
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
     try:
-        doc = steps.step_training_submission(
+        doc = submission.step_training_submission(
             artifacts, job_backend.get_backend(), loop_settings.config(), context.partition_key
         )
     except JobBackendError as exc:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from kotone_pipeline.cycle import steps
+from kotone_pipeline.cycle import promotion, validation
 from kotone_pipeline.domain.gate import decision_markdown
 from kotone_pipeline.domain.schemas import EvalSummary
 from kotone_pipeline.orchestration.metadata import (
@@ -48,10 +48,10 @@ def validation_snapshot(
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
     try:
-        doc = steps.step_validation_snapshot(
+        doc = validation.step_validation_snapshot(
             artifacts, job_backend.get_backend(), dataset_store.get_store(), context.partition_key
         )
-    except steps.RunsNotFinishedError as exc:
+    except validation.RunsNotFinishedError as exc:
         raise dg.Failure(str(exc)) from exc
     rows = []
     summaries: dict[str, EvalSummary] = {}
@@ -103,7 +103,7 @@ def promotion_decision(
     tracker: TrackerResource,
 ) -> dg.MaterializeResult:
     artifacts = kotone_home.artifacts()
-    doc = steps.step_promotion_decision(
+    doc = promotion.step_promotion_decision(
         artifacts,
         champion_registry.get_registry(),
         loop_settings.config(),
