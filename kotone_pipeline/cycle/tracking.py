@@ -13,6 +13,7 @@ from kotone_pipeline.cycle.documents import (
     TrainingSubmissionDoc,
     ValidationSnapshotDoc,
 )
+from kotone_pipeline.domain.hard_dims import top_failures
 from kotone_pipeline.domain.playbook import build_playbook, write_playbook
 from kotone_pipeline.domain.predictor import Predictor
 from kotone_pipeline.domain.schemas import EvalRow, EvalSummary, GateDecision, Pair
@@ -47,7 +48,7 @@ def log_eval(
             for dataset, summary in by_dataset.items():
                 run.log_metrics(tr.eval_metrics(summary), prefix=f"{name}/{dataset}")
         run.log_table(tr.PREDICTIONS_TABLE, tr.predictions_table(probe_rows))
-        run.log_table(tr.TOP_FAILURES_TABLE, tr.failures_table(tr.top_failures(probe_rows)))
+        run.log_table(tr.TOP_FAILURES_TABLE, tr.failures_table(top_failures(probe_rows)))
     except BaseException:
         run.finish(exit_code=1)
         raise

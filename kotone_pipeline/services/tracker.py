@@ -666,22 +666,6 @@ def failures_table(failures: Sequence[FailureExample]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=list(FAILURE_COLUMNS))
 
 
-def top_failures(rows: Sequence[EvalRow], limit: int = 20) -> list[FailureExample]:
-    """The ``limit`` worst rows by row MAE (ties by pair id, so the table is deterministic)."""
-    worst = sorted(rows, key=lambda r: (-r.row_mae, r.pair_id))[:limit]
-    return [
-        FailureExample(
-            pair_id=r.pair_id,
-            source_type=r.source_type,
-            text=r.text,
-            target=r.target,
-            prediction=r.prediction,
-            row_mae=r.row_mae,
-        )
-        for r in worst
-    ]
-
-
 def hard_dims_metrics(report: HardDimReport) -> dict[str, float]:
     out: dict[str, float] = {f"mae/{d}": v for d, v in report.by_dim.items()}
     out["k"] = report.k

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from kotone_pipeline.domain.hard_dims import top_failures
 from kotone_pipeline.domain.schemas import (
     EvalRow,
     EvalSummary,
@@ -32,7 +33,6 @@ from kotone_pipeline.services.tracker import (
     hard_dims_metrics,
     predictions_table,
     redact,
-    top_failures,
     tracker_mode_from_env,
 )
 
@@ -169,7 +169,7 @@ def offline_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
         with tracker.start("cycle-7", name="eval-cycle-7", job_type="eval", config=config) as run:
             run.log_metrics(eval_metrics(SUMMARY), prefix="eval")
             run.log_table(PREDICTIONS_TABLE, predictions_table(ROWS))
-            run.log_table(TOP_FAILURES_TABLE, failures_table(top_failures(ROWS, limit=2)))
+            run.log_table(TOP_FAILURES_TABLE, failures_table(top_failures(ROWS, top_n=2)))
             run.log_table("notes", [{"who": "ops", "extra": {"a": 1}, "leak": f"Bearer {FAKE_HF}"}])
             run.log_summary(gate_summary(GATE))
         link = run.finish()
