@@ -82,7 +82,7 @@ def plain_cycle() -> dict[str, float]:
     from kotone_pipeline.services.champion import ChampionRegistry
     from kotone_pipeline.services.local_datasets import LocalDatasetStore
     from kotone_pipeline.services.local_jobs import LocalJobBackend
-    from kotone_pipeline.services.tracker import tracker_from_env
+    from kotone_pipeline.services.wandb_tracker import tracker_from_env
 
     with _temp_home("kotone-bench-plain-") as home, _home_env(home):
         artifacts = CycleArtifacts(home)

@@ -22,7 +22,8 @@ from pydantic import BaseModel, ValidationError
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.jsonl import DataFileError, describe_validation_error, write_json
 from kotone_pipeline.domain.schemas import FailureExample, Vector
-from kotone_pipeline.services.tracker import DEFAULT_HOST, TOP_FAILURES_TABLE, TrackerUnavailableError
+from kotone_pipeline.services.tracker import DEFAULT_HOST, TrackerUnavailableError
+from kotone_pipeline.services.tracker_tables import TOP_FAILURES_TABLE
 from kotone_pipeline.settings import load_settings
 
 SNAPSHOT_DIR = "wandb_failures"

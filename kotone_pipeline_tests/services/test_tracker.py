@@ -20,21 +20,18 @@ from kotone_pipeline.domain.schemas import (
     HardDimReport,
     Vector,
 )
-from kotone_pipeline.services.tracker import (
+from kotone_pipeline.services.tracker import RunLink, TrackerUnavailableError, redact, tracker_mode_from_env
+from kotone_pipeline.services.tracker_tables import (
     PREDICTIONS_TABLE,
     TOP_FAILURES_TABLE,
-    RunLink,
-    TrackerUnavailableError,
-    WandbTracker,
     eval_metrics,
     failures_table,
     gate_metrics,
     gate_summary,
     hard_dims_metrics,
     predictions_table,
-    redact,
-    tracker_mode_from_env,
 )
+from kotone_pipeline.services.wandb_tracker import WandbTracker
 
 FAKE_KEY = "wandbfakekey0123456789abcdef0123456789abcdef"  # 40+ chars, so wandb accepts its shape
 FAKE_HF = "hf_fakeTokenValue987654321"
