@@ -77,9 +77,6 @@ class RuleBaseline(Predictor):
         values = self.reader.read(text)
         return self.fallback if values is None else Vector.from_values(values)
 
-    def fallback_value(self, dim: str) -> int:
-        return getattr(self.fallback, dim)
-
     def _from_parts(self, text: str) -> Vector:
         named = parse_rule_prompt(text)
         if named is None:

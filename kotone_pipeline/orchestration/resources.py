@@ -194,10 +194,6 @@ class TrackerResource(dg.ConfigurableResource):
 
         return tracker_from_env(env, home, api_factory=login_once)
 
-    @property
-    def resolved_mode(self) -> str:
-        return tracker_mode_from_env(self.env())
-
 
 def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
     """Build every resource from the settings (``load_settings``: the README's configuration table).

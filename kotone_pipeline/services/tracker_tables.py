@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pandas loads only when a table is built: the code location starts leaner
@@ -48,20 +48,6 @@ def eval_metrics(summary: EvalSummary) -> dict[str, float]:
     out.update({f"mae_by_source_type/{s}": v for s, v in summary.by_source_type.items()})
     # R² is NaN for a constant target; W&B charts choke on NaN, so such entries are left out.
     return {k: v for k, v in out.items() if _finite(float(v)) is not None}
-
-
-def per_dim_table(per_dim_mae: Mapping[str, float], focus: Sequence[str] = ()) -> pd.DataFrame:
-    """dim, MAE, rank (1 = worst), focus flag; in DIMS order."""
-    import pandas as pd
-
-    ranked = sorted(per_dim_mae, key=lambda d: (-per_dim_mae[d], DIMS.index(d)))
-    return pd.DataFrame(
-        [
-            {"dim": d, "mae": float(per_dim_mae[d]), "rank": ranked.index(d) + 1, "focus": d in focus}
-            for d in DIMS
-            if d in per_dim_mae
-        ]
-    )
 
 
 def predictions_table(rows: Sequence[EvalRow]) -> pd.DataFrame:
@@ -128,15 +114,6 @@ def hard_dims_metrics(report: HardDimReport) -> dict[str, float]:
     out["k"] = report.k
     out["top_failures"] = len(report.top_failures)
     return out
-
-
-def hard_dims_summary(report: HardDimReport) -> dict[str, Any]:
-    """Non-numeric facts for the run summary (W&B charts only numbers)."""
-    return {
-        "hard_dims/focus": ", ".join(report.focus),
-        "hard_dims/source": report.source,
-        "hard_dims/eval_model_id": report.eval_model_id,
-    }
 
 
 def split_metrics(stats: SplitStats) -> dict[str, float]:
