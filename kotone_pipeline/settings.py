@@ -52,7 +52,7 @@ def _url(value: str | None) -> str | None:
 
 
 def check_world(job_backend: str, dataset_store: str, trainer: str) -> None:
-    """The job backend, dataset store and trainer must belong to one world (DESIGN §1)."""
+    """The job backend, dataset store and trainer must belong to one world (docs/design.md § Two worlds)."""
     if job_backend == "local" and dataset_store == "hf":
         raise ConfigurationError(
             "KOTONE_JOB_BACKEND=local trains from a dataset directory on this machine, but "

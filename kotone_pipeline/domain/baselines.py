@@ -1,4 +1,4 @@
-"""The two baselines every cycle evaluates (DESIGN §4): a constant and a rule reader."""
+"""The two baselines every cycle evaluates (docs/design.md § Evaluation): a constant and a rule reader."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request composer (DESIGN §4): customer requests written from lexicon concepts, labelled by the rule.
+"""Request composer (docs/design.md § Teacher): customer requests written from lexicon concepts, labelled by the rule.
 
 A request is a use and/or a scene (optional), one to four descriptor concepts (moods, genres,
 instruments, textures, catalog parts), an optional reference ("like something from the 80s"), and

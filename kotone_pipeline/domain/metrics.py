@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN §4 "Evaluation"), all on the 0..10 scale, pooled over rows x dims.
+"""Evaluation metrics (docs/design.md § Evaluation), all on the 0..10 scale, pooled over rows x dims.
 
 * ``vector_mae``: mean |p - t| over every (row, dim); ``mae_raw`` = 10 x vector_mae (the seed
   project's 0..100 numbers); ``mse_norm`` = mean(((p - t) / 10)^2).

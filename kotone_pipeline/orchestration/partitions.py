@@ -1,4 +1,4 @@
-"""Cycle partitions: one dynamic partition per improvement cycle (DESIGN §5)."""
+"""Cycle partitions: one dynamic partition per improvement cycle (docs/design.md § Cycles in Dagster)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hugging Face Jobs backend (DESIGN §1 production, §6): one uv job per training run.
+"""Hugging Face Jobs backend (docs/design.md § Two worlds, § External services): one uv job per training run.
 
 - ``submit`` looks the run up by its labels first and adopts what exists; a create that fails ambiguously
   (5xx, timeout) is reconciled by listing by labels, never retried blindly. A budget per cycle refuses a
