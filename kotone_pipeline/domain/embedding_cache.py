@@ -297,7 +297,7 @@ _ENCODERS_LIMIT = 4
 def get_encoder(value: str | None = None, cache_dir: Path | None = None, *, disk_cache: bool = True) -> CachedEncoder:
     """The process's encoder for ``value`` (see resolve_spec), loaded once per spec and cache folder.
 
-    ``cache_dir`` holds ``<key>.sqlite`` (default ``$KOTONE_HOME/cache/embeddings``, resolved now, so a changed
+    ``cache_dir`` holds ``<key>.sqlite`` (default ``places().embeddings_dir``, asked now, so a changed
     KOTONE_HOME gets its own cache); ``disk_cache=False`` keeps only the in-process memo.
     """
     spec = resolve_spec(value)
