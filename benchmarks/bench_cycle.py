@@ -76,13 +76,13 @@ def _home_env(home: Path) -> Iterator[None]:
 def plain_cycle() -> dict[str, float]:
     from kotone_pipeline.cycle.base import write_teacher_pairs
     from kotone_pipeline.cycle.config import LoopConfig
-    from kotone_pipeline.cycle.steps import run_cycle_plain
-    from kotone_pipeline.domain.encoder import prepare_embeddings
+    from kotone_pipeline.cycle.plain_runner import run_cycle_plain
+    from kotone_pipeline.domain.embedding_cache import prepare_embeddings
     from kotone_pipeline.services.artifacts import CycleArtifacts
     from kotone_pipeline.services.champion import ChampionRegistry
     from kotone_pipeline.services.local_datasets import LocalDatasetStore
     from kotone_pipeline.services.local_jobs import LocalJobBackend
-    from kotone_pipeline.services.tracker import tracker_from_env
+    from kotone_pipeline.services.wandb_tracker import tracker_from_env
 
     with _temp_home("kotone-bench-plain-") as home, _home_env(home):
         artifacts = CycleArtifacts(home)

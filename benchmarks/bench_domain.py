@@ -16,7 +16,7 @@ from kotone_pipeline.domain import quality, split, teacher
 from kotone_pipeline.domain.base_data import build_base_set, load_eval_set
 from kotone_pipeline.domain.baselines import ConstantBaseline, RuleBaseline
 from kotone_pipeline.domain.catalog import load_catalog
-from kotone_pipeline.domain.encoder import EMBEDDING_CACHE_ENV, clear_encoders, get_encoder
+from kotone_pipeline.domain.embedding_cache import EMBEDDING_CACHE_ENV, clear_encoders, get_encoder
 from kotone_pipeline.domain.local_model import LocalTextModel
 from kotone_pipeline.domain.metrics import evaluate
 from kotone_pipeline.domain.predictor import PredictInput

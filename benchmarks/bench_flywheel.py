@@ -47,7 +47,7 @@ def _split(rows: list[Pair]) -> tuple[list[Pair], list[Pair]]:
 
 
 def _mae(model_uri: str, pairs: list[Pair]) -> float:
-    from kotone_pipeline.cycle.steps import load_predictor
+    from kotone_pipeline.cycle.champion_eval import load_predictor
 
     model = load_predictor(model_uri)
     predicted = model.predict_values([PredictInput(p.text, p.source_type) for p in pairs])  # type: ignore[attr-defined]
@@ -62,7 +62,7 @@ def run(repeats: int) -> dict[str, float]:
         ReviewedRequestsDoc,
         ValidationSnapshotDoc,
     )
-    from kotone_pipeline.cycle.steps import run_cycle_plain
+    from kotone_pipeline.cycle.plain_runner import run_cycle_plain
     from kotone_pipeline.domain.gate import decide_promotion
     from kotone_pipeline.services.artifacts import CycleArtifacts
     from kotone_pipeline.services.champion import ChampionRegistry

@@ -92,7 +92,7 @@ def _health(url: str) -> dict[str, Any]:
 
 def run_request_log(repeats: int) -> dict[str, float]:
     from kotone_pipeline.domain.catalog import load_catalog
-    from kotone_pipeline.domain.encoder import clear_encoders
+    from kotone_pipeline.domain.embedding_cache import clear_encoders
     from kotone_pipeline.domain.local_model import LocalTextModel
     from kotone_pipeline.domain.schemas import LocalHyperParams
     from kotone_pipeline.domain.teacher import generate_pairs

@@ -186,7 +186,7 @@ def _concurrent(url: str, texts: list[str], during: Any = None) -> tuple[float, 
 
 def run(repeats: int) -> dict[str, float]:
     from kotone_pipeline.domain.catalog import load_catalog
-    from kotone_pipeline.domain.encoder import clear_encoders
+    from kotone_pipeline.domain.embedding_cache import clear_encoders
     from kotone_pipeline.domain.local_model import LocalTextModel
     from kotone_pipeline.domain.schemas import LocalHyperParams
     from kotone_pipeline.domain.teacher import generate_pairs

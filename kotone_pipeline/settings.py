@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.hparams import max_campaign_size
+from kotone_pipeline.domain.paths import DEFAULT_HOME, REPOSITORY_DATA_DIR, Places, install_places
 from kotone_pipeline.domain.schemas import LocalHyperParams
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -51,7 +52,7 @@ def _url(value: str | None) -> str | None:
 
 
 def check_world(job_backend: str, dataset_store: str, trainer: str) -> None:
-    """The job backend, dataset store and trainer must belong to one world (DESIGN §1)."""
+    """The job backend, dataset store and trainer must belong to one world (docs/design.md § Two worlds)."""
     if job_backend == "local" and dataset_store == "hf":
         raise ConfigurationError(
             "KOTONE_JOB_BACKEND=local trains from a dataset directory on this machine, but "
@@ -140,7 +141,7 @@ class Settings(BaseModel):
     )
     wandb_api_key: str | None = Field(None, alias="WANDB_API_KEY")
     wandb_base_url: str | None = Field(None, alias="WANDB_BASE_URL")
-    # The flywheel: served requests, people's reviews, the field set (docs/design.md "The loop learns from people").
+    # The flywheel: served requests, people's reviews, the field set (docs/how-it-works.md "The loop learns from the people who use it").
     request_log: bool = Field(True, alias="KOTONE_REQUEST_LOG", description="on or off")
     request_log_max_rows: int | None = Field(
         None, alias="KOTONE_REQUEST_LOG_MAX_ROWS", ge=1000, description="keep at most this many requests"
@@ -287,6 +288,24 @@ class Settings(BaseModel):
         """KOTONE_TRAINER, or the one trainer the job backend runs (HF Jobs run LoRA)."""
         return self.trainer or ("lora" if self.job_backend == "hf" else "local")
 
+    @property
+    def home_path(self) -> Path:
+        """KOTONE_HOME (default ``./.kotone``) as an absolute path; nothing is created here."""
+        return Path(self.home or DEFAULT_HOME).expanduser().absolute()
+
+    def places(self) -> Places:
+        """What the domain is handed: the data folder, the encoder and the folders of its caches."""
+        home = self.home_path
+        cache = Path(self.embedding_cache).expanduser() if self.embedding_cache else home / "cache" / "embeddings"
+        return Places(
+            data_dir=Path(self.data_dir).expanduser() if self.data_dir else REPOSITORY_DATA_DIR,
+            encoder=self.encoder or "default",
+            encoder_sha256=self.encoder_sha256.lower() if self.encoder_sha256 else None,
+            embeddings_dir=cache,
+            encoders_dir=home / "cache" / "encoders",
+            hf_endpoint=self.hf_endpoint,
+        )
+
 
 def default(name: str) -> Any:
     """A setting's default, for the places that need one without reading the environment."""
@@ -327,3 +346,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     except ValidationError as exc:
         problems = [_describe(e, values) for e in exc.errors(include_url=False)]
         raise ConfigurationError("bad configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def install_domain_places() -> None:
+    """Hand the domain its places from the settings, read afresh on each ask (a changed variable is seen at
+    once, as tests and long-lived processes need); run when the package is imported (``__init__.py``)."""
+    install_places(lambda: load_settings().places())

@@ -110,3 +110,30 @@ def test_help_is_shown_even_with_a_bad_setting() -> None:
     assert shown.returncode == 0 and "Usage: kotone status" in shown.stdout
     refused = subprocess.run([kotone, "status"], env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "KOTONE_MIN_IMPROVEMENT='nan'" in refused.stderr
+
+
+def test_the_domain_is_handed_its_places_from_the_settings(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kotone_pipeline.domain.paths import REPOSITORY_DATA_DIR, places
+
+    home = tmp_path / "home"
+    defaults = load_settings({"KOTONE_HOME": str(home)}).places()
+    assert defaults.data_dir == REPOSITORY_DATA_DIR and defaults.encoder == "default"
+    assert defaults.embeddings_dir == home / "cache" / "embeddings"
+    assert defaults.encoders_dir == home / "cache" / "encoders"
+    assert defaults.encoder_sha256 is None and defaults.hf_endpoint is None
+    env = {
+        "KOTONE_HOME": str(home),
+        "KOTONE_DATA_DIR": str(tmp_path),
+        "KOTONE_ENCODER": "org/encoder@v1",
+        "KOTONE_ENCODER_SHA256": "AB" * 32,
+        "KOTONE_EMBEDDING_CACHE": str(tmp_path / "shared"),
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+    }
+    given = load_settings(env).places()
+    assert given.data_dir == tmp_path and given.encoder == "org/encoder@v1"
+    assert given.encoder_sha256 == "ab" * 32  # pinned in any case, compared in lower case
+    assert given.embeddings_dir == tmp_path / "shared" and given.hf_endpoint == "http://127.0.0.1:9"
+    # The installed provider reads the settings on every ask: a changed variable is seen at once.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert places() == given

@@ -148,7 +148,8 @@ def test_runs_as_a_module_in_a_subprocess(tmp_path: Path) -> None:
 def test_a_corrupt_encoder_file_ends_the_job_with_its_path_checksum_and_remedy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kotone_pipeline.domain.encoder import clear_encoders, default_spec
+    from kotone_pipeline.domain.embedding_cache import clear_encoders
+    from kotone_pipeline.domain.encoder import default_spec
 
     spec = default_spec()
     folder = tmp_path / "encoder"

@@ -1,4 +1,4 @@
-"""The ``kotone`` command line: headless use of the pipeline (DESIGN §7).
+"""The ``kotone`` command line: headless use of the pipeline (docs/design.md § Commands).
 
 Each command module exposes ``register(app)``, which adds its commands or sub-app. To add a module,
 import it and list it in ``COMMAND_MODULES``.

@@ -102,7 +102,7 @@ class _Model:
             raise fail(f"the champion registry is corrupt: {exc.problems[0]}", code=EXIT_MODEL_ERROR) from None
         if champion is None:
             raise fail(NO_CHAMPION, code=EXIT_MODEL_ERROR)
-        from kotone_pipeline.cycle.steps import load_predictor
+        from kotone_pipeline.cycle.champion_eval import load_predictor
 
         try:
             predictor = load_predictor(champion.model_uri)

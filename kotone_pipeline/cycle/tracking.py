@@ -13,10 +13,12 @@ from kotone_pipeline.cycle.documents import (
     TrainingSubmissionDoc,
     ValidationSnapshotDoc,
 )
+from kotone_pipeline.domain.hard_dims import top_failures
 from kotone_pipeline.domain.playbook import build_playbook, write_playbook
 from kotone_pipeline.domain.predictor import Predictor
 from kotone_pipeline.domain.schemas import EvalRow, EvalSummary, GateDecision, Pair
 from kotone_pipeline.services import tracker as tr
+from kotone_pipeline.services import tracker_tables as tt
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.weave_tracing import trace_evaluation
 from kotone_pipeline.settings import load_settings
@@ -50,9 +52,9 @@ def log_eval(
     try:
         for name, by_dataset in summaries.items():
             for dataset, summary in by_dataset.items():
-                run.log_metrics(tr.eval_metrics(summary), prefix=f"{name}/{dataset}")
-        run.log_table(tr.PREDICTIONS_TABLE, tr.predictions_table(probe_rows))
-        run.log_table(tr.TOP_FAILURES_TABLE, tr.failures_table(tr.top_failures(probe_rows)))
+                run.log_metrics(tt.eval_metrics(summary), prefix=f"{name}/{dataset}")
+        run.log_table(tt.PREDICTIONS_TABLE, tt.predictions_table(probe_rows))
+        run.log_table(tt.TOP_FAILURES_TABLE, tt.failures_table(top_failures(probe_rows)))
     except BaseException:
         run.finish(exit_code=1)
         raise
@@ -99,18 +101,18 @@ def log_cycle(tracker: tr.Tracker, artifacts: CycleArtifacts, cycle_id: str, dec
         # metrics are logged here), so it is the one that consumed the dataset version.
         if dataset_artifact:
             run.use_artifact(dataset_artifact, "dataset", like=_dataset_spec_if_present(cycle_id, split_doc))
-        run.log_metrics(tr.hard_dims_metrics(hard), prefix="hard_dims")
+        run.log_metrics(tt.hard_dims_metrics(hard), prefix="hard_dims")
         run.log_metrics(
             {k: v for k, v in augmented.counts.items() if isinstance(v, int | float)},
             prefix="augmentation",
         )
-        run.log_metrics(tr.split_metrics(split_doc.stats), prefix="split")
+        run.log_metrics(tt.split_metrics(split_doc.stats), prefix="split")
         for entry in snapshot.runs:
             for dataset, summary in (("validation", entry.validation), ("holdout", entry.holdout)):
                 if summary is not None:
-                    run.log_metrics(tr.eval_metrics(summary), prefix=f"{entry.run_id}/{dataset}")
-        run.log_metrics(tr.gate_metrics(decision), prefix="gate")
-        run.log_summary(tr.gate_summary(decision))
+                    run.log_metrics(tt.eval_metrics(summary), prefix=f"{entry.run_id}/{dataset}")
+        run.log_metrics(tt.gate_metrics(decision), prefix="gate")
+        run.log_summary(tt.gate_summary(decision))
         if decision.promote and decision.candidate_model_ref:
             model_artifact = run.log_artifact(
                 MODEL_ARTIFACT,

@@ -1,4 +1,4 @@
-"""Augmentation (DESIGN §4): new training rows aimed at the hard dims, plus replay rows.
+"""Augmentation (docs/design.md § Augmentation): new training rows aimed at the hard dims, plus replay rows.
 
 * ``plan_counts``: how many generated rows (``desired``) and, on top of them, how many replay rows.
 * a generated row ("augmented") takes a source vector, jitters every non-focus dim by a seeded

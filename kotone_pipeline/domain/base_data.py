@@ -1,4 +1,4 @@
-"""Committed teacher parameters, the base set and the frozen eval sets (DESIGN §4).
+"""Committed teacher parameters, the base set and the frozen eval sets (docs/design.md § Teacher, § Frozen eval sets).
 
 The eval sets (probe, holdout) are generated from their own seeds and combination pools and are
 committed; the base set is filtered against their texts, so it never shares a group or a text
@@ -152,7 +152,7 @@ def human_set_path(directory: Path | None = None) -> Path:
 
 
 def load_human_set(directory: Path | None = None) -> list[Pair]:
-    """The hand-written human set (DESIGN §4): written and labelled by people, never generated, never
+    """The hand-written human set (docs/design.md § Teacher): written and labelled by people, never generated, never
     trained on, never mined; every cycle scores the champion and the baselines on it."""
     return read_models(human_set_path(directory), Pair).rows
 

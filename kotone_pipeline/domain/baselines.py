@@ -1,4 +1,4 @@
-"""The two baselines every cycle evaluates (DESIGN §4): a constant and a rule reader."""
+"""The two baselines every cycle evaluates (docs/design.md § Evaluation): a constant and a rule reader."""
 
 from __future__ import annotations
 
@@ -76,9 +76,6 @@ class RuleBaseline(Predictor):
             return self._from_parts(text)
         values = self.reader.read(text)
         return self.fallback if values is None else Vector.from_values(values)
-
-    def fallback_value(self, dim: str) -> int:
-        return getattr(self.fallback, dim)
 
     def _from_parts(self, text: str) -> Vector:
         named = parse_rule_prompt(text)

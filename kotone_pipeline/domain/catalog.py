@@ -1,4 +1,4 @@
-"""The parts catalog (DESIGN §1): 45 parts, one slot each, some dims defined on 0..100."""
+"""The parts catalog (docs/design.md § Dims): 45 parts, one slot each, some dims defined on 0..100."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def load_catalog(path: Path | str | None = None) -> Catalog:
 
 
 def mean_vector_100(parts: Iterable[Part]) -> list[float]:
-    """Per dim: the mean of the values the parts define, or 50 when none does (DESIGN §4)."""
+    """Per dim: the mean of the values the parts define, or 50 when none does (docs/design.md § Teacher)."""
     parts = list(parts)
     means = []
     for dim in DIMS:

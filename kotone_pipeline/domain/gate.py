@@ -1,4 +1,5 @@
-"""Promotion gate (DESIGN §4): promote the candidate only if it is measurably better on the holdout.
+"""Promotion gate (docs/design.md § Promotion gate): promote the candidate only if it is measurably
+better on the holdout.
 
 Every summary passed here is on the frozen holdout set. The reference is the champion, or the best
 baseline (lowest holdout vector_mae) when there is no champion yet. The candidate is promoted iff

@@ -1,4 +1,4 @@
-"""Hard dims (DESIGN §4): which dims the champion gets most wrong on the probe set.
+"""Hard dims (docs/design.md § Hard dims): which dims the champion gets most wrong on the probe set.
 
 Focus = the k dims with the highest MAE on the probe rows (ties broken by DIMS order), unless the
 config forces a list. The whole by-dim table and the worst probe rows are kept for the UI and for

@@ -1,4 +1,5 @@
-"""Next-cycle hyper-parameters from the current model's eval (DESIGN §4), recorded with reasons.
+"""Next-cycle hyper-parameters from the current model's eval, recorded with reasons
+(docs/design.md § Next hyper-parameters).
 
 LoRA SFT trainer (``next_lora_hparams``):
   R1 json_valid_rate < 0.98           -> learning rate x 0.6 (floor 1e-6), epochs + 1 (cap 4)

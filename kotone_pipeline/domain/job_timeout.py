@@ -1,4 +1,5 @@
-"""The default timeout of a LoRA training job, from the data size and the hardware flavor (DESIGN §6).
+"""The default timeout of a LoRA training job, from the data size and the hardware flavor
+(docs/design.md § External services).
 
     timeout_s = ceil(SAFETY * (setup_s + steps * step_s + ceil(predict_rows / batch) * batch_s + upload_s))
     steps     = min(max_steps, ceil(train_rows * epochs / (batch_size * grad_accum)))

@@ -1,4 +1,4 @@
-"""The request label rule (DESIGN §4): one function from the concepts a request mentions to its label.
+"""The request label rule (docs/design.md § Teacher): one function from the concepts a request mentions to its label.
 
 For each dim, the label on 0..100 is the salience-weighted mean of the mentioned concepts that define
 the dim, each taken at 50 + multiplier x (value - 50):

@@ -1,4 +1,4 @@
-"""The concept lexicon (DESIGN §4): the one source of musical knowledge for requests and rule prompts.
+"""The concept lexicon (docs/design.md § Teacher): the one source of musical knowledge for requests and rule prompts.
 
 ``data/lexicon/<kind>.yaml`` holds the concepts of one kind. A concept names the dims it really
 moves (0..100) and how people say it in English and Japanese. The request composer writes from it,

@@ -18,7 +18,6 @@ the same numbers (tested against the equivalent sklearn pipeline), about 5x fast
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -31,16 +30,12 @@ import numpy as np
 from pydantic import ValidationError
 
 from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.encoder import (
-    ENCODED_SOURCES,
-    ENCODER_ENV,
-    CachedEncoder,
-    EncoderError,
-    get_encoder,
-)
+from kotone_pipeline.domain.embedding_cache import CachedEncoder, get_encoder
+from kotone_pipeline.domain.encoder import ENCODED_SOURCES, EncoderError
 from kotone_pipeline.domain.jsonl import atomic_writer, write_json
 from kotone_pipeline.domain.lexicon import Lexicon, default_lexicon
 from kotone_pipeline.domain.lexicon_reader import LexiconReader, lexicon_features
+from kotone_pipeline.domain.paths import places
 from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor
 from kotone_pipeline.domain.schemas import LocalHyperParams, Pair
 from kotone_pipeline.domain.source_model import (
@@ -139,7 +134,7 @@ class LocalTextModel(Predictor):
         self.hparams = hp
         embed_s = 0.0
         if hp.use_encoder and ENCODED_SOURCES & set(by_source):
-            setting = os.environ.get(ENCODER_ENV) or "default"
+            setting = places().encoder or "default"
             self._encoder = get_encoder(setting)
             self.encoder_info = {"setting": setting, "key": self._encoder.spec.key, "dim": self._encoder.dim}
         if hp.use_lexicon:

@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN §4 "Evaluation"), all on the 0..10 scale, pooled over rows x dims.
+"""Evaluation metrics (docs/design.md § Evaluation), all on the 0..10 scale, pooled over rows x dims.
 
 * ``vector_mae``: mean |p - t| over every (row, dim); ``mae_raw`` = 10 x vector_mae (the seed
   project's 0..100 numbers); ``mse_norm`` = mean(((p - t) / 10)^2).
@@ -239,41 +239,3 @@ def score_prediction_records(
         raws.append(raw if isinstance(raw, str) else None)
         latencies.append(_record_latency(record.get("latency_ms")))
     return _score(pairs, vectors, raws, latencies, model_id, dataset)
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    return f"{value:.{digits}f}"
-
-
-def summary_markdown(summary: EvalSummary) -> str:
-    """A two-column markdown table of one summary's headline metrics (for the Dagster UI)."""
-    lines = [
-        f"**{summary.model_id}** on `{summary.dataset}` ({summary.rows} rows)",
-        "",
-        "| metric | value |",
-        "|---|---:|",
-        f"| vector_mae | {_fmt(summary.vector_mae, 4)} |",
-        f"| mae_raw (0..100) | {_fmt(summary.mae_raw, 2)} |",
-        f"| mse_norm | {_fmt(summary.mse_norm, 5)} |",
-        f"| mean_r2 | {_fmt(summary.mean_r2)} |",
-        f"| exact_match_rate | {_fmt(summary.exact_match_rate)} |",
-        f"| within_one_rate | {_fmt(summary.within_one_rate)} |",
-        f"| json_valid_rate | {_fmt(summary.json_valid_rate)} |",
-        f"| p50_latency_ms | {_fmt(summary.p50_latency_ms, 1)} |",
-        f"| p95_latency_ms | {_fmt(summary.p95_latency_ms, 1)} |",
-    ]
-    lines += [f"| mae[{kind}] | {_fmt(mae, 4)} |" for kind, mae in sorted(summary.by_source_type.items())]
-    return "\n".join(lines) + "\n"
-
-
-def per_dim_markdown(summaries: Mapping[str, EvalSummary]) -> str:
-    """Per-dim MAE side by side, one column per named summary, plus the pooled MAE row."""
-    names = list(summaries)
-    lines = [
-        "| dim | " + " | ".join(names) + " |",
-        "|---|" + "---:|" * len(names),
-    ]
-    for d in DIMS:
-        lines.append(f"| {d} | " + " | ".join(_fmt(summaries[n].per_dim_mae[d]) for n in names) + " |")
-    lines.append("| **all** | " + " | ".join(_fmt(summaries[n].vector_mae) for n in names) + " |")
-    return "\n".join(lines) + "\n"

@@ -228,10 +228,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
-def _worst_cell(c: ClusterRow) -> str:
-    return f"{c.worst_dim} ({c.worst_dim_mae:.3f})"
-
-
 def _clusters(title: str, key_name: str, clusters: Sequence[ClusterRow], threshold: float) -> list[str]:
     lines = [f"## {title}", ""]
     if not clusters:

@@ -1,4 +1,5 @@
-"""Quality filter for generated pairs (DESIGN §4): one reason per rejected row, counts per reason."""
+"""Quality filter for generated pairs (docs/design.md § Quality filter): one reason per rejected row,
+counts per reason."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from kotone_pipeline.domain.writer import parse_rule_prompt
 
 MIN_REQUEST_CHARS = 16
 MAX_REQUEST_CHARS = 260
-# DESIGN §4's leak pattern; case-insensitive so a capitalised "Energy" at a sentence start leaks too.
+# The leak pattern of docs/design.md § Quality filter; case-insensitive so a capitalised "Energy" at a
+# sentence start leaks too.
 LEAK_PATTERN = re.compile(
     r"\b(energy|warmth|brightness|acousticness|complexity|nostalgia)\b|\b\d{1,3}\b", re.IGNORECASE
 )

@@ -1,4 +1,5 @@
-"""Data contracts (DESIGN §3). Strict: wrong values are rejected with a message naming the field."""
+"""Data contracts (docs/design.md § Data contracts). Strict: wrong values are rejected with a message naming
+the field."""
 
 from __future__ import annotations
 
@@ -187,7 +188,7 @@ class SplitStats(BaseModel):
 
 
 class LoraHyperParams(BaseModel):
-    """LLM LoRA SFT hyper-parameters (DESIGN §4 defaults)."""
+    """LLM LoRA SFT hyper-parameters (docs/design.md § Next hyper-parameters)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -211,7 +212,8 @@ class LocalHyperParams(BaseModel):
     char_ngram_max: int = Field(default=5, ge=2, le=6)
     min_df: int = Field(default=1, ge=1)
     use_char: bool = True
-    # Pretrained sentence-encoder features for request texts (DESIGN §4), scaled against the TF-IDF blocks.
+    # Pretrained sentence-encoder features for request texts (docs/design.md § Local model), scaled against
+    # the TF-IDF blocks.
     use_encoder: bool = True
     encoder_weight: float = Field(default=1.0, gt=0, le=10)
     # The concept lexicon's reading of a request (the label rule's offsets per dim) as features.

@@ -16,7 +16,7 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 from kotone_pipeline.domain.dims import DIMS
@@ -79,18 +79,6 @@ def route(text: str, field_share: float) -> Side:
     """``field`` for a stable ``field_share`` of requests (by text hash), else ``training``."""
     bucket = int(text_key(text)[:8], 16) / 0xFFFFFFFF
     return "field" if bucket < field_share else "training"
-
-
-def dedupe_texts(texts: Iterable[str]) -> list[int]:
-    """Indexes of the first occurrence of each normalised text."""
-    seen: set[str] = set()
-    keep = []
-    for index, text in enumerate(texts):
-        key = text_key(text)
-        if key not in seen:
-            seen.add(key)
-            keep.append(index)
-    return keep
 
 
 def reviewed_pair(

@@ -1,4 +1,4 @@
-"""Group-aware, hash-stable train/validation/test split (DESIGN §4 "Split").
+"""Group-aware, hash-stable train/validation/test split (docs/design.md § Split).
 
 A group's split is decided by a seeded hash of its ``group_id`` alone, so adding rows never moves an
 existing group, and the result does not depend on row order. Augmented and replay rows always go to

@@ -1,4 +1,4 @@
-"""Synthetic teacher (DESIGN §4): base pairs from catalog combinations, deterministic for a seed.
+"""Synthetic teacher (docs/design.md § Teacher): base pairs from catalog combinations, deterministic for a seed.
 
 One group per combination of parts (one per slot): a rule prompt naming the parts, labelled from the
 parts' catalog values, and ``requests_per_group`` customer requests composed from the concept lexicon

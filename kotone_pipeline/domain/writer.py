@@ -1,7 +1,7 @@
-"""The rule prompt: one catalog part per slot, written and parsed (DESIGN §1).
+"""The rule prompt: one catalog part per slot, written and parsed (docs/design.md § Teacher).
 
 Customer requests are written by the composer (``composer``) from the concept lexicon; the first
-version's per-(dim, value) phrase codebook is gone (DESIGN §4, revised).
+version's per-(dim, value) phrase codebook is gone (docs/design.md § Teacher).
 """
 
 from __future__ import annotations

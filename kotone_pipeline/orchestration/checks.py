@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from kotone_pipeline.cycle import steps
+from kotone_pipeline.cycle import dataset
 from kotone_pipeline.cycle.base import load_base
 from kotone_pipeline.cycle.documents import (
     AttemptsDoc,
@@ -49,7 +49,7 @@ def _schema_result(doc: SplitDatasetDoc, ref: DatasetRef, splits: dict) -> dg.As
 
 def _leakage_result(splits: dict, base) -> dg.AssetCheckResult:
     training = {name: rows for name, rows in splits.items() if name not in EVAL_SPLITS}
-    problems = check_leakage(training) + steps.eval_set_leaks(training, base)
+    problems = check_leakage(training) + dataset.eval_set_leaks(training, base)
     return dg.AssetCheckResult(
         check_name="split_no_leakage", passed=not problems, metadata={"problems": problems[:20], "count": len(problems)}
     )

@@ -1,4 +1,5 @@
-"""Cycle partitions: one dynamic partition per improvement cycle (DESIGN §5), and the tags of a cycle's runs."""
+"""Cycle partitions: one dynamic partition per improvement cycle (docs/design.md § Cycles in Dagster), and the
+tags of a cycle's runs."""
 
 from __future__ import annotations
 

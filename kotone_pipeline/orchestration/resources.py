@@ -21,7 +21,8 @@ from kotone_pipeline.services.datasets import DatasetStore
 from kotone_pipeline.services.home import kotone_home
 from kotone_pipeline.services.jobs import JobBackend
 from kotone_pipeline.services.request_log import RequestLog
-from kotone_pipeline.services.tracker import Tracker, tracker_from_env, tracker_mode_from_env, wandb_host
+from kotone_pipeline.services.tracker import Tracker, tracker_mode_from_env, wandb_host
+from kotone_pipeline.services.wandb_tracker import tracker_from_env
 from kotone_pipeline.settings import ConfigurationError, default, load_settings
 
 
@@ -192,10 +193,6 @@ class TrackerResource(dg.ConfigurableResource):
             return handle
 
         return tracker_from_env(env, home, api_factory=login_once)
-
-    @property
-    def resolved_mode(self) -> str:
-        return tracker_mode_from_env(self.env())
 
 
 def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:

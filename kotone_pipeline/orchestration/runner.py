@@ -293,7 +293,8 @@ class CycleRunner:
 
     def waiting_state(self, cycle_id: str) -> str:
         """The cycle's stage and its training jobs' stages, for the progress line while it waits."""
-        from kotone_pipeline.cycle.steps import STAGES, cycle_job_ids
+        from kotone_pipeline.cycle.polling import cycle_job_ids
+        from kotone_pipeline.cycle.steps import STAGES
 
         stage = next((s for s in reversed(STAGES) if self.artifacts.has(cycle_id, s)), "created")
         if stage != "training_submission":

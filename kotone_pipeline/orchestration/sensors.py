@@ -1,4 +1,4 @@
-"""Sensors: poll training jobs of every open cycle; open a nightly cycle on a cron gate (DESIGN §5)."""
+"""Sensors: poll training jobs of every open cycle; open a nightly cycle on a cron gate (docs/design.md § Cycles in Dagster)."""
 
 import datetime as dt
 import hashlib
@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 
 from kotone_pipeline.compat.dagster import get_latest_completed_cron_tick
-from kotone_pipeline.cycle import steps
+from kotone_pipeline.cycle import polling
 from kotone_pipeline.orchestration.jobs import cycle_job, report_job, validation_job
 from kotone_pipeline.orchestration.metadata import as_of
 from kotone_pipeline.orchestration.partitions import CYCLE_TAG, cycles
@@ -87,7 +87,7 @@ def training_jobs_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     cursor = _load_cursor(context.cursor)
     artifacts = kotone_home.artifacts()
-    all_open = steps.open_cycles(artifacts)
+    all_open = polling.open_cycles(artifacts)
     events, requests = [], []
     for cycle_id, run_key in sorted(_failed_validations(context.instance, cursor["reported"], set(all_open)).items()):
         retry = _retry_key(run_key)
@@ -100,7 +100,7 @@ def training_jobs_sensor(
     gone = {job for job, ticks in cursor["missing"].items() if ticks >= MISSING_TICKS_BEFORE_GONE}
     backend = job_backend.get_backend()  # one per tick: re-submissions share its memory of unsettled creates
     try:
-        poll = steps.poll_jobs(backend, open_cycles, gone=gone)
+        poll = polling.poll_jobs(backend, open_cycles, gone=gone)
     except JobBackendError as exc:
         # A backend hiccup must not fail the tick or lose state: count it and try again next tick.
         cursor["errors"] += 1
@@ -111,7 +111,7 @@ def training_jobs_sensor(
     resubmitted: dict[str, list[str]] = {}
     for cycle_id, states in sorted(poll.finished.items()):
         try:
-            again = steps.resubmit_timed_out(artifacts, backend, cycle_id, states)
+            again = polling.resubmit_timed_out(artifacts, backend, cycle_id, states)
         except JobBackendError as exc:  # transient: the runs are submitted again on a later tick
             context.log.warning(f"{cycle_id}: re-submitting timed-out runs failed, retrying next tick: {exc}")
             resubmitted[cycle_id] = []
@@ -200,7 +200,7 @@ def nightly_cycle_sensor(
     cycle_id = nightly_cycle_id(tick)
     if context.instance.has_dynamic_partition(cycles.name, cycle_id):
         return dg.SkipReason(f"{cycle_id} already exists")
-    unfinished = sorted(steps.open_cycles(kotone_home.artifacts()))
+    unfinished = sorted(polling.open_cycles(kotone_home.artifacts()))
     if unfinished:
         return dg.SkipReason(
             f"skipping {cycle_id}: earlier cycle(s) still have unfinished jobs: {', '.join(unfinished)}"

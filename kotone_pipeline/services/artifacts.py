@@ -47,10 +47,6 @@ class CycleArtifacts:
     def registry_dir(self) -> Path:
         return self.home / "registry"
 
-    @property
-    def wandb_dir(self) -> Path:
-        return self.home / "wandb"
-
     def cycle_dir(self, cycle_id: str) -> Path:
         return self.home / "cycles" / validate_cycle_id(cycle_id)
 

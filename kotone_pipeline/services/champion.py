@@ -1,4 +1,4 @@
-"""Champion registry (DESIGN §4 promotion gate): which model is the current champion, and how it got there.
+"""Champion registry (docs/design.md § Promotion gate): which model is the current champion, and how it got there.
 
 ``root/champion.json`` holds the current champion and ``root/champion_history.jsonl`` every change of
 champion, oldest first: each promotion, and each rollback to an earlier champion. ``promote`` (called only

@@ -1,5 +1,5 @@
-"""What every Hugging Face client of this project shares (DESIGN §6): endpoint and token, the retry policy
-for reads, request timeouts, and secret redaction."""
+"""What every Hugging Face client of this project shares (docs/design.md § External services): endpoint and
+token, the retry policy for reads, request timeouts, and secret redaction."""
 
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def is_ambiguous(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff with jitter for reads (DESIGN §6); writes are never retried blindly."""
+    """Bounded exponential backoff with jitter for reads (docs/design.md § External services); writes are
+    never retried blindly."""
 
     attempts: int = 4
     initial_wait_s: float = 0.5

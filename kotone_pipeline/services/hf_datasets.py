@@ -1,4 +1,5 @@
-"""Hugging Face Hub dataset store (DESIGN §1 production): each cycle's split is one commit of a dataset repo.
+"""Hugging Face Hub dataset store (docs/design.md § Two worlds, production): each cycle's split is one commit
+of a dataset repo.
 
 A commit holds, for the four splits (train, validation, test, holdout):
 

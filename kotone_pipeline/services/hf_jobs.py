@@ -1,4 +1,4 @@
-"""Hugging Face Jobs backend (DESIGN §1 production, §6): one uv job per training run.
+"""Hugging Face Jobs backend (docs/design.md § Two worlds, § External services): one uv job per training run.
 
 - ``submit`` looks the run up by its labels first and adopts what exists; a create that fails ambiguously
   (5xx, timeout) is reconciled by listing by labels, never retried blindly. A budget per cycle refuses a
@@ -13,21 +13,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, JobInfo, hf_hub_download
-from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError
-from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+from huggingface_hub import HfApi, JobInfo
+from huggingface_hub.errors import RemoteEntryNotFoundError
 
 from kotone_pipeline.compat.huggingface import DEFAULT_UV_IMAGE
 from kotone_pipeline.services.hf_common import (
@@ -44,6 +40,22 @@ from kotone_pipeline.services.hf_common import (
     resolve_endpoint,
     resolve_token,
 )
+from kotone_pipeline.services.hf_job_reads import HubJobReads
+from kotone_pipeline.services.hf_job_records import (
+    ATTEMPT_LABEL,
+    FLAVOR_PRICES_USD_PER_HOUR,
+    OPTIONAL_OUTPUTS,
+    REQUIRED_OUTPUTS,
+    TIMEOUT_LABEL,
+    OutputTarget,
+    default_script_args,
+    flavor_of,
+    has_labels,
+    is_timeout_message,
+    running_s,
+    submitted_timeout_s,
+    timed_out,
+)
 from kotone_pipeline.services.jobs import (
     JobBackend,
     JobBackendError,
@@ -57,28 +69,6 @@ from kotone_pipeline.settings import default
 
 log = logging.getLogger(__name__)
 
-# USD per hour (hf_api_notes.md, late 2026); ``refresh_prices`` replaces them with list_jobs_hardware's.
-FLAVOR_PRICES_USD_PER_HOUR: dict[str, float] = {
-    "cpu-basic": 0.01,
-    "cpu-upgrade": 0.03,
-    "t4-small": 0.40,
-    "t4-medium": 0.60,
-    "l4x1": 0.80,
-    "a10g-small": 1.00,
-    "a10g-large": 1.50,
-    "l40sx1": 1.80,
-    "a100-large": 2.50,
-    "h200": 5.00,
-}
-# Files a training run must leave in its output revision; metrics.json is written by some trainers only.
-REQUIRED_OUTPUTS = ("predictions_validation.jsonl", "predictions_holdout.jsonl", "run.json")
-OPTIONAL_OUTPUTS = ("metrics.json", "predictions_probe.jsonl")
-# The timeout we submitted, recorded on the job itself: the budget counts it for open jobs (the job JSON the
-# client parses carries no timeout, and any process that lists the job sees its labels).
-TIMEOUT_LABEL = "kotone-timeout-s"
-# A run whose job hit its timeout is submitted again (up to ``max_attempts`` jobs), to the same output branch:
-# the training script resumes from the checkpoint it pushed there and skips what it already uploaded.
-ATTEMPT_LABEL = "kotone-attempt"
 # Non-secret env names that look like credentials are refused: secrets go as job secrets only.
 _SECRETISH = ("TOKEN", "SECRET", "PASSW", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE_KEY")
 
@@ -90,48 +80,7 @@ class BudgetExceededError(JobBackendError):
         super().__init__(message, transient=False)
 
 
-@dataclass(frozen=True)
-class OutputTarget:
-    """Where a run writes its outputs: a model repo branch unique to (cycle, run)."""
-
-    repo_id: str
-    revision: str
-
-    @property
-    def uri(self) -> str:
-        return f"{self.repo_id}@{self.revision}"
-
-    @classmethod
-    def parse(cls, uri: str) -> OutputTarget:
-        repo_id, sep, revision = uri.rpartition("@")
-        if not sep or not repo_id or not revision:
-            raise JobBackendError(f"output uri {uri!r} is not <repo>@<revision>", transient=False)
-        return cls(repo_id, revision)
-
-
-def default_script_args(spec: JobSpec, output: OutputTarget) -> list[str]:
-    """Arguments of ``kotone_pipeline/training/train_lora.py``, in ``--name=value`` form.
-
-    The ``=`` form matters: ``run_uv_job`` uploads any argument that names an existing local file.
-    """
-    args = [
-        f"--dataset-repo={spec.dataset.name}",
-        f"--dataset-revision={spec.dataset.version}",
-        f"--output-repo={output.repo_id}",
-        f"--output-revision={output.revision}",
-    ]
-    if spec.hparams:
-        args.append(f"--hparams={json.dumps(spec.hparams, sort_keys=True, separators=(',', ':'))}")
-    if spec.max_steps:
-        args.append(f"--max-steps={spec.max_steps}")
-    if spec.max_train_rows:
-        args.append(f"--max-train-rows={spec.max_train_rows}")
-    if spec.max_predict_rows:
-        args.append(f"--max-predict-rows={spec.max_predict_rows}")
-    return args
-
-
-class HfJobsBackend(JobBackend):
+class HfJobsBackend(HubJobReads, JobBackend):
     name = "hf"
 
     def __init__(
@@ -261,7 +210,7 @@ class HfJobsBackend(JobBackend):
         validate_cycle_id(spec.cycle_id)
         validate_run_id(spec.run_id)
         cycle_jobs = self._list({"kotone-project": self.project, "kotone-cycle": spec.cycle_id})
-        mine = [(info, raw) for info, raw in cycle_jobs if _has_labels(info, spec.labels(self.project))]
+        mine = [(info, raw) for info, raw in cycle_jobs if has_labels(info, spec.labels(self.project))]
         key = (spec.cycle_id, spec.run_id)
         attempt = 1
         if mine:
@@ -272,7 +221,7 @@ class HfJobsBackend(JobBackend):
             if live:
                 self._cancel_duplicates(live)
                 return self._state(*live[0], adopted=True)
-            if len(mine) >= self.max_attempts or not _timed_out(mine[-1][0]):
+            if len(mine) >= self.max_attempts or not timed_out(mine[-1][0]):
                 return self._state(*mine[-1], adopted=True)
             attempt = len(mine) + 1
             log.warning(
@@ -309,7 +258,7 @@ class HfJobsBackend(JobBackend):
     def resubmits(self, state: JobState) -> bool:
         """A job that hit its timeout, with attempts left: its run resumes from its checkpoint in a new job."""
         # The first line is the Hub's status message; the log tail follows it (and may mention anything).
-        timed_out = state.stage == "ERROR" and _is_timeout_message((state.message or "").split("\n", 1)[0])
+        timed_out = state.stage == "ERROR" and is_timeout_message((state.message or "").split("\n", 1)[0])
         return timed_out and state.attempt < self.max_attempts
 
     def find(self, cycle_id: str, run_id: str) -> JobState | None:
@@ -417,11 +366,11 @@ class HfJobsBackend(JobBackend):
         """Spent (finished jobs) + committed (open jobs at their timeout) + this worst case <= budget."""
         committed = 0.0
         for info, _raw in cycle_jobs:
-            price = self.price_per_hour(_flavor(info))
+            price = self.price_per_hour(flavor_of(info))
             if is_terminal(info.status.stage):
-                committed += (_running_s(info) or 0.0) * price / 3600
+                committed += (running_s(info) or 0.0) * price / 3600
             else:
-                committed += max(_submitted_timeout_s(info, self.max_timeout_s), _running_s(info) or 0.0) * price / 3600
+                committed += max(submitted_timeout_s(info, self.max_timeout_s), running_s(info) or 0.0) * price / 3600
         worst = spec.timeout_s * self.price_per_hour(self.flavor) / 3600
         if committed + worst > self.budget_usd_per_cycle + 1e-9:
             raise BudgetExceededError(
@@ -529,203 +478,3 @@ class HfJobsBackend(JobBackend):
                 self.cancel(info.id)
             except JobBackendError as exc:
                 log.warning("could not cancel duplicate job %s: %s", info.id, exc)
-
-    # -- reads ----------------------------------------------------------------------------------------------
-
-    def _read(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Bounded retries on transient errors; every failure surfaces as a secret-free JobBackendError."""
-        try:
-            return self.retry.call(fn, *args)
-        except JobBackendError:
-            raise
-        except RemoteEntryNotFoundError:
-            raise  # the caller decides whether a missing file is an error
-        except Exception as exc:
-            raise JobBackendError(f"{what}: {describe_error(exc, self.redact)}", transient=is_transient(exc)) from None
-
-    def _list(self, labels: dict[str, str]) -> list[tuple[JobInfo, dict[str, Any]]]:
-        """Jobs with all these labels, oldest first, each with its raw JSON (for fields JobInfo drops).
-
-        The request is the one ``HfApi.list_jobs`` sends, issued here so that our bounded retry is the only
-        one: list_jobs' pagination retries every page up to five more times with waits of up to 8 s.
-        """
-        token = self._need_token()
-        url = f"{self.endpoint}/api/jobs/{self.namespace}"
-        params = [("label", f"{key}={value}") for key, value in labels.items()]
-        headers = build_hf_headers(token=token)
-
-        def fetch() -> list[dict[str, Any]]:
-            items: list[dict[str, Any]] = []
-            next_url: str | None = url
-            query: list[tuple[str, str]] | None = params
-            while next_url is not None:
-                response = get_session().get(
-                    next_url, params=query, headers=headers, timeout=self.retry.request_timeout_s
-                )
-                hf_raise_for_status(response)
-                items.extend(response.json())
-                next_url = response.links.get("next", {}).get("url")
-                query = None  # the next link carries the query
-            return items
-
-        raws = self._read(f"list jobs {labels}", fetch)
-        jobs = [(JobInfo(**raw, endpoint=self.endpoint), raw) for raw in raws]
-        # Checked here too: a job is only ever adopted or counted when its labels really match (a server that
-        # ignored or mis-applied the filter must not make us adopt another run's job).
-        jobs = [(info, raw) for info, raw in jobs if _has_labels(info, labels)]
-        return sorted(jobs, key=lambda pair: pair[0].created_at or datetime.min.replace(tzinfo=UTC))
-
-    def _inspect(self, job_id: str) -> JobInfo | None:
-        """The job, or None when the Hub does not know it (404)."""
-
-        def fetch() -> JobInfo | None:
-            try:
-                return self.api.inspect_job(job_id=job_id, namespace=self.namespace, token=self._need_token())
-            except HfHubHTTPError as exc:
-                if http_status(exc) == 404:
-                    return None
-                raise
-
-        return self._read(f"inspect job {job_id}", fetch)
-
-    def _download(self, repo_id: str, filename: str, revision: str, cache_dir: str) -> str:
-        return hf_hub_download(
-            repo_id,
-            filename,
-            revision=revision,
-            cache_dir=cache_dir,
-            endpoint=self.endpoint,
-            token=self._need_token(),
-        )
-
-    # -- state mapping -----------------------------------------------------------------------------------
-
-    def _observe(self, info: JobInfo, raw: dict[str, Any] | None) -> JobState:
-        """The state for a sensor: cancels a job stuck in SCHEDULING, adds the log tail of a failed job."""
-        stage = str(info.status.stage).upper()
-        if stage == "SCHEDULING":
-            waited = _scheduling_s(info)
-            if waited is not None and waited > self.scheduling_limit_s:
-                return self._cancel_stuck(info, raw, waited)
-        state = self._state(info, raw)
-        if info.id in self._cancel_reasons and stage in ("CANCELED", "SCHEDULING"):
-            state.message = self._cancel_reasons[info.id]
-        if stage == "ERROR":
-            state.message = self._with_log_tail(info.id, state.message)
-        return state
-
-    def _cancel_stuck(self, info: JobInfo, raw: dict[str, Any] | None, waited: float) -> JobState:
-        reason = (
-            f"cancelled by kotone: stuck in SCHEDULING for {waited:.0f}s "
-            f"(limit {self.scheduling_limit_s:.0f}s, flavor {_flavor(info)})"
-        )
-        state = self._state(info, raw)
-        try:
-            self.cancel(info.id)
-        except JobBackendError as exc:
-            state.message = f"stuck in SCHEDULING for {waited:.0f}s; cancel failed ({exc}), will retry"
-            return state
-        self._cancel_reasons[info.id] = reason
-        state.stage = "CANCELED"
-        state.message = reason
-        state.finished_at = state.finished_at or datetime.now(UTC).isoformat(timespec="seconds")
-        return state
-
-    def _with_log_tail(self, job_id: str, message: str | None) -> str:
-        if job_id not in self._log_tails:
-            try:
-                self._log_tails[job_id] = self.logs_tail(job_id, self.log_tail_lines)
-            except JobBackendError as exc:
-                return f"{message or 'job failed'}\n(log tail unavailable: {exc})"
-        tail = self._log_tails[job_id]
-        return f"{message or 'job failed'}\n--- last {self.log_tail_lines} log lines ---\n{tail}"
-
-    def _state(self, info: JobInfo, raw: dict[str, Any] | None, *, adopted: bool = False) -> JobState:
-        labels = info.labels or {}
-        cycle_id = labels.get("kotone-cycle", "")
-        run_id = labels.get("kotone-run", "")
-        running = _running_s(info)
-        price = self.price_per_hour(_flavor(info))
-        # Where the job was told to write (its non-secret env), else where this configuration would put it.
-        env = info.environment or {}
-        if env.get("KOTONE_OUTPUT_REPO") and env.get("KOTONE_OUTPUT_REVISION"):
-            output: str | None = f"{env['KOTONE_OUTPUT_REPO']}@{env['KOTONE_OUTPUT_REVISION']}"
-        else:
-            output = self.output_target(cycle_id, run_id).uri if cycle_id and run_id else None
-        return JobState(
-            job_id=info.id,
-            cycle_id=cycle_id,
-            run_id=run_id,
-            backend=self.name,
-            stage=str(info.status.stage).upper(),
-            message=self.redact(info.status.message) if info.status.message else None,
-            created_at=_iso(info.created_at),
-            started_at=_iso(info.started_at),
-            finished_at=_iso(info.finished_at),
-            running_s=running,
-            cost_usd=round((running or 0.0) * price / 3600, 6),
-            url=f"{self.endpoint}/jobs/{info.owner.name}/{info.id}",
-            output_uri=output,
-            adopted=adopted,
-            attempt=_attempt(info),
-        )
-
-
-def _timed_out(info: JobInfo) -> bool:
-    """The job ended because it ran past its timeout (the status message says so)."""
-    return str(info.status.stage).upper() == "ERROR" and _is_timeout_message(info.status.message)
-
-
-def _is_timeout_message(message: str | None) -> bool:
-    text = (message or "").lower()
-    return "timeout" in text or "timed out" in text
-
-
-def _attempt(info: JobInfo) -> int:
-    try:
-        return max(1, int((info.labels or {}).get(ATTEMPT_LABEL, 1)))
-    except ValueError:
-        return 1
-
-
-def _has_labels(info: JobInfo, labels: Mapping[str, str]) -> bool:
-    own = info.labels or {}
-    return all(own.get(key) == value for key, value in labels.items())
-
-
-def _submitted_timeout_s(info: JobInfo, fallback: int) -> float:
-    """The timeout we sent (our label); the backend's maximum for a job without one (not ours, or older)."""
-    try:
-        return float((info.labels or {})[TIMEOUT_LABEL])
-    except (KeyError, ValueError):
-        return float(fallback)
-
-
-def _flavor(info: JobInfo) -> str | None:
-    return str(info.flavor.value if hasattr(info.flavor, "value") else info.flavor) if info.flavor else None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="milliseconds") if value else None
-
-
-def _running_s(info: JobInfo) -> float | None:
-    """Server-side running seconds when given; else from the timestamps (still running: until now)."""
-    if info.durations is not None and info.durations.running_secs is not None:
-        return float(info.durations.running_secs)
-    if info.started_at is None:
-        return None
-    end = info.finished_at or datetime.now(UTC)
-    return max(0.0, (end - info.started_at).total_seconds())
-
-
-def _scheduling_s(info: JobInfo) -> float | None:
-    """Seconds spent waiting for hardware, by the server's clock when it says so."""
-    if info.durations is not None:
-        if info.durations.scheduling_secs is not None:
-            return float(info.durations.scheduling_secs)
-        if info.durations.total_secs is not None:
-            return float(info.durations.total_secs)
-    if info.created_at is None:
-        return None
-    return max(0.0, (datetime.now(UTC) - info.created_at).total_seconds())

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kotone_pipeline.services.jobs import validate_cycle_id
+from kotone_pipeline.domain.paths import DEFAULT_HOME
 from kotone_pipeline.settings import load_settings
 
 HOME_ENV = "KOTONE_HOME"
-DEFAULT_HOME = ".kotone"
+__all__ = ["DEFAULT_HOME", "HOME_ENV", "kotone_home"]
 
 
 def kotone_home(create: bool = True) -> Path:
     """The state root, read from the environment on every call so tests and CLIs can redirect it."""
-    raw = load_settings().home or DEFAULT_HOME
-    home = Path(raw).expanduser().absolute()
+    home = load_settings().home_path
     if create:
         home.mkdir(parents=True, exist_ok=True)
     return home
@@ -34,26 +33,6 @@ def _subdir(name: str, create: bool) -> Path:
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def cycles_root(create: bool = True) -> Path:
-    return _subdir("cycles", create)
-
-
-def cycle_dir(cycle_id: str, create: bool = True) -> Path:
-    """``$KOTONE_HOME/cycles/<cycle_id>/``; the id is validated so it can never escape the root."""
-    path = cycles_root(create=create) / validate_cycle_id(cycle_id)
-    if create:
-        path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def jobs_root(create: bool = True) -> Path:
-    return _subdir("jobs", create)
-
-
-def datasets_root(create: bool = True) -> Path:
-    return _subdir("datasets", create)
 
 
 def registry_root(create: bool = True) -> Path:

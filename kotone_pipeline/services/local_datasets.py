@@ -1,4 +1,4 @@
-"""Local dataset store (DESIGN §1, embedded default): immutable, content-addressed dataset versions.
+"""Local dataset store (docs/design.md § Two worlds, embedded): immutable, content-addressed dataset versions.
 
 ``root/<name>/<version>/`` holds ``SPLIT_FILES`` + ``card.json`` + ``README.md``. The version is the first
 16 hex digits of the data hash, so publishing identical splits twice yields the same version (idempotent)

@@ -1,4 +1,4 @@
-"""Local job backend (DESIGN §1, embedded default): each run is a detached process on this machine.
+"""Local job backend (docs/design.md § Two worlds, embedded default): each run is a detached process on this machine.
 
 Everything lives on disk under ``root/<job_id>/`` so a restarted Dagster process finds every job again:
 
@@ -216,7 +216,7 @@ def public_spec(spec: JobSpec) -> dict[str, Any]:
 def _shared_state_env() -> dict[str, str]:
     """This process's home and embedding cache as absolute paths: the job runs in its own directory,
     where a default or relative ``KOTONE_HOME`` would name another (empty) cache."""
-    from kotone_pipeline.domain.encoder import EMBEDDING_CACHE_ENV, embeddings_cache_root
+    from kotone_pipeline.domain.embedding_cache import EMBEDDING_CACHE_ENV, embeddings_cache_root
 
     return {
         HOME_ENV: str(kotone_home(create=False)),

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,15 +25,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
-from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.services.request_records import (
+    Feedback,
+    LoggedRequest,
+    Review,
+    ReviewError,
+    ReviewKind,
+    check_labels,
+    new_request_id,
+    now_iso,
+    request_from_row,
+    review_from_row,
+    reviewed_labels,
+)
 
 LOG_DIR = "requests"
 LOG_FILE = "requests.sqlite"
 BUSY_TIMEOUT_S = 0.25  # a request waits at most this long for a locked log, then is answered unlogged
-
-ReviewKind = Literal["label", "skip", "junk"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -71,80 +78,9 @@ CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
 """
 
 
-# The columns _request and _review read, in their order.
+# The columns request_from_row and review_from_row (request_records.py) read, in their order.
 _REQUESTS = "SELECT seq, request_id, at, text, source_type, model_id, prediction, latency_ms FROM requests"
 _REVIEWS = "SELECT seq, request_id, reviewer, at, kind, labels, model_id, prediction_shown, reason FROM reviews"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex[:20]
-
-
-class LoggedRequest(BaseModel):
-    model_config = {"protected_namespaces": ()}
-
-    seq: int
-    request_id: str
-    at: str
-    text: str
-    source_type: str
-    model_id: str
-    prediction: dict[str, int]
-    latency_ms: float
-
-
-class Review(BaseModel):
-    model_config = {"protected_namespaces": ()}
-
-    seq: int
-    request_id: str
-    reviewer: str
-    at: str
-    kind: ReviewKind
-    labels: dict[str, int] | None = None
-    model_id: str | None = None  # the model whose prediction the reviewer was shown
-    prediction_shown: dict[str, int] | None = None
-    reason: str | None = None  # why the queue showed it
-
-
-class Feedback(BaseModel):
-    seq: int
-    request_id: str
-    at: str
-    labels: dict[str, int] | None = None
-    comment: str | None = None
-
-
-class ReviewError(ValueError):
-    """A review that cannot be stored (unknown request, a second review by the same reviewer, bad labels)."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def check_labels(labels: Any) -> dict[str, int]:
-    """Six integer dims in 0..10, nothing else; the message names what is wrong."""
-    if not isinstance(labels, dict):
-        raise ReviewError("labels must be an object with the six dims")
-    missing = [d for d in DIMS if d not in labels]
-    unknown = sorted(set(labels) - set(DIMS))
-    if missing or unknown:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"unknown {', '.join(unknown)}"] if unknown else []
-        )
-        raise ReviewError(f"labels: {'; '.join(parts)} (expected {', '.join(DIMS)})")
-    out = {}
-    for dim in DIMS:
-        value = labels[dim]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
-            raise ReviewError(f"labels.{dim}: expected an integer 0..10, got {value!r}")
-        out[dim] = value
-    return out
 
 
 @dataclass
@@ -272,7 +208,7 @@ class RequestLog:
             f"{_REQUESTS} WHERE seq > ? AND seq <= ? ORDER BY seq",
             (after, upto),
         )
-        return [_request(row) for row in rows]
+        return [request_from_row(row) for row in rows]
 
     def request(self, request_id: str) -> LoggedRequest | None:
         if not self.exists():
@@ -285,7 +221,7 @@ class RequestLog:
             )
             .fetchone()
         )
-        return _request(row) if row else None
+        return request_from_row(row) if row else None
 
     def unreviewed(self, reviewer: str | None = None, limit: int | None = None) -> list[LoggedRequest]:
         """Requests nobody (or, with ``reviewer``, this reviewer) has reviewed, newest first."""
@@ -301,7 +237,7 @@ class RequestLog:
         if limit is not None:
             sql += " LIMIT ?"
             params += (limit,)
-        return [_request(row) for row in self._connect().execute(sql, params)]
+        return [request_from_row(row) for row in self._connect().execute(sql, params)]
 
     def count_unreviewed(self) -> int:
         """Logged requests nobody has reviewed yet (0 when there is no log: this never creates one)."""
@@ -336,7 +272,7 @@ class RequestLog:
                 f"{_REQUESTS} WHERE request_id IN ({','.join('?' * len(chunk))})",  # noqa: S608 - placeholders only
                 tuple(chunk),
             )
-            out.extend(_request(row) for row in rows)
+            out.extend(request_from_row(row) for row in rows)
         return sorted(out, key=lambda r: r.seq)
 
     def ids_by_text(self) -> dict[str, str]:
@@ -370,7 +306,7 @@ class RequestLog:
                 (
                     request_id,
                     review["reviewer"],
-                    review.get("at") or _now(),
+                    review.get("at") or now_iso(),
                     review["kind"],
                     json.dumps(labels) if labels else None,
                     model_id,
@@ -404,7 +340,7 @@ class RequestLog:
         if self.request(request_id) is None:
             raise ReviewError(f"unknown request_id {request_id!r}", status=404)
         checked = check_labels(labels) if labels is not None else None
-        at = _now()
+        at = now_iso()
         with self._write() as conn:
             cur = conn.execute(
                 "INSERT INTO feedback (request_id, at, labels, comment) VALUES (?, ?, ?, ?)",
@@ -429,7 +365,7 @@ class RequestLog:
         if logged is None:
             raise ReviewError(f"unknown request id {request_id!r}", status=404)
         checked = check_labels(labels) if kind == "label" else None
-        at = at or _now()
+        at = at or now_iso()
         try:
             with self._write() as conn:
                 cur = conn.execute(
@@ -467,7 +403,7 @@ class RequestLog:
             f"{_REVIEWS} WHERE seq > ? AND seq <= ? ORDER BY seq",
             (after, upto),
         )
-        return [_review(row) for row in rows]
+        return [review_from_row(row) for row in rows]
 
     def reviews_of(self, request_ids: Sequence[str]) -> list[Review]:
         if not self.exists() or not request_ids:
@@ -477,7 +413,7 @@ class RequestLog:
             f"{_REVIEWS} WHERE request_id IN ({marks}) ORDER BY seq",  # noqa: S608 - placeholders only
             tuple(request_ids),
         )
-        return [_review(row) for row in rows]
+        return [review_from_row(row) for row in rows]
 
     def feedback_between(self, after: int, upto: int) -> list[Feedback]:
         if not self.exists():
@@ -502,52 +438,13 @@ def _request_row(item: dict[str, Any]) -> tuple[Any, ...]:
     """An answered item as the requests table's row (``at`` defaults to now)."""
     return (
         item["request_id"],
-        item.get("at") or _now(),
+        item.get("at") or now_iso(),
         item["text"],
         item["source_type"],
         item["model_id"],
         json.dumps(item["prediction"], separators=(",", ":")),
         float(item["latency_ms"]),
     )
-
-
-def _request(row: tuple[Any, ...]) -> LoggedRequest:
-    return LoggedRequest(
-        seq=row[0],
-        request_id=row[1],
-        at=row[2],
-        text=row[3],
-        source_type=row[4],
-        model_id=row[5],
-        prediction=json.loads(row[6]),
-        latency_ms=row[7],
-    )
-
-
-def _review(row: tuple[Any, ...]) -> Review:
-    return Review(
-        seq=row[0],
-        request_id=row[1],
-        reviewer=row[2],
-        at=row[3],
-        kind=row[4],
-        labels=json.loads(row[5]) if row[5] else None,
-        model_id=row[6],
-        prediction_shown=json.loads(row[7]) if row[7] else None,
-        reason=row[8],
-    )
-
-
-def reviewed_labels(reviews: Sequence[Review]) -> dict[str, dict[str, int]]:
-    """One label vector per request: the rounded mean of its reviewers' labels (skips and junk left out)."""
-    by_request: dict[str, list[dict[str, int]]] = {}
-    for review in reviews:
-        if review.kind == "label" and review.labels:
-            by_request.setdefault(review.request_id, []).append(review.labels)
-    return {
-        request_id: {d: int(round(sum(lab[d] for lab in labels) / len(labels))) for d in DIMS}
-        for request_id, labels in by_request.items()
-    }
 
 
 __all__ = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ from pydantic import BaseModel, ValidationError
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.jsonl import DataFileError, describe_validation_error, write_json
 from kotone_pipeline.domain.schemas import FailureExample, Vector
-from kotone_pipeline.services.tracker import DEFAULT_HOST, TOP_FAILURES_TABLE, TrackerUnavailableError
+from kotone_pipeline.services.tracker import DEFAULT_HOST, TrackerUnavailableError
+from kotone_pipeline.services.tracker_tables import TOP_FAILURES_TABLE
 from kotone_pipeline.settings import load_settings
 
 SNAPSHOT_DIR = "wandb_failures"
@@ -127,19 +128,6 @@ def _default_api_factory(host: str, timeout_s: int) -> Callable[[], Any]:
     return make
 
 
-def api_factory_from_handle(handle: Mapping[str, Any], timeout_s: int = 20) -> Callable[[], Any]:
-    """A public-API factory from dagster-wandb's ``wandb_resource`` value (``{"sdk", "api", "host"}``).
-
-    That resource has already logged in with its configured key and host; its ``api`` entry is wandb's
-    internal API, which has no run-table access, so the public ``wandb.Api`` is built from the same sdk.
-    """
-
-    def make() -> Any:
-        return handle["sdk"].Api(overrides={"base_url": handle["host"]}, timeout=timeout_s)
-
-    return make
-
-
 def _fetch_online(api: Any, path: str, job_type: str, table: str, max_runs: int) -> tuple[Any, list[FailureExample]]:
     runs = api.runs(path, filters={"jobType": job_type}, order="-created_at", per_page=max_runs)
     for n, run in enumerate(runs):
@@ -179,8 +167,7 @@ def fetch_failures(
     """The failure table of the newest ``job_type`` run that logged one.
 
     api_factory: returns a ``wandb.Api``-like object; default builds ``wandb.Api`` for ``host``
-    (``WANDB_BASE_URL`` or the W&B cloud) with ``WANDB_API_KEY``. In Dagster, use
-    ``api_factory_from_handle(context.resources.wandb_resource)`` so dagster-wandb owns the login.
+    (``WANDB_BASE_URL`` or the W&B cloud) with ``WANDB_API_KEY``.
     Raises ``TrackerUnavailableError`` when W&B cannot be reached (and, with ``allow_stale``, no
     snapshot exists), ``FailureTableNotFoundError`` when W&B answers but has no such table.
     """

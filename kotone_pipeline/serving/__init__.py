@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from kotone_pipeline.serving.app import ChampionHolder, Coalescer, Served, create_app
+from kotone_pipeline.serving.app import Coalescer, create_app
+from kotone_pipeline.serving.champion_holder import ChampionHolder, Served
 
 __all__ = ["ChampionHolder", "Coalescer", "Served", "create_app"]

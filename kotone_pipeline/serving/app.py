@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import itertools
 import json
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,183 +34,33 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from kotone_pipeline.domain.dims import DIMS, MAX_VALUE, MIN_VALUE, SOURCE_TYPES
-from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor
-from kotone_pipeline.services.champion import Champion, ChampionRegistry
+from kotone_pipeline.domain.dims import SOURCE_TYPES
+from kotone_pipeline.domain.predictor import PredictInput, Prediction
+from kotone_pipeline.services.champion import ChampionRegistry
 from kotone_pipeline.services.request_log import RequestLog, ReviewError, new_request_id
+from kotone_pipeline.serving.champion_holder import (
+    DEFAULT_CHECK_INTERVAL_S,
+    ChampionHolder,
+    Loader,
+    Served,
+    load_champion,
+)
+from kotone_pipeline.serving.openapi import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SOURCE_TYPE,
+    docs_html,
+    openapi_document,
+)
 from kotone_pipeline.serving.request_logging import LogWriter
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = 64_000
-DEFAULT_MAX_BATCH = 256
-DEFAULT_CHECK_INTERVAL_S = 1.0
-# A champion whose load failed is not retried on every check (a load can take seconds), only after this.
-RETRY_FAILED_LOAD_S = 30.0
-WARM_UP_TEXT = "a quiet warm piano piece for a rainy evening"
-DEFAULT_SOURCE_TYPE = "request_text"
 NO_CHAMPION = "no champion yet: promote one (`kotone demo` or `kotone cycle new ... --run`); the server picks it up"
-
-Loader = Callable[[Champion], Predictor]
-_Signature = tuple[int, int, int] | None  # (inode, mtime_ns, size) of the champion file; None = no file
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _now_ms() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def warm_up(predictor: Predictor) -> None:
-    """One prediction per source type, so lazy parts (the sentence encoder, LoRA weights, both sub-models)
-    load now and not on the first request, and a model that cannot run fails its load, not a request."""
-    predictor.predict([PredictInput(text=WARM_UP_TEXT, source_type=source_type) for source_type in SOURCE_TYPES])
-
-
-def load_champion(champion: Champion) -> Predictor:
-    """The default loader: the champion's predictor, warmed up."""
-    from kotone_pipeline.cycle.steps import load_predictor
-
-    predictor = load_predictor(champion.model_uri)
-    warm_up(predictor)
-    return predictor
-
-
-@dataclass(frozen=True)
-class Served:
-    """What one request uses, read once: the champion and its loaded predictor never disagree."""
-
-    champion: Champion
-    predictor: Predictor
-    loaded_at: str
-
-
-def _same_champion(a: Champion, b: Champion) -> bool:
-    return (a.decision_id, a.model_id, a.model_uri) == (b.decision_id, b.model_id, b.model_uri)
-
-
-class ChampionHolder:
-    """The served champion, reloaded when the registry's champion changes (see the module docstring)."""
-
-    def __init__(
-        self,
-        registry: ChampionRegistry,
-        *,
-        check_interval_s: float = DEFAULT_CHECK_INTERVAL_S,
-        loader: Loader = load_champion,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.registry = registry
-        self.check_interval_s = check_interval_s
-        self._loader = loader
-        self._clock = clock
-        self._served: Served | None = None
-        self._signature: _Signature = None
-        self._seen_once = False  # the first check always loads, whatever the signature
-        self._next_check = 0.0
-        self._retry_at = 0.0
-        self._loading = False
-        self._error: str | None = None
-        self._state_lock = threading.Lock()  # guards the bookkeeping above, never held during a load
-        self._start_lock = threading.Lock()
-        self._started = False
-        self.loads = 0  # successful loads, for tests and /healthz
-
-    @property
-    def served(self) -> Served | None:
-        return self._served
-
-    @property
-    def started(self) -> bool:
-        return self._started
-
-    def start(self) -> None:
-        """The first load, synchronously (server startup): serving begins with the champion warm."""
-        with self._start_lock:
-            if self._started:
-                return
-            self.refresh(wait=True, force=True)
-            self._started = True
-
-    def _stat(self) -> _Signature:
-        try:
-            st = self.registry.champion_path.stat()
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def refresh(self, *, wait: bool = False, force: bool = False) -> None:
-        """Cheap enough for every request: at most once per interval one ``stat``; when the champion file
-        changed, load the champion in a background thread (or in this one with ``wait``)."""
-        now = self._clock()
-        if not force and now < self._next_check:
-            return
-        with self._state_lock:
-            if self._loading or (not force and now < self._next_check):
-                return
-            self._next_check = now + self.check_interval_s
-            signature = self._stat()
-            unchanged = self._seen_once and signature == self._signature
-            if unchanged and not (self._error is not None and now >= self._retry_at):
-                return
-            self._loading = True
-        if wait:
-            self._load(signature)
-        else:
-            threading.Thread(target=self._load, args=(signature,), name="kotone-champion-load", daemon=True).start()
-
-    def _load(self, signature: _Signature) -> None:
-        error: str | None = None
-        try:
-            champion = self.registry.current()
-            served = self._served
-            if champion is None:
-                if served is not None:
-                    error = f"the registry has no champion any more; still serving {served.champion.model_id}"
-                    log.warning(error)
-            elif served is None or not _same_champion(served.champion, champion):
-                error = self._swap_in(champion, served)
-        except Exception as exc:  # a corrupt registry file: keep serving what we have
-            error = f"cannot read the champion registry: {exc}"
-            log.warning(error)
-        finally:
-            with self._state_lock:
-                self._signature = signature
-                self._seen_once = True
-                self._error = error
-                if error is not None:
-                    self._retry_at = self._clock() + max(RETRY_FAILED_LOAD_S, self.check_interval_s)
-                self._loading = False
-
-    def _swap_in(self, champion: Champion, old: Served | None) -> str | None:
-        started = time.perf_counter()
-        try:
-            predictor = self._loader(champion)
-        except Exception as exc:
-            still = f"; still serving {old.champion.model_id}" if old is not None else ""
-            message = f"cannot load the champion {champion.model_id} ({champion.model_uri}): {exc}{still}"
-            log.warning(message, exc_info=True)
-            return message
-        # One reference assignment: a request sees either the old pair or the new one, never a mix.
-        self._served = Served(champion=champion, predictor=predictor, loaded_at=_now_iso())
-        self.loads += 1
-        was = f" (was {old.champion.model_id})" if old is not None else ""
-        log.info("serving champion %s%s, loaded in %.2f s", champion.model_id, was, time.perf_counter() - started)
-        return None
-
-    def health(self) -> dict[str, Any]:
-        served, error = self._served, self._error
-        status = "no_champion" if served is None else ("degraded" if error is not None else "ok")
-        return {
-            "status": status,
-            "model_id": served.champion.model_id if served else None,
-            "promoted_at": served.champion.promoted_at if served else None,
-            "loaded_at": served.loaded_at if served else None,
-            "reloading": self._loading,
-            "error": error,
-        }
 
 
 class Coalescer:
@@ -356,7 +203,7 @@ def create_app(
     coalescer = Coalescer()
     writer = LogWriter(request_log) if request_log is not None else None
     spec = openapi_document(max_body_bytes=max_body_bytes, max_batch=max_batch)
-    docs_page = _docs_html(spec)
+    docs_page = docs_html(spec)
 
     async def current() -> Served | None:
         if not holder.started:  # an app driven without its lifespan (a bare TestClient)
@@ -563,336 +410,3 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
-
-
-# --- OpenAPI and the docs page -----------------------------------------------------------------------------
-
-
-def _error_response(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
-def _json_body(ref: str, example: Any) -> dict[str, Any]:
-    return {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}, "example": example}},
-    }
-
-
-def _ok(ref: str, example: Any, description: str = "OK") -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}, "example": example}},
-    }
-
-
-def openapi_document(
-    *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH
-) -> dict[str, Any]:
-    """The OpenAPI 3 description of the API, written by hand (the endpoints are few and stable)."""
-    dims_example = dict.fromkeys(DIMS, 5)
-    dims = {
-        "type": "object",
-        "nullable": True,
-        "description": f"The six dims, integers {MIN_VALUE}..{MAX_VALUE}; null when the model's output "
-        "was not a valid vector.",
-        "properties": {dim: {"type": "integer", "minimum": MIN_VALUE, "maximum": MAX_VALUE} for dim in DIMS},
-        "required": list(DIMS),
-    }
-    text = {"type": "string", "minLength": 1, "description": "The text to predict; not blank."}
-    source_type = {"type": "string", "enum": list(SOURCE_TYPES), "default": DEFAULT_SOURCE_TYPE}
-    item_id = {"description": "Any JSON value; echoed back with the item's prediction."}
-    request_id = {
-        "type": "string",
-        "nullable": True,
-        "description": "The id this answer is logged under (send it to POST /feedback); null when the request "
-        "log is off or the model gave no valid prediction.",
-    }
-    too_large = _error_response(f"The body is over {max_body_bytes} bytes.")
-    bad_json = _error_response("The body is not JSON (or is empty).")
-    no_champion = _error_response("No champion is being served yet.")
-    schemas: dict[str, Any] = {
-        "Dims": dims,
-        "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
-        "PredictRequest": {
-            "type": "object",
-            "properties": {"text": text, "source_type": source_type},
-            "required": ["text"],
-        },
-        "PredictResponse": {
-            "type": "object",
-            "properties": {
-                "request_id": request_id,
-                "model_id": {"type": "string"},
-                "prediction": {"$ref": "#/components/schemas/Dims"},
-                "latency_ms": {"type": "number", "description": "The model's time for this text."},
-                "source_type": source_type,
-            },
-        },
-        "BatchRequest": {
-            "type": "object",
-            "properties": {
-                "items": {
-                    "type": "array",
-                    "maxItems": max_batch,
-                    "items": {
-                        "type": "object",
-                        "properties": {"text": text, "source_type": source_type, "id": item_id},
-                        "required": ["text"],
-                    },
-                }
-            },
-            "required": ["items"],
-        },
-        "BatchResponse": {
-            "type": "object",
-            "properties": {
-                "model_id": {"type": "string"},
-                "predictions": {
-                    "type": "array",
-                    "description": "One per item, in input order; id only when the item had one.",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "id": item_id,
-                            "request_id": request_id,
-                            "prediction": {"$ref": "#/components/schemas/Dims"},
-                        },
-                    },
-                },
-                "latency_ms": {"type": "number", "description": "The model's time for the whole batch."},
-            },
-        },
-        "Health": {
-            "type": "object",
-            "properties": {
-                "status": {"type": "string", "enum": ["ok", "no_champion", "degraded"]},
-                "model_id": {"type": "string", "nullable": True},
-                "promoted_at": {"type": "string", "nullable": True},
-                "loaded_at": {"type": "string", "nullable": True},
-                "reloading": {"type": "boolean"},
-                "error": {
-                    "type": "string",
-                    "nullable": True,
-                    "description": "Why the registry's latest champion is not the one served (a failed load).",
-                },
-                "model_calls": {"type": "integer", "description": "Model calls made for POST /predict."},
-                "texts_predicted": {"type": "integer", "description": "Texts those calls predicted."},
-                "request_log": {
-                    "type": "object",
-                    "description": "The request log: items logged, items not logged (a full disk, a locked "
-                    "log; the requests were answered all the same), items waiting for the writer, the last "
-                    "error. Only enabled=false when the log is off.",
-                    "properties": {
-                        "enabled": {"type": "boolean"},
-                        "logged": {"type": "integer"},
-                        "not_logged": {"type": "integer"},
-                        "pending": {"type": "integer"},
-                        "last_error": {"type": "string", "nullable": True},
-                    },
-                },
-            },
-        },
-        "FeedbackRequest": {
-            "type": "object",
-            "properties": {
-                "request_id": {"type": "string", "description": "From a /predict or /predict/batch answer."},
-                "labels": {
-                    "$ref": "#/components/schemas/Dims",
-                    "description": "What the six values should have been (all six, integers 0..10).",
-                },
-                "comment": {"type": "string"},
-            },
-            "required": ["request_id"],
-        },
-        "Feedback": {
-            "type": "object",
-            "properties": {
-                "seq": {"type": "integer"},
-                "request_id": {"type": "string"},
-                "at": {"type": "string", "description": "UTC"},
-                "labels": {"$ref": "#/components/schemas/Dims"},
-                "comment": {"type": "string", "nullable": True},
-            },
-        },
-        "Model": {
-            "type": "object",
-            "properties": {
-                "model_id": {"type": "string"},
-                "model_uri": {"type": "string"},
-                "cycle_id": {"type": "string"},
-                "run_id": {"type": "string"},
-                "promoted_at": {"type": "string"},
-                "holdout_mae": {"type": "number"},
-                "human_mae": {"type": "number", "nullable": True},
-                "per_dim_mae": {"type": "object", "additionalProperties": {"type": "number"}},
-                "decision_id": {"type": "string", "nullable": True},
-                "decision_reason": {"type": "string"},
-                "forced": {"type": "boolean"},
-                "loaded_at": {"type": "string"},
-            },
-        },
-    }
-    predict_example = {"text": "a quiet rainy-day piano piece", "source_type": "request_text"}
-    batch_example = {"items": [{"id": 1, "text": "a quiet rainy-day piano piece"}, {"text": "stomping techno"}]}
-    return {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "kotone serve",
-            "version": "1",
-            "description": "The current champion's six-dim predictions. The server reloads a newly promoted "
-            "champion without a restart; every answer is logged under its request_id for people to review "
-            '(`kotone review`) unless the log is off; errors are JSON objects {"error": "..."}.',
-        },
-        "paths": {
-            "/predict": {
-                "post": {
-                    "summary": "Predict the six dims of one text",
-                    "requestBody": _json_body("PredictRequest", predict_example),
-                    "responses": {
-                        "200": _ok(
-                            "PredictResponse",
-                            {
-                                "request_id": "req_3f2a9c0d1e4b5a6c7d8e",
-                                "model_id": "cycle-007-local",
-                                "prediction": dims_example,
-                                "latency_ms": 1.2,
-                                "source_type": "request_text",
-                            },
-                        ),
-                        "400": bad_json,
-                        "413": too_large,
-                        "422": _error_response("Text missing, blank or not a string, or an unknown source_type."),
-                        "503": no_champion,
-                    },
-                }
-            },
-            "/predict/batch": {
-                "post": {
-                    "summary": f"Predict up to {max_batch} texts at once",
-                    "requestBody": _json_body("BatchRequest", batch_example),
-                    "responses": {
-                        "200": _ok(
-                            "BatchResponse",
-                            {
-                                "model_id": "cycle-007-local",
-                                "predictions": [
-                                    {"id": 1, "request_id": "req_3f2a9c0d1e4b5a6c7d8e", "prediction": dims_example},
-                                    {"request_id": "req_0b1c2d3e4f5a6b7c8d9e", "prediction": dims_example},
-                                ],
-                                "latency_ms": 2.5,
-                            },
-                        ),
-                        "400": bad_json,
-                        "413": too_large,
-                        "422": _error_response(f"A bad item (the error names it) or more than {max_batch} items."),
-                        "503": no_champion,
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "Whether a champion is served, and whether the latest one loaded",
-                    "responses": {
-                        "200": _ok(
-                            "Health",
-                            {
-                                "status": "ok",
-                                "model_id": "cycle-007-local",
-                                "model_calls": 12,
-                                "texts_predicted": 40,
-                                "request_log": {
-                                    "enabled": True,
-                                    "logged": 40,
-                                    "not_logged": 0,
-                                    "pending": 0,
-                                    "last_error": None,
-                                },
-                            },
-                            "ok or degraded; model_calls / texts_predicted count /predict batching since start; "
-                            "request_log counts what was logged and what could not be",
-                        ),
-                        "503": _ok("Health", {"status": "no_champion", "model_id": None}, "No champion yet"),
-                    },
-                }
-            },
-            "/feedback": {
-                "post": {
-                    "summary": "An app's feedback on one answer (the right values, a comment), stored beside the "
-                    "logged request",
-                    "requestBody": _json_body(
-                        "FeedbackRequest",
-                        {"request_id": "req_3f2a9c0d1e4b5a6c7d8e", "labels": dims_example, "comment": "too loud"},
-                    ),
-                    "responses": {
-                        "200": _ok(
-                            "Feedback",
-                            {
-                                "seq": 1,
-                                "request_id": "req_3f2a9c0d1e4b5a6c7d8e",
-                                "at": "2026-03-01T12:00:00.000+00:00",
-                                "labels": dims_example,
-                                "comment": "too loud",
-                            },
-                        ),
-                        "400": bad_json,
-                        "404": _error_response("No logged request has that id (or the request log is off)."),
-                        "413": too_large,
-                        "422": _error_response("Labels not six integers 0..10, no request_id, or nothing to store."),
-                    },
-                }
-            },
-            "/model": {
-                "get": {
-                    "summary": "The champion being served",
-                    "responses": {
-                        "200": _ok("Model", {"model_id": "cycle-007-local", "holdout_mae": 0.29}),
-                        "404": _error_response("No champion yet."),
-                    },
-                }
-            },
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}},
-            "/docs": {
-                "get": {"summary": "A page describing the endpoints", "responses": {"200": {"description": "OK"}}}
-            },
-        },
-        "components": {"schemas": schemas},
-    }
-
-
-def _docs_html(spec: dict[str, Any]) -> str:
-    """A self-contained page rendered from the OpenAPI document: nothing is fetched from elsewhere."""
-    sections = []
-    for path, methods in spec["paths"].items():
-        for method, op in methods.items():
-            parts = [
-                f"<h2><code>{method.upper()} {html.escape(path)}</code></h2>",
-                f"<p>{html.escape(op['summary'])}</p>",
-            ]
-            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
-            if "example" in body:
-                parts.append(f"<p>Request body:</p><pre>{html.escape(json.dumps(body['example'], indent=2))}</pre>")
-            rows = "".join(
-                f"<tr><td>{code}</td><td>{html.escape(resp['description'])}</td></tr>"
-                for code, resp in op["responses"].items()
-            )
-            parts.append(f"<table><tr><th>status</th><th>meaning</th></tr>{rows}</table>")
-            ok = op["responses"].get("200", {}).get("content", {}).get("application/json", {})
-            if "example" in ok:
-                parts.append(f"<p>Response:</p><pre>{html.escape(json.dumps(ok['example'], indent=2))}</pre>")
-            sections.append("<section>" + "".join(parts) + "</section>")
-    info = spec["info"]
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(info['title'])}</title>"
-        "<style>body{font-family:sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}"
-        "pre{background:#f4f4f4;padding:.6rem}td,th{padding:.2rem .8rem;text-align:left}"
-        "section{border-top:1px solid #ddd}</style></head><body>"
-        f"<h1>{html.escape(info['title'])}</h1><p>{html.escape(info['description'])}</p>"
-        "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3).</p>"
-        + "".join(sections)
-        + "</body></html>"
-    )

@@ -208,7 +208,8 @@ def log(message: str) -> None:
 
 
 def parse_hparams(raw: str | None) -> dict[str, float | int]:
-    """DESIGN §4 defaults patched by a JSON object; unknown keys and bad values are rejected."""
+    """The defaults of docs/design.md § Next hyper-parameters patched by a JSON object; unknown keys and bad
+    values are rejected."""
     hparams = dict(DEFAULT_HPARAMS)
     if raw is None or not raw.strip():
         return hparams
@@ -534,7 +535,7 @@ def build_trainer(
     checkpoint_steps: int = 0,
     callbacks: Sequence[Any] = (),
 ) -> Any:
-    """TRL SFTTrainer + peft LoRA, loss on the completion tokens only, DESIGN §4 hyper-parameters.
+    """TRL SFTTrainer + peft LoRA, loss on the completion tokens only, docs/design.md § Next hyper-parameters.
 
     With ``checkpoint_steps`` a resumable checkpoint (adapter, optimizer, scheduler, RNG) is saved every
     that many steps; only the last one is kept on disk."""

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from kotone_pipeline.cycle.base import BaseData, load_base
+from kotone_pipeline.cycle.champion_eval import ChampionUnavailableError, evaluate_champion
 from kotone_pipeline.cycle.documents import ValidatedRun, ValidationSnapshotDoc
-from kotone_pipeline.cycle.steps import ChampionUnavailableError, evaluate_champion
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.jsonl import write_jsonl
 from kotone_pipeline.domain.metrics import score_prediction_records

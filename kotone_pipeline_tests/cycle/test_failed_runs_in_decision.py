@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kotone_pipeline.cycle import steps
+from kotone_pipeline.cycle import promotion
 from kotone_pipeline.cycle.config import LoopConfig
 from kotone_pipeline.cycle.documents import EvalSummaryDoc, ValidationSnapshotDoc
 from kotone_pipeline.services.artifacts import CycleArtifacts
@@ -40,7 +40,7 @@ def test_a_killed_run_is_named_in_the_decision_reasons(tmp_path: Path) -> None:
     )  # fmt: skip
     registry = ChampionRegistry(arts.registry_dir)
 
-    decision = steps.step_promotion_decision(arts, registry, LoopConfig(), "c1").decision
+    decision = promotion.step_promotion_decision(arts, registry, LoopConfig(), "c1").decision
 
     assert "run r1 (job c1--r1) ended ERROR: the job process (pid 4242) is gone" in "\n".join(decision.reasons)
     assert decision.promote and registry.current().model_id == "c1/r0"  # the surviving run still counts

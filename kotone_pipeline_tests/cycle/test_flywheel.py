@@ -17,7 +17,7 @@ from kotone_pipeline.cycle.documents import (
     ValidationSnapshotDoc,
 )
 from kotone_pipeline.cycle.flywheel import reviewed_rows
-from kotone_pipeline.cycle.steps import run_cycle_plain
+from kotone_pipeline.cycle.plain_runner import run_cycle_plain
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.jsonl import read_models
 from kotone_pipeline.domain.paths import data_dir

@@ -7,10 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kotone_pipeline.domain.composer import EN_REGISTERS, JA_REGISTERS, REGISTERS, Composer, Plan
+from kotone_pipeline.domain.composer import Composer
 from kotone_pipeline.domain.dims import to_scale10
 from kotone_pipeline.domain.label_rule import Mention, label, label_100
 from kotone_pipeline.domain.lexicon import default_lexicon
+from kotone_pipeline.domain.phrasing import EN_REGISTERS, JA_REGISTERS, REGISTERS, Plan
 from kotone_pipeline.domain.quality import request_text_problem
 
 LEXICON = default_lexicon()

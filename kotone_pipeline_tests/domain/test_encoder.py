@@ -15,21 +15,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kotone_pipeline.domain.embedding_cache import CachedEncoder, EmbeddingCache, clear_encoders, get_encoder
 from kotone_pipeline.domain.encoder import (
     DEFAULT_MODEL_SHA256,
     DEFAULT_TOKENIZER_SHA256,
     ENCODER_ENV,
     ENCODER_SHA256_ENV,
-    CachedEncoder,
-    EmbeddingCache,
     EncoderError,
     EncoderSpec,
     SentenceEncoder,
-    clear_encoders,
     default_spec,
-    get_encoder,
     resolve_spec,
 )
+from kotone_pipeline.domain.paths import Places, install_places
+from kotone_pipeline.settings import install_domain_places
 from kotone_pipeline_tests.hf_standin.fixtures import hf_standin_fixture  # noqa: F401 - the hf_standin fixture
 from kotone_pipeline_tests.hf_standin.model import Blob, make_commit
 from kotone_pipeline_tests.hf_standin.server import HubStandIn
@@ -263,7 +262,7 @@ def test_the_cache_file_is_shared_by_two_processes_writing_at_once(tmp_path: Pat
         """
         import sys
         import numpy as np
-        from kotone_pipeline.domain.encoder import EmbeddingCache
+        from kotone_pipeline.domain.embedding_cache import EmbeddingCache
         cache = EmbeddingCache(__import__("pathlib").Path(sys.argv[1]), encoder_key="k")
         me = sys.argv[2]
         for batch in range(20):
@@ -286,7 +285,7 @@ def test_a_corrupt_cache_file_is_moved_aside_and_rebuilt(home: Path, caplog: pyt
     path = home / "cache" / "embeddings" / f"{key}.sqlite"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not a database at all" * 200)
-    with caplog.at_level(logging.WARNING, logger="kotone_pipeline.domain.encoder"):
+    with caplog.at_level(logging.WARNING, logger="kotone_pipeline.domain.embedding_cache"):
         cached = get_encoder()
         vectors = cached.encode(TEXTS)
     assert vectors.shape == (len(TEXTS), 384) and cached.embedded == len(TEXTS)
@@ -389,3 +388,19 @@ def test_kotone_embedding_cache_moves_the_cache_out_of_the_home(home: Path, tmp_
     cached.encode(["a shared cache for several homes"])
     assert cached.cache is not None and cached.cache.path.parent == tmp_path / "shared"
     assert not (home / "cache" / "embeddings").exists()
+
+
+def test_the_domain_uses_the_places_it_is_handed_not_the_environment(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The environment names a cache folder; the domain is handed another one and must use that.
+    monkeypatch.setenv("KOTONE_EMBEDDING_CACHE", str(tmp_path / "from-env"))
+    install_places(lambda: Places(embeddings_dir=tmp_path / "handed"))
+    try:
+        cached = get_encoder()
+        cached.encode(["a folder handed down, not read"])
+        assert cached.cache is not None and cached.cache.path.parent == tmp_path / "handed"
+    finally:
+        install_domain_places()
+    assert not (tmp_path / "from-env").exists()
+    assert get_encoder().cache.path.parent == tmp_path / "from-env"  # type: ignore[union-attr]

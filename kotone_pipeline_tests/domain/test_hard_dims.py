@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.hard_dims import find_hard_dims
+from kotone_pipeline.domain.hard_dims import find_hard_dims, top_failures
 from kotone_pipeline.domain.schemas import EvalRow, Vector
 
 
@@ -56,6 +56,14 @@ def test_top_failures_are_worst_first_stable_and_skip_exact_rows():
     assert [f.pair_id for f in report.top_failures] == ["p0", "p3", "p1"]
     assert report.top_failures[0].row_mae == pytest.approx(8 / 6)
     assert [f.pair_id for f in find_hard_dims(ROWS, top_n=1).top_failures] == ["p0"]
+
+
+def test_top_failures_break_ties_by_input_order_not_by_id():
+    # One ranking for the hard-dims document and the W&B table: equal row MAEs keep the eval rows' order
+    # (the tracker's former copy sorted ties by pair id, so the two showed different rows).
+    tied = [ROWS[1].model_copy(update={"pair_id": pid}) for pid in ("z-first", "a-second", "m-third")]
+    assert [f.pair_id for f in top_failures(tied, top_n=2)] == ["z-first", "a-second"]
+    assert [f.pair_id for f in top_failures(tied)] == ["z-first", "a-second", "m-third"]
 
 
 def test_forced_dims_override_the_ranking():

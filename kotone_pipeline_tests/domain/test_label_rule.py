@@ -1,4 +1,4 @@
-"""Worked examples of the request label rule (DESIGN §4), each computed by hand in its comment."""
+"""Worked examples of the request label rule (docs/design.md § Teacher), each computed by hand in its comment."""
 
 from __future__ import annotations
 

@@ -239,7 +239,8 @@ def test_default_model_uses_every_feature_block_and_records_its_encoder(fitted) 
 def test_a_saved_model_keeps_its_encoder_and_lexicon_whatever_the_environment_says(
     fitted, tmp_path, monkeypatch
 ) -> None:
-    from kotone_pipeline.domain.encoder import EncoderError, clear_encoders
+    from kotone_pipeline.domain.embedding_cache import clear_encoders
+    from kotone_pipeline.domain.encoder import EncoderError
 
     model, pairs = fitted
     inputs = [PredictInput(p.text, p.source_type) for p in pairs[:20]]
@@ -260,7 +261,7 @@ def test_a_saved_model_keeps_its_encoder_and_lexicon_whatever_the_environment_sa
 def test_prepare_embeddings_leaves_every_request_text_in_the_disk_cache(tmp_path, monkeypatch) -> None:
     import numpy as np
 
-    from kotone_pipeline.domain.encoder import get_encoder, prepare_embeddings
+    from kotone_pipeline.domain.embedding_cache import get_encoder, prepare_embeddings
 
     monkeypatch.setenv("KOTONE_EMBEDDING_CACHE", str(tmp_path / "cache"))
     encoder = get_encoder("default")

@@ -12,11 +12,9 @@ from hypothesis import strategies as st
 from kotone_pipeline.domain.dims import DIMS
 from kotone_pipeline.domain.metrics import (
     evaluate,
-    per_dim_markdown,
     score,
     score_prediction_records,
     summarize_arrays,
-    summary_markdown,
 )
 from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor
 from kotone_pipeline.domain.schemas import EvalRow, Pair, Vector
@@ -228,17 +226,6 @@ def test_prediction_records_duplicates_and_missing_ids_are_errors():
         score_prediction_records(pairs, [rec, rec], "m", "holdout")
     with pytest.raises(ValueError, match="record 1 has no string 'pair_id'"):
         score_prediction_records(pairs, [{"raw": ""}], "m", "holdout")
-
-
-def test_markdown_tables_carry_the_numbers(worked_example):
-    summary, _ = worked_example
-    md = summary_markdown(summary)
-    assert "| vector_mae | 0.2778 |" in md
-    assert "| json_valid_rate | 1.000 |" in md
-    other = summary.model_copy(update={"per_dim_mae": {**summary.per_dim_mae, "energy": 1.5}})
-    table = per_dim_markdown({"champion": summary, "candidate": other})
-    assert table.splitlines()[0] == "| dim | champion | candidate |"
-    assert "| energy | 0.667 | 1.500 |" in table
 
 
 def test_scoring_100k_rows_is_fast():

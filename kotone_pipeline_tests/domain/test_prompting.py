@@ -26,7 +26,7 @@ RULE = (
     "mood: Calm (mood_calm)\n"
     "gimmick: Rain Loop (gimmick_rain)"
 )
-# DESIGN §1: what 0 and 10 mean for each dim.
+# docs/design.md § Dims: what 0 and 10 mean for each dim.
 MEANINGS = {
     "energy": ("silent, still", "intense, driving"),
     "warmth": ("mechanical, cold", "warm, cosy"),

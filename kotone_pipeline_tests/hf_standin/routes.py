@@ -7,9 +7,10 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode
 
+from kotone_pipeline_tests.hf_standin.hub import Hub
 from kotone_pipeline_tests.hf_standin.model import (
     LFS_SUFFIXES,
     LFS_THRESHOLD_BYTES,
@@ -23,9 +24,6 @@ from kotone_pipeline_tests.hf_standin.model import (
     jobs_hardware,
     make_commit,
 )
-
-if TYPE_CHECKING:
-    from kotone_pipeline_tests.hf_standin.server import HubStandIn
 
 # --- HTTP handling ----------------------------------------------------------------------------------------
 
@@ -43,23 +41,23 @@ class Reply:
     content_type: str = "application/json"
 
 
-def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
+def json_reply(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
     return Reply(status, json.dumps(obj).encode(), headers or {})
 
 
 class Router:
     """Maps (method, path) to the stand-in's behaviour. Returns (route name, handler)."""
 
-    def __init__(self, hub: HubStandIn) -> None:
+    def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
     def route(self, method: str, path: str) -> tuple[str, Any]:
         if path == "/api/whoami-v2":
             return "whoami", self.whoami
         if path == "/api/agent-harnesses":
-            return "agent_harnesses", lambda ctx: _json([])
+            return "agent_harnesses", lambda ctx: json_reply([])
         if path == "/api/validate-yaml":
-            return "validate_yaml", lambda ctx: _json({"errors": [], "warnings": []})
+            return "validate_yaml", lambda ctx: json_reply({"errors": [], "warnings": []})
         if path == "/api/repos/create" and method == "POST":
             return "repo.create", self.repo_create
         if path == "/api/jobs/hardware":
@@ -96,7 +94,7 @@ class Router:
             return "resolve", self.resolve
         if path.startswith("/_standin/"):
             return "control", self.control
-        return "unknown", lambda ctx: _json({"error": f"stand-in: no route for {method} {path}"}, 404)
+        return "unknown", lambda ctx: json_reply({"error": f"stand-in: no route for {method} {path}"}, 404)
 
     # -- helpers
     def _need_user(self, ctx: Ctx) -> str:
@@ -114,7 +112,7 @@ class Router:
     # -- identity
     def whoami(self, ctx: Ctx) -> Reply:
         user = self._need_user(ctx)
-        return _json({"type": "user", "name": user, "orgs": [], "auth": {"type": "access_token"}})
+        return json_reply({"type": "user", "name": user, "orgs": [], "auth": {"type": "access_token"}})
 
     # -- repos
     def repo_create(self, ctx: Ctx) -> Reply:
@@ -125,13 +123,13 @@ class Router:
         private = body.get("visibility", "private" if body.get("private") else "public") == "private"
         self.hub.create_repo(repo_type, f"{namespace}/{body['name']}", private=private, base=ctx.base)
         url = f"{ctx.base}/{URL_PREFIX[repo_type]}{namespace}/{body['name']}"
-        return _json({"url": url, "name": f"{namespace}/{body['name']}"})
+        return json_reply({"url": url, "name": f"{namespace}/{body['name']}"})
 
     def repo_info(self, ctx: Ctx) -> Reply:
         repo, sub = self._repo_from_api(ctx)
         revision = unquote(sub[len("/revision/") :]) if sub.startswith("/revision/") else "main"
         commit = repo.resolve(revision)
-        return _json(
+        return json_reply(
             {
                 "_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24],
                 "id": repo.repo_id,
@@ -152,7 +150,7 @@ class Router:
     def repo_refs(self, ctx: Ctx) -> Reply:
         repo, _ = self._repo_from_api(ctx)
         branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": oid} for n, oid in repo.branches.items()]
-        return _json({"branches": branches, "converts": [], "tags": []})
+        return json_reply({"branches": branches, "converts": [], "tags": []})
 
     def repo_branch(self, ctx: Ctx) -> Reply:
         self._need_user(ctx)
@@ -160,7 +158,7 @@ class Router:
         branch = unquote(sub[len("/branch/") :])
         if ctx.method == "DELETE":
             repo.branches.pop(branch, None)
-            return _json({})
+            return json_reply({})
         if not re.fullmatch(r"[A-Za-z0-9._-]+", branch):
             raise HttpError(400, f"Invalid branch name {branch!r}")
         starting = (ctx.json() or {}).get("startingPoint") or "main"
@@ -168,7 +166,7 @@ class Router:
             if branch in repo.branches:
                 raise HttpError(409, f"Reference already exists: refs/heads/{branch}")
             repo.branches[branch] = repo.resolve(starting).oid
-        return _json({})
+        return json_reply({})
 
     def repo_preupload(self, ctx: Ctx) -> Reply:
         self._need_user(ctx)
@@ -185,7 +183,7 @@ class Router:
             if existing is not None and existing.lfs == (mode == "lfs"):
                 oid = existing.sha256 if existing.lfs else existing.git_oid
             answer.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})
-        return _json({"files": answer})
+        return json_reply({"files": answer})
 
     def repo_commit(self, ctx: Ctx) -> Reply:
         user = self._need_user(ctx)
@@ -226,7 +224,7 @@ class Router:
             repo.commits[commit.oid] = commit
             repo.branches[revision] = commit.oid
         url = f"{ctx.base}/{URL_PREFIX[repo.repo_type]}{repo.repo_id}/commit/{commit.oid}"
-        return _json({"commitUrl": url, "commitOid": commit.oid, "success": True, "author": user})
+        return json_reply({"commitUrl": url, "commitOid": commit.oid, "success": True, "author": user})
 
     def _file_entry(self, path: str, blob: Blob, commit: Commit | None) -> dict[str, Any]:
         entry: dict[str, Any] = {"type": "file", "path": path, "size": len(blob.data), "oid": blob.git_oid}
@@ -258,7 +256,7 @@ class Router:
                 answer.append(self._file_entry(path, commit.files[path], last))
             elif any(p.startswith(path.rstrip("/") + "/") for p in commit.files):
                 answer.append({"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest()})
-        return _json(answer)
+        return json_reply(answer)
 
     def repo_tree(self, ctx: Ctx) -> Reply:
         repo, sub = self._repo_from_api(ctx)
@@ -290,7 +288,7 @@ class Router:
                     )
         if folder and not entries:
             raise HttpError(404, f"{folder} does not exist on {revision}", "EntryNotFound")
-        return _json(list(entries.values()))
+        return json_reply(list(entries.values()))
 
     # -- LFS
     def lfs_batch(self, ctx: Ctx) -> Reply:
@@ -335,13 +333,13 @@ class Router:
 
     # -- jobs
     def jobs_hardware(self, ctx: Ctx) -> Reply:
-        return _json(jobs_hardware())
+        return json_reply(jobs_hardware())
 
     def jobs_create(self, ctx: Ctx) -> Reply:
         self._need_user(ctx)
         namespace = _JOBS_API.match(ctx.path).group(1)  # type: ignore[union-attr]
         job = self.hub.create_job(namespace, ctx.json())
-        return _json(job.as_json(self.hub.now()))
+        return json_reply(job.as_json(self.hub.now()))
 
     def jobs_list(self, ctx: Ctx) -> Reply:
         self._need_user(ctx)
@@ -367,18 +365,18 @@ class Router:
             query = [(k, v) for k, vs in ctx.query.items() if k != "cursor" for v in vs]
             query.append(("cursor", str(cursor + self.hub.jobs_page_size)))
             headers["Link"] = f'<{ctx.base}{ctx.path}?{urlencode(query)}>; rel="next"'
-        return _json(page, headers=headers)
+        return json_reply(page, headers=headers)
 
     def jobs_inspect(self, ctx: Ctx) -> Reply:
         self._need_user(ctx)
         namespace, job_id, _ = _JOBS_API.match(ctx.path).groups()  # type: ignore[union-attr]
-        return _json(self.hub.job(namespace, job_id).as_json(self.hub.now()))
+        return json_reply(self.hub.job(namespace, job_id).as_json(self.hub.now()))
 
     def jobs_cancel(self, ctx: Ctx) -> Reply:
         self._need_user(ctx)
         namespace, job_id, _ = _JOBS_API.match(ctx.path).groups()  # type: ignore[union-attr]
         self.hub.cancel_job(self.hub.job(namespace, job_id))
-        return _json({})
+        return json_reply({})
 
     def jobs_logs(self, ctx: Ctx) -> Reply:
         self._need_user(ctx)
@@ -405,12 +403,12 @@ class Router:
                 message=body.get("message"),
                 skip=int(body.get("skip", 0)),
             )
-            return _json({"ok": True})
+            return json_reply({"ok": True})
         if ctx.path == "/_standin/advance" and ctx.method == "POST":
             self.hub.advance(float(ctx.json()["seconds"]))
-            return _json({"now": _iso(self.hub.now())})
+            return json_reply({"now": _iso(self.hub.now())})
         if ctx.path == "/_standin/requests":
-            return _json(
+            return json_reply(
                 [{"method": r.method, "path": r.path, "route": r.route, "status": r.status} for r in self.hub.requests]
             )
         raise HttpError(404, f"no control route {ctx.path}")

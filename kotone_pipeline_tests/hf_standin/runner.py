@@ -10,19 +10,16 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from kotone_pipeline_tests.hf_standin.hub import Hub
 from kotone_pipeline_tests.hf_standin.model import REPO_ROOT, TERMINAL, JobRecord, _iso
-
-if TYPE_CHECKING:
-    from kotone_pipeline_tests.hf_standin.server import HubStandIn
 
 
 class JobRunner:
     """What a Jobs machine does with one job; ``uv run <url>`` runs the script with this interpreter."""
 
-    def __init__(self, hub: HubStandIn) -> None:
+    def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
     def _log(self, job: JobRecord, line: str) -> None:

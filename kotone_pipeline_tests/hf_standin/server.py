@@ -41,7 +41,7 @@ from kotone_pipeline_tests.hf_standin.model import (
     jobs_hardware,
     make_commit,
 )
-from kotone_pipeline_tests.hf_standin.routes import Ctx, Reply, Router, _json
+from kotone_pipeline_tests.hf_standin.routes import Ctx, Reply, Router, json_reply
 from kotone_pipeline_tests.hf_standin.runner import JobRunner
 
 __all__ = ["REPO_ROOT", "HubStandIn", "iter_secret_hits", "main"]
@@ -324,20 +324,20 @@ def _make_handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
             if fault is not None:
                 time.sleep(fault.delay_s)
                 if fault.status is not None:
-                    return _json({"error": fault.message or f"injected {fault.status}"}, fault.status)
+                    return json_reply({"error": fault.message or f"injected {fault.status}"}, fault.status)
             try:
                 reply = handler(ctx)
             except HttpError as exc:
                 headers = {"X-Error-Code": exc.error_code} if exc.error_code else {}
                 headers["X-Error-Message"] = exc.message
-                reply = _json({**exc.extra, "error": exc.message}, exc.status, headers)
+                reply = json_reply({**exc.extra, "error": exc.message}, exc.status, headers)
             except (KeyError, ValueError, TypeError) as exc:
-                reply = _json({"error": f"bad request: {exc}"}, 400)
+                reply = json_reply({"error": f"bad request: {exc}"}, 400)
             fault = hub.faults.take(route, "after")
             if fault is not None:
                 time.sleep(fault.delay_s)
                 if fault.status is not None:
-                    return _json({"error": fault.message or f"injected {fault.status}"}, fault.status)
+                    return json_reply({"error": fault.message or f"injected {fault.status}"}, fault.status)
             return reply
 
         def _send(self, reply: Reply) -> None:

@@ -38,7 +38,7 @@ from dagster._serdes import serialize_value
 from huggingface_hub import set_client_factory
 from huggingface_hub.utils import _http as hf_http
 
-from kotone_pipeline.cycle import steps
+from kotone_pipeline.cycle import champion_eval, submission
 from kotone_pipeline.cycle.config import LoopConfig
 from kotone_pipeline.definitions import build_definitions
 from kotone_pipeline.domain.metrics import score_prediction_records
@@ -450,9 +450,9 @@ def test_a_champion_that_cannot_run_here_and_recorded_nothing_fails_with_a_clear
     def no_train_extra(uri: str):
         raise TrainExtraMissingError("LoraPredictor needs the train extra (pip install 'kotone-pipeline[train]')")
 
-    monkeypatch.setattr(steps, "load_predictor", no_train_extra)
-    with pytest.raises(steps.ChampionUnavailableError) as err:
-        steps.evaluate_champion(CycleArtifacts(tmp_path), _hf_champion(), small_base)
+    monkeypatch.setattr(champion_eval, "load_predictor", no_train_extra)
+    with pytest.raises(champion_eval.ChampionUnavailableError) as err:
+        champion_eval.evaluate_champion(CycleArtifacts(tmp_path), _hf_champion(), small_base)
     message = str(err.value)
     assert "recorded no predictions_holdout.jsonl" in message
     assert "TrainExtraMissingError" in message and "validation_snapshot" in message
@@ -463,8 +463,8 @@ def test_recorded_predictions_for_another_holdout_set_are_refused(tmp_path, smal
     champion = _hf_champion()
     # Predictions for all but one holdout row: scoring the gap as neutral would misstate the champion.
     _write_predictions(arts.path("c1", "runs/r0/predictions_holdout.jsonl"), small_base.holdout[1:])
-    with pytest.raises(steps.ChampionUnavailableError, match=r"no prediction for 1 of the 4 holdout rows"):
-        steps.evaluate_champion(arts, champion, small_base)
+    with pytest.raises(champion_eval.ChampionUnavailableError, match=r"no prediction for 1 of the 4 holdout rows"):
+        champion_eval.evaluate_champion(arts, champion, small_base)
 
 
 def test_recorded_probe_predictions_are_preferred_to_validation_rows(tmp_path, small_base) -> None:
@@ -473,7 +473,7 @@ def test_recorded_probe_predictions_are_preferred_to_validation_rows(tmp_path, s
     run_dir = arts.path("c1", "runs/r0")
     _write_predictions(run_dir / "predictions_holdout.jsonl", small_base.holdout)  # exact: MAE 0
     _write_predictions(run_dir / "predictions_probe.jsonl", small_base.probe, shift=1)
-    result = steps.evaluate_champion(arts, champion, small_base)
+    result = champion_eval.evaluate_champion(arts, champion, small_base)
     assert result.how["mode"] == "recorded" and result.how["probe"] == "predictions_probe.jsonl"
     assert result.summaries["holdout"].vector_mae == 0.0
     assert result.summaries["probe"].dataset == "probe" and result.summaries["probe"].vector_mae > 0
@@ -483,8 +483,8 @@ def test_recorded_probe_predictions_are_preferred_to_validation_rows(tmp_path, s
 def test_without_probe_predictions_or_scored_validation_rows_the_error_says_what_to_rerun(tmp_path, small_base) -> None:
     arts = CycleArtifacts(tmp_path)
     _write_predictions(arts.path("c1", "runs/r0/predictions_holdout.jsonl"), small_base.holdout)
-    with pytest.raises(steps.ChampionUnavailableError, match="re-materialize validation_snapshot of cycle c1"):
-        steps.evaluate_champion(arts, _hf_champion(), small_base)
+    with pytest.raises(champion_eval.ChampionUnavailableError, match="re-materialize validation_snapshot of cycle c1"):
+        champion_eval.evaluate_champion(arts, _hf_champion(), small_base)
 
 
 @pytest.mark.parametrize(
@@ -509,7 +509,7 @@ def test_the_local_backend_refuses_a_split_published_to_the_hub(tmp_path) -> Non
     arts.write("c1", split_doc("c1", DatasetRef(store="hf", name=DATA_REPO, version="abc", uri=uri, data_hash="h")))
     backend = LocalJobBackend(tmp_path / "jobs")
     with pytest.raises(ValueError, match="use the local dataset store"):
-        steps.step_training_submission(arts, backend, LoopConfig(), "c1")
+        submission.step_training_submission(arts, backend, LoopConfig(), "c1")
     assert list(backend.root.iterdir()) == []
 
 

@@ -19,7 +19,7 @@ from kotone_pipeline.definitions import build_definitions
 from kotone_pipeline.orchestration.assets.cycle import training_submission
 from kotone_pipeline.orchestration.runner import CycleRunner
 from kotone_pipeline.services.artifacts import CycleArtifacts
-from kotone_pipeline.services.hf_jobs import ATTEMPT_LABEL
+from kotone_pipeline.services.hf_job_records import ATTEMPT_LABEL
 from kotone_pipeline_tests.documents import read_json
 from kotone_pipeline_tests.hf_standin.fixtures import TOKEN, USER, hf_cycle_env
 from kotone_pipeline_tests.hf_standin.server import HubStandIn

@@ -16,7 +16,8 @@ import pytest
 from kotone_pipeline.services.datasets import DatasetRef
 from kotone_pipeline.services.hf_common import TRAINING_SCRIPT_PATH_IN_REPO
 from kotone_pipeline.services.hf_datasets import HfHubDatasetStore
-from kotone_pipeline.services.hf_jobs import ATTEMPT_LABEL, TIMEOUT_LABEL, BudgetExceededError, HfJobsBackend
+from kotone_pipeline.services.hf_job_records import ATTEMPT_LABEL, TIMEOUT_LABEL
+from kotone_pipeline.services.hf_jobs import BudgetExceededError, HfJobsBackend
 from kotone_pipeline.services.jobs import JobBackendError, JobSpec, JobState
 from kotone_pipeline_tests.hf_standin.fixtures import (
     FAKE_TRAIN_SCRIPT,

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from kotone_pipeline.domain.hard_dims import top_failures
 from kotone_pipeline.domain.schemas import (
     EvalRow,
     EvalSummary,
@@ -19,22 +20,18 @@ from kotone_pipeline.domain.schemas import (
     HardDimReport,
     Vector,
 )
-from kotone_pipeline.services.tracker import (
+from kotone_pipeline.services.tracker import RunLink, TrackerUnavailableError, redact, tracker_mode_from_env
+from kotone_pipeline.services.tracker_tables import (
     PREDICTIONS_TABLE,
     TOP_FAILURES_TABLE,
-    RunLink,
-    TrackerUnavailableError,
-    WandbTracker,
     eval_metrics,
     failures_table,
     gate_metrics,
     gate_summary,
     hard_dims_metrics,
     predictions_table,
-    redact,
-    top_failures,
-    tracker_mode_from_env,
 )
+from kotone_pipeline.services.wandb_tracker import WandbTracker
 
 FAKE_KEY = "wandbfakekey0123456789abcdef0123456789abcdef"  # 40+ chars, so wandb accepts its shape
 FAKE_HF = "hf_fakeTokenValue987654321"
@@ -169,7 +166,7 @@ def offline_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
         with tracker.start("cycle-7", name="eval-cycle-7", job_type="eval", config=config) as run:
             run.log_metrics(eval_metrics(SUMMARY), prefix="eval")
             run.log_table(PREDICTIONS_TABLE, predictions_table(ROWS))
-            run.log_table(TOP_FAILURES_TABLE, failures_table(top_failures(ROWS, limit=2)))
+            run.log_table(TOP_FAILURES_TABLE, failures_table(top_failures(ROWS, top_n=2)))
             run.log_table("notes", [{"who": "ops", "extra": {"a": 1}, "leak": f"Bearer {FAKE_HF}"}])
             run.log_summary(gate_summary(GATE))
         link = run.finish()

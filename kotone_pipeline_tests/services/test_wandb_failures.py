@@ -15,7 +15,8 @@ import wandb
 
 from kotone_pipeline.domain.jsonl import DataFileError
 from kotone_pipeline.domain.schemas import FailureExample, Vector
-from kotone_pipeline.services.tracker import TOP_FAILURES_TABLE, TrackerUnavailableError, failures_table
+from kotone_pipeline.services.tracker import TrackerUnavailableError
+from kotone_pipeline.services.tracker_tables import TOP_FAILURES_TABLE, failures_table
 from kotone_pipeline.services.wandb_failures import (
     FailureTableNotFoundError,
     failures_from_table,

@@ -26,7 +26,8 @@ from kotone_pipeline.cycle.tracking import (
 from kotone_pipeline.orchestration.resources import TrackerResource
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.datasets import DatasetRef
-from kotone_pipeline.services.tracker import RunLink, WandbTracker, artifact_alias, file_reference
+from kotone_pipeline.services.tracker import RunLink, artifact_alias, file_reference
+from kotone_pipeline.services.wandb_tracker import WandbTracker
 from kotone_pipeline_tests.documents import split_doc, submission
 
 FAKE_KEY = "wandbfakekey0123456789abcdef0123456789abcdef"

@@ -29,7 +29,9 @@ from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor
 from kotone_pipeline.domain.schemas import LocalHyperParams, Pair, Vector
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import Champion, ChampionRegistry
-from kotone_pipeline.serving.app import NO_CHAMPION, ChampionHolder, create_app, openapi_document
+from kotone_pipeline.serving.app import NO_CHAMPION, create_app
+from kotone_pipeline.serving.champion_holder import ChampionHolder
+from kotone_pipeline.serving.openapi import openapi_document
 
 runner = CliRunner()
 

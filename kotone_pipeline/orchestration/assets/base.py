@@ -72,7 +72,7 @@ def eval_sets(kotone_home: KotoneHomeResource, loop_settings: LoopSettings) -> d
     if loop_settings.config().trainer == "local" and LocalHyperParams().use_encoder:
         # Every cycle trains on the teacher pairs and scores the eval sets: embed them once here, so the
         # first cycle's jobs and evaluations find them in the shared cache.
-        from kotone_pipeline.domain.encoder import prepare_embeddings  # onnxruntime: not at code-location load
+        from kotone_pipeline.domain.embedding_cache import prepare_embeddings  # onnxruntime: not at code-location load
 
         pairs = [*base.teacher_pairs, *(pair for _, eval_pairs in base.eval_sets() for pair in eval_pairs)]
         prepared = prepare_embeddings((p.source_type, p.text) for p in pairs)

@@ -4,7 +4,7 @@ from typing import Any
 
 import dagster as dg
 
-from kotone_pipeline.cycle import steps
+from kotone_pipeline.cycle import dataset, evaluation, submission
 from kotone_pipeline.cycle.tracking import write_failure_playbook
 from kotone_pipeline.domain.encoder import EncoderError
 from kotone_pipeline.orchestration.metadata import (
@@ -60,7 +60,7 @@ def eval_summary(
 ) -> dg.MaterializeResult:
     cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
-    result = steps.step_eval_summary(
+    result = evaluation.step_eval_summary(
         artifacts,
         champion_registry.get_registry(),
         loop_settings.config(),
@@ -117,7 +117,7 @@ def hard_dims(
         except (TrackerUnavailableError, FailureTableNotFoundError) as exc:
             raise dg.Failure(f"hard dims from W&B failed: {exc}") from exc
         failures, fetch_meta = fetch.rows, fetch.as_metadata()
-    report = steps.step_hard_dims(artifacts, config, cycle_id, failures=failures, extra=fetch_meta)
+    report = evaluation.step_hard_dims(artifacts, config, cycle_id, failures=failures, extra=fetch_meta)
     by_dim = sorted(report.by_dim.items(), key=lambda kv: -kv[1])
     failures = [[f.source_type, f.text[:80], f.row_mae] for f in report.top_failures[:10]]
     return dg.MaterializeResult(
@@ -152,7 +152,7 @@ def augmented_pairs(
 ) -> dg.MaterializeResult:
     cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
-    result = steps.step_augmented_pairs(artifacts, loop_settings.config(), cycle_id, earlier_cycles(context))
+    result = dataset.step_augmented_pairs(artifacts, loop_settings.config(), cycle_id, earlier_cycles(context))
     by_origin = {}
     for pair in result.pairs:
         by_origin[pair.origin] = by_origin.get(pair.origin, 0) + 1
@@ -188,7 +188,7 @@ def split_dataset(
 ) -> dg.MaterializeResult:
     cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
-    result = steps.step_split_dataset(
+    result = dataset.step_split_dataset(
         artifacts,
         dataset_store.get_store(),
         loop_settings.config(),
@@ -252,7 +252,9 @@ def training_submission(
     cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
     try:
-        doc = steps.step_training_submission(artifacts, job_backend.get_backend(), loop_settings.config(), cycle_id)
+        doc = submission.step_training_submission(
+            artifacts, job_backend.get_backend(), loop_settings.config(), cycle_id
+        )
     except JobBackendError as exc:
         if exc.transient:
             # Safe to retry: submission adopts every job that already exists for (cycle, run). The wait

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from kotone_pipeline.cycle import steps
+from kotone_pipeline.cycle import promotion, validation
 from kotone_pipeline.domain.gate import decision_markdown
 from kotone_pipeline.domain.schemas import EvalSummary
 from kotone_pipeline.orchestration.metadata import (
@@ -49,8 +49,10 @@ def validation_snapshot(
     cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
     try:
-        doc = steps.step_validation_snapshot(artifacts, job_backend.get_backend(), dataset_store.get_store(), cycle_id)
-    except steps.RunsNotFinishedError as exc:
+        doc = validation.step_validation_snapshot(
+            artifacts, job_backend.get_backend(), dataset_store.get_store(), cycle_id
+        )
+    except validation.RunsNotFinishedError as exc:
         raise dg.Failure(str(exc)) from exc
     rows = []
     summaries: dict[str, EvalSummary] = {}
@@ -103,7 +105,7 @@ def promotion_decision(
 ) -> dg.MaterializeResult:
     cycle_id = run_cycle(context)
     artifacts = kotone_home.artifacts()
-    doc = steps.step_promotion_decision(
+    doc = promotion.step_promotion_decision(
         artifacts,
         champion_registry.get_registry(),
         loop_settings.config(),
