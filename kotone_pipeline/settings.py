@@ -141,7 +141,8 @@ class Settings(BaseModel):
     )
     wandb_api_key: str | None = Field(None, alias="WANDB_API_KEY")
     wandb_base_url: str | None = Field(None, alias="WANDB_BASE_URL")
-    # The flywheel: served requests, people's reviews, the field set (docs/how-it-works.md "The loop learns from the people who use it").
+    # The flywheel: served requests, people's reviews, the field set (docs/how-it-works.md, "The loop learns
+    # from the people who use it").
     request_log: bool = Field(True, alias="KOTONE_REQUEST_LOG", description="on or off")
     request_log_max_rows: int | None = Field(
         None, alias="KOTONE_REQUEST_LOG_MAX_ROWS", ge=1000, description="keep at most this many requests"

@@ -1,4 +1,7 @@
-"""Sensors: poll training jobs of every open cycle; open a nightly cycle on a cron gate (docs/design.md § Cycles in Dagster)."""
+"""Sensors: poll training jobs of every open cycle; open a nightly cycle on a cron gate.
+
+See docs/design.md § Cycles in Dagster.
+"""
 
 import datetime as dt
 import hashlib
