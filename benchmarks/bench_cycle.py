@@ -77,7 +77,7 @@ def plain_cycle() -> dict[str, float]:
     from kotone_pipeline.cycle.base import write_teacher_pairs
     from kotone_pipeline.cycle.config import LoopConfig
     from kotone_pipeline.cycle.plain_runner import run_cycle_plain
-    from kotone_pipeline.domain.embedding_cache import prepare_embeddings
+    from kotone_pipeline.domain.model.embedding_cache import prepare_embeddings
     from kotone_pipeline.services.artifacts import CycleArtifacts
     from kotone_pipeline.services.champion import ChampionRegistry
     from kotone_pipeline.services.local_datasets import LocalDatasetStore

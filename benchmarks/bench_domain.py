@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import Benchmark, Row, median_seconds, timed
-from kotone_pipeline.domain import quality, split, teacher
-from kotone_pipeline.domain.base_data import build_base_set, load_eval_set
-from kotone_pipeline.domain.baselines import ConstantBaseline, RuleBaseline
-from kotone_pipeline.domain.catalog import load_catalog
-from kotone_pipeline.domain.embedding_cache import EMBEDDING_CACHE_ENV, clear_encoders, get_encoder
-from kotone_pipeline.domain.local_model import LocalTextModel
-from kotone_pipeline.domain.metrics import evaluate
-from kotone_pipeline.domain.predictor import PredictInput
+from kotone_pipeline.domain.data.base_data import build_base_set, load_eval_set
+from kotone_pipeline.domain.loop import quality, split
+from kotone_pipeline.domain.model.baselines import ConstantBaseline, RuleBaseline
+from kotone_pipeline.domain.model.embedding_cache import EMBEDDING_CACHE_ENV, clear_encoders, get_encoder
+from kotone_pipeline.domain.model.local_model import LocalTextModel
+from kotone_pipeline.domain.model.metrics import evaluate
+from kotone_pipeline.domain.model.predictor import PredictInput
+from kotone_pipeline.domain.requests import teacher
+from kotone_pipeline.domain.requests.catalog import load_catalog
 
 SEED = 20260101
 SMALL, LARGE = 100_000, 1_000_000  # half rule prompts, half composed requests

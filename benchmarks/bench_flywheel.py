@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import Row
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.jsonl import read_models
-from kotone_pipeline.domain.paths import data_dir
-from kotone_pipeline.domain.predictor import PredictInput
-from kotone_pipeline.domain.schemas import Pair
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.jsonl import read_models
+from kotone_pipeline.domain.data.paths import data_dir
+from kotone_pipeline.domain.data.schemas import Pair
+from kotone_pipeline.domain.model.predictor import PredictInput
 
 REVIEWED = 80
 
@@ -63,7 +63,7 @@ def run(repeats: int) -> dict[str, float]:
         ValidationSnapshotDoc,
     )
     from kotone_pipeline.cycle.plain_runner import run_cycle_plain
-    from kotone_pipeline.domain.gate import decide_promotion
+    from kotone_pipeline.domain.loop.gate import decide_promotion
     from kotone_pipeline.services.artifacts import CycleArtifacts
     from kotone_pipeline.services.champion import ChampionRegistry
     from kotone_pipeline.services.local_datasets import LocalDatasetStore

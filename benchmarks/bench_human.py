@@ -8,12 +8,12 @@ in this process. The human set is never trained on; these numbers are the projec
 from __future__ import annotations
 
 from benchmarks import Benchmark, Row
-from kotone_pipeline.domain.base_data import build_base_set, load_eval_set, load_human_set
-from kotone_pipeline.domain.baselines import ConstantBaseline, RuleBaseline
-from kotone_pipeline.domain.local_model import LocalTextModel
-from kotone_pipeline.domain.metrics import evaluate
-from kotone_pipeline.domain.predictor import Predictor
-from kotone_pipeline.domain.schemas import LocalHyperParams, Pair
+from kotone_pipeline.domain.data.base_data import build_base_set, load_eval_set, load_human_set
+from kotone_pipeline.domain.data.schemas import LocalHyperParams, Pair
+from kotone_pipeline.domain.model.baselines import ConstantBaseline, RuleBaseline
+from kotone_pipeline.domain.model.local_model import LocalTextModel
+from kotone_pipeline.domain.model.metrics import evaluate
+from kotone_pipeline.domain.model.predictor import Predictor
 
 # name -> hyper-parameters; "local" is the default the loop trains.
 VARIANTS: dict[str, LocalHyperParams] = {

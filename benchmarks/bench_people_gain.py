@@ -30,12 +30,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from benchmarks import Benchmark, Row
-from kotone_pipeline.domain.base_data import build_base_set, load_human_set
-from kotone_pipeline.domain.jsonl import read_models
-from kotone_pipeline.domain.local_model import LocalTextModel
-from kotone_pipeline.domain.paths import data_dir
-from kotone_pipeline.domain.predictor import PredictInput
-from kotone_pipeline.domain.schemas import LocalHyperParams, Pair
+from kotone_pipeline.domain.data.base_data import build_base_set, load_human_set
+from kotone_pipeline.domain.data.jsonl import read_models
+from kotone_pipeline.domain.data.paths import data_dir
+from kotone_pipeline.domain.data.schemas import LocalHyperParams, Pair
+from kotone_pipeline.domain.model.local_model import LocalTextModel
+from kotone_pipeline.domain.model.predictor import PredictInput
 
 SETS = ("dev", "human")
 MODELS = ("before", "plain", "two_part")

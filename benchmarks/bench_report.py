@@ -17,7 +17,7 @@ import dagster as dg
 
 from benchmarks import Row, median_seconds
 from kotone_pipeline.cycle.documents import STAGE_DOCUMENTS
-from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.data.dims import DIMS
 from kotone_pipeline.domain.report.render import render_report
 from kotone_pipeline.orchestration.report_collection import collect_report
 from kotone_pipeline.services.artifacts import CycleArtifacts

@@ -91,11 +91,11 @@ def _health(url: str) -> dict[str, Any]:
 
 
 def run_request_log(repeats: int) -> dict[str, float]:
-    from kotone_pipeline.domain.catalog import load_catalog
-    from kotone_pipeline.domain.embedding_cache import clear_encoders
-    from kotone_pipeline.domain.local_model import LocalTextModel
-    from kotone_pipeline.domain.schemas import LocalHyperParams
-    from kotone_pipeline.domain.teacher import generate_pairs
+    from kotone_pipeline.domain.data.schemas import LocalHyperParams
+    from kotone_pipeline.domain.model.embedding_cache import clear_encoders
+    from kotone_pipeline.domain.model.local_model import LocalTextModel
+    from kotone_pipeline.domain.requests.catalog import load_catalog
+    from kotone_pipeline.domain.requests.teacher import generate_pairs
     from kotone_pipeline.services.champion import ChampionRegistry
     from kotone_pipeline.services.request_log import RequestLog
 
@@ -174,7 +174,7 @@ def _submit_us(n: int = 20_000) -> float:
     thread runs meanwhile, into a temporary log, as in the server)."""
     import tempfile
 
-    from kotone_pipeline.domain.dims import DIMS
+    from kotone_pipeline.domain.data.dims import DIMS
     from kotone_pipeline.services.request_log import RequestLog, new_request_id
     from kotone_pipeline.serving.request_logging import LogWriter
 
@@ -273,9 +273,9 @@ def _get_ms(address: str, path: str) -> tuple[float, Any]:
 
 
 def run_review_page(repeats: int) -> dict[str, float]:
-    from kotone_pipeline.domain.catalog import load_catalog
-    from kotone_pipeline.domain.dims import DIMS
-    from kotone_pipeline.domain.teacher import generate_pairs
+    from kotone_pipeline.domain.data.dims import DIMS
+    from kotone_pipeline.domain.requests.catalog import load_catalog
+    from kotone_pipeline.domain.requests.teacher import generate_pairs
     from kotone_pipeline.services.request_log import RequestLog, new_request_id
     from kotone_pipeline.serving.review_app import create_review_app, teacher_texts
 

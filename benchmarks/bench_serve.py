@@ -131,7 +131,7 @@ def _sequential(url: str, texts: list[str]) -> list[float]:
 
 def _direct(predictor: Any, texts: list[str]) -> list[float]:
     """The same texts' model time alone, no HTTP: what the server adds is the rest."""
-    from kotone_pipeline.domain.predictor import PredictInput
+    from kotone_pipeline.domain.model.predictor import PredictInput
 
     latencies = []
     for text in texts:
@@ -143,7 +143,7 @@ def _direct(predictor: Any, texts: list[str]) -> list[float]:
 
 def _direct_batches(predictor: Any, texts: list[str], size: int) -> float:
     """Seconds the model alone takes for ``texts`` in batches of ``size``: the ceiling for the served rate."""
-    from kotone_pipeline.domain.predictor import PredictInput
+    from kotone_pipeline.domain.model.predictor import PredictInput
 
     started = time.perf_counter()
     for i in range(0, len(texts), size):
@@ -185,11 +185,11 @@ def _concurrent(url: str, texts: list[str], during: Any = None) -> tuple[float, 
 
 
 def run(repeats: int) -> dict[str, float]:
-    from kotone_pipeline.domain.catalog import load_catalog
-    from kotone_pipeline.domain.embedding_cache import clear_encoders
-    from kotone_pipeline.domain.local_model import LocalTextModel
-    from kotone_pipeline.domain.schemas import LocalHyperParams
-    from kotone_pipeline.domain.teacher import generate_pairs
+    from kotone_pipeline.domain.data.schemas import LocalHyperParams
+    from kotone_pipeline.domain.model.embedding_cache import clear_encoders
+    from kotone_pipeline.domain.model.local_model import LocalTextModel
+    from kotone_pipeline.domain.requests.catalog import load_catalog
+    from kotone_pipeline.domain.requests.teacher import generate_pairs
     from kotone_pipeline.services.champion import ChampionRegistry
 
     repeats = max(1, repeats)

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import Benchmark, Row
-from kotone_pipeline.domain.jsonl import write_json
+from kotone_pipeline.domain.data.jsonl import write_json
 
 # Add a benchmark module here: it exposes BENCHMARKS, or run(repeats) [+ rows(results, repeats)].
 MODULES: tuple[str, ...] = (

@@ -22,10 +22,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.hparams import max_campaign_size
-from kotone_pipeline.domain.paths import DEFAULT_HOME, REPOSITORY_DATA_DIR, Places, install_places
-from kotone_pipeline.domain.schemas import LocalHyperParams
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.paths import DEFAULT_HOME, REPOSITORY_DATA_DIR, Places, install_places
+from kotone_pipeline.domain.data.schemas import LocalHyperParams
+from kotone_pipeline.domain.loop.hparams import max_campaign_size
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -91,7 +91,7 @@ class Settings(BaseModel):
     add_ratio: float = Field(0.2, alias="KOTONE_ADD_RATIO", ge=0, le=1)
     replay_ratio: float = Field(0.15, alias="KOTONE_REPLAY_RATIO", ge=0, le=1)
     split_seed: int = Field(20261125, alias="KOTONE_SPLIT_SEED", ge=0, lt=2**63)
-    # Unset: the local trainer's 1800 s, or for LoRA jobs the formula of domain/job_timeout.py.
+    # Unset: the local trainer's 1800 s, or for LoRA jobs the formula of domain/loop/job_timeout.py.
     job_timeout_s: int | None = Field(None, alias="KOTONE_JOB_TIMEOUT_S", ge=60, le=7 * 24 * 3600)
     job_max_steps: int | None = Field(None, alias="KOTONE_JOB_MAX_STEPS", ge=1)
     job_max_train_rows: int | None = Field(None, alias="KOTONE_JOB_MAX_TRAIN_ROWS", ge=1)

@@ -21,17 +21,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kotone_pipeline.domain import metrics
-from kotone_pipeline.domain.encoder import EncoderError
-from kotone_pipeline.domain.jsonl import read_models, write_json, write_jsonl
-from kotone_pipeline.domain.local_model import (
+from kotone_pipeline.domain.data.jsonl import read_models, write_json, write_jsonl
+from kotone_pipeline.domain.data.schemas import LocalHyperParams, Pair
+from kotone_pipeline.domain.model import metrics
+from kotone_pipeline.domain.model.encoder import EncoderError
+from kotone_pipeline.domain.model.local_model import (
     LocalTextModel,
     library_versions,
     parse_hparams,
     training_data_hash,
 )
-from kotone_pipeline.domain.predictor import PredictInput
-from kotone_pipeline.domain.schemas import LocalHyperParams, Pair
+from kotone_pipeline.domain.model.predictor import PredictInput
 from kotone_pipeline.services.datasets import SPLIT_FILES
 from kotone_pipeline.services.local_jobs import commit_outputs, job_dir_of_output
 

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 from kotone_pipeline.cycle.documents import SplitDatasetDoc, SubmittedRun, TrainingSubmissionDoc
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.jsonl import write_json
-from kotone_pipeline.domain.schemas import HyperParamDecision, SplitStats
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.jsonl import write_json
+from kotone_pipeline.domain.data.schemas import HyperParamDecision, SplitStats
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.datasets import DatasetRef
 

@@ -113,7 +113,7 @@ def test_help_is_shown_even_with_a_bad_setting() -> None:
 
 
 def test_the_domain_is_handed_its_places_from_the_settings(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kotone_pipeline.domain.paths import REPOSITORY_DATA_DIR, places
+    from kotone_pipeline.domain.data.paths import REPOSITORY_DATA_DIR, places
 
     home = tmp_path / "home"
     defaults = load_settings({"KOTONE_HOME": str(home)}).places()

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from kotone_pipeline import train_local
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.jsonl import write_jsonl
-from kotone_pipeline.domain.local_model import LocalTextModel, training_data_hash
-from kotone_pipeline.domain.schemas import EvalSummary, Pair, Vector
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.jsonl import write_jsonl
+from kotone_pipeline.domain.data.schemas import EvalSummary, Pair, Vector
+from kotone_pipeline.domain.model.local_model import LocalTextModel, training_data_hash
 from kotone_pipeline.services.datasets import SPLIT_FILES
 
 _WORDS = {0: "silent", 5: "steady", 10: "thunderous"}
@@ -148,8 +148,8 @@ def test_runs_as_a_module_in_a_subprocess(tmp_path: Path) -> None:
 def test_a_corrupt_encoder_file_ends_the_job_with_its_path_checksum_and_remedy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kotone_pipeline.domain.embedding_cache import clear_encoders
-    from kotone_pipeline.domain.encoder import default_spec
+    from kotone_pipeline.domain.model.embedding_cache import clear_encoders
+    from kotone_pipeline.domain.model.encoder import default_spec
 
     spec = default_spec()
     folder = tmp_path / "encoder"

@@ -12,8 +12,8 @@ from typing import IO, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
-from kotone_pipeline.domain.encoder import EncoderError
-from kotone_pipeline.domain.jsonl import DataFileError
+from kotone_pipeline.domain.data.jsonl import DataFileError
+from kotone_pipeline.domain.model.encoder import EncoderError
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -17,9 +17,9 @@ from kotone_pipeline.cli._common import (
     handle_errors,
     status_console,
 )
-from kotone_pipeline.domain import base_data
-from kotone_pipeline.domain.importer import import_file, scale_warning
-from kotone_pipeline.domain.jsonl import (
+from kotone_pipeline.domain.data import base_data
+from kotone_pipeline.domain.data.importer import import_file, scale_warning
+from kotone_pipeline.domain.data.jsonl import (
     DataFileError,
     problem_kinds,
     rejected_path,
@@ -27,8 +27,8 @@ from kotone_pipeline.domain.jsonl import (
     write_jsonl,
     write_rejected,
 )
-from kotone_pipeline.domain.output import check_output
-from kotone_pipeline.domain.quality import QualityReport
+from kotone_pipeline.domain.data.output import check_output
+from kotone_pipeline.domain.loop.quality import QualityReport
 from kotone_pipeline.services.home import kotone_home
 
 app = typer.Typer(help="Generate and import training data.", no_args_is_help=True)

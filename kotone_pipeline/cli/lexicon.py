@@ -40,9 +40,9 @@ def propose(
     people: Annotated[Path, typer.Option("--people", help="JSONL of people-labelled Pair rows.")],
 ) -> None:
     """Propose a patch from people's rows (origins human/imported/reviewed) and save it for CYCLE."""
-    from kotone_pipeline.domain.correction import is_people_row
-    from kotone_pipeline.domain.importer import load_pairs
-    from kotone_pipeline.domain.lexicon_patch import propose_lexicon_patch
+    from kotone_pipeline.domain.data.importer import load_pairs
+    from kotone_pipeline.domain.model.correction import is_people_row
+    from kotone_pipeline.domain.requests.lexicon_patch import propose_lexicon_patch
     from kotone_pipeline.services.lexicon_store import LexiconStore
 
     store = LexiconStore()

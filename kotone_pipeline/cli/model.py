@@ -15,11 +15,11 @@ import typer
 from rich.table import Table
 
 from kotone_pipeline.cli._common import check_scale, console, handle_errors, status_console
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.importer import load_pairs
-from kotone_pipeline.domain.jsonl import created_mode
-from kotone_pipeline.domain.output import check_output
-from kotone_pipeline.domain.schemas import EvalSummary
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.importer import load_pairs
+from kotone_pipeline.domain.data.jsonl import created_mode
+from kotone_pipeline.domain.data.output import check_output
+from kotone_pipeline.domain.data.schemas import EvalSummary
 
 # metrics and local_model (scikit-learn: about a second to import) are imported inside the commands,
 # so `kotone --help` and the other command groups start fast.
@@ -88,8 +88,8 @@ def fit(
     scale: ScaleOption = None,
 ) -> None:
     """Fit the local model on a JSONL file and save it (with validation metrics when --valid is given)."""
-    from kotone_pipeline.domain import metrics
-    from kotone_pipeline.domain.local_model import ESTIMATOR_FILE, META_FILE, LocalTextModel, parse_hparams
+    from kotone_pipeline.domain.model import metrics
+    from kotone_pipeline.domain.model.local_model import ESTIMATOR_FILE, META_FILE, LocalTextModel, parse_hparams
 
     hp = parse_hparams(hparams)
     check_output(out, inputs=[train, valid], directory=True, say=lambda message: status_console.print(message))
@@ -121,8 +121,8 @@ def evaluate(
     scale: ScaleOption = None,
 ) -> None:
     """Score a saved model on a JSONL file."""
-    from kotone_pipeline.domain import metrics
-    from kotone_pipeline.domain.local_model import LocalTextModel
+    from kotone_pipeline.domain.model import metrics
+    from kotone_pipeline.domain.model.local_model import LocalTextModel
 
     model = LocalTextModel.load(model_dir)
     pairs = load_pairs(data, scale).rows

@@ -16,9 +16,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from kotone_pipeline.cli._common import MAX_MESSAGE_LINES, console, fail, handle_errors, require_home, status_console
-from kotone_pipeline.domain.dims import DIMS, MAX_VALUE, SOURCE_TYPES
-from kotone_pipeline.domain.jsonl import DataFileError
-from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor
+from kotone_pipeline.domain.data.dims import DIMS, MAX_VALUE, SOURCE_TYPES
+from kotone_pipeline.domain.data.jsonl import DataFileError
+from kotone_pipeline.domain.model.predictor import PredictInput, Prediction, Predictor
 
 # The model code (scikit-learn, the encoder, the cycle steps) is imported inside the command, so
 # `kotone --help` and the other commands start fast.
@@ -75,7 +75,7 @@ class _Model:
     """A loaded predictor and the id to report; model failures end the command with exit code 1."""
 
     def __init__(self, spec: str) -> None:
-        from kotone_pipeline.domain.encoder import EncoderError
+        from kotone_pipeline.domain.model.encoder import EncoderError
 
         # Loading a model or its encoder is not bad input: the model (or the environment) is broken.
         self._errors: tuple[type[BaseException], ...] = (EncoderError, ImportError, OSError)
@@ -83,7 +83,7 @@ class _Model:
             self.predictor, self.model_id = self._load(spec)
 
     def _load(self, spec: str) -> tuple[Predictor, str]:
-        from kotone_pipeline.domain.local_model import LocalTextModel
+        from kotone_pipeline.domain.model.local_model import LocalTextModel
 
         if spec != CHAMPION:
             try:
@@ -116,7 +116,7 @@ class _Model:
     def _warm_up(predictor: Predictor) -> None:
         # The local model loads its sentence encoder on first use: load it now, so a broken encoder is a
         # load error and latency_ms is the prediction's alone.
-        from kotone_pipeline.domain.local_model import LocalTextModel
+        from kotone_pipeline.domain.model.local_model import LocalTextModel
 
         if isinstance(predictor, LocalTextModel) and predictor.encoder_info is not None:
             predictor.encoder()

@@ -32,8 +32,8 @@ def report(
 ) -> None:
     """Write the workflow log (the same as the workflow_log asset) from the Dagster instance and cycle records."""
     # Imported here so other commands do not pay for importing Dagster and matplotlib.
-    from kotone_pipeline.domain.jsonl import atomic_writer
-    from kotone_pipeline.domain.output import check_output
+    from kotone_pipeline.domain.data.jsonl import atomic_writer
+    from kotone_pipeline.domain.data.output import check_output
     from kotone_pipeline.domain.report.model import select_cycle_range
     from kotone_pipeline.domain.report.plots import render_plots
     from kotone_pipeline.domain.report.render import to_html, to_json, to_markdown

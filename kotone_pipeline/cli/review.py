@@ -167,7 +167,7 @@ def review(
 
 def _parse_line(obj: Any, known_ids: set[str], texts: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """``(review, new request or None)`` from one line, or ValueError naming what is wrong."""
-    from kotone_pipeline.domain.dims import DIMS, SOURCE_TYPES
+    from kotone_pipeline.domain.data.dims import DIMS, SOURCE_TYPES
     from kotone_pipeline.services.request_log import ReviewError, check_labels, new_request_id
 
     if not isinstance(obj, dict):
@@ -271,7 +271,7 @@ def import_reviews(
         if key in existing:
             problems.append(f"{file}:{seen[key]}: {key[1]} already reviewed {key[0]} in the log")
     if problems:
-        from kotone_pipeline.domain.jsonl import problem_kinds
+        from kotone_pipeline.domain.data.jsonl import problem_kinds
 
         ordered = sorted(problems, key=_line_number)
         kinds = problem_kinds((_line_number(p), p.split(": ", 1)[-1]) for p in ordered)

@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.jsonl import iter_json_lines
-from kotone_pipeline.domain.schemas import normalize_text
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.jsonl import iter_json_lines
+from kotone_pipeline.domain.data.schemas import normalize_text
 
 REVIEWER = "demo-reviewer (simulated)"
 KOTONE = str(Path(sys.executable).parent / "kotone")

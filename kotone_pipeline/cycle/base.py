@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from kotone_pipeline.domain.base_data import build_base_set, eval_set_path, human_set_path
-from kotone_pipeline.domain.catalog import Catalog, load_catalog
-from kotone_pipeline.domain.jsonl import read_models, write_json, write_jsonl
-from kotone_pipeline.domain.quality import QualityReport
-from kotone_pipeline.domain.schemas import Pair
-from kotone_pipeline.domain.split import split_pairs
+from kotone_pipeline.domain.data.base_data import build_base_set, eval_set_path, human_set_path
+from kotone_pipeline.domain.data.jsonl import read_models, write_json, write_jsonl
+from kotone_pipeline.domain.data.schemas import Pair
+from kotone_pipeline.domain.loop.quality import QualityReport
+from kotone_pipeline.domain.loop.split import split_pairs
+from kotone_pipeline.domain.requests.catalog import Catalog, load_catalog
 from kotone_pipeline.services.artifacts import CycleArtifacts
 
 TEACHER_PAIRS_FILE = "teacher_pairs.jsonl"

@@ -13,14 +13,14 @@ from kotone_pipeline.cycle.documents import (
     ChampionBefore,
     ValidationSnapshotDoc,
 )
-from kotone_pipeline.domain.jsonl import iter_json_lines
-from kotone_pipeline.domain.metrics import evaluate, score_prediction_records
-from kotone_pipeline.domain.predictor import Predictor
-from kotone_pipeline.domain.schemas import (
+from kotone_pipeline.domain.data.jsonl import iter_json_lines
+from kotone_pipeline.domain.data.schemas import (
     EvalRow,
     EvalSummary,
     Pair,
 )
+from kotone_pipeline.domain.model.metrics import evaluate, score_prediction_records
+from kotone_pipeline.domain.model.predictor import Predictor
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import Champion, ChampionRegistry
 
@@ -41,7 +41,7 @@ def load_predictor(model_uri: str) -> Predictor:
     ``ORG/NAME@REVISION``; running it needs the train extra)."""
     path = Path(model_uri)
     if (path / "model.json").is_file():
-        from kotone_pipeline.domain.local_model import LocalTextModel
+        from kotone_pipeline.domain.model.local_model import LocalTextModel
 
         return LocalTextModel.load(path)
     from kotone_pipeline.services.lora_predictor import LoraPredictor

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kotone_pipeline.domain.schemas import GateThresholds
+from kotone_pipeline.domain.data.schemas import GateThresholds
 from kotone_pipeline.settings import Settings, default
 
 

@@ -22,15 +22,15 @@ from kotone_pipeline.cycle.flywheel import (
 from kotone_pipeline.cycle.tracking import (
     log_dataset,
 )
-from kotone_pipeline.domain.augment import augment
-from kotone_pipeline.domain.composer import Composer
-from kotone_pipeline.domain.lexicon import default_lexicon
-from kotone_pipeline.domain.lexicon_patch import lexicon_version, stamp_lexicon_version
-from kotone_pipeline.domain.schemas import (
+from kotone_pipeline.domain.data.schemas import (
     Pair,
     normalize_text,
 )
-from kotone_pipeline.domain.split import check_leakage, compute_stats, split_pairs
+from kotone_pipeline.domain.loop.augment import augment
+from kotone_pipeline.domain.loop.split import check_leakage, compute_stats, split_pairs
+from kotone_pipeline.domain.requests.composer import Composer
+from kotone_pipeline.domain.requests.lexicon import default_lexicon
+from kotone_pipeline.domain.requests.lexicon_patch import lexicon_version, stamp_lexicon_version
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.datasets import DatasetRef, DatasetStore, published_splits
 from kotone_pipeline.services.lexicon_store import LexiconStore

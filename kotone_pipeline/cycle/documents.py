@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kotone_pipeline.domain.schemas import EvalSummary, GateDecision, HardDimReport, HyperParamDecision, SplitStats
+from kotone_pipeline.domain.data.schemas import EvalSummary, GateDecision, HardDimReport, HyperParamDecision, SplitStats
 from kotone_pipeline.services.champion import Champion
 from kotone_pipeline.services.datasets import DatasetRef
 from kotone_pipeline.services.jobs import JobSpec, JobState

@@ -24,16 +24,16 @@ from kotone_pipeline.cycle.tracking import (
     log_eval,
     trace_current_model,
 )
-from kotone_pipeline.domain.baselines import ConstantBaseline, RuleBaseline
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.hard_dims import find_hard_dims, per_dim_mae
-from kotone_pipeline.domain.metrics import evaluate
-from kotone_pipeline.domain.predictor import Predictor
-from kotone_pipeline.domain.schemas import (
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.schemas import (
     EvalRow,
     EvalSummary,
     FailureExample,
 )
+from kotone_pipeline.domain.loop.hard_dims import find_hard_dims, per_dim_mae
+from kotone_pipeline.domain.model.baselines import ConstantBaseline, RuleBaseline
+from kotone_pipeline.domain.model.metrics import evaluate
+from kotone_pipeline.domain.model.predictor import Predictor
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import Champion, ChampionRegistry
 from kotone_pipeline.services.tracker import Tracker

@@ -15,9 +15,9 @@ from typing import Any
 
 from kotone_pipeline.cycle.config import LoopConfig
 from kotone_pipeline.cycle.documents import ReviewedRequestsDoc, ServedRequestsDoc
-from kotone_pipeline.domain.jsonl import write_jsonl
-from kotone_pipeline.domain.schemas import Pair
-from kotone_pipeline.domain.served import detect_lang, mask_pii, reviewed_pair, route, text_key
+from kotone_pipeline.domain.data.jsonl import write_jsonl
+from kotone_pipeline.domain.data.schemas import Pair
+from kotone_pipeline.domain.loop.served import detect_lang, mask_pii, reviewed_pair, route, text_key
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.request_log import RequestLog, reviewed_labels
 

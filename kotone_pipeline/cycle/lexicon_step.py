@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kotone_pipeline.cycle.documents import SplitDatasetDoc
-from kotone_pipeline.domain.correction import is_people_row
-from kotone_pipeline.domain.lexicon_patch import LexiconPatch, propose_lexicon_patch
+from kotone_pipeline.domain.model.correction import is_people_row
+from kotone_pipeline.domain.requests.lexicon_patch import LexiconPatch, propose_lexicon_patch
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.datasets import DatasetStore
 from kotone_pipeline.services.lexicon_store import LexiconStore

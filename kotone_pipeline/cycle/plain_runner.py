@@ -20,7 +20,7 @@ from kotone_pipeline.cycle.tracking import (
     write_failure_playbook,
 )
 from kotone_pipeline.cycle.validation import RunsNotFinishedError, step_validation_snapshot
-from kotone_pipeline.domain.schemas import (
+from kotone_pipeline.domain.data.schemas import (
     GateDecision,
 )
 from kotone_pipeline.services.artifacts import CycleArtifacts

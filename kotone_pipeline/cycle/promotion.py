@@ -12,7 +12,7 @@ from kotone_pipeline.cycle.documents import (
 from kotone_pipeline.cycle.tracking import (
     log_cycle,
 )
-from kotone_pipeline.domain.gate import decide_promotion
+from kotone_pipeline.domain.loop.gate import decide_promotion
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ANY_CHAMPION, Champion, ChampionChangedError, ChampionRegistry
 from kotone_pipeline.services.tracker import Tracker

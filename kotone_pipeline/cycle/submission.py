@@ -21,18 +21,18 @@ from kotone_pipeline.cycle.tracking import (
     DATASET_ARTIFACT_ENV,
     dataset_artifact_for_jobs,
 )
-from kotone_pipeline.domain.hparams import (
+from kotone_pipeline.domain.data.jsonl import iter_json_lines
+from kotone_pipeline.domain.data.schemas import (
+    LocalHyperParams,
+    LoraHyperParams,
+)
+from kotone_pipeline.domain.loop.hparams import (
     LORA_LR_LADDER,
     campaign_variants,
     next_local_hparams,
     next_lora_hparams,
 )
-from kotone_pipeline.domain.job_timeout import default_job_timeout_s
-from kotone_pipeline.domain.jsonl import iter_json_lines
-from kotone_pipeline.domain.schemas import (
-    LocalHyperParams,
-    LoraHyperParams,
-)
+from kotone_pipeline.domain.loop.job_timeout import default_job_timeout_s
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import Champion
 from kotone_pipeline.services.datasets import SPLIT_FILES, DatasetRef
@@ -70,7 +70,7 @@ def step_training_submission(
     if config.trainer == "local":
         decision = next_local_hparams(LocalHyperParams(**current), candidate, baseline, hard.focus)
         variants = [
-            # KOTONE_MIN_PEOPLE_ROWS: when people's rows train the model's correction part (domain/correction.py).
+            # KOTONE_MIN_PEOPLE_ROWS: when people's rows train the model's correction part (domain/model/correction.py).
             {**v.model_dump(), "min_people_rows": config.min_people_rows}
             for v in campaign_variants(LocalHyperParams(**decision.next), config.campaign_size)
         ]
@@ -121,7 +121,7 @@ def _prepare_local_embeddings(
     """Local jobs on this machine share the embedding cache: fill it once before they start."""
     if backend.name != "local" or config.trainer != "local" or not any(v.get("use_encoder") for v in variants):
         return None
-    from kotone_pipeline.domain.embedding_cache import prepare_embeddings  # not sklearn: this only embeds
+    from kotone_pipeline.domain.model.embedding_cache import prepare_embeddings  # not sklearn: this only embeds
 
     # The split was written and checked by this cycle's steps: its texts are read as they are, without
     # validating every row again.

@@ -13,10 +13,10 @@ from kotone_pipeline.cycle.documents import (
     TrainingSubmissionDoc,
     ValidationSnapshotDoc,
 )
-from kotone_pipeline.domain.hard_dims import top_failures
-from kotone_pipeline.domain.playbook import build_playbook, write_playbook
-from kotone_pipeline.domain.predictor import Predictor
-from kotone_pipeline.domain.schemas import EvalRow, EvalSummary, GateDecision, Pair
+from kotone_pipeline.domain.data.schemas import EvalRow, EvalSummary, GateDecision, Pair
+from kotone_pipeline.domain.loop.hard_dims import top_failures
+from kotone_pipeline.domain.loop.playbook import build_playbook, write_playbook
+from kotone_pipeline.domain.model.predictor import Predictor
 from kotone_pipeline.services import tracker as tr
 from kotone_pipeline.services import tracker_tables as tt
 from kotone_pipeline.services.artifacts import CycleArtifacts

@@ -13,7 +13,7 @@ from kotone_pipeline.cycle.documents import (
     current_jobs,
 )
 from kotone_pipeline.cycle.polling import gone_state
-from kotone_pipeline.domain.metrics import score_prediction_records
+from kotone_pipeline.domain.model.metrics import score_prediction_records
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.datasets import DatasetStore
 from kotone_pipeline.services.jobs import JobBackend, JobState

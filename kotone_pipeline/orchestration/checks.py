@@ -16,7 +16,7 @@ from kotone_pipeline.cycle.documents import (
     ValidationSnapshotDoc,
     current_jobs,
 )
-from kotone_pipeline.domain.split import check_leakage
+from kotone_pipeline.domain.loop.split import check_leakage
 from kotone_pipeline.orchestration.assets.cycle import split_dataset, training_submission
 from kotone_pipeline.orchestration.assets.validation import promotion_decision, validation_snapshot
 from kotone_pipeline.orchestration.partitions import cycles

@@ -9,8 +9,8 @@ from typing import Any
 
 import dagster as dg
 
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.schemas import EvalSummary
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.schemas import EvalSummary
 
 # The UI's asset pages are read at ~1600 px: a table wider than ~8 columns gets cut off, and a model
 # name longer than this wraps its column onto several lines.

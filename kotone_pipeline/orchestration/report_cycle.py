@@ -30,6 +30,7 @@ from kotone_pipeline.cycle.documents import (
 )
 from kotone_pipeline.cycle.steps import STAGES
 from kotone_pipeline.cycle.tracking import model_aliases
+from kotone_pipeline.domain.data.schemas import EvalSummary, GateDecision, GateThresholds
 from kotone_pipeline.domain.report.model import (
     CycleEntry,
     DagsterRun,
@@ -39,7 +40,6 @@ from kotone_pipeline.domain.report.model import (
     TrainingRun,
     fmt_num,
 )
-from kotone_pipeline.domain.schemas import EvalSummary, GateDecision, GateThresholds
 from kotone_pipeline.services.artifacts import CycleArtifacts
 
 VALIDATION_KEY_TAG = "kotone/validation_key"  # sensors.py's tag; not imported to keep sensors out of the CLI path

@@ -21,8 +21,8 @@ from kotone_pipeline.cycle.documents import (
     PromotionDecisionDoc,
     ReviewedRequestsDoc,
 )
-from kotone_pipeline.domain.jsonl import atomic_writer
-from kotone_pipeline.domain.schemas import EvalSummary
+from kotone_pipeline.domain.data.jsonl import atomic_writer
+from kotone_pipeline.domain.data.schemas import EvalSummary
 from kotone_pipeline.orchestration.partitions import CYCLE_TAG, cycles
 from kotone_pipeline.orchestration.resources import configured_resource, resolve_home
 from kotone_pipeline.orchestration.run_failures import explain, run_events

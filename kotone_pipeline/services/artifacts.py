@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from kotone_pipeline.domain.jsonl import describe_validation_error, read_models, write_json, write_jsonl
-from kotone_pipeline.domain.schemas import EvalRow, Pair
+from kotone_pipeline.domain.data.jsonl import describe_validation_error, read_models, write_json, write_jsonl
+from kotone_pipeline.domain.data.schemas import EvalRow, Pair
 from kotone_pipeline.services.jobs import validate_cycle_id
 
 

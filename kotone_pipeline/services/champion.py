@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kotone_pipeline.domain.jsonl import (
+from kotone_pipeline.domain.data.jsonl import (
     DataFileError,
     describe_validation_error,
     read_models,

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from kotone_pipeline.domain.schemas import Pair
+from kotone_pipeline.domain.data.schemas import Pair
 
 SPLIT_FILES = {
     "train": "train.jsonl",

@@ -35,9 +35,9 @@ from huggingface_hub.errors import RemoteEntryNotFoundError
 from pydantic import ValidationError
 
 import kotone_pipeline
-from kotone_pipeline.domain.dims import DIMS, SLOTS
-from kotone_pipeline.domain.jsonl import atomic_writer, describe_validation_error
-from kotone_pipeline.domain.schemas import Pair
+from kotone_pipeline.domain.data.dims import DIMS, SLOTS
+from kotone_pipeline.domain.data.jsonl import atomic_writer, describe_validation_error
+from kotone_pipeline.domain.data.schemas import Pair
 from kotone_pipeline.services.datasets import (
     OPTIONAL_SPLITS,
     SPLIT_FILES,

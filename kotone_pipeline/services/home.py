@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kotone_pipeline.domain.paths import DEFAULT_HOME
+from kotone_pipeline.domain.data.paths import DEFAULT_HOME
 from kotone_pipeline.settings import load_settings
 
 HOME_ENV = "KOTONE_HOME"

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from kotone_pipeline.domain.jsonl import write_json
-from kotone_pipeline.domain.lexicon import Lexicon, default_lexicon
-from kotone_pipeline.domain.lexicon_patch import LexiconPatch, PatchEntry, apply_patch, lexicon_version
+from kotone_pipeline.domain.data.jsonl import write_json
+from kotone_pipeline.domain.requests.lexicon import Lexicon, default_lexicon
+from kotone_pipeline.domain.requests.lexicon_patch import LexiconPatch, PatchEntry, apply_patch, lexicon_version
 from kotone_pipeline.services.home import kotone_home
 from kotone_pipeline.services.jobs import validate_cycle_id
 

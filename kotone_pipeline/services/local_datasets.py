@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kotone_pipeline.domain.jsonl import DataFileError, read_models
-from kotone_pipeline.domain.schemas import Pair
+from kotone_pipeline.domain.data.jsonl import DataFileError, read_models
+from kotone_pipeline.domain.data.schemas import Pair
 from kotone_pipeline.services.datasets import (
     OPTIONAL_SPLITS,
     SPLIT_FILES,

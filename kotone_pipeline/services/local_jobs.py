@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import ValidationError
 
 import kotone_pipeline
-from kotone_pipeline.domain.jsonl import created_mode, write_json
+from kotone_pipeline.domain.data.jsonl import created_mode, write_json
 from kotone_pipeline.services.home import HOME_ENV, kotone_home
 from kotone_pipeline.services.jobs import (
     JobBackend,
@@ -216,7 +216,7 @@ def public_spec(spec: JobSpec) -> dict[str, Any]:
 def _shared_state_env() -> dict[str, str]:
     """This process's home and embedding cache as absolute paths: the job runs in its own directory,
     where a default or relative ``KOTONE_HOME`` would name another (empty) cache."""
-    from kotone_pipeline.domain.embedding_cache import EMBEDDING_CACHE_ENV, embeddings_cache_root
+    from kotone_pipeline.domain.model.embedding_cache import EMBEDDING_CACHE_ENV, embeddings_cache_root
 
     return {
         HOME_ENV: str(kotone_home(create=False)),

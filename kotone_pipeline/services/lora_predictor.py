@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor
-from kotone_pipeline.domain.prompting import parse_vector
+from kotone_pipeline.domain.model.predictor import PredictInput, Prediction, Predictor
+from kotone_pipeline.domain.requests.prompting import parse_vector
 from kotone_pipeline.training import train_lora as script
 
 ADAPTER_CONFIG = "adapter_config.json"

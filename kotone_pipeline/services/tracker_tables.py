@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pandas loads only when a table is built: the code location starts leaner
     import pandas as pd
 
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.schemas import (
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.schemas import (
     EvalRow,
     EvalSummary,
     FailureExample,

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.jsonl import DataFileError, describe_validation_error, write_json
-from kotone_pipeline.domain.schemas import FailureExample, Vector
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.jsonl import DataFileError, describe_validation_error, write_json
+from kotone_pipeline.domain.data.schemas import FailureExample, Vector
 from kotone_pipeline.services.tracker import DEFAULT_HOST, TrackerUnavailableError
 from kotone_pipeline.services.tracker_tables import TOP_FAILURES_TABLE
 from kotone_pipeline.settings import load_settings

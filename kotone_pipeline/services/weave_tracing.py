@@ -24,9 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from kotone_pipeline.domain.dims import DIMS, NEUTRAL_VALUE
-from kotone_pipeline.domain.predictor import PredictInput, Predictor
-from kotone_pipeline.domain.schemas import Pair
+from kotone_pipeline.domain.data.dims import DIMS, NEUTRAL_VALUE
+from kotone_pipeline.domain.data.schemas import Pair
+from kotone_pipeline.domain.model.predictor import PredictInput, Predictor
 from kotone_pipeline.services.tracker import TrackerMode, TrackerUnavailableError
 from kotone_pipeline.settings import load_settings
 

@@ -34,8 +34,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from kotone_pipeline.domain.dims import SOURCE_TYPES
-from kotone_pipeline.domain.predictor import PredictInput, Prediction
+from kotone_pipeline.domain.data.dims import SOURCE_TYPES
+from kotone_pipeline.domain.model.predictor import PredictInput, Prediction
 from kotone_pipeline.services.champion import ChampionRegistry
 from kotone_pipeline.services.request_log import RequestLog, ReviewError, new_request_id
 from kotone_pipeline.serving.champion_holder import (

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kotone_pipeline.domain.dims import SOURCE_TYPES
-from kotone_pipeline.domain.predictor import PredictInput, Predictor
+from kotone_pipeline.domain.data.dims import SOURCE_TYPES
+from kotone_pipeline.domain.model.predictor import PredictInput, Predictor
 from kotone_pipeline.services.champion import Champion, ChampionRegistry
 
 log = logging.getLogger(__name__)

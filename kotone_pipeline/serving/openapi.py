@@ -7,7 +7,7 @@ import html
 import json
 from typing import Any
 
-from kotone_pipeline.domain.dims import DIMS, MAX_VALUE, MIN_VALUE, SOURCE_TYPES
+from kotone_pipeline.domain.data.dims import DIMS, MAX_VALUE, MIN_VALUE, SOURCE_TYPES
 
 # What a request may hold (the app enforces them; the document states them).
 DEFAULT_MAX_BODY_BYTES = 64_000

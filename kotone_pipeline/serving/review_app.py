@@ -36,7 +36,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from kotone_pipeline.domain.review_queue import Candidate, NoveltyIndex, Scored, lexicon_reading, rank, score_candidates
+from kotone_pipeline.domain.loop.review_queue import (
+    Candidate,
+    NoveltyIndex,
+    Scored,
+    lexicon_reading,
+    rank,
+    score_candidates,
+)
 from kotone_pipeline.services.request_log import RequestLog, ReviewError
 from kotone_pipeline.serving.review_page import PAGE
 
@@ -69,7 +76,7 @@ class ReviewQueue:
     """The live queue over a request log (see the module docstring)."""
 
     def __init__(self, log: RequestLog, train_texts: Sequence[str], *, score_cap: int = DEFAULT_SCORE_CAP) -> None:
-        from kotone_pipeline.domain.baselines import RuleBaseline
+        from kotone_pipeline.domain.model.baselines import RuleBaseline
 
         self.log = log
         self.index = NoveltyIndex(train_texts)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.data.dims import DIMS
 
 _DIM_NAMES = "[" + ", ".join(f'"{d}"' for d in DIMS) + "]"
 

@@ -93,8 +93,8 @@ def _model(meta: bytes) -> Callable[[Path], None]:
 
 
 def _fast_model(w: Path) -> None:
-    from kotone_pipeline.domain.local_model import LocalHyperParams, LocalTextModel
-    from kotone_pipeline.domain.schemas import Pair
+    from kotone_pipeline.domain.data.schemas import Pair
+    from kotone_pipeline.domain.model.local_model import LocalHyperParams, LocalTextModel
 
     pairs = [Pair.model_validate_json(pair_row(f"a {word} tune")) for word in ("calm", "loud", "soft", "bright")]
     LocalTextModel(model_id="local:tiny").fit(pairs, LocalHyperParams(use_encoder=False)).save(w / "model")

@@ -138,7 +138,7 @@ def test_smoke_settings_fill_only_what_is_not_set() -> None:
 
 
 def test_status_says_how_many_served_requests_wait_for_review(tmp_path: Path) -> None:
-    from kotone_pipeline.domain.dims import DIMS
+    from kotone_pipeline.domain.data.dims import DIMS
     from kotone_pipeline.services.request_log import RequestLog
 
     empty = kotone(tmp_path, "status")

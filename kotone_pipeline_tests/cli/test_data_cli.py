@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app
-from kotone_pipeline.domain.base_data import load_generation_params
-from kotone_pipeline.domain.jsonl import read_models
-from kotone_pipeline.domain.schemas import Pair
+from kotone_pipeline.domain.data.base_data import load_generation_params
+from kotone_pipeline.domain.data.jsonl import read_models
+from kotone_pipeline.domain.data.schemas import Pair
 
 runner = CliRunner()
 

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app
-from kotone_pipeline.domain.jsonl import write_jsonl
+from kotone_pipeline.domain.data.jsonl import write_jsonl
 from kotone_pipeline.services.lexicon_store import LexiconStore
-from kotone_pipeline_tests.domain.test_lexicon_patch import _people_rows
+from kotone_pipeline_tests.domain.requests.test_lexicon_patch import _people_rows
 
 runner = CliRunner()
 

@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.jsonl import write_jsonl
-from kotone_pipeline.domain.local_model import META_FILE
-from kotone_pipeline.domain.schemas import Pair, Vector
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.jsonl import write_jsonl
+from kotone_pipeline.domain.data.schemas import Pair, Vector
+from kotone_pipeline.domain.model.local_model import META_FILE
 
 runner = CliRunner()
 

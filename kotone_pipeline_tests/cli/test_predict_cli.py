@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app
 from kotone_pipeline.cli.predict import BATCH_LINES, NO_CHAMPION
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.local_model import ESTIMATOR_FILE, META_FILE, LocalTextModel
-from kotone_pipeline.domain.predictor import PredictInput
-from kotone_pipeline.domain.schemas import LocalHyperParams, Pair, Vector
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.schemas import LocalHyperParams, Pair, Vector
+from kotone_pipeline.domain.model.local_model import ESTIMATOR_FILE, META_FILE, LocalTextModel
+from kotone_pipeline.domain.model.predictor import PredictInput
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import Champion, ChampionRegistry
 

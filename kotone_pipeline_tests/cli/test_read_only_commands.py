@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from kotone_pipeline.cycle.documents import PromotionDecisionDoc
-from kotone_pipeline.domain.jsonl import atomic_writer
-from kotone_pipeline.domain.schemas import GateDecision
+from kotone_pipeline.domain.data.jsonl import atomic_writer
+from kotone_pipeline.domain.data.schemas import GateDecision
 from kotone_pipeline.services.artifacts import CycleArtifacts
 
 KOTONE = str(Path(sys.executable).parent / "kotone")

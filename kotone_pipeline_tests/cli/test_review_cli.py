@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app as cli_app
 from kotone_pipeline.cli.review import is_local
-from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.data.dims import DIMS
 from kotone_pipeline.services.request_log import RequestLog
 
 runner = CliRunner()

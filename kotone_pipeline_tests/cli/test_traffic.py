@@ -16,8 +16,8 @@ from kotone_pipeline.cli.traffic import (
     read_labels,
     read_traffic,
 )
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.schemas import LocalHyperParams
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.schemas import LocalHyperParams
 from kotone_pipeline.services.request_log import RequestLog
 from kotone_pipeline_tests.serving.test_app import _fit, _promote
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kotone_pipeline.cycle.base import TEACHER_PAIRS_FILE, load_base
-from kotone_pipeline.domain.jsonl import DataFileError, write_jsonl
+from kotone_pipeline.domain.data.jsonl import DataFileError, write_jsonl
 from kotone_pipeline.services.artifacts import CycleArtifacts
 
 

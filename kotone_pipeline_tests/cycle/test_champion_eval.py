@@ -9,10 +9,10 @@ import pytest
 from kotone_pipeline.cycle.base import BaseData, load_base
 from kotone_pipeline.cycle.champion_eval import ChampionUnavailableError, evaluate_champion
 from kotone_pipeline.cycle.documents import ValidatedRun, ValidationSnapshotDoc
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.jsonl import write_jsonl
-from kotone_pipeline.domain.metrics import score_prediction_records
-from kotone_pipeline.domain.schemas import Pair
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.jsonl import write_jsonl
+from kotone_pipeline.domain.data.schemas import Pair
+from kotone_pipeline.domain.model.metrics import score_prediction_records
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import Champion
 
@@ -89,8 +89,8 @@ def test_nothing_to_mine_from_is_a_clear_error(artifacts, base) -> None:
 
 
 def test_a_local_champion_is_scored_from_its_recorded_predictions_with_the_same_numbers(artifacts, base) -> None:
-    from kotone_pipeline.domain.local_model import LocalTextModel
-    from kotone_pipeline.domain.schemas import LocalHyperParams
+    from kotone_pipeline.domain.data.schemas import LocalHyperParams
+    from kotone_pipeline.domain.model.local_model import LocalTextModel
     from kotone_pipeline.train_local import prediction_records
 
     model = LocalTextModel("c1/r0").fit(base.teacher_pairs[:400], LocalHyperParams(use_encoder=False))

@@ -18,11 +18,11 @@ from kotone_pipeline.cycle.documents import (
 )
 from kotone_pipeline.cycle.flywheel import reviewed_rows
 from kotone_pipeline.cycle.plain_runner import run_cycle_plain
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.jsonl import read_models
-from kotone_pipeline.domain.paths import data_dir
-from kotone_pipeline.domain.schemas import Pair, normalize_text
-from kotone_pipeline.domain.served import route
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.jsonl import read_models
+from kotone_pipeline.domain.data.paths import data_dir
+from kotone_pipeline.domain.data.schemas import Pair, normalize_text
+from kotone_pipeline.domain.loop.served import route
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry
 from kotone_pipeline.services.local_datasets import LocalDatasetStore

@@ -120,9 +120,9 @@ def _checkpoint(repo: str, branch: str, stall_s: float) -> bool:
 
 def _local_model(train: list[dict]) -> Callable[[list[dict]], list[dict[str, int] | None]]:
     """The project's local text model fitted on the train rows (stand-in machines can import the repo)."""
-    from kotone_pipeline.domain.local_model import LocalTextModel
-    from kotone_pipeline.domain.predictor import PredictInput
-    from kotone_pipeline.domain.schemas import LocalHyperParams, Pair
+    from kotone_pipeline.domain.data.schemas import LocalHyperParams, Pair
+    from kotone_pipeline.domain.model.local_model import LocalTextModel
+    from kotone_pipeline.domain.model.predictor import PredictInput
 
     # No sentence encoder: a stand-in machine has a clean environment (no shared embedding cache), and
     # this only has to be a candidate that learns, not the best one.

@@ -16,7 +16,7 @@ import pytest
 from huggingface_hub import set_client_factory
 from huggingface_hub.utils import _http as hf_http
 
-from kotone_pipeline.domain.schemas import Pair, Vector
+from kotone_pipeline.domain.data.schemas import Pair, Vector
 from kotone_pipeline.services.hf_common import RetryPolicy
 from kotone_pipeline_tests.hf_standin.server import HubStandIn
 

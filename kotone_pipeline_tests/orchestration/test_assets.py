@@ -8,8 +8,8 @@ import pytest
 
 from kotone_pipeline.cycle.documents import TrainingSubmissionDoc
 from kotone_pipeline.definitions import ALL_ASSETS, build_definitions
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.embedding_cache import get_encoder
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.model.embedding_cache import get_encoder
 from kotone_pipeline.orchestration.checks import all_checks
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline_tests.documents import read_json

@@ -41,8 +41,8 @@ from huggingface_hub.utils import _http as hf_http
 from kotone_pipeline.cycle import champion_eval, submission
 from kotone_pipeline.cycle.config import LoopConfig
 from kotone_pipeline.definitions import build_definitions
-from kotone_pipeline.domain.metrics import score_prediction_records
-from kotone_pipeline.domain.schemas import Pair
+from kotone_pipeline.domain.data.schemas import Pair
+from kotone_pipeline.domain.model.metrics import score_prediction_records
 from kotone_pipeline.orchestration.assets.cycle import training_submission
 from kotone_pipeline.orchestration.resources import ConfigurationError, resources_from_env
 from kotone_pipeline.orchestration.runner import CycleRunner

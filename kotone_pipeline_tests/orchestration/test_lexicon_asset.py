@@ -7,14 +7,14 @@ from pathlib import Path
 import dagster as dg
 
 from kotone_pipeline.definitions import build_definitions
-from kotone_pipeline.domain.lexicon import default_lexicon
-from kotone_pipeline.domain.lexicon_patch import lexicon_version
+from kotone_pipeline.domain.requests.lexicon import default_lexicon
+from kotone_pipeline.domain.requests.lexicon_patch import lexicon_version
 from kotone_pipeline.orchestration.assets.lexicon import lexicon_patch
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.lexicon_store import LexiconStore
 from kotone_pipeline.services.local_datasets import LocalDatasetStore
 from kotone_pipeline_tests.documents import split_doc
-from kotone_pipeline_tests.domain.test_lexicon_patch import _people_rows
+from kotone_pipeline_tests.domain.requests.test_lexicon_patch import _people_rows
 from kotone_pipeline_tests.services.test_local_datasets import make_splits
 
 

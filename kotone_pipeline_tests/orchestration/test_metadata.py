@@ -6,8 +6,8 @@ import re
 
 import dagster as dg
 
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.schemas import EvalSummary
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.schemas import EvalSummary
 from kotone_pipeline.orchestration.metadata import (
     INLINE_MARKDOWN_CHARS,
     MAX_LABEL,

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from kotone_pipeline.domain import jsonl
-from kotone_pipeline.domain.jsonl import DataFileError
+from kotone_pipeline.domain.data import jsonl
+from kotone_pipeline.domain.data.jsonl import DataFileError
 from kotone_pipeline.services.champion import Champion, ChampionRegistry
 
 

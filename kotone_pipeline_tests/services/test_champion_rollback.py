@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kotone_pipeline.domain import jsonl
+from kotone_pipeline.domain.data import jsonl
 from kotone_pipeline.services.champion import (
     Champion,
     ChampionChangedError,

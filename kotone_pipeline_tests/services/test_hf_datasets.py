@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import HfApi, RepoCard, hf_hub_download
 
-from kotone_pipeline.domain.jsonl import read_models
-from kotone_pipeline.domain.schemas import Pair
+from kotone_pipeline.domain.data.jsonl import read_models
+from kotone_pipeline.domain.data.schemas import Pair
 from kotone_pipeline.services.datasets import OPTIONAL_SPLITS
 from kotone_pipeline.services.datasets import SPLIT_FILES as ALL_SPLIT_FILES
 from kotone_pipeline.services.hf_common import TRAINING_SCRIPT_PATH_IN_REPO

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from kotone_pipeline.domain.lexicon import default_lexicon
-from kotone_pipeline.domain.lexicon_patch import lexicon_version, propose_lexicon_patch, stamp_lexicon_version
-from kotone_pipeline.domain.lexicon_reader import LexiconReader
-from kotone_pipeline.domain.schemas import Pair, Vector
+from kotone_pipeline.domain.data.schemas import Pair, Vector
+from kotone_pipeline.domain.requests.lexicon import default_lexicon
+from kotone_pipeline.domain.requests.lexicon_patch import lexicon_version, propose_lexicon_patch, stamp_lexicon_version
+from kotone_pipeline.domain.requests.lexicon_reader import LexiconReader
 from kotone_pipeline.services.lexicon_store import LexiconStore
 from kotone_pipeline.services.local_datasets import LocalDatasetStore
-from kotone_pipeline_tests.domain.test_lexicon_patch import _people_rows
+from kotone_pipeline_tests.domain.requests.test_lexicon_patch import _people_rows
 from kotone_pipeline_tests.services.test_local_datasets import make_splits
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kotone_pipeline.domain.schemas import Pair, Vector
+from kotone_pipeline.domain.data.schemas import Pair, Vector
 from kotone_pipeline.services.datasets import OPTIONAL_SPLITS, DatasetRef
 from kotone_pipeline.services.datasets import SPLIT_FILES as ALL_SPLIT_FILES
 from kotone_pipeline.services.local_datasets import (

@@ -369,8 +369,8 @@ def test_train_local_writes_nothing_into_a_job_recorded_error(tmp_path: Path) ->
     )
     dataset = tmp_path / "dataset"
     dataset.mkdir()
-    from kotone_pipeline.domain.jsonl import write_jsonl
-    from kotone_pipeline.domain.schemas import Pair, Vector
+    from kotone_pipeline.domain.data.jsonl import write_jsonl
+    from kotone_pipeline.domain.data.schemas import Pair, Vector
 
     pairs = [
         Pair(group_id=f"g{i}", source_type="request_text", text=f"calm piano {i}", vector=Vector.neutral())

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from kotone_pipeline.domain.predictor import PredictInput
-from kotone_pipeline.domain.schemas import Vector
+from kotone_pipeline.domain.data.schemas import Vector
+from kotone_pipeline.domain.model.predictor import PredictInput
 from kotone_pipeline.services.lora_predictor import LoraPredictor, TrainExtraMissingError
 from kotone_pipeline.training import train_lora as script
 

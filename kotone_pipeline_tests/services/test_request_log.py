@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.data.dims import DIMS
 from kotone_pipeline.services.request_log import RequestLog, ReviewError, new_request_id, reviewed_labels
 
 PREDICTION = dict.fromkeys(DIMS, 5)

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from kotone_pipeline.domain.hard_dims import top_failures
-from kotone_pipeline.domain.schemas import (
+from kotone_pipeline.domain.data.schemas import (
     EvalRow,
     EvalSummary,
     FailureExample,
@@ -20,6 +19,7 @@ from kotone_pipeline.domain.schemas import (
     HardDimReport,
     Vector,
 )
+from kotone_pipeline.domain.loop.hard_dims import top_failures
 from kotone_pipeline.services.tracker import RunLink, TrackerUnavailableError, redact, tracker_mode_from_env
 from kotone_pipeline.services.tracker_tables import (
     PREDICTIONS_TABLE,

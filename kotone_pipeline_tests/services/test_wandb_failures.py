@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import wandb
 
-from kotone_pipeline.domain.jsonl import DataFileError
-from kotone_pipeline.domain.schemas import FailureExample, Vector
+from kotone_pipeline.domain.data.jsonl import DataFileError
+from kotone_pipeline.domain.data.schemas import FailureExample, Vector
 from kotone_pipeline.services.tracker import TrackerUnavailableError
 from kotone_pipeline.services.tracker_tables import TOP_FAILURES_TABLE, failures_table
 from kotone_pipeline.services.wandb_failures import (

@@ -363,7 +363,7 @@ def _cycle_docs(home: Path, dataset_dir: Path) -> CycleArtifacts:
 @pytest.mark.parametrize("promote", [True, False])
 def test_log_cycle_links_dataset_training_and_champion(tmp_path: Path, monkeypatch, promote: bool) -> None:
     from kotone_pipeline.cycle.tracking import log_cycle
-    from kotone_pipeline.domain.schemas import GateDecision
+    from kotone_pipeline.domain.data.schemas import GateDecision
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "data"))

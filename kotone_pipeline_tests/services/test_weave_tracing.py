@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor
-from kotone_pipeline.domain.schemas import Pair, Vector
+from kotone_pipeline.domain.data.schemas import Pair, Vector
+from kotone_pipeline.domain.model.predictor import PredictInput, Prediction, Predictor
 from kotone_pipeline.services.tracker import TrackerUnavailableError
 from kotone_pipeline.services.weave_tracing import (
     OFFLINE_REASON,

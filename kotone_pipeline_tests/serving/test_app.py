@@ -23,10 +23,10 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app as cli_app
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.local_model import ESTIMATOR_FILE, LocalTextModel
-from kotone_pipeline.domain.predictor import PredictInput, Prediction, Predictor
-from kotone_pipeline.domain.schemas import LocalHyperParams, Pair, Vector
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.schemas import LocalHyperParams, Pair, Vector
+from kotone_pipeline.domain.model.local_model import ESTIMATOR_FILE, LocalTextModel
+from kotone_pipeline.domain.model.predictor import PredictInput, Prediction, Predictor
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import Champion, ChampionRegistry
 from kotone_pipeline.serving.app import NO_CHAMPION, create_app

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.predictor import Prediction, Predictor
-from kotone_pipeline.domain.schemas import LocalHyperParams, Vector
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.schemas import LocalHyperParams, Vector
+from kotone_pipeline.domain.model.predictor import Prediction, Predictor
 from kotone_pipeline.services.request_log import RequestLog
 from kotone_pipeline.serving.app import create_app
 from kotone_pipeline_tests.serving.test_app import _fit, _promote, _registry, _uvicorn

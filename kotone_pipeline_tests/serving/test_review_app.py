@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.data.dims import DIMS
 from kotone_pipeline.services.request_log import RequestLog
 from kotone_pipeline.serving.review_app import create_review_app
 

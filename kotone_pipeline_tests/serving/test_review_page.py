@@ -13,7 +13,7 @@ import pytest
 
 from kotone_pipeline.cycle.config import LoopConfig
 from kotone_pipeline.cycle.flywheel import step_reviewed_requests
-from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.data.dims import DIMS
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.request_log import RequestLog
 from kotone_pipeline.serving.review_app import create_review_app

@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app as cli_app
-from kotone_pipeline.domain.predictor import Prediction, Predictor
-from kotone_pipeline.domain.schemas import Vector
+from kotone_pipeline.domain.data.schemas import Vector
+from kotone_pipeline.domain.model.predictor import Prediction, Predictor
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import Champion, ChampionRegistry
 from kotone_pipeline.serving.app import create_app

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.schemas import LoraHyperParams, Pair
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.schemas import LoraHyperParams, Pair
 from kotone_pipeline.services.datasets import SPLIT_FILES
 from kotone_pipeline.training import train_lora as script
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from kotone_pipeline.domain.dims import DIMS
-from kotone_pipeline.domain.predictor import PredictInput
-from kotone_pipeline.domain.schemas import Pair
+from kotone_pipeline.domain.data.dims import DIMS
+from kotone_pipeline.domain.data.schemas import Pair
+from kotone_pipeline.domain.model.predictor import PredictInput
 from kotone_pipeline.services.lora_predictor import LoraPredictor
 from kotone_pipeline.training import TRAIN_SCRIPT
 from kotone_pipeline.training import train_lora as script

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.data.dims import DIMS
 from kotone_pipeline.domain.report.model import Report
 
 # --- plots ------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kotone_pipeline.domain.jsonl import atomic_writer
+from kotone_pipeline.domain.data.jsonl import atomic_writer
 from kotone_pipeline.domain.report.model import Report
 from kotone_pipeline.domain.report.plots import png_data_uri, render_plots
 from kotone_pipeline.domain.report.sections import Parts, sections

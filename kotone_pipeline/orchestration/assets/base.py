@@ -3,11 +3,11 @@
 import dagster as dg
 
 from kotone_pipeline.cycle.base import TEACHER_PAIRS_FILE, load_base, write_teacher_pairs
-from kotone_pipeline.domain.catalog import load_catalog
-from kotone_pipeline.domain.dims import SLOTS
-from kotone_pipeline.domain.paths import data_dir
-from kotone_pipeline.domain.schemas import LocalHyperParams
-from kotone_pipeline.domain.split import split_pairs
+from kotone_pipeline.domain.data.dims import SLOTS
+from kotone_pipeline.domain.data.paths import data_dir
+from kotone_pipeline.domain.data.schemas import LocalHyperParams
+from kotone_pipeline.domain.loop.split import split_pairs
+from kotone_pipeline.domain.requests.catalog import load_catalog
 from kotone_pipeline.orchestration.metadata import dataset_metadata, md_table, path_value, readable
 from kotone_pipeline.orchestration.resources import KotoneHomeResource, LoopSettings
 
@@ -72,7 +72,9 @@ def eval_sets(kotone_home: KotoneHomeResource, loop_settings: LoopSettings) -> d
     if loop_settings.config().trainer == "local" and LocalHyperParams().use_encoder:
         # Every cycle trains on the teacher pairs and scores the eval sets: embed them once here, so the
         # first cycle's jobs and evaluations find them in the shared cache.
-        from kotone_pipeline.domain.embedding_cache import prepare_embeddings  # onnxruntime: not at code-location load
+        from kotone_pipeline.domain.model.embedding_cache import (
+            prepare_embeddings,  # onnxruntime: not at code-location load
+        )
 
         pairs = [*base.teacher_pairs, *(pair for _, eval_pairs in base.eval_sets() for pair in eval_pairs)]
         prepared = prepare_embeddings((p.source_type, p.text) for p in pairs)

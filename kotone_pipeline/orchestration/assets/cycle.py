@@ -6,7 +6,7 @@ import dagster as dg
 
 from kotone_pipeline.cycle import dataset, evaluation, submission
 from kotone_pipeline.cycle.tracking import write_failure_playbook
-from kotone_pipeline.domain.encoder import EncoderError
+from kotone_pipeline.domain.model.encoder import EncoderError
 from kotone_pipeline.orchestration.metadata import (
     as_of,
     dataset_metadata,

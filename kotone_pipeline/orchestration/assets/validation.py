@@ -3,8 +3,8 @@
 import dagster as dg
 
 from kotone_pipeline.cycle import promotion, validation
-from kotone_pipeline.domain.gate import decision_markdown
-from kotone_pipeline.domain.schemas import EvalSummary
+from kotone_pipeline.domain.data.schemas import EvalSummary
+from kotone_pipeline.domain.loop.gate import decision_markdown
 from kotone_pipeline.orchestration.metadata import (
     md_table,
     metrics_metadata,

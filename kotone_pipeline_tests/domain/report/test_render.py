@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from kotone_pipeline.domain.dims import DIMS
+from kotone_pipeline.domain.data.dims import DIMS
 from kotone_pipeline.domain.report.model import (
     PLOTS,
     CycleEntry,

@@ -1,0 +1,1 @@
+"""The model: predictors, the encoder and its cache, the champion's two parts, baselines and metrics."""
