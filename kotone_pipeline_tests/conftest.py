@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from kotone_pipeline_tests.shared_cycles import FinishedCycles, fingerprint, run_finished_cycles
+
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
@@ -20,6 +22,17 @@ def shared_embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         os.environ.pop("KOTONE_EMBEDDING_CACHE", None)
     else:
         os.environ["KOTONE_EMBEDDING_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def finished_cycles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FinishedCycles]:
+    """Two real local cycles (c1, c2) run once for every module that reads them (shared_cycles.py says how
+    to go on from them without changing what the others read)."""
+    cycles = run_finished_cycles(tmp_path_factory.mktemp("shared") / "kotone")
+    before = fingerprint(cycles.home)
+    yield cycles
+    changed = sorted(set(before.items()) ^ set(fingerprint(cycles.home).items()))
+    assert not changed, f"a test changed the shared cycles' home (use copy_home): {changed[:5]}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

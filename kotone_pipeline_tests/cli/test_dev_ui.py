@@ -1,9 +1,10 @@
-"""`kotone dev` and the Dagster UI it serves, after one real cycle, looked at in a real headless Chromium.
+"""`kotone dev` and the Dagster UI it serves, after real cycles, looked at in a real headless Chromium.
 
-One cycle (in-process, into a persistent KOTONE_HOME) and one `kotone dev` serve every check, so the UI
-checks cost one cycle and one server start. Screenshots go to ``$KOTONE_HOME/screenshots/`` for people to
-look at (the paths are printed), or to ``$KOTONE_TEST_SCREENSHOTS`` when set (pytest removes old temporary
-folders, so keep them there). Without a browser only the browser checks skip, saying why.
+The session's shared cycles (in-process, into a persistent KOTONE_HOME; a copy of it here) and one
+`kotone dev` serve every check, so the UI checks cost a copy and one server start. Screenshots go to
+``$KOTONE_HOME/screenshots/`` for people to look at (the paths are printed), or to ``$KOTONE_TEST_SCREENSHOTS``
+when set (pytest removes old temporary folders, so keep them there). Without a browser only the browser checks
+skip, saying why.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 from kotone_pipeline.cli.dev import QUIET_WARNINGS, dev_env
 from kotone_pipeline_tests.browser import browser, new_page, screenshot, settle  # noqa: F401 (fixture)
 from kotone_pipeline_tests.dev_server import READY_LINE, DevServer, graphql, kotone_dev
+from kotone_pipeline_tests.shared_cycles import FinishedCycles
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -49,28 +51,11 @@ SCREENSHOTS_ENV = "KOTONE_TEST_SCREENSHOTS"
 
 
 @pytest.fixture(scope="module")
-def one_cycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """One full cycle into a persistent instance under KOTONE_HOME (what `kotone dev` then opens)."""
-    from kotone_pipeline.definitions import build_definitions
-    from kotone_pipeline.orchestration.runner import CycleRunner, open_instance
-
-    home = tmp_path_factory.mktemp("ui") / "kotone"
-    saved = {k: os.environ.get(k) for k in ("KOTONE_HOME", "DAGSTER_HOME")}
-    os.environ["KOTONE_HOME"] = str(home)
-    os.environ.pop("DAGSTER_HOME", None)
-    try:
-        instance = open_instance()
-        report = CycleRunner(
-            build_definitions({**ENV, "KOTONE_HOME": str(home)}), instance, poll_interval_s=0.2
-        ).run_cycle(CYCLE)
-        instance.dispose()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    yield {"home": home, "report": report}
+def one_cycle(finished_cycles: FinishedCycles, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The session's finished cycles (shared_cycles.py) in a copy of their home with its persistent instance
+    (what `kotone dev` then opens: its daemon ticks the sensors, which must not touch the shared home)."""
+    home = finished_cycles.copy_home(tmp_path_factory.mktemp("ui") / "kotone")
+    return {"home": home, "report": finished_cycles.reports[CYCLE]}
 
 
 @pytest.fixture(scope="module")

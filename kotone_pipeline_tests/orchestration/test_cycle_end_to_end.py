@@ -1,4 +1,5 @@
-"""Two full local cycles through Dagster in a temporary KOTONE_HOME (real subprocess jobs)."""
+"""Two full local cycles through Dagster in a temporary KOTONE_HOME (real subprocess jobs): the session's
+shared ``finished_cycles`` (kotone_pipeline_tests/shared_cycles.py)."""
 
 from __future__ import annotations
 
@@ -14,28 +15,21 @@ from kotone_pipeline.orchestration.runner import CycleRunner
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline_tests.documents import read_json
 from kotone_pipeline_tests.markdown_text import swallowed
+from kotone_pipeline_tests.shared_cycles import FinishedCycles, home_env, open_home_instance
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def two_cycles(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("kotone")
-    defs = build_definitions({"KOTONE_HOME": str(home)})
-    with dg.instance_for_test() as instance:
-        runner = CycleRunner(defs, instance, poll_interval_s=0.2)
-        first = runner.run_cycle("c1")
-        registry_after_first = (
-            (home / "registry" / "champion.json").read_text()
-            if (home / "registry" / "champion.json").exists()
-            else None
-        )
-        second = runner.run_cycle("c2")
+def two_cycles(finished_cycles: FinishedCycles):
+    """The session's two finished cycles (shared_cycles.py), read through the instance under their home."""
+    with open_home_instance(finished_cycles.home) as instance:
         yield {
-            "home": home,
-            "first": first,
-            "second": second,
-            "registry_after_first": registry_after_first,
+            "home": finished_cycles.home,
+            "first": finished_cycles.reports["c1"],
+            "second": finished_cycles.reports["c2"],
             "instance": instance,
-            "runner": runner,
+            "shared": finished_cycles,
         }
 
 
@@ -100,11 +94,13 @@ def test_second_cycle_trains_on_first_cycles_augmented_rows(two_cycles) -> None:
     assert rows_c2["train"] == rows_c1["train"] + added
 
 
-def test_rematerializing_a_submitted_partition_submits_nothing_new(two_cycles) -> None:
-    runner: CycleRunner = two_cycles["runner"]
-    home: Path = two_cycles["home"]
+def test_rematerializing_a_submitted_partition_submits_nothing_new(two_cycles, tmp_path: Path) -> None:
+    shared: FinishedCycles = two_cycles["shared"]
+    home = shared.copy_home(tmp_path / "kotone")  # it writes c1's documents again: not in the shared home
     jobs_before = sorted(p.name for p in (home / "jobs").iterdir())
-    runner._execute("cycle_job", "c1")
+    with open_home_instance(home) as instance, home_env(home):
+        runner = CycleRunner(build_definitions({**shared.env, "KOTONE_HOME": str(home)}), instance)
+        runner._execute("cycle_job", "c1")
     jobs_after = sorted(p.name for p in (home / "jobs").iterdir())
     assert jobs_after == jobs_before
     doc = read_json(CycleArtifacts(home), "c1", "training_submission")

@@ -13,29 +13,25 @@ import pytest
 from typer.testing import CliRunner
 
 from kotone_pipeline.cli import app
-from kotone_pipeline.definitions import build_definitions
 from kotone_pipeline.domain.report.model import PLOTS
 from kotone_pipeline.domain.report.render import HTML_FILE, MD_FILE, render_report
 from kotone_pipeline.orchestration.report_collection import _tick_events, collect_report
-from kotone_pipeline.orchestration.runner import CycleRunner
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry
 from kotone_pipeline_tests.documents import read_json
+from kotone_pipeline_tests.shared_cycles import FinishedCycles, open_home_instance
 
+pytestmark = pytest.mark.slow
 CYCLES = ("c1", "c2")
 BASE_URL = "http://dagster.test:3000"
 RUN_LINK = re.compile(re.escape(BASE_URL) + r"/runs/([0-9a-f-]{36})")
 
 
 @pytest.fixture(scope="module")
-def two_cycles(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("kotone")
-    env = {"KOTONE_HOME": str(home), "KOTONE_CAMPAIGN_SIZE": "1", "KOTONE_WANDB_MODE": "disabled"}
-    defs = build_definitions(env)
-    with dg.instance_for_test() as instance:
-        runner = CycleRunner(defs, instance, poll_interval_s=0.2)
-        for cycle in CYCLES:
-            runner.run_cycle(cycle)
+def two_cycles(finished_cycles: FinishedCycles):
+    """The session's two finished cycles (shared_cycles.py) and the report collected from them."""
+    home = finished_cycles.home
+    with open_home_instance(home) as instance:
         artifacts = CycleArtifacts(home)
         report = collect_report(instance, artifacts, ChampionRegistry(artifacts.registry_dir), base_url=BASE_URL)
         yield {"home": home, "instance": instance, "artifacts": artifacts, "report": report}
@@ -215,7 +211,9 @@ def test_sensor_ticks_become_events_for_their_cycles() -> None:
 
 
 def _cli(home: Path, *args: str):
-    return CliRunner().invoke(app, ["report", *args], env={"KOTONE_HOME": str(home), "KOTONE_DAGSTER_URL": BASE_URL})
+    return CliRunner().invoke(
+        app, ["report", *args], env={"KOTONE_HOME": str(home), "KOTONE_DAGSTER_URL": BASE_URL, "DAGSTER_HOME": None}
+    )
 
 
 def test_cli_formats(two_cycles, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
-"""A rollback between real cycles: ``kotone champion rollback`` after c2, then c3. The next gate compares
-against the rolled-back champion, the history keeps every change in order, the Dagster instance has the
-rollback as an observation of promotion_decision, and the workflow log (asset file and ``kotone report``)
-shows it as an event with its reason."""
+"""A rollback between real cycles: ``kotone champion rollback`` after c2, then c3 (c1 and c2 are the session's
+shared cycles, gone on from in a copy of their home). The next gate compares against the rolled-back champion,
+the history keeps every change in order, the Dagster instance has the rollback as an observation of
+promotion_decision, and the workflow log (asset file and ``kotone report``) shows it as an event with its
+reason."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from kotone_pipeline.definitions import build_definitions
 from kotone_pipeline.orchestration.runner import CycleRunner, open_instance
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry
+from kotone_pipeline_tests.shared_cycles import FinishedCycles
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -36,8 +38,8 @@ def _force(defs: dg.Definitions, instance: dg.DagsterInstance, cycle_id: str, re
 
 
 @pytest.fixture(scope="module")
-def rolled_back(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    home = tmp_path_factory.mktemp("kotone")
+def rolled_back(finished_cycles: FinishedCycles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    home = finished_cycles.copy_home(tmp_path_factory.mktemp("rollback") / "kotone")
     env = {"KOTONE_HOME": str(home), "KOTONE_CAMPAIGN_SIZE": "1", "KOTONE_WANDB_MODE": "disabled"}
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
@@ -49,8 +51,6 @@ def rolled_back(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         # The persistent instance under KOTONE_HOME, which the CLI reports the rollback to.
         with open_instance(home) as instance:
             cycles = CycleRunner(defs, instance, poll_interval_s=0.2)
-            cycles.run_cycle("c1")
-            cycles.run_cycle("c2")
             if registry.current().cycle_id != "c2":  # the gate kept c1: a second champion is needed
                 _force(defs, instance, "c2", "the test needs a second champion")
             champions = [e.model_id for e in registry.history()]
