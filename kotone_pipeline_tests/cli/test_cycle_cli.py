@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 KOTONE = str(Path(sys.executable).parent / "kotone")
 DEMO_KEYS = {
     "cycle_id",
@@ -41,6 +43,7 @@ def kotone(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([KOTONE, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_demo_json_then_status_show_the_cycle_and_its_champion(tmp_path: Path) -> None:
     demo = kotone(tmp_path, "demo", "--cycles", "1", "--json")
     assert demo.returncode == 0, demo.stderr[-2000:]

@@ -25,6 +25,7 @@ from kotone_pipeline_tests.shared_cycles import FinishedCycles
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
+pytestmark = pytest.mark.slow
 CYCLE = "c1"
 ASSETS = (
     "catalog",

@@ -14,6 +14,7 @@ from kotone_pipeline.orchestration.checks import all_checks
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline_tests.documents import read_json
 
+pytestmark = pytest.mark.slow
 CYCLE_ASSETS = [
     "served_requests",
     "reviewed_requests",

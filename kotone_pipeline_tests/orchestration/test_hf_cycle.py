@@ -59,6 +59,7 @@ from kotone_pipeline_tests.hf_standin.fixtures import FAKE_TRAIN_SCRIPT, TOKEN, 
 from kotone_pipeline_tests.hf_standin.server import HubStandIn, iter_secret_hits
 from kotone_pipeline_tests.hf_standin.tiny_model import prompt_corpus, publish_base_model
 
+pytestmark = pytest.mark.slow
 DATA_REPO = f"{USER}/kotone-data"
 RUNS_REPO = f"{USER}/kotone-runs"  # the backend's default output repo: <namespace>/<project>-runs
 CAMPAIGN = 2

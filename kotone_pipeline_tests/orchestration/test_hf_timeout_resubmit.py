@@ -24,6 +24,7 @@ from kotone_pipeline_tests.documents import read_json
 from kotone_pipeline_tests.hf_standin.fixtures import TOKEN, USER, hf_cycle_env
 from kotone_pipeline_tests.hf_standin.server import HubStandIn
 
+pytestmark = pytest.mark.slow
 CYCLE = "t1"
 TIMEOUT_S = 600
 RUNS_REPO = f"{USER}/kotone-runs"

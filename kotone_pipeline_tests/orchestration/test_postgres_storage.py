@@ -22,7 +22,10 @@ from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline_tests import pg
 from kotone_pipeline_tests.documents import read_json
 
-pytestmark = pytest.mark.skipif(pg.missing_reason() is not None, reason=pg.missing_reason() or "")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(pg.missing_reason() is not None, reason=pg.missing_reason() or ""),
+]
 
 BASE_ASSETS = {"catalog", "teacher_pairs", "eval_sets"}
 CYCLE_ASSETS = {
