@@ -32,6 +32,7 @@ from kotone_pipeline_tests.hf_standin.tiny_model import prompt_corpus, publish_b
 _MISSING = [n for n in ("torch", "transformers", "trl", "peft") if importlib.util.find_spec(n) is None]
 pytestmark = [
     pytest.mark.train,
+    pytest.mark.slow,
     pytest.mark.skipif(bool(_MISSING), reason=f"train extra not installed (missing {', '.join(_MISSING)})"),
 ]
 

@@ -27,6 +27,7 @@ _NEEDED = ("torch", "transformers", "trl", "peft", "tokenizers")
 _MISSING = [name for name in _NEEDED if importlib.util.find_spec(name) is None]
 pytestmark = [
     pytest.mark.train,
+    pytest.mark.slow,
     pytest.mark.skipif(bool(_MISSING), reason=f"train extra not installed (missing {', '.join(_MISSING)})"),
 ]
 
