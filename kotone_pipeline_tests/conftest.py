@@ -31,8 +31,8 @@ def finished_cycles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finish
     cycles = run_finished_cycles(tmp_path_factory.mktemp("shared") / "kotone")
     before = fingerprint(cycles.home)
     yield cycles
-    changed = sorted(set(before.items()) ^ set(fingerprint(cycles.home).items()))
-    assert not changed, f"a test changed the shared cycles' home (use copy_home): {changed[:5]}"
+    changed = sorted({path for path, _ in set(before.items()) ^ set(fingerprint(cycles.home).items())})
+    assert not changed, f"a test changed the shared cycles' home {cycles.home} (use copy_home): {changed[:5]}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

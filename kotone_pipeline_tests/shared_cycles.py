@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from kotone_pipeline.orchestration.runner import CycleReport
 
 CYCLES = ("c1", "c2")
-# What a test that started from the shared cycles adds itself (KOTONE_HOME for the CLI, W&B mode).
+# The shared cycles' settings besides KOTONE_HOME: the defaults, with offline W&B runs (test_cycle_end_to_end
+# reads them back); a test going on from a copy sets what it needs on top.
 ENV = {"KOTONE_WANDB_MODE": "offline"}
 
 
