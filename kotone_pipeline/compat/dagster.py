@@ -3,12 +3,16 @@
 - cron helpers: the nightly sensor's latest completed tick, and checking a cron string like Dagster does;
 - tick records: the workflow log reads sensor ticks (``TickStatus``, ``InstigatorType``);
 - the headless launcher (``orchestration/launcher.py``): the workspace process context and the sensor
-  daemon's iteration, until it is replaced by a driver on public interfaces.
+  daemon's iteration, until it is replaced by a driver on public interfaces;
+- config validation for the deployment's files (``deploy/``): an instance's dagster.yaml checked the way
+  ``DagsterInstance`` loads it, and a configurable class's config (a run launcher's) against its schema.
 """
 
 from kotone_pipeline.compat import moved
 
 try:
+    from dagster._config import process_config
+    from dagster._core.instance.config import dagster_instance_config
     from dagster._core.remote_representation.external import RemoteJob, RemoteRepository
     from dagster._core.scheduler.instigation import InstigatorType, TickStatus
     from dagster._core.workspace.context import WorkspaceProcessContext
@@ -25,7 +29,9 @@ __all__ = [
     "TickStatus",
     "WorkspaceFileTarget",
     "WorkspaceProcessContext",
+    "dagster_instance_config",
     "execute_sensor_iteration",
     "get_latest_completed_cron_tick",
     "is_valid_cron_string",
+    "process_config",
 ]
