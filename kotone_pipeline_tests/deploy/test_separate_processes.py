@@ -36,6 +36,12 @@ CAMPAIGN_SIZE = 1
 ENV = {"KOTONE_CAMPAIGN_SIZE": str(CAMPAIGN_SIZE), "KOTONE_WANDB_MODE": "disabled"}
 FOUR = [f"q{i}" for i in range(1, 5)]
 RECOVERY_TARGET_S = 60.0
+UNFINISHED = {
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +73,11 @@ def wait_decisions(dep: Deployment, cycle_ids: list[str], timeout_s: float = 900
             failed = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
             assert not failed, [r.dagster_run.job_name for r in failed] + [dep.logs()]
             assert time.monotonic() < deadline, f"no decision in {timeout_s:.0f}s\n{dep.logs()}"
+            time.sleep(1)
+        # The decision is written mid-run (validation_job goes on to the workflow log): wait for the runs too.
+        unfinished = dg.RunsFilter(statuses=list(UNFINISHED), tags={"dagster/partition": cycle_ids})
+        while instance.get_run_records(unfinished):
+            assert time.monotonic() < deadline, f"runs did not end in {timeout_s:.0f}s\n{dep.logs()}"
             time.sleep(1)
 
 
