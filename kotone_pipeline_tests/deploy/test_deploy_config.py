@@ -219,6 +219,8 @@ def test_the_dockerfile_serves_the_code_location_and_copies_what_exists() -> Non
     text = (DEPLOY / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["dagster", "code-server", "start"]' in text
     assert "-c constraints.txt '.[deploy]'" in text  # the pinned set, with dagster-k8s for run pods
+    # Installed (not editable), the package cannot find the repository's data/ beside it: the image names it.
+    assert "KOTONE_DATA_DIR=/opt/kotone/data" in text and "COPY data ./data" in text
     for line in text.splitlines():
         if line.startswith("COPY "):
             sources = line.split()[1:-1]
