@@ -3,12 +3,15 @@ the webserver on the instance from deploy/dagster.yaml, with runs submitted thro
 client, as an operator's scripts or the UI submit them.
 
 The cycle-run limit is lowered to 2 here so that four cycles submitted at once make it bind; everything else
-is deploy/dagster.yaml as shipped. The tests share one deployment and run in order (module scope).
+is deploy/dagster.yaml as shipped. The tests share one deployment and run in order (module scope): four
+cycles at once, a daemon killed mid-cycle, a run worker killed mid-run, the nightly sensor switched on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ from kotone_pipeline.orchestration.partitions import cycles
 from kotone_pipeline.orchestration.sensors import nightly_cycle_id
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline_tests import pg
-from kotone_pipeline_tests.deploy.topology import LOCATION, REPOSITORY, Deployment, deployment
+from kotone_pipeline_tests.deploy.topology import LOCATION, REPOSITORY, TERMINAL, Deployment, deployment
 
 pytestmark = [
     pytest.mark.slow,
@@ -64,20 +67,21 @@ def submit_cycle(client: DagsterGraphQLClient, cycle_id: str) -> str:
     )
 
 
-def wait_decisions(dep: Deployment, cycle_ids: list[str], timeout_s: float = 900) -> None:
-    """Until every cycle has its promotion decision (the validation run the daemon's sensor asked for)."""
+def wait_decisions(dep: Deployment, cycle_ids: list[str], timeout_s: float = 900, killed: frozenset[str] = frozenset()):
+    """Until every cycle has its promotion decision (the validation run the daemon's sensor asked for) and
+    none of their runs is still going; a failed run of these cycles fails the wait, except those ``killed``."""
     artifacts = CycleArtifacts(dep.home)
     deadline = time.monotonic() + timeout_s
+    failures = dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], tags={"dagster/partition": cycle_ids})
+    unfinished = dg.RunsFilter(statuses=list(UNFINISHED), tags={"dagster/partition": cycle_ids})
     with dep.instance() as instance:
-        while not all(artifacts.has(c, PromotionDecisionDoc) for c in cycle_ids):
-            failed = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        # The decision is written mid-run (validation_job goes on to the workflow log): wait for the runs too.
+        while not all(artifacts.has(c, PromotionDecisionDoc) for c in cycle_ids) or instance.get_run_records(
+            unfinished
+        ):
+            failed = [r for r in instance.get_run_records(failures) if r.dagster_run.run_id not in killed]
             assert not failed, [r.dagster_run.job_name for r in failed] + [dep.logs()]
             assert time.monotonic() < deadline, f"no decision in {timeout_s:.0f}s\n{dep.logs()}"
-            time.sleep(1)
-        # The decision is written mid-run (validation_job goes on to the workflow log): wait for the runs too.
-        unfinished = dg.RunsFilter(statuses=list(UNFINISHED), tags={"dagster/partition": cycle_ids})
-        while instance.get_run_records(unfinished):
-            assert time.monotonic() < deadline, f"runs did not end in {timeout_s:.0f}s\n{dep.logs()}"
             time.sleep(1)
 
 
@@ -213,6 +217,61 @@ def test_a_daemon_killed_mid_cycle_recovers_and_the_cycle_ends_with_its_decision
             dg.RunsFilter(job_name="validation_job", tags={"dagster/partition": cycle_id})
         )
     assert len(validations) == 1  # the restarted sensor resumed from its cursor: one validation request
+    jobs = [p for p in artifacts.jobs_dir.iterdir() if p.is_dir() and p.name.startswith(f"{cycle_id}.")]
+    assert len(jobs) == CAMPAIGN_SIZE
+
+
+REEXECUTE = """
+mutation($params: ReexecutionParams!) {
+  launchRunReexecution(reexecutionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def _run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The run worker's process id: RUN_START is reported by the run worker itself."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START, limit=1).records
+    event = records[0].event_log_entry.dagster_event if records else None
+    return event.pid if event is not None else None
+
+
+def test_a_run_worker_killed_mid_run_fails_with_the_reason_and_a_reexecution_completes_it(
+    dep, client, four_cycles
+) -> None:
+    cycle_id = "w1"
+    artifacts = CycleArtifacts(dep.home)
+    with dep.instance() as instance:
+        instance.add_dynamic_partitions(cycles.name, [cycle_id])
+    run_id = submit_cycle(client, cycle_id)
+    # Mid-run: training jobs submitted, the playbook, lexicon patch and checks still to come.
+    deadline = time.monotonic() + 300
+    while not artifacts.has(cycle_id, TrainingSubmissionDoc):
+        assert time.monotonic() < deadline, dep.logs()
+        time.sleep(0.05)
+    with dep.instance() as instance:
+        pid = _run_worker_pid(instance, run_id)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while (run := instance.get_run_by_id(run_id)) is not None and run.status not in TERMINAL:
+            assert time.monotonic() < deadline, dep.logs()
+            time.sleep(0.2)
+        assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
+        messages = [entry.message for entry in instance.all_logs(run_id)]
+        assert any("terminated by signal 9 (SIGKILL)" in m for m in messages), messages[-5:]
+    answer = dep.graphql(REEXECUTE, {"params": {"parentRunId": run_id, "strategy": "FROM_FAILURE"}})
+    relaunch = answer["data"]["launchRunReexecution"]
+    assert relaunch["__typename"] == "LaunchRunSuccess", relaunch
+    (rerun,) = dep.wait_runs([relaunch["run"]["runId"]])
+    assert rerun.status == dg.DagsterRunStatus.SUCCESS, dep.logs()
+    wait_decisions(dep, [cycle_id], killed=frozenset({run_id}))
+    with dep.instance() as instance:
+        # training_submission had finished before the kill: the re-execution did not run it (or submit) again.
+        assert len(step_spans(instance, run_id, "training_submission")) == 1
+        assert step_spans(instance, rerun.run_id, "training_submission") == []
     jobs = [p for p in artifacts.jobs_dir.iterdir() if p.is_dir() and p.name.startswith(f"{cycle_id}.")]
     assert len(jobs) == CAMPAIGN_SIZE
 
