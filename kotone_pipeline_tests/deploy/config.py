@@ -134,9 +134,10 @@ def k8s_instance_config(values: dict[str, Any]) -> dict[str, Any]:
             "poll_interval_seconds": monitoring["pollIntervalSeconds"],
             **(
                 {"max_resume_run_attempts": monitoring["maxResumeRunAttempts"]}
-                if monitoring.get("maxResumeRunAttempts")
+                if monitoring.get("maxResumeRunAttempts") is not None
                 else {}
             ),
+            "free_slots_after_run_end_seconds": monitoring.get("freeSlotsAfterRunEndSeconds"),
         }
     retention = values.get("retention") or {}
     if retention.get("enabled"):

@@ -163,8 +163,12 @@ def test_the_single_vm_instance_loads_with_postgres_the_queue_and_its_limits(tmp
 
 
 def test_the_single_vm_and_k8s_instances_hold_the_same_limits(values) -> None:
-    vm = load_yaml(DEPLOY / "dagster.yaml")["concurrency"]
-    assert k8s_instance_config(values)["concurrency"] == vm
+    vm = load_yaml(DEPLOY / "dagster.yaml")
+    k8s = k8s_instance_config(values)
+    assert k8s["concurrency"] == vm["concurrency"]
+    # With a pool, a run that dies holding its slot would block the pool for good: both free such slots.
+    for instance in (vm, k8s):
+        assert 0 < instance["run_monitoring"]["free_slots_after_run_end_seconds"] <= 300
 
 
 # --- compose, Dockerfile, workspace ------------------------------------------------------------------
