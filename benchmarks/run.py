@@ -41,6 +41,7 @@ MODULES: tuple[str, ...] = (
     "benchmarks.bench_flywheel",
     "benchmarks.bench_lora",
     "benchmarks.bench_ui",
+    "benchmarks.bench_deploy",
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"

@@ -38,6 +38,7 @@ def test_registry_lists_the_domain_and_hf_benchmarks() -> None:
         "dev",
         "ui_runs",
         "demo",
+        "deploy",
     ]
 
 

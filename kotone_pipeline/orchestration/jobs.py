@@ -16,14 +16,20 @@ import dagster as dg
 # Job definitions name their executor; launching from the UI, a sensor or the CLI cannot choose another.
 EXECUTOR = dg.in_process_executor
 
+# Every run of a job carries the job's tags, however it was launched (UI, sensor, GraphQL, CLI): the queue's
+# tag concurrency limits (deploy/dagster.yaml, deploy/helm/values.yaml) count cycle runs by this tag.
+RUN_KIND_TAG = "kotone/run_kind"
+
 base_job = dg.define_asset_job(
     "base_job",
+    tags={RUN_KIND_TAG: "base"},
     selection=dg.AssetSelection.groups("base"),
     description="catalog -> teacher_pairs -> eval_sets (the unpartitioned base data).",
     executor_def=EXECUTOR,
 )
 cycle_job = dg.define_asset_job(
     "cycle_job",
+    tags={RUN_KIND_TAG: "cycle"},
     selection=dg.AssetSelection.groups("cycle"),
     description=(
         "served_requests -> reviewed_requests -> eval_summary -> hard_dims -> augmented_pairs -> split_dataset "
@@ -33,6 +39,7 @@ cycle_job = dg.define_asset_job(
 )
 validation_job = dg.define_asset_job(
     "validation_job",
+    tags={RUN_KIND_TAG: "validation"},
     # workflow_log (unpartitioned) rides along so the report is rebuilt after every promotion decision.
     selection=dg.AssetSelection.assets("validation_snapshot", "promotion_decision", "workflow_log"),
     description=(
@@ -43,6 +50,7 @@ validation_job = dg.define_asset_job(
 )
 report_job = dg.define_asset_job(
     "report_job",
+    tags={RUN_KIND_TAG: "report"},
     selection=dg.AssetSelection.assets("workflow_log"),
     description="Rebuilds workflow_log; workflow_log_sensor asks for it after a decision made outside validation_job.",
     executor_def=EXECUTOR,
