@@ -49,7 +49,9 @@ UNFINISHED = {
 
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    with deployment(tmp_path_factory.mktemp("deploy"), ENV, cycle_limit=CYCLE_LIMIT) as running:
+    # Run monitoring every 5 s and a dead run's slot freed 5 s after it ended (60 s in deploy/): the kill test
+    # waits for exactly that rule, in seconds rather than minutes.
+    with deployment(tmp_path_factory.mktemp("deploy"), ENV, cycle_limit=CYCLE_LIMIT, monitoring_s=5) as running:
         yield running
 
 

@@ -34,12 +34,16 @@ TERMINAL = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.Dagster
 LOCATION_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
 
 
-def instance_yaml(cycle_limit: int | None = None) -> str:
-    """deploy/dagster.yaml, with the cycle-run limit changed when asked (a test that makes it bind)."""
+def instance_yaml(cycle_limit: int | None = None, monitoring_s: int | None = None) -> str:
+    """deploy/dagster.yaml, with the cycle-run limit changed when asked (a test that makes it bind), and
+    run monitoring's poll and slot-freeing delay shortened when asked (the same rule, seconds not minutes)."""
     config = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text(encoding="utf-8"))
     if cycle_limit is not None:
         for limit in config["concurrency"]["runs"]["tag_concurrency_limits"]:
             limit["limit"] = cycle_limit
+    if monitoring_s is not None:
+        config["run_monitoring"]["poll_interval_seconds"] = monitoring_s
+        config["run_monitoring"]["free_slots_after_run_end_seconds"] = monitoring_s
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -160,7 +164,10 @@ def _env(base: Mapping[str, str], cluster: pg.PgCluster, home: Path, dagster_hom
 
 @contextmanager
 def deployment(
-    root: Path, extra_env: Mapping[str, str] | None = None, cycle_limit: int | None = None
+    root: Path,
+    extra_env: Mapping[str, str] | None = None,
+    cycle_limit: int | None = None,
+    monitoring_s: int | None = None,
 ) -> Iterator[Deployment]:
     """Start PostgreSQL, the code server, the daemon and the webserver; stop them all on exit.
 
@@ -175,7 +182,7 @@ def deployment(
         os.environ.update(env)
         stack.callback(_restore, saved)
         code_port, web_port = free_port(), free_port()
-        (dagster_home / "dagster.yaml").write_text(instance_yaml(cycle_limit), encoding="utf-8")
+        (dagster_home / "dagster.yaml").write_text(instance_yaml(cycle_limit, monitoring_s), encoding="utf-8")
         workspace = {
             "load_from": [{"grpc_server": {"host": "127.0.0.1", "port": code_port, "location_name": LOCATION}}]
         }
