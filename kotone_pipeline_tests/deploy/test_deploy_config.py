@@ -243,13 +243,19 @@ def test_nothing_in_deploy_names_a_machine_path_or_a_secret_value() -> None:
     assert problems == []
 
 
+# Token-shaped values are built here, not written out: no secret-looking literal sits in the repository.
+PLANTED_HF_TOKEN = "hf_" + "x" * 30
+PLANTED_WANDB_KEY = "0a" * 20
+
+
 @pytest.mark.parametrize(
     "line",
     [
         "      DAGSTER_PG_PASSWORD: hunter2",
-        "HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyzABCD",
+        f"HF_TOKEN={PLANTED_HF_TOKEN}",
+        f"  token in a comment: {PLANTED_HF_TOKEN}",
         "  postgresqlPassword: s3cret",
-        "WANDB_API_KEY: 0123456789abcdef0123456789abcdef01234567",
+        f"WANDB_API_KEY: {PLANTED_WANDB_KEY}",
         "    hostPath: {path: /home/alice/kotone}",
         "COPY /work/main/data ./data",
     ],
