@@ -5,10 +5,8 @@ Kept apart from the driver so that ``kotone dev`` and ``kotone --help`` do not p
 
 from __future__ import annotations
 
-import ctypes
 import json
 import shutil
-import signal
 import sys
 import urllib.request
 from collections.abc import Mapping
@@ -61,14 +59,3 @@ def code_location_loaded(url: str, timeout_s: float = 5.0) -> bool:
     except (OSError, ValueError, KeyError, TypeError):  # not up yet, or not a Dagster UI
         return False
     return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
-
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def stop_with_parent() -> None:
-    """``preexec_fn`` of a ``dagster dev`` started for one command: on Linux the kernel sends it SIGTERM
-    when that command dies (even by SIGKILL), and ``dagster dev`` then stops its webserver, daemon and code
-    server, instead of a whole Dagster staying behind. Elsewhere a no-op (the command stops it on exit)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

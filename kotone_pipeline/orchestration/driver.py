@@ -31,8 +31,8 @@ from kotone_pipeline.orchestration.dagster_process import (
     code_location_loaded,
     dagster_command,
     dev_env,
-    stop_with_parent,
 )
+from kotone_pipeline.services.parent_death import dies_with_parent
 from kotone_pipeline.settings import load_settings
 
 LOCATION = "kotone_pipeline"
@@ -118,7 +118,8 @@ class DagsterDriver:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # stopped as one process group, with its daemon and code server
-                preexec_fn=stop_with_parent,
+                # Dies with this command (SIGTERM: it then stops its webserver, daemon and code server).
+                preexec_fn=dies_with_parent(signal.SIGTERM),
             )
         self.started_here = True
         deadline = time.monotonic() + self.ready_timeout_s

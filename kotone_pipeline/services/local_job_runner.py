@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from kotone_pipeline.services.local_jobs import (
@@ -26,9 +25,9 @@ from kotone_pipeline.services.local_jobs import (
     utc_now,
     write_record,
 )
+from kotone_pipeline.services.parent_death import dies_with_parent
 
 KILL_GRACE_S = 5.0
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _MESSAGE_MAX = 300
 
 
@@ -48,25 +47,6 @@ def _failure_message(job_dir: Path, exit_code: int) -> str:
     last = [line for line in log if line.strip() and "[kotone-runner" not in line]
     detail = f": {last[-1].strip()}" if last else ""
     return f"training command {cause}{detail}"[:_MESSAGE_MAX]
-
-
-def _dies_with_runner() -> Callable[[], None] | None:
-    """For Popen's preexec_fn on Linux: the kernel sends the training command SIGKILL when the runner dies,
-    however it dies (SIGKILL included), so a killed runner leaves no command writing into its job. Elsewhere
-    None: train_local then watches its parent itself."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child between fork and exec only calls it
-    runner = os.getpid()
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != runner:  # the runner died before the setting took effect
-            os._exit(1)
-
-    return preexec
 
 
 def run_daemon(job_dir: Path, ready_fd: int | None = None) -> int:
@@ -93,7 +73,9 @@ def run_daemon(job_dir: Path, ready_fd: int | None = None) -> int:
                 cwd=job_dir,
                 stdin=subprocess.DEVNULL,
                 process_group=0,
-                preexec_fn=_dies_with_runner(),  # safe: the runner has no threads at this point
+                # SIGKILL when the runner dies, so a killed runner leaves no command writing into its job (elsewhere
+                # than Linux, train_local watches its parent). Safe: the runner has no threads at this point.
+                preexec_fn=dies_with_parent(signal.SIGKILL),
             )
         except OSError as exc:
             record.stage, record.finished_at = "ERROR", utc_now()
