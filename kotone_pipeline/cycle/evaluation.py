@@ -77,8 +77,8 @@ def step_eval_summary(
     base = cycle_base(artifacts, config, cycle_id, earlier_cycles)
     constant = ConstantBaseline(base.base_train)
     models: dict[str, Predictor] = {
-        "baseline-constant": constant,
-        "baseline-rule": RuleBaseline(base.catalog, fallback=constant.vector),
+        ConstantBaseline.model_id: constant,
+        RuleBaseline.model_id: RuleBaseline(base.catalog, fallback=constant.vector),
     }
     champion = champion_before(artifacts, registry, cycle_id)
     summaries: dict[str, dict[str, EvalSummary]] = {}

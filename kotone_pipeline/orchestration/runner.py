@@ -23,6 +23,7 @@ from kotone_pipeline.cycle.documents import (
 )
 from kotone_pipeline.domain.data.jsonl import atomic_writer
 from kotone_pipeline.domain.data.schemas import EvalSummary
+from kotone_pipeline.domain.model.baselines import RuleBaseline
 from kotone_pipeline.orchestration.partitions import CYCLE_TAG, cycles
 from kotone_pipeline.orchestration.resources import configured_resource, resolve_home
 from kotone_pipeline.orchestration.run_failures import explain, run_events
@@ -73,9 +74,6 @@ def dagster_home(home: Path | None = None) -> Path:
 
 def open_instance(home: Path | None = None) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(dagster_home(home)))
-
-
-RULE_BASELINE = "baseline-rule"  # cycle/steps.py BASELINE_NAMES
 
 
 def _mae(summary: EvalSummary | None) -> float | None:
@@ -341,8 +339,8 @@ class CycleRunner:
             reference_human_mae_before=human_before,
             candidate_human_mae=human_candidate,
             champion_human_mae_after=human_after,
-            rule_holdout_mae=_mae(eval_doc.summary(RULE_BASELINE, "holdout")),
-            rule_human_mae=_mae(eval_doc.summary(RULE_BASELINE, "human")),
+            rule_holdout_mae=_mae(eval_doc.summary(RuleBaseline.model_id, "holdout")),
+            rule_human_mae=_mae(eval_doc.summary(RuleBaseline.model_id, "human")),
             field_rows=decision.field_rows,
             decided_by=decision.primary,
             reference_field_mae_before=decision.reference_field_mae,
