@@ -108,6 +108,26 @@ GATE = GateDecision(
 
 
 def _read_records(run_dir: Path) -> dict[str, Any]:
+    """The offline run's records, once wandb's writer has flushed them all.
+
+    ``run.finish()`` returns when wandb's service has handled the exit, but its writer may flush the
+    file a moment later (a CI run once read it before the run record was there), so the file is read
+    again until its exit record is in it.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            out = _scan_records(run_dir)
+        except AssertionError:  # the datastore's check of a block still being written
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if out["exit"] or time.monotonic() > deadline:
+                return out
+        time.sleep(0.2)
+
+
+def _scan_records(run_dir: Path) -> dict[str, Any]:
     """Decode the offline run's .wandb file with wandb's own datastore and protobuf records."""
     from wandb.proto import wandb_internal_pb2 as pb
     from wandb.sdk.internal.datastore import DataStore
@@ -115,12 +135,14 @@ def _read_records(run_dir: Path) -> dict[str, Any]:
     (wandb_file,) = run_dir.glob("run-*.wandb")
     store = DataStore()
     store.open_for_scan(str(wandb_file))
-    out: dict[str, Any] = {"config": {}, "history": {}, "summary": {}, "run": None}
+    out: dict[str, Any] = {"config": {}, "history": {}, "summary": {}, "run": None, "exit": False}
     while (data := store.scan_data()) is not None:
         record = pb.Record()
         record.ParseFromString(data)
         kind = record.WhichOneof("record_type")
-        if kind == "run":
+        if kind == "exit":
+            out["exit"] = True
+        elif kind == "run":
             out["run"] = record.run
             for item in record.run.config.update:
                 out["config"][item.key] = json.loads(item.value_json)
