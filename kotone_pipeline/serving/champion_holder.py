@@ -23,7 +23,7 @@ RETRY_FAILED_LOAD_S = 30.0
 WARM_UP_TEXT = "a quiet warm piano piece for a rainy evening"
 
 Loader = Callable[[Champion], Predictor]
-_Signature = tuple[int, int, int] | None  # (inode, mtime_ns, size) of the champion file; None = no file
+_Signature = object  # the registry's version of the champion file (a stat locally, a commit on the Hub)
 
 
 def _now_iso() -> str:
@@ -103,10 +103,10 @@ class ChampionHolder:
 
     def _stat(self) -> _Signature:
         try:
-            st = self.registry.champion_path.stat()
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+            return self.registry.version()
+        except Exception as exc:  # the Hub unreachable for a moment: keep serving, look again next time
+            log.warning("cannot tell whether the champion changed: %s", exc)
+            return self._signature
 
     def refresh(self, *, wait: bool = False, force: bool = False) -> None:
         """Cheap enough for every request: at most once per interval one ``stat``; when the champion file

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from kotone_pipeline.domain.data import jsonl
 from kotone_pipeline.domain.data.jsonl import DataFileError
-from kotone_pipeline.services.champion import Champion, ChampionRegistry
+from kotone_pipeline.services.champion import HISTORY_FILE, Champion, ChampionRegistry
+from kotone_pipeline_tests.services.crashes import crash_before_writing, crash_halfway_through_a_write
 
 
 def champion(run_id: str, mae: float, forced: bool = False) -> Champion:
@@ -64,11 +64,7 @@ def test_a_crash_while_writing_the_champion_leaves_the_old_one_whole(
     registry.promote(champion("r1", 1.2), "d1")
     before = registry.champion_path.read_bytes()
 
-    def half_then_crash(obj: object, handle, **kwargs: object) -> None:  # type: ignore[no-untyped-def]
-        handle.write('{"model_id": "local-r2", "model_u')
-        raise OSError("disk full")
-
-    monkeypatch.setattr(jsonl.json, "dump", half_then_crash)
+    crash_halfway_through_a_write(monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         registry.promote(champion("r2", 0.9), "d2")
     monkeypatch.undo()
@@ -85,10 +81,7 @@ def test_a_crash_between_the_two_writes_is_completed_by_a_rerun(
     registry = ChampionRegistry(tmp_path)
     registry.promote(champion("r1", 1.2), "d1")
 
-    def crash(*args: object, **kwargs: object) -> str:
-        raise OSError("killed")
-
-    monkeypatch.setattr(jsonl.json, "dumps", crash)  # champion.json is written, the history is not
+    crash_before_writing(monkeypatch, HISTORY_FILE)  # champion.json is written, the history is not
     with pytest.raises(OSError):
         registry.promote(champion("r2", 0.9), "d2")
     monkeypatch.undo()

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from kotone_pipeline.domain.data import jsonl
 from kotone_pipeline.services.champion import (
+    HISTORY_FILE,
     Champion,
     ChampionChangedError,
     ChampionRegistry,
     RollbackRefusedError,
     replaced_ids,
 )
+from kotone_pipeline_tests.services.crashes import crash_before_writing, crash_halfway_through_a_write
 
 
 def champion(name: str, mae: float, human: float | None = None, forced: bool = False) -> Champion:
@@ -182,11 +183,7 @@ def test_a_crash_while_writing_the_champion_leaves_the_old_one_whole(
     registry = three_champions(tmp_path)
     before = registry.champion_path.read_bytes()
 
-    def half_then_crash(obj: object, handle, **kwargs: object) -> None:  # type: ignore[no-untyped-def]
-        handle.write('{"model_id": "c2/run-0", "rollb')
-        raise OSError("disk full")
-
-    monkeypatch.setattr(jsonl.json, "dump", half_then_crash)
+    crash_halfway_through_a_write(monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         registry.rollback("why")
     monkeypatch.undo()
@@ -201,10 +198,7 @@ def test_a_crash_between_the_two_writes_is_completed_by_a_rerun(
 ) -> None:
     registry = three_champions(tmp_path)
 
-    def crash(*args: object, **kwargs: object) -> str:
-        raise OSError("killed")
-
-    monkeypatch.setattr(jsonl.json, "dumps", crash)  # champion.json is written, the history is not
+    crash_before_writing(monkeypatch, HISTORY_FILE)  # champion.json is written, the history is not
     with pytest.raises(OSError):
         registry.rollback("c3 regressed")
     monkeypatch.undo()
@@ -225,10 +219,7 @@ def test_an_interrupted_promotion_is_recorded_before_a_rollback(
 ) -> None:
     registry = three_champions(tmp_path)
 
-    def crash(*args: object, **kwargs: object) -> str:
-        raise OSError("killed")
-
-    monkeypatch.setattr(jsonl.json, "dumps", crash)
+    crash_before_writing(monkeypatch, HISTORY_FILE)
     with pytest.raises(OSError):
         registry.promote(champion("c4", 0.9), "c4/run-0")
     monkeypatch.undo()

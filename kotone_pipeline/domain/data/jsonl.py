@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -107,13 +108,14 @@ def _parse_line(line: str) -> tuple[Any | None, str | None]:
     return obj, None
 
 
-def iter_json_lines(path: Path) -> Iterator[tuple[int, str, Any | None, str | None]]:
+def iter_json_lines(path: Path, data: bytes | None = None) -> Iterator[tuple[int, str, Any | None, str | None]]:
     """Yield (line number, raw line, parsed object or None, error or None); blank lines are skipped.
 
     Each line is decoded on its own, so one bad byte costs that line only and every later line keeps
-    its true number. An I/O error while reading names the file and the line it stopped at."""
+    its true number. An I/O error while reading names the file and the line it stopped at. ``data``: the
+    file's bytes, read from a store elsewhere; ``path`` then only names it."""
     try:
-        handle = path.open("rb")
+        handle: IO[bytes] = io.BytesIO(data) if data is not None else path.open("rb")
     except FileNotFoundError as exc:
         raise DataFileError(path, [f"{path}: file not found"]) from exc
     except IsADirectoryError as exc:
@@ -150,8 +152,9 @@ def read_jsonl(
     *,
     strict: bool = True,
     key: Callable[[T], Any] | None = None,
+    data: bytes | None = None,
 ) -> ReadResult[T]:
-    """Read and validate every line with ``parse``.
+    """Read and validate every line with ``parse`` (of ``data`` when given: ``path`` then only names it).
 
     strict: raise ``DataFileError`` listing every bad line (nothing is returned).
     otherwise: return good rows and the rejected lines with reasons (quarantine mode).
@@ -160,7 +163,7 @@ def read_jsonl(
     path = Path(path)
     result: ReadResult[T] = ReadResult()
     first_line: dict[Any, int] = {}
-    for lineno, raw, obj, error in iter_json_lines(path):
+    for lineno, raw, obj, error in iter_json_lines(path, data):
         result.lines_read += 1
         if error is None:
             try:
@@ -183,9 +186,14 @@ def read_jsonl(
 
 
 def read_models(
-    path: Path | str, model: type[BaseModel], *, strict: bool = True, key: Callable[[Any], Any] | None = None
+    path: Path | str,
+    model: type[BaseModel],
+    *,
+    strict: bool = True,
+    key: Callable[[Any], Any] | None = None,
+    data: bytes | None = None,
 ) -> ReadResult[Any]:
-    return read_jsonl(path, model.model_validate, strict=strict, key=key)
+    return read_jsonl(path, model.model_validate, strict=strict, key=key, data=data)
 
 
 def current_umask() -> int:
@@ -243,21 +251,33 @@ def _to_jsonable(row: Any) -> Any:
     return row
 
 
+def jsonl_line(row: Any) -> str:
+    return json.dumps(_to_jsonable(row), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def jsonl_bytes(rows: Iterable[Any]) -> bytes:
+    """What ``write_jsonl`` writes, for a store that takes bytes."""
+    return "".join(jsonl_line(row) for row in rows).encode("utf-8")
+
+
+def json_bytes(obj: Any) -> bytes:
+    """What ``write_json`` writes, for a store that takes bytes."""
+    return (json.dumps(_to_jsonable(obj), ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
 def write_jsonl(path: Path | str, rows: Iterable[Any]) -> int:
     """Atomically write rows (dicts or pydantic models); returns the number of rows."""
     count = 0
     with atomic_writer(path) as handle:
         for row in rows:
-            handle.write(json.dumps(_to_jsonable(row), ensure_ascii=False, separators=(",", ":")))
-            handle.write("\n")
+            handle.write(jsonl_line(row))
             count += 1
     return count
 
 
 def write_json(path: Path | str, obj: Any) -> None:
-    with atomic_writer(path) as handle:
-        json.dump(_to_jsonable(obj), handle, ensure_ascii=False, indent=2, sort_keys=True)
-        handle.write("\n")
+    with atomic_writer(path, "wb") as handle:
+        handle.write(json_bytes(obj))
 
 
 def rejected_path(output: Path | str) -> Path:
