@@ -115,6 +115,15 @@ class Settings(BaseModel):
     nightly_timezone: str = Field("UTC", alias="KOTONE_NIGHTLY_TIMEZONE")
     job_backend: Literal["local", "hf"] = Field("local", alias="KOTONE_JOB_BACKEND")
     dataset_store: Literal["local", "hf"] = Field("local", alias="KOTONE_DATASET_STORE")
+    # Where cycle documents and the champion registry live: files under KOTONE_HOME, or a Hugging Face repo
+    # that every pod of a deployment reaches without a shared volume (deploy/README.md).
+    state_store: Literal["local", "hf"] = Field("local", alias="KOTONE_STATE_STORE")
+    hf_state_repo: str | None = Field(
+        None,
+        alias="KOTONE_HF_STATE_REPO",
+        pattern=rf"^{_REPO_PART}/{_REPO_PART}$",
+        description="a repo id such as my-org/kotone-state",
+    )
     hf_namespace: str | None = Field(
         None, alias="KOTONE_HF_NAMESPACE", pattern=rf"^{_REPO_PART}$", description="a Hugging Face user or org name"
     )
@@ -189,7 +198,7 @@ class Settings(BaseModel):
             raise ValueError("expected a finite number, not NaN or infinity")
         return value
 
-    @field_validator("wandb_mode", "dagster_storage", mode="before")
+    @field_validator("wandb_mode", "dagster_storage", "state_store", mode="before")
     @classmethod
     def _case_insensitive(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value  # as the tracker and runner read them
@@ -275,6 +284,11 @@ class Settings(BaseModel):
             raise ValueError(
                 f"KOTONE_CAMPAIGN_SIZE={self.campaign_size} is more than the {self.resolved_trainer} trainer's "
                 f"{limit} variants"
+            )
+        if self.state_store == "hf" and not self.hf_state_repo:
+            raise ValueError(
+                "KOTONE_STATE_STORE=hf keeps cycle documents and the champion registry in a Hugging Face dataset "
+                "repo: set KOTONE_HF_STATE_REPO (e.g. my-org/kotone-state)"
             )
         if self.dagster_storage == "postgres":
             missing = [

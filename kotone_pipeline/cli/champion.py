@@ -33,10 +33,9 @@ def _home() -> Path:
 
 
 def _registry(home: Path) -> ChampionRegistry:
-    from kotone_pipeline.services.artifacts import CycleArtifacts
-    from kotone_pipeline.services.champion import ChampionRegistry
+    from kotone_pipeline.services.state_places import champion_registry
 
-    return ChampionRegistry(CycleArtifacts(home).registry_dir)
+    return champion_registry(home)
 
 
 def _kind(entry: Champion) -> str:
@@ -112,14 +111,14 @@ def history(
     current, rows = history_rows(registry)
     if as_json:
         payload = {
-            "registry": str(registry.root),
+            "registry": registry.where(),
             "current": current.model_id if current else None,
             "entries": rows,
         }
         typer.echo(json.dumps(payload, indent=2))
         return
     if not rows:
-        status_console.print(f"no promotion yet (registry {registry.root})", highlight=False)
+        status_console.print(f"no promotion yet (registry {registry.where()})", highlight=False)
         return
     # Wide enough for the reasons even when stdout is not a terminal (rich assumes 80 columns there).
     console.print(history_table(rows))

@@ -152,9 +152,9 @@ def _serve_and_review(runner: CycleRunner, replay: TrafficReplay | None) -> None
     """The simulated app and reviewer between cycles (only once a champion serves)."""
     if replay is None:
         return
-    from kotone_pipeline.services.champion import ChampionRegistry
+    from kotone_pipeline.services.state_places import champion_registry
 
-    if ChampionRegistry(runner.artifacts.registry_dir).current() is None:
+    if champion_registry(runner.artifacts.home).current() is None:
         status_console.print("  traffic: no champion to serve yet; it starts after the first promotion")
         return
     done = replay.run(runner.artifacts.home)

@@ -92,12 +92,11 @@ class _Model:
             except (ValueError, *self._errors) as exc:
                 raise fail(str(exc), code=EXIT_MODEL_ERROR) from None
             return model, model.model_id
-        from kotone_pipeline.services.champion import ChampionRegistry
-        from kotone_pipeline.services.home import registry_root
+        from kotone_pipeline.services.state_places import champion_registry
 
-        require_home("whose champion to ask")
+        home = require_home("whose champion to ask")
         try:
-            champion = ChampionRegistry(registry_root(create=False)).current()
+            champion = champion_registry(home).current()
         except DataFileError as exc:
             raise fail(f"the champion registry is corrupt: {exc.problems[0]}", code=EXIT_MODEL_ERROR) from None
         if champion is None:

@@ -39,12 +39,11 @@ def report(
     from kotone_pipeline.domain.report.render import to_html, to_json, to_markdown
     from kotone_pipeline.orchestration.report_collection import collect_report, known_cycles
     from kotone_pipeline.orchestration.runner import open_instance
-    from kotone_pipeline.services.artifacts import CycleArtifacts
-    from kotone_pipeline.services.champion import ChampionRegistry
+    from kotone_pipeline.services.state_places import champion_registry, cycle_artifacts
 
     if out is not None:
         check_output(out, say=status_console.print)
-    artifacts = CycleArtifacts(require_home("to report on"))
+    artifacts = cycle_artifacts(require_home("to report on"))
     instance_dir = _instance_dir(artifacts.home)
     if not instance_dir.is_dir():
         raise fail(
@@ -60,7 +59,7 @@ def report(
                 code=EXIT_NOTHING_TO_REPORT,
             )
         selected = select_cycle_range(cycles, known)  # ValueError -> exit 2 with the message
-        result = collect_report(instance, artifacts, ChampionRegistry(artifacts.registry_dir), selected)
+        result = collect_report(instance, artifacts, champion_registry(artifacts.home), selected)
     if fmt is ReportFormat.json:
         text = to_json(result)
     elif fmt is ReportFormat.html:

@@ -126,9 +126,9 @@ def serve(
     """Serve the champion over HTTP (see HELP)."""
     import uvicorn
 
-    from kotone_pipeline.services.champion import ChampionRegistry
-    from kotone_pipeline.services.home import kotone_home, registry_root
+    from kotone_pipeline.services.home import kotone_home
     from kotone_pipeline.services.request_log import RequestLog
+    from kotone_pipeline.services.state_places import champion_registry
     from kotone_pipeline.serving.app import create_app
     from kotone_pipeline.settings import load_settings
 
@@ -148,7 +148,7 @@ def serve(
     url = _url(sock)
     _log_to_stderr()
     app = create_app(
-        ChampionRegistry(registry_root(create=False)),
+        champion_registry(kotone_home(), settings),
         max_body_bytes=max_body_bytes,
         max_batch=max_batch,
         check_interval_s=check_interval,
@@ -185,7 +185,7 @@ def serve(
         log_level="info" if access_log else "warning",
         timeout_graceful_shutdown=5,
     )
-    typer.echo(f"loading the champion from {holder.registry.root} ...", err=True)
+    typer.echo(f"loading the champion from {holder.registry.where()} ...", err=True)
     try:
         Server(config).run(sockets=[sock])
     finally:

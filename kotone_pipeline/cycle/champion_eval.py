@@ -60,11 +60,18 @@ class ChampionEval:
     predictor: Predictor | None = None  # None when scored from recorded predictions
 
 
+# A run's recorded predictions: what validation_snapshot keeps in the state store beside the cycle's documents.
+RECORDED_PREDICTIONS = tuple(
+    f"predictions_{dataset}.jsonl" for dataset in ("validation", "holdout", "human", "field", "probe")
+)
+
+
 def champion_run_dir(artifacts: CycleArtifacts, champion: Champion) -> Path | None:
-    """Where validation_snapshot put the champion's run outputs (predictions, scored rows)."""
+    """Where validation_snapshot put the champion's run outputs (predictions), fetched from a remote state
+    store when this machine has not seen them."""
     if not champion.cycle_id or not champion.run_id:
         return None
-    return artifacts.path(champion.cycle_id, f"runs/{champion.run_id}")
+    return artifacts.local_files(champion.cycle_id, f"runs/{champion.run_id}", RECORDED_PREDICTIONS)
 
 
 def evaluate_champion(
@@ -148,11 +155,11 @@ def _recorded_champion(artifacts: CycleArtifacts, champion: Champion, base: Base
             else:
                 raise  # the local model is run on the grown field set instead
     probe = run_dir / "predictions_probe.jsonl"
-    validation_rows = run_dir / "eval_rows_validation.jsonl"
+    validation_rows = f"runs/{champion.run_id}/eval_rows_validation"
     if probe.is_file():
         summaries["probe"], rows["probe"] = _score_recorded(probe, base.probe, champion.model_id, "probe")
         how["probe"] = probe.name
-    elif validation_rows.is_file():
+    elif artifacts.has_rows(champion.cycle_id, validation_rows):
         run = artifacts.read(champion.cycle_id, ValidationSnapshotDoc).run(champion.run_id)
         if run is None or run.validation is None:
             raise ChampionUnavailableError(
@@ -160,8 +167,8 @@ def _recorded_champion(artifacts: CycleArtifacts, champion: Champion, base: Base
                 f"metrics for run {champion.run_id}; re-materialize it"
             )
         summaries["probe"] = run.validation
-        rows["probe"] = artifacts.read_eval_rows(champion.cycle_id, f"runs/{champion.run_id}/eval_rows_validation")
-        how["probe"] = f"{validation_rows.name} (the run recorded no probe predictions; dataset 'validation')"
+        rows["probe"] = artifacts.read_eval_rows(champion.cycle_id, validation_rows)
+        how["probe"] = "eval_rows_validation.jsonl (the run recorded no probe predictions; dataset 'validation')"
     else:
         raise ChampionUnavailableError(
             f"champion {champion.model_id}: its run under {run_dir} recorded holdout predictions but neither "

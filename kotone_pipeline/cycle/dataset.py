@@ -47,7 +47,7 @@ class LeakageError(RuntimeError):
 def _earlier_augmented(artifacts: CycleArtifacts, earlier_cycles: Sequence[str]) -> list[Pair]:
     pairs: list[Pair] = []
     for cycle in earlier_cycles:
-        if artifacts.path(cycle, "augmented_pairs.jsonl").is_file():
+        if artifacts.has_rows(cycle, "augmented_pairs"):
             pairs.extend(artifacts.read_pairs(cycle, "augmented_pairs"))
     return pairs
 

@@ -139,7 +139,7 @@ def _score_reviewed(
     """The current model on this cycle's new training-side reviewed requests (people's text it has not
     trained on): where hard dims are mined once people review. None when there are none, or the model is
     remote and recorded no predictions for them."""
-    if not artifacts.path(cycle_id, f"{TRAINING_SIDE_FILE}.jsonl").is_file():
+    if not artifacts.has_rows(cycle_id, TRAINING_SIDE_FILE):
         return None
     pairs = artifacts.read_pairs(cycle_id, TRAINING_SIDE_FILE)
     if not pairs:
@@ -194,7 +194,7 @@ def step_hard_dims(
     probe_by_dim: dict[str, float] = {}
     reviewed = (
         artifacts.read_eval_rows(cycle_id, "eval_rows_reviewed")
-        if artifacts.path(cycle_id, "eval_rows_reviewed.jsonl").is_file()
+        if artifacts.has_rows(cycle_id, "eval_rows_reviewed")
         else []
     )
     if failures is not None:

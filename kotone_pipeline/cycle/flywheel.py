@@ -15,7 +15,6 @@ from typing import Any
 
 from kotone_pipeline.cycle.config import LoopConfig
 from kotone_pipeline.cycle.documents import ReviewedRequestsDoc, ServedRequestsDoc
-from kotone_pipeline.domain.data.jsonl import write_jsonl
 from kotone_pipeline.domain.data.schemas import Pair
 from kotone_pipeline.domain.loop.served import detect_lang, mask_pii, reviewed_pair, route, text_key
 from kotone_pipeline.services.artifacts import CycleArtifacts
@@ -64,7 +63,7 @@ def step_served_requests(
                 "latency_ms": request.latency_ms,
             }
         )
-    write_jsonl(artifacts.path(cycle_id, f"{SERVED_FILE}.jsonl"), rows)
+    artifacts.write_rows(cycle_id, SERVED_FILE, rows)
     doc = ServedRequestsDoc(
         cycle_id=cycle_id,
         after_seq=after,
@@ -122,9 +121,9 @@ def step_reviewed_requests(
             weight=config.reviewed_weight,
         )
         (field if side == "field" else training).append(pair)
-    write_jsonl(artifacts.path(cycle_id, f"{REVIEWS_FILE}.jsonl"), provenance)
-    write_jsonl(artifacts.path(cycle_id, f"{TRAINING_SIDE_FILE}.jsonl"), training)
-    write_jsonl(artifacts.path(cycle_id, f"{FIELD_SIDE_FILE}.jsonl"), field)
+    artifacts.write_rows(cycle_id, REVIEWS_FILE, provenance)
+    artifacts.write_rows(cycle_id, TRAINING_SIDE_FILE, training)
+    artifacts.write_rows(cycle_id, FIELD_SIDE_FILE, field)
     kinds = Counter(r.kind for r in reviews)
     doc = ReviewedRequestsDoc(
         cycle_id=cycle_id,
@@ -153,7 +152,7 @@ def reviewed_rows(
     name = TRAINING_SIDE_FILE if side == "training" else FIELD_SIDE_FILE
     by_id: dict[str, Pair] = {}
     for cycle in cycles:
-        if artifacts.path(cycle, f"{name}.jsonl").is_file():
+        if artifacts.has_rows(cycle, name):
             for pair in artifacts.read_pairs(cycle, name):
                 by_id[pair.id] = pair
     for pair in extra:

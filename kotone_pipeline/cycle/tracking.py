@@ -15,7 +15,7 @@ from kotone_pipeline.cycle.documents import (
 )
 from kotone_pipeline.domain.data.schemas import EvalRow, EvalSummary, GateDecision, Pair
 from kotone_pipeline.domain.loop.hard_dims import top_failures
-from kotone_pipeline.domain.loop.playbook import build_playbook, write_playbook
+from kotone_pipeline.domain.loop.playbook import build_playbook, playbook_files
 from kotone_pipeline.domain.model.predictor import Predictor
 from kotone_pipeline.services import tracker as tr
 from kotone_pipeline.services import tracker_tables as tt
@@ -222,7 +222,7 @@ def dataset_artifact_for_jobs(split_doc: SplitDatasetDoc) -> str | None:
     return tracking.get("wandb_dataset_artifact") or None
 
 
-def write_failure_playbook(artifacts: CycleArtifacts, cycle_id: str) -> tuple[Path, Any]:
+def write_failure_playbook(artifacts: CycleArtifacts, cycle_id: str) -> tuple[str, Any]:
     """The playbook from this cycle's probe rows, hard dims, augmentation and hyper-parameter decision."""
     rows = artifacts.read_eval_rows(cycle_id, "eval_rows_probe")
     hard = artifacts.read(cycle_id, HardDimsDoc).report()
@@ -236,6 +236,6 @@ def write_failure_playbook(artifacts: CycleArtifacts, cycle_id: str) -> tuple[Pa
         "hparam_reasons": decision.reasons,
     }
     playbook = build_playbook(cycle_id, rows, hard, next_steps)
-    path = artifacts.path(cycle_id, PLAYBOOK_FILE)
-    write_playbook(path, playbook)
-    return path, playbook
+    for name, text in playbook_files(playbook, PLAYBOOK_FILE).items():
+        artifacts.write_text(cycle_id, name, text)
+    return artifacts.location(cycle_id, PLAYBOOK_FILE), playbook

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kotone_pipeline.cycle.champion_eval import read_prediction_records
+from kotone_pipeline.cycle.champion_eval import RECORDED_PREDICTIONS, read_prediction_records
 from kotone_pipeline.cycle.documents import (
     AttemptsDoc,
     TrainingSubmissionDoc,
@@ -55,6 +55,7 @@ def step_validation_snapshot(
         )
         if state.stage == "COMPLETED":
             out = backend.fetch_outputs(state, artifacts.path(cycle_id, f"runs/{run.run_id}"))
+            artifacts.keep_files(cycle_id, f"runs/{run.run_id}", RECORDED_PREDICTIONS)
             for dataset in ("validation", "holdout", "human", "field"):
                 optional = dataset in ("human", "field")
                 if optional and not (splits.get(dataset) and (out / f"predictions_{dataset}.jsonl").is_file()):

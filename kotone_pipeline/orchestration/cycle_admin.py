@@ -76,7 +76,7 @@ def delete_cycle(
     keys = list(instance.get_dynamic_partitions(cycles.name))
     report = DeleteReport(cycle_id)
     valid = invalid_reason(cycle_id) is None
-    on_disk = valid and artifacts.cycle_dir(cycle_id).is_dir()
+    on_disk = valid and cycle_id in artifacts.cycles_on_disk()
     if cycle_id not in keys and not on_disk:
         raise CycleDeleteRefusedError(f"no cycle {cycle_id!r}; cycles: {', '.join(keys) or 'none'}")
     champion = registry.current()
@@ -108,8 +108,9 @@ def delete_cycle(
         # of the same id starts clean instead of adopting these jobs.
         moved = False
         if on_disk:
-            _move(artifacts.cycle_dir(cycle_id), target / "cycle")
-            moved = True
+            moved = artifacts.store.move_folder(artifacts.cycle_key(cycle_id), f"{DELETED_DIR}/{target.name}/cycle")
+            if not artifacts.local and artifacts.cycle_dir(cycle_id).is_dir():  # this machine's working files
+                _move(artifacts.cycle_dir(cycle_id), target / "cycle")
         local_jobs = artifacts.jobs_dir
         for job_id in job_ids:
             if (local_jobs / job_id).is_dir() and job_id not in failed:

@@ -178,7 +178,9 @@ def dataset_metadata(rows: int, data_hash: str) -> dict[str, Any]:
 
 
 def path_value(path: Any) -> dg.MetadataValue:
-    return dg.MetadataValue.path(str(path))
+    """A file's place: a path, or a link when the state store is remote."""
+    text = str(path)
+    return dg.MetadataValue.url(text) if text.startswith(("http://", "https://")) else dg.MetadataValue.path(text)
 
 
 def tracking_metadata(link: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:

@@ -225,12 +225,11 @@ def cycle_entry(
         )
 
     # Outputs.
-    entry.artifacts["cycle_dir"] = str(artifacts.cycle_dir(cycle_id))
+    entry.artifacts["cycle_dir"] = artifacts.cycle_location(cycle_id)
     for name in done:
-        entry.artifacts[name] = str(artifacts.path(cycle_id, f"{name}.json"))
-    playbook = artifacts.path(cycle_id, "failure_playbook.md")
-    if playbook.is_file():
-        entry.artifacts["failure_playbook"] = str(playbook)
+        entry.artifacts[name] = artifacts.location(cycle_id, f"{name}.json")
+    if artifacts.store.exists(artifacts.key(cycle_id, "failure_playbook.md")):
+        entry.artifacts["failure_playbook"] = artifacts.location(cycle_id, "failure_playbook.md")
     best = snapshot.best if snapshot else None
     entry.models = {f"{cycle_id}/{r.run_id}": r.model_uri for r in entry.training_runs if r.model_uri}
     if snapshot:

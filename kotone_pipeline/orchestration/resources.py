@@ -21,6 +21,8 @@ from kotone_pipeline.services.datasets import DatasetStore
 from kotone_pipeline.services.home import kotone_home
 from kotone_pipeline.services.jobs import JobBackend
 from kotone_pipeline.services.request_log import RequestLog
+from kotone_pipeline.services.state_places import REGISTRY_PREFIX
+from kotone_pipeline.services.state_store import open_state_store
 from kotone_pipeline.services.tracker import Tracker, tracker_mode_from_env, wandb_host
 from kotone_pipeline.services.wandb_tracker import tracker_from_env
 from kotone_pipeline.settings import ConfigurationError, default, load_settings
@@ -41,9 +43,23 @@ class KotoneHomeResource(dg.ConfigurableResource):
     """Root of all local state (``KOTONE_HOME``, default ``./.kotone``)."""
 
     home: str = ""
+    state_store: str = "local"
+    hf_state_repo: str = ""
+    hf_token: str | None = None
+    hf_endpoint: str | None = None
 
     def artifacts(self) -> CycleArtifacts:
-        return CycleArtifacts(resolve_home(self.home))
+        home = resolve_home(self.home)
+        if self.state_store == "local":
+            return CycleArtifacts(home)
+        store = open_state_store(
+            self.state_store,
+            home,
+            hf_repo=self.hf_state_repo,
+            token=secret_value(self.hf_token),
+            endpoint=self.hf_endpoint,
+        )
+        return CycleArtifacts(home, store)
 
     def request_log(self) -> RequestLog:
         """The log of served requests and people's reviews (``kotone serve`` and ``kotone review`` write it)."""
@@ -132,9 +148,24 @@ class ChampionRegistryResource(dg.ConfigurableResource):
     """The champion registry; only the ``promotion_decision`` asset changes it."""
 
     home: str = ""
+    state_store: str = "local"
+    hf_state_repo: str = ""
+    hf_token: str | None = None
+    hf_endpoint: str | None = None
 
     def get_registry(self) -> ChampionRegistry:
-        return ChampionRegistry(CycleArtifacts(resolve_home(self.home)).registry_dir)
+        home = resolve_home(self.home)
+        if self.state_store == "local":
+            return ChampionRegistry(CycleArtifacts(home).registry_dir)
+        store = open_state_store(
+            self.state_store,
+            home,
+            hf_repo=self.hf_state_repo,
+            prefix=REGISTRY_PREFIX,
+            token=secret_value(self.hf_token),
+            endpoint=self.hf_endpoint,
+        )
+        return ChampionRegistry(store)
 
 
 def dagster_wandb_login(api_key: str, host: str) -> dict[str, Any]:
@@ -205,8 +236,14 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.Con
     home = settings.home or ""
     # Secrets stay references, read from the environment only when a backend is built.
     secret_token = dg.EnvVar("HF_TOKEN") if settings.hf_token else None
+    state: dict[str, Any] = {
+        "state_store": settings.state_store,
+        "hf_state_repo": settings.hf_state_repo or "",
+        "hf_token": secret_token,
+        "hf_endpoint": settings.hf_endpoint,
+    }
     return {
-        "kotone_home": KotoneHomeResource(home=home),
+        "kotone_home": KotoneHomeResource(home=home, **state),
         "loop_settings": LoopSettings.of(LoopConfig.from_settings(settings)),
         "job_backend": JobBackendResource(
             kind=settings.job_backend,
@@ -226,7 +263,7 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.Con
             hf_endpoint=settings.hf_endpoint,
             hf_training_script=settings.hf_training_script or "",
         ),
-        "champion_registry": ChampionRegistryResource(home=home),
+        "champion_registry": ChampionRegistryResource(home=home, **state),
         "tracker": TrackerResource(
             mode=settings.wandb_mode or "",
             project=settings.wandb_project,

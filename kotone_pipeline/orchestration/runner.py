@@ -28,7 +28,6 @@ from kotone_pipeline.orchestration.partitions import CYCLE_TAG, cycles
 from kotone_pipeline.orchestration.resources import configured_resource, resolve_home
 from kotone_pipeline.orchestration.run_failures import explain, run_events
 from kotone_pipeline.orchestration.sensors import training_jobs_sensor
-from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.jobs import validate_cycle_id
 from kotone_pipeline.settings import load_settings
 
@@ -137,7 +136,7 @@ class CycleRunner:
         self.poll_interval_s = poll_interval_s
         self.log_level = log_level
         self.resources = {key: configured_resource(r) for key, r in (defs.resources or {}).items()}
-        self.artifacts = CycleArtifacts(resolve_home(self.resources["kotone_home"].home))
+        self.artifacts = self.resources["kotone_home"].artifacts()
         self._cursor: str | None = None
         self._done_run_keys: set[str] = set()
 

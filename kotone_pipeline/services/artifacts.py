@@ -1,16 +1,24 @@
-"""Where each cycle's artifacts live under ``$KOTONE_HOME`` (one file per asset, written atomically)."""
+"""Where each cycle's artifacts live: one file per asset, written as a whole, in the state store."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from kotone_pipeline.domain.data.jsonl import describe_validation_error, read_models, write_json, write_jsonl
+from kotone_pipeline.domain.data.jsonl import (
+    atomic_writer,
+    describe_validation_error,
+    json_bytes,
+    jsonl_bytes,
+    read_models,
+)
 from kotone_pipeline.domain.data.schemas import EvalRow, Pair
 from kotone_pipeline.services.jobs import validate_cycle_id
+from kotone_pipeline.services.state_store import LocalStateStore, StateStore
 
 
 class ArtifactMissingError(FileNotFoundError):
@@ -22,13 +30,22 @@ class CorruptStateError(ValueError):
 
 
 Doc = TypeVar("Doc", bound=BaseModel)
+Row = TypeVar("Row", Pair, EvalRow)
 
 
 class CycleArtifacts:
-    """File layout: ``base/`` for unpartitioned data, ``cycles/<id>/`` for one cycle's artifacts."""
+    """Each cycle's documents and row files, kept in a ``StateStore`` under ``cycles/<id>/``; ``base/``,
+    ``jobs/``, ``datasets/`` and ``registry/`` beside them in ``home``.
 
-    def __init__(self, home: Path) -> None:
+    The store is by default the files under ``home`` itself. With a remote store (``KOTONE_STATE_STORE=hf``)
+    ``home`` is this machine's working folder: ``path()`` still names local files (the outputs a run
+    downloads, which ``keep_files``/``local_files`` carry to and from the store) while the documents and row
+    files live only in the store, where every pod reads them.
+    """
+
+    def __init__(self, home: Path, store: StateStore | None = None) -> None:
         self.home = Path(home).resolve()
+        self.store = store if store is not None else LocalStateStore(self.home)
 
     # --- layout -----------------------------------------------------------------------------
     @property
@@ -47,26 +64,45 @@ class CycleArtifacts:
     def registry_dir(self) -> Path:
         return self.home / "registry"
 
+    @property
+    def local(self) -> bool:
+        """The store is the files under ``home``: ``path()`` and the store name the same files."""
+        return isinstance(self.store, LocalStateStore) and self.store.root == self.home
+
     def cycle_dir(self, cycle_id: str) -> Path:
         return self.home / "cycles" / validate_cycle_id(cycle_id)
 
     def path(self, cycle_id: str, name: str) -> Path:
         return self.cycle_dir(cycle_id) / name
 
+    def cycle_key(self, cycle_id: str) -> str:
+        """The folder of a cycle's files in the store."""
+        return f"cycles/{validate_cycle_id(cycle_id)}"
+
+    def key(self, cycle_id: str, name: str) -> str:
+        return f"{self.cycle_key(cycle_id)}/{name}"
+
+    def location(self, cycle_id: str, name: str) -> str:
+        """Where a person finds a cycle's file: its path, or its URL in the store."""
+        return self.store.location(self.key(cycle_id, name))
+
+    def cycle_location(self, cycle_id: str) -> str:
+        return str(self.cycle_dir(cycle_id)) if self.local else self.store.location(self.cycle_key(cycle_id))
+
     def cycles_on_disk(self) -> list[str]:
-        root = self.home / "cycles"
-        return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        """The cycles the store holds files of."""
+        return self.store.folders("cycles")
 
     # --- JSON documents (kotone_pipeline.cycle.documents: one model per file) -------------------
-    def write(self, cycle_id: str, doc: BaseModel) -> Path:
-        """Write a cycle document atomically under its model's ``NAME``."""
-        target = self.path(cycle_id, f"{_name(type(doc))}.json")
-        write_json(target, doc.model_dump(mode="json"))
-        return target
+    def write(self, cycle_id: str, doc: BaseModel) -> str:
+        """Write a cycle document atomically under its model's ``NAME``; returns its location."""
+        name = f"{_name(type(doc))}.json"
+        self.store.write(self.key(cycle_id, name), json_bytes(doc.model_dump(mode="json")))
+        return self.location(cycle_id, name)
 
     def has(self, cycle_id: str, model: type[BaseModel] | str) -> bool:
         name = model if isinstance(model, str) else _name(model)
-        return self.path(cycle_id, f"{name}.json").is_file()
+        return self.store.exists(self.key(cycle_id, f"{name}.json"))
 
     def read(self, cycle_id: str, model: type[Doc]) -> Doc:
         """The document, checked against its model; a missing one raises ``ArtifactMissingError``, one that is
@@ -79,14 +115,20 @@ class CycleArtifacts:
             raise self._corrupt(cycle_id, name, describe_validation_error(exc)) from None
 
     def read_if_present(self, cycle_id: str, model: type[Doc]) -> Doc | None:
-        return self.read(cycle_id, model) if self.has(cycle_id, model) else None
+        try:
+            return self.read(cycle_id, model)
+        except ArtifactMissingError:
+            return None
 
     def _read_json(self, cycle_id: str, name: str) -> dict[str, Any]:
-        target = self.path(cycle_id, f"{name}.json")
-        if not target.is_file():
-            raise ArtifactMissingError(f"{name} for cycle {cycle_id!r} is missing ({target}); materialize it first")
+        data = self.store.read(self.key(cycle_id, f"{name}.json"))
+        if data is None:
+            raise ArtifactMissingError(
+                f"{name} for cycle {cycle_id!r} is missing ({self.location(cycle_id, f'{name}.json')}); "
+                "materialize it first"
+            )
         try:
-            doc = json.loads(target.read_bytes().decode("utf-8"))
+            doc = json.loads(data.decode("utf-8"))
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError included
             raise self._corrupt(cycle_id, name, f"not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
@@ -94,29 +136,64 @@ class CycleArtifacts:
         return doc
 
     def _corrupt(self, cycle_id: str, name: str, reason: str) -> CorruptStateError:
-        target = self.path(cycle_id, f"{name}.json")
+        target = self.location(cycle_id, f"{name}.json")
         return CorruptStateError(
             f"{target}: corrupt cycle document ({reason}); delete it and re-materialize {name} for cycle "
             f"{cycle_id!r} (in the UI, or re-run the cycle: the finished steps are kept)"
         )
 
-    # --- row files ----------------------------------------------------------------------------
-    def write_rows(self, cycle_id: str, name: str, rows: list[Any]) -> Path:
-        target = self.path(cycle_id, f"{name}.jsonl")
-        write_jsonl(target, rows)
-        return target
+    # --- row files and text ---------------------------------------------------------------------
+    def write_rows(self, cycle_id: str, name: str, rows: Iterable[Any]) -> str:
+        """``name``.jsonl, written as a whole; returns its location."""
+        self.store.write(self.key(cycle_id, f"{name}.jsonl"), jsonl_bytes(rows))
+        return self.location(cycle_id, f"{name}.jsonl")
+
+    def has_rows(self, cycle_id: str, name: str) -> bool:
+        return self.store.exists(self.key(cycle_id, f"{name}.jsonl"))
 
     def read_pairs(self, cycle_id: str, name: str) -> list[Pair]:
-        target = self.path(cycle_id, f"{name}.jsonl")
-        if not target.is_file():
-            raise ArtifactMissingError(f"{name} for cycle {cycle_id!r} is missing ({target})")
-        return read_models(target, Pair).rows
+        return self._read_rows(cycle_id, name, Pair)
 
     def read_eval_rows(self, cycle_id: str, name: str) -> list[EvalRow]:
-        target = self.path(cycle_id, f"{name}.jsonl")
-        if not target.is_file():
-            raise ArtifactMissingError(f"{name} for cycle {cycle_id!r} is missing ({target})")
-        return read_models(target, EvalRow).rows
+        return self._read_rows(cycle_id, name, EvalRow)
+
+    def _read_rows(self, cycle_id: str, name: str, model: type[Row]) -> list[Row]:
+        where = self.location(cycle_id, f"{name}.jsonl")
+        data = self.store.read(self.key(cycle_id, f"{name}.jsonl"))
+        if data is None:
+            raise ArtifactMissingError(f"{name} for cycle {cycle_id!r} is missing ({where})")
+        return read_models(where, model, data=data).rows
+
+    def write_text(self, cycle_id: str, name: str, text: str) -> str:
+        self.store.write(self.key(cycle_id, name), text.encode("utf-8"))
+        return self.location(cycle_id, name)
+
+    def read_text(self, cycle_id: str, name: str) -> str | None:
+        data = self.store.read(self.key(cycle_id, name))
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+    # --- a run's downloaded outputs ---------------------------------------------------------------
+    def keep_files(self, cycle_id: str, folder: str, names: Iterable[str]) -> None:
+        """Copy the local files ``folder/name`` that exist into a remote store, so that a run on another
+        machine finds them (``local_files``); nothing to do when the store is ``home`` itself."""
+        if self.local:
+            return
+        for name in names:
+            source = self.path(cycle_id, f"{folder}/{name}")
+            if source.is_file():
+                self.store.write(self.key(cycle_id, f"{folder}/{name}"), source.read_bytes())
+
+    def local_files(self, cycle_id: str, folder: str, names: Iterable[str]) -> Path:
+        """The local folder ``folder`` of a cycle, with the files ``names`` that are missing here fetched from a
+        remote store (those it holds)."""
+        target = self.path(cycle_id, folder)
+        if not self.local:
+            for name in names:
+                local = target / name
+                if not local.is_file() and (data := self.store.read(self.key(cycle_id, f"{folder}/{name}"))):
+                    with atomic_writer(local, "wb") as handle:
+                        handle.write(data)
+        return target
 
 
 def _name(model: type[BaseModel]) -> str:

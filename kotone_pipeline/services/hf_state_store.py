@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd, HfApi, get_session, hf_hub_url
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_session, hf_hub_url
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 from huggingface_hub.hf_api import RepoFolder
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
@@ -125,6 +125,44 @@ class HfRepoStateStore(StateStore):
         raise StateConflictError(
             f"{self.describe()}: {UPDATE_ATTEMPTS} commits in a row lost a race with other writers; try again"
         )
+
+    def move_folder(self, source: str, dest: str) -> bool:
+        """One commit that adds the files under ``dest`` and deletes ``source``: a reader sees one or the other."""
+        origin = self._path(source)
+
+        def files_at(revision: str) -> list[str]:
+            try:
+                entries = self.api.list_repo_tree(
+                    self.repo_id, path_in_repo=origin, recursive=True, repo_type=self.repo_type, revision=revision
+                )
+                return [e.path for e in entries if not isinstance(e, RepoFolder)]
+            except EntryNotFoundError:
+                return []
+
+        parent = self.head()
+        paths = self._call(f"list {origin}", lambda: files_at(parent))
+        if not paths:
+            return False
+        operations: list[Any] = []
+        for path in paths:
+            key = path[len(self.prefix) + 1 :] if self.prefix else path
+            data = self._read_at(key, parent)
+            if data is not None:
+                moved = f"{dest}/{key[len(source) + 1 :]}"
+                operations.append(CommitOperationAdd(self._path(moved), data))
+        operations.append(CommitOperationDelete(origin, is_folder=True))
+        self._call(
+            f"move {origin}",
+            lambda: self.api.create_commit(
+                self.repo_id,
+                operations,
+                commit_message=f"kotone: move {source} to {dest}",
+                repo_type=self.repo_type,
+                revision=BRANCH,
+                parent_commit=parent,
+            ),
+        )
+        return True
 
     def location(self, key: str) -> str:
         kind = {"dataset": "datasets/", "space": "spaces/"}.get(self.repo_type, "")

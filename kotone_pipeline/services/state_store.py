@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from kotone_pipeline.domain.data.jsonl import atomic_writer
 
@@ -43,10 +44,9 @@ class StateConflictError(StateStoreError):
 def check_key(key: str) -> str:
     """A relative path with no ``..``, no empty part and no backslash: the same key names the same file
     in every store."""
-    parts = PurePosixPath(key).parts
-    if not key or key.startswith("/") or "\\" in key or any(part in ("..", ".") for part in parts):
+    if not key or key.startswith("/") or "\\" in key or any(part in ("..", ".") for part in key.split("/")):
         raise ValueError(f"state key {key!r} must be a relative path without '..'")
-    if "//" in key or key.endswith("/"):
+    if "" in key.split("/"):
         raise ValueError(f"state key {key!r} has an empty part")
     return key
 
@@ -82,12 +82,36 @@ class StateStore(ABC):
         An exception from ``change`` leaves the store as it was."""
 
     @abstractmethod
+    def move_folder(self, source: str, dest: str) -> bool:
+        """Move every file under ``source`` to ``dest`` (which must not exist); False when there was none."""
+
+    @abstractmethod
     def location(self, key: str) -> str:
         """Where a person finds the file: a path, or a URL."""
 
     @abstractmethod
     def describe(self) -> str:
         """The store in a few words, for messages (``/srv/kotone/registry``, ``hf dataset org/repo``)."""
+
+
+def open_state_store(
+    kind: str, root: Path, *, hf_repo: str = "", prefix: str = "", token: str | None = None, endpoint: str | None = None
+) -> StateStore:
+    """The store the settings name: ``local`` files under ``root``, or ``hf``: ``prefix`` in the repo ``hf_repo``."""
+    if kind == "local":
+        return LocalStateStore(root / prefix if prefix else root)
+    if kind == "hf":
+        if not hf_repo:
+            from kotone_pipeline.settings import ConfigurationError
+
+            raise ConfigurationError(
+                "KOTONE_STATE_STORE=hf keeps cycle documents and the champion registry in a Hugging Face repo: "
+                "set KOTONE_HF_STATE_REPO (e.g. my-org/kotone-state)"
+            )
+        from kotone_pipeline.services.hf_state_store import HfRepoStateStore
+
+        return HfRepoStateStore(hf_repo, prefix=prefix, token=token, endpoint=endpoint)
+    raise ValueError(f"unknown state store {kind!r}: use 'local' or 'hf'")
 
 
 class LocalStateStore(StateStore):
@@ -135,6 +159,14 @@ class LocalStateStore(StateStore):
         with self._locked():
             for key, data in change({key: self.read(key) for key in keys}):
                 self.write(key, data)
+
+    def move_folder(self, source: str, dest: str) -> bool:
+        origin, target = self.path(source), self.path(dest)
+        if not origin.is_dir():
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(origin), str(target))
+        return True
 
     def location(self, key: str) -> str:
         return str(self.path(key))

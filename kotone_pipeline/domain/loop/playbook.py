@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kotone_pipeline.domain.data.dims import DIMS, SLOTS
-from kotone_pipeline.domain.data.jsonl import atomic_writer
 from kotone_pipeline.domain.data.schemas import EvalRow, HardDimReport
 
 DEFAULT_FAILURE_THRESHOLD = 0.5  # row MAE: three steps of error spread over the six dims
@@ -303,13 +301,7 @@ def render_markdown(p: Playbook) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_playbook(path: Path | str, playbook: Playbook) -> tuple[Path, Path]:
-    """Atomically write the markdown to ``path`` and the structured fields beside it as ``.json``."""
-    md_path = Path(path)
-    json_path = md_path.with_suffix(".json")
-    with atomic_writer(md_path) as handle:
-        handle.write(playbook.markdown)
-    with atomic_writer(json_path) as handle:
-        handle.write(playbook.model_dump_json(indent=2, exclude={"markdown"}))
-        handle.write("\n")
-    return md_path, json_path
+def playbook_files(playbook: Playbook, md_name: str) -> dict[str, str]:
+    """The playbook's files: the markdown as ``md_name``, the structured fields beside it as ``.json``."""
+    stem = md_name.removesuffix(".md")
+    return {md_name: playbook.markdown, f"{stem}.json": playbook.model_dump_json(indent=2, exclude={"markdown"}) + "\n"}

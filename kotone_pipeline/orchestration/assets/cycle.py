@@ -83,7 +83,7 @@ def eval_summary(
                 "per_dim_mae_holdout": dg.MetadataValue.md(per_dim_table(holdout)),
                 "eval_id": dg.MetadataValue.text(result.eval_id),
                 **tracking_metadata(result.tracking),
-                "path": path_value(artifacts.path(cycle_id, "eval_summary.json")),
+                "path": path_value(artifacts.location(cycle_id, "eval_summary.json")),
             }
         )
     )
@@ -134,7 +134,7 @@ def hard_dims(
                 ),
                 "top_failures": dg.MetadataValue.md(md_table(["source_type", "text", "row MAE"], failures)),
                 **{k: dg.MetadataValue.text(str(v)) for k, v in fetch_meta.items()},
-                "path": path_value(artifacts.path(cycle_id, "hard_dims.json")),
+                "path": path_value(artifacts.location(cycle_id, "hard_dims.json")),
             }
         )
     )
@@ -163,7 +163,7 @@ def augmented_pairs(
                 "dagster/column_schema": dataset_metadata(0, "")["dagster/column_schema"],
                 "by_origin": dg.MetadataValue.json(by_origin),
                 "counts": dg.MetadataValue.json(result.counts),
-                "path": path_value(artifacts.path(cycle_id, "augmented_pairs.jsonl")),
+                "path": path_value(artifacts.location(cycle_id, "augmented_pairs.jsonl")),
             }
         )
     )

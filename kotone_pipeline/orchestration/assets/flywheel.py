@@ -34,7 +34,7 @@ def served_requests(context: dg.AssetExecutionContext, kotone_home: KotoneHomeRe
                 "by_lang": dg.MetadataValue.json(doc.by_lang),
                 "by_model": dg.MetadataValue.json(doc.by_model),
                 "waiting_for_review": dg.MetadataValue.int(doc.waiting_for_review),
-                "path": path_value(artifacts.path(cycle_id, f"{flywheel.SERVED_FILE}.jsonl")),
+                "path": path_value(artifacts.location(cycle_id, f"{flywheel.SERVED_FILE}.jsonl")),
             }
         )
     )
@@ -77,7 +77,7 @@ def reviewed_requests(
                     f"reviewed training rows weigh {doc.weight:g} (KOTONE_REVIEWED_WEIGHT)"
                 ),
                 "reviewed": dg.MetadataValue.md(md_table(["side", "text", "reviewers"], rows) if rows else "none"),
-                "path": path_value(artifacts.cycle_dir(cycle_id)),
+                "path": path_value(artifacts.cycle_location(cycle_id)),
             }
         )
     )

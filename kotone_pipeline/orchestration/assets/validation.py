@@ -77,7 +77,7 @@ def validation_snapshot(
                 "completed": dg.MetadataValue.int(doc.completed),
                 "failed": dg.MetadataValue.int(doc.failed),
                 "total_cost_usd": dg.MetadataValue.float(doc.total_cost_usd),
-                "path": path_value(artifacts.path(cycle_id, "validation_snapshot.json")),
+                "path": path_value(artifacts.location(cycle_id, "validation_snapshot.json")),
             }
         )
     )
@@ -132,7 +132,7 @@ def promotion_decision(
                 "per_dim_delta": dg.MetadataValue.md(md_table(["dim", "candidate - reference MAE"], delta_rows)),
                 "decision_log": dg.MetadataValue.md(decision_markdown(decision)),
                 **tracking_metadata(tracking),
-                "path": path_value(artifacts.path(cycle_id, "promotion_decision.json")),
+                "path": path_value(artifacts.location(cycle_id, "promotion_decision.json")),
             }
         )
     )

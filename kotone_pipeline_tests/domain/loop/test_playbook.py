@@ -20,7 +20,7 @@ import pytest
 
 from kotone_pipeline.domain.data.jsonl import read_models
 from kotone_pipeline.domain.data.schemas import EvalRow, HardDimReport
-from kotone_pipeline.domain.loop.playbook import Playbook, build_playbook, write_playbook
+from kotone_pipeline.domain.loop.playbook import Playbook, build_playbook, playbook_files
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "playbook_eval_rows.jsonl"
 
@@ -162,11 +162,11 @@ def test_empty_evaluation_gives_an_empty_playbook(hard_dims: HardDimReport) -> N
     assert "_none_" in playbook.markdown
 
 
-def test_write_playbook_writes_markdown_and_json(tmp_path: Path, playbook: Playbook) -> None:
-    md_path, json_path = write_playbook(tmp_path / "cycles" / "cycle-3" / "playbook.md", playbook)
-    assert md_path.read_text(encoding="utf-8") == playbook.markdown
-    data = json.loads(json_path.read_text(encoding="utf-8"))
-    assert json_path.name == "playbook.json" and "markdown" not in data
+def test_playbook_files_are_the_markdown_and_the_fields_as_json(playbook: Playbook) -> None:
+    files = playbook_files(playbook, "playbook.md")
+    assert sorted(files) == ["playbook.json", "playbook.md"]
+    assert files["playbook.md"] == playbook.markdown
+    data = json.loads(files["playbook.json"])
+    assert "markdown" not in data
     assert data["worst_dims"][0]["dim"] == "energy"
     assert data["next_steps"]["rows_to_add"] == 12
-    assert sorted(p.name for p in md_path.parent.iterdir()) == ["playbook.json", "playbook.md"]

@@ -1,0 +1,41 @@
+"""The cycle artifacts and the champion registry where the settings keep them (``KOTONE_STATE_STORE``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kotone_pipeline.services.artifacts import CycleArtifacts
+from kotone_pipeline.services.champion import ChampionRegistry
+from kotone_pipeline.services.state_store import open_state_store
+from kotone_pipeline.settings import Settings, load_settings
+
+REGISTRY_PREFIX = "registry"  # the registry's folder: under KOTONE_HOME, or in the state repo
+
+
+def cycle_artifacts(home: Path, settings: Settings | None = None) -> CycleArtifacts:
+    settings = settings or load_settings()
+    if settings.state_store == "local":
+        return CycleArtifacts(home)
+    store = open_state_store(
+        settings.state_store,
+        home,
+        hf_repo=settings.hf_state_repo or "",
+        token=settings.hf_token,
+        endpoint=settings.hf_endpoint,
+    )
+    return CycleArtifacts(home, store)
+
+
+def champion_registry(home: Path, settings: Settings | None = None) -> ChampionRegistry:
+    settings = settings or load_settings()
+    if settings.state_store == "local":
+        return ChampionRegistry(CycleArtifacts(home).registry_dir)
+    store = open_state_store(
+        settings.state_store,
+        home,
+        hf_repo=settings.hf_state_repo or "",
+        prefix=REGISTRY_PREFIX,
+        token=settings.hf_token,
+        endpoint=settings.hf_endpoint,
+    )
+    return ChampionRegistry(store)
