@@ -43,9 +43,10 @@ def propose(
     from kotone_pipeline.domain.data.importer import load_pairs
     from kotone_pipeline.domain.model.correction import is_people_row
     from kotone_pipeline.domain.requests.lexicon_patch import propose_lexicon_patch
-    from kotone_pipeline.services.lexicon_store import LexiconStore
+    from kotone_pipeline.services.home import kotone_home
+    from kotone_pipeline.services.state_places import lexicon_store
 
-    store = LexiconStore()
+    store = lexicon_store(kotone_home())
     rows = [p for p in load_pairs(people, None).rows if is_people_row(p)]
     if not rows:
         raise ValueError(f"{people}: no rows with origin human, imported or reviewed")
@@ -60,9 +61,10 @@ def propose(
 @handle_errors
 def show(cycle_id: Annotated[str, typer.Argument(help="Cycle whose proposed patch to show.")]) -> None:
     """Show a cycle's proposed patch and the lexicon version in effect."""
-    from kotone_pipeline.services.lexicon_store import LexiconStore
+    from kotone_pipeline.services.home import kotone_home
+    from kotone_pipeline.services.state_places import lexicon_store
 
-    store = LexiconStore()
+    store = lexicon_store(kotone_home())
     console.print(patch_table(cycle_id, store.load_patch(cycle_id)))
     console.print(f"lexicon in effect: {store.current()[1]} ({len(store.accepted())} accepted entr(y/ies))")
 
@@ -77,12 +79,13 @@ def accept(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Accept a cycle's proposed entries into the lexicon in effect; prints the new lexicon version."""
-    from kotone_pipeline.services.lexicon_store import LexiconStore
+    from kotone_pipeline.services.home import kotone_home
+    from kotone_pipeline.services.state_places import lexicon_store
 
     ids = [i.strip() for i in entries.split(",") if i.strip()] if entries is not None else None
     if ids is not None and not ids:
         raise ValueError("--entries names no entry")
-    accepted, version = LexiconStore().accept(cycle_id, ids, accepted_by="cli")
+    accepted, version = lexicon_store(kotone_home()).accept(cycle_id, ids, accepted_by="cli")
     if as_json:
         typer.echo(json.dumps({"cycle_id": cycle_id, "accepted": [e.id for e in accepted], "lexicon_version": version}))
     else:

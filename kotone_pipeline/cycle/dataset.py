@@ -74,7 +74,7 @@ def step_augmented_pairs(
     existing |= {p.text for p in _earlier_augmented(artifacts, earlier_cycles)}
     # The lexicon in effect: the committed one plus the patch entries a person (or auto-accept) accepted. It
     # writes and labels the new requests; each row records its version, so the dataset version follows it.
-    lexicon, version = LexiconStore(artifacts.home).current()
+    lexicon, version = LexiconStore.beside(artifacts.store).current()
     result = augment(
         failing,
         base.base_train,
@@ -147,7 +147,7 @@ def step_split_dataset(
     if people:
         result.splits["train"] = [*result.splits["train"], *people]
         result.stats = compute_stats(result.splits, config.split_seed)
-    in_effect = LexiconStore(artifacts.home).current()[1]
+    in_effect = LexiconStore.beside(artifacts.store).current()[1]
     problems = check_leakage(result.splits) + eval_set_leaks(result.splits, base)
     if problems:
         raise LeakageError(f"split of cycle {cycle_id} leaks: " + "; ".join(problems[:10]))

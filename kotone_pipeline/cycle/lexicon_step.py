@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from kotone_pipeline.cycle.documents import SplitDatasetDoc
 from kotone_pipeline.domain.model.correction import is_people_row
@@ -22,7 +21,7 @@ from kotone_pipeline.services.lexicon_store import LexiconStore
 @dataclass(frozen=True)
 class LexiconPatchStep:
     patch: LexiconPatch
-    path: Path
+    path: str  # where the patch is: a path, or a URL in the state repo
     lexicon_version: str  # the lexicon in effect, which the patch was proposed against
     accepted: list[str] = field(default_factory=list)  # entry ids accepted by this step (auto-accept, the UI)
     accepted_by: str = ""

@@ -168,6 +168,17 @@ class HfRepoStateStore(StateStore):
         kind = {"dataset": "datasets/", "space": "spaces/"}.get(self.repo_type, "")
         return f"{self.endpoint}/{kind}{self.repo_id}/blob/{BRANCH}/{self._path(key)}"
 
+    def sub(self, prefix: str) -> HfRepoStateStore:
+        return HfRepoStateStore(
+            self.repo_id,
+            prefix=f"{self.prefix}/{check_key(prefix)}" if self.prefix else check_key(prefix),
+            repo_type=self.repo_type,
+            token=self._token,
+            endpoint=self.endpoint,
+            retry=self.retry,
+            api=self.api,
+        )
+
     def describe(self) -> str:
         where = f"{self.repo_id}/{self.prefix}" if self.prefix else self.repo_id
         return f"hf {self.repo_type} {where}"

@@ -26,14 +26,3 @@ def kotone_home(create: bool = True) -> Path:
     if create:
         home.mkdir(parents=True, exist_ok=True)
     return home
-
-
-def _subdir(name: str, create: bool) -> Path:
-    path = kotone_home(create=create) / name
-    if create:
-        path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def registry_root(create: bool = True) -> Path:
-    return _subdir("registry", create)

@@ -1,4 +1,5 @@
-"""Lexicon patches under ``$KOTONE_HOME/lexicon/``: proposed per cycle, applied only once accepted.
+"""Lexicon patches, proposed per cycle and applied only once accepted, under ``lexicon/`` of the state store
+(``$KOTONE_HOME/lexicon/`` by default).
 
 Layout::
 
@@ -14,19 +15,21 @@ hash of its content (``lexicon_version``), so the same content always has the sa
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from kotone_pipeline.domain.data.jsonl import write_json
+from kotone_pipeline.domain.data.jsonl import json_bytes
 from kotone_pipeline.domain.requests.lexicon import Lexicon, default_lexicon
 from kotone_pipeline.domain.requests.lexicon_patch import LexiconPatch, PatchEntry, apply_patch, lexicon_version
 from kotone_pipeline.services.home import kotone_home
 from kotone_pipeline.services.jobs import validate_cycle_id
+from kotone_pipeline.services.state_store import LocalStateStore, StateStore, Writes
 
 LEXICON_DIR = "lexicon"
+ACCEPTED_FILE = "accepted.jsonl"
 
 
 class AcceptedEntry(BaseModel):
@@ -39,32 +42,38 @@ class AcceptedEntry(BaseModel):
 
 
 class LexiconStore:
-    def __init__(self, home: Path | None = None) -> None:
-        self.root = (home if home is not None else kotone_home()) / LEXICON_DIR
+    """The layout above in a ``StateStore``: ``$KOTONE_HOME/lexicon/`` by default, or ``lexicon/`` of the
+    state repo (``KOTONE_STATE_STORE=hf``), so a patch a cycle run proposed is there for a person to accept
+    from any machine."""
 
-    def patch_path(self, cycle_id: str) -> Path:
-        return self.root / "patches" / f"{validate_cycle_id(cycle_id)}.json"
+    def __init__(self, home: Path | None = None, store: StateStore | None = None) -> None:
+        if store is None:
+            store = LocalStateStore((home if home is not None else kotone_home()) / LEXICON_DIR, ".lexicon.lock")
+        self.store = store
 
-    @property
-    def accepted_path(self) -> Path:
-        return self.root / "accepted.jsonl"
+    @classmethod
+    def beside(cls, cycle_store: StateStore) -> LexiconStore:
+        """The lexicon kept in the same store as the cycles (``lexicon/`` next to ``cycles/``)."""
+        return cls(store=cycle_store.sub(LEXICON_DIR))
 
-    def save_patch(self, cycle_id: str, patch: LexiconPatch) -> Path:
-        path = self.patch_path(cycle_id)
-        write_json(path, patch.model_dump(mode="json"))
-        return path
+    def patch_key(self, cycle_id: str) -> str:
+        return f"patches/{validate_cycle_id(cycle_id)}.json"
+
+    def save_patch(self, cycle_id: str, patch: LexiconPatch) -> str:
+        """Save a cycle's proposed patch; returns where it is (a path, or a URL)."""
+        key = self.patch_key(cycle_id)
+        self.store.write(key, json_bytes(patch.model_dump(mode="json")))
+        return self.store.location(key)
 
     def load_patch(self, cycle_id: str) -> LexiconPatch:
-        path = self.patch_path(cycle_id)
-        if not path.is_file():
-            raise ValueError(f"no lexicon patch proposed for cycle {cycle_id!r} ({path} not found)")
-        return LexiconPatch.model_validate_json(path.read_text(encoding="utf-8"))
+        key = self.patch_key(cycle_id)
+        data = self.store.read(key)
+        if data is None:
+            raise ValueError(f"no lexicon patch proposed for cycle {cycle_id!r} ({self.store.location(key)} not found)")
+        return LexiconPatch.model_validate_json(data)
 
     def accepted(self) -> list[AcceptedEntry]:
-        if not self.accepted_path.is_file():
-            return []
-        lines = self.accepted_path.read_text(encoding="utf-8").splitlines()
-        return [AcceptedEntry.model_validate_json(line) for line in lines if line.strip()]
+        return _accepted_from(self.store.read(ACCEPTED_FILE))
 
     def current(self, base: Lexicon | None = None) -> tuple[Lexicon, str]:
         """The lexicon in effect (committed + accepted entries) and its version."""
@@ -81,7 +90,8 @@ class LexiconStore:
         """Accept the named entries of a cycle's patch (all when None): ``(newly accepted, new version)``.
 
         Unknown ids, or entries that would break the lexicon (a form naming two concepts), raise before
-        anything is written; an entry accepted before is not accepted twice."""
+        anything is written; an entry accepted before is not accepted twice, also when two people accept at
+        once (the accepted list is changed in one ``update`` of the store)."""
         patch = self.load_patch(cycle_id)
         by_id = {e.id: e for e in patch.entries}
         wanted = list(by_id) if entry_ids is None else list(dict.fromkeys(entry_ids))
@@ -89,24 +99,37 @@ class LexiconStore:
         if unknown:
             known = ", ".join(by_id) or "(none)"
             raise ValueError(f"cycle {cycle_id}: unknown patch entr(y/ies) {', '.join(unknown)}; proposed: {known}")
-        earlier = self.accepted()
-        done = {(a.cycle_id, a.entry.id) for a in earlier}
-        new = [by_id[i] for i in wanted if (cycle_id, i) not in done]
         base = base if base is not None else default_lexicon()
-        lexicon = apply_patch(base, [a.entry for a in earlier] + new)  # raises LexiconError on a conflict
-        version = lexicon_version(lexicon)
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        records = [AcceptedEntry(cycle_id=cycle_id, entry=e, accepted_by=accepted_by, accepted_at=now) for e in new]
-        self.root.mkdir(parents=True, exist_ok=True)
-        with self.accepted_path.open("a", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record.model_dump(mode="json"), ensure_ascii=False, sort_keys=True) + "\n")
-        write_json(
-            self.root / "versions" / f"{version}.json",
-            {
+        outcome: list[tuple[list[PatchEntry], str]] = []
+
+        def change(files: Mapping[str, bytes | None]) -> Writes:
+            outcome.clear()
+            earlier = _accepted_from(files[ACCEPTED_FILE])
+            done = {(a.cycle_id, a.entry.id) for a in earlier}
+            new = [by_id[i] for i in wanted if (cycle_id, i) not in done]
+            lexicon = apply_patch(base, [a.entry for a in earlier] + new)  # raises LexiconError on a conflict
+            version = lexicon_version(lexicon)
+            outcome.append((new, version))
+            if not new:
+                return []
+            now = datetime.now(UTC).isoformat(timespec="seconds")
+            records = [AcceptedEntry(cycle_id=cycle_id, entry=e, accepted_by=accepted_by, accepted_at=now) for e in new]
+            every = [*earlier, *records]
+            lines = "".join(
+                json.dumps(r.model_dump(mode="json"), ensure_ascii=False, sort_keys=True) + "\n" for r in every
+            )
+            version_doc = {
                 "version": version,
                 "base_version": lexicon_version(base),
-                "entries": [[a.cycle_id, a.entry.id] for a in [*earlier, *records]],
-            },
-        )
-        return new, version
+                "entries": [[a.cycle_id, a.entry.id] for a in every],
+            }
+            return [(ACCEPTED_FILE, lines.encode("utf-8")), (f"versions/{version}.json", json_bytes(version_doc))]
+
+        self.store.update([ACCEPTED_FILE], change)
+        return outcome[0]
+
+
+def _accepted_from(data: bytes | None) -> list[AcceptedEntry]:
+    if data is None:
+        return []
+    return [AcceptedEntry.model_validate_json(line) for line in data.decode("utf-8").splitlines() if line.strip()]

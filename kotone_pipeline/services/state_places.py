@@ -6,6 +6,7 @@ from pathlib import Path
 
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry
+from kotone_pipeline.services.lexicon_store import LexiconStore
 from kotone_pipeline.services.state_store import open_state_store
 from kotone_pipeline.settings import Settings, load_settings
 
@@ -39,3 +40,7 @@ def champion_registry(home: Path, settings: Settings | None = None) -> ChampionR
         endpoint=settings.hf_endpoint,
     )
     return ChampionRegistry(store)
+
+
+def lexicon_store(home: Path, settings: Settings | None = None) -> LexiconStore:
+    return LexiconStore.beside(cycle_artifacts(home, settings).store)

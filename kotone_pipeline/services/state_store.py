@@ -90,6 +90,10 @@ class StateStore(ABC):
         """Where a person finds the file: a path, or a URL."""
 
     @abstractmethod
+    def sub(self, prefix: str) -> StateStore:
+        """The same store, with keys under ``prefix``."""
+
+    @abstractmethod
     def describe(self) -> str:
         """The store in a few words, for messages (``/srv/kotone/registry``, ``hf dataset org/repo``)."""
 
@@ -170,6 +174,9 @@ class LocalStateStore(StateStore):
 
     def location(self, key: str) -> str:
         return str(self.path(key))
+
+    def sub(self, prefix: str) -> LocalStateStore:
+        return LocalStateStore(self.path(prefix), self.lock_name)
 
     def describe(self) -> str:
         return str(self.root)

@@ -27,7 +27,7 @@ def test_proposes_from_the_splits_people_rows_and_applies_nothing(tmp_path: Path
 
     assert result.patch.rows == 36 and result.patch.rows_by_origin == {"human": 36}
     assert any(e.phrase == "zorbly" for e in result.patch.entries)
-    assert lexicons.load_patch("c1") == result.patch and result.path.is_file()
+    assert lexicons.load_patch("c1") == result.patch and Path(result.path).is_file()
     assert lexicons.current()[1] == result.lexicon_version == lexicon_version(default_lexicon())
     assert lexicons.accepted() == []
 

@@ -5,14 +5,13 @@ from pathlib import Path
 import pytest
 
 from kotone_pipeline.services.artifacts import CycleArtifacts
-from kotone_pipeline.services.home import kotone_home, registry_root
+from kotone_pipeline.services.home import kotone_home
 from kotone_pipeline.services.jobs import InvalidIdError
 
 
 def test_home_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KOTONE_HOME", str(tmp_path / "state"))
     assert kotone_home() == tmp_path / "state" and (tmp_path / "state").is_dir()
-    assert registry_root() == tmp_path / "state" / "registry" and registry_root().is_dir()
 
 
 def test_default_home_is_dot_kotone_in_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

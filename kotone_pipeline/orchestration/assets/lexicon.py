@@ -15,7 +15,6 @@ from kotone_pipeline.orchestration.resources import (
     DatasetStoreResource,
     KotoneHomeResource,
     LoopSettings,
-    resolve_home,
 )
 from kotone_pipeline.services.lexicon_store import LexiconStore
 
@@ -49,7 +48,7 @@ def lexicon_patch(
         result = step_lexicon_patch(
             kotone_home.artifacts(),
             dataset_store.get_store(),
-            LexiconStore(resolve_home(kotone_home.home)),
+            LexiconStore.beside(kotone_home.artifacts().store),
             cycle_id,
             auto_accept=loop_settings.config().lexicon_auto_accept,
             accept=accept,
