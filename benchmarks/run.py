@@ -42,6 +42,7 @@ MODULES: tuple[str, ...] = (
     "benchmarks.bench_lora",
     "benchmarks.bench_ui",
     "benchmarks.bench_deploy",
+    "benchmarks.bench_state",
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"

@@ -39,6 +39,7 @@ def test_registry_lists_the_domain_and_hf_benchmarks() -> None:
         "ui_runs",
         "demo",
         "deploy",
+        "state",
     ]
 
 
