@@ -35,8 +35,9 @@ def cycle_job_ids(artifacts: CycleArtifacts, cycle_id: str) -> dict[str, str]:
 def open_cycles(artifacts: CycleArtifacts) -> dict[str, list[str]]:
     """Cycles whose jobs were submitted but not yet validated -> their latest job ids."""
     result = {}
-    for cycle in artifacts.cycles_on_disk():
-        if artifacts.has(cycle, TrainingSubmissionDoc) and not artifacts.has(cycle, ValidationSnapshotDoc):
+    submitted, validated = f"{TrainingSubmissionDoc.NAME}.json", f"{ValidationSnapshotDoc.NAME}.json"
+    for cycle, names in artifacts.files_by_cycle().items():
+        if submitted in names and validated not in names:
             result[cycle] = list(cycle_job_ids(artifacts, cycle).values())
     return result
 

@@ -93,6 +93,16 @@ class CycleArtifacts:
         """The cycles the store holds files of."""
         return self.store.folders("cycles")
 
+    def files_by_cycle(self) -> dict[str, set[str]]:
+        """Each cycle's files (names relative to its folder), from one listing of the store: what the sensor
+        reads every tick, without one request per cycle."""
+        out: dict[str, set[str]] = {}
+        for key in self.store.list_files("cycles"):
+            cycle, _, name = key.partition("/")
+            if name:
+                out.setdefault(cycle, set()).add(name)
+        return out
+
     # --- JSON documents (kotone_pipeline.cycle.documents: one model per file) -------------------
     def write(self, cycle_id: str, doc: BaseModel) -> str:
         """Write a cycle document atomically under its model's ``NAME``; returns its location."""

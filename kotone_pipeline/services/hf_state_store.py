@@ -104,6 +104,22 @@ class HfRepoStateStore(StateStore):
 
         return self._call(f"list {path or '/'}", listing)
 
+    def list_files(self, prefix: str) -> list[str]:
+        path = self._path(prefix) if prefix else self.prefix
+        self._ensure_repo()
+
+        def listing() -> list[str]:
+            try:
+                entries = self.api.list_repo_tree(
+                    self.repo_id, path_in_repo=path or None, recursive=True, repo_type=self.repo_type, revision=BRANCH
+                )
+                start = len(path) + 1 if path else 0
+                return sorted(e.path[start:] for e in entries if not isinstance(e, RepoFolder))
+            except EntryNotFoundError:
+                return []
+
+        return self._call(f"list {path or '/'}", listing)
+
     def update(self, keys: Sequence[str], change: Change) -> None:
         for attempt in range(1, UPDATE_ATTEMPTS + 1):
             parent = self.head()

@@ -76,6 +76,10 @@ class StateStore(ABC):
         """The names of the folders directly under ``prefix``, sorted."""
 
     @abstractmethod
+    def list_files(self, prefix: str) -> list[str]:
+        """Every file under ``prefix``, at any depth, as keys relative to it, sorted (one listing, however many)."""
+
+    @abstractmethod
     def update(self, keys: Sequence[str], change: Change) -> None:
         """Read ``keys`` (None for a missing one), call ``change`` and write what it returns, only if no one
         wrote in between; ``change`` may be called again on fresher contents, so it must only decide.
@@ -157,6 +161,14 @@ class LocalStateStore(StateStore):
     def folders(self, prefix: str) -> list[str]:
         root = self.path(prefix) if prefix else self.root
         return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+    def list_files(self, prefix: str) -> list[str]:
+        root = self.path(prefix) if prefix else self.root
+        if not root.is_dir():
+            return []
+        return sorted(
+            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
 
     def update(self, keys: Sequence[str], change: Change) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

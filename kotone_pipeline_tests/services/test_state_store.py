@@ -62,6 +62,8 @@ def test_a_file_reads_back_as_written_and_a_missing_one_is_none(store: StateStor
     assert store.exists("cycles/c1/split_dataset.json") and not store.exists("cycles/c1")
     assert store.folders("cycles") == ["c1", "c2"]
     assert store.folders("nothing") == []
+    assert store.list_files("cycles") == ["c1/split_dataset.json", "c2/eval_rows_probe.jsonl"]
+    assert store.list_files("nothing") == []
 
 
 def test_update_writes_what_change_decides_on_what_is_there(store: StateStore) -> None:
