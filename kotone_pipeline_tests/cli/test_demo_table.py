@@ -43,19 +43,30 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return {"html": reports / "workflow_log.html", "md": reports / "workflow_log.md"}
 
 
-def test_the_demo_table_shows_the_rule_baseline_beside_the_champion(capsys, files) -> None:
+def test_the_demo_tables_show_the_rule_baseline_beside_the_champion_and_fit_120_columns(
+    capsys, files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "width", 120)  # a 160-column terminal folded the one wide table of 14 columns
     print_demo([_report("demo-001", None), _report("demo-002", "demo-001/r0")], False, 17.0, files)
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if "champion before" in line)
-    assert "rule" in header and "rule human" in header
-    (row,) = [line for line in out.splitlines() if line.startswith("│ demo-002")]  # one row, one line
-    cells = [cell.strip() for cell in row.strip("│").split("│")]
-    assert cells[:10] == ["demo-002", "demo-001/r0", "0.3530", "0.3490", "0.3490", "0.3130"] + [
+    assert "rule" in header
+    holdout, human = [line for line in out.splitlines() if line.startswith("│ demo-002")]  # one line each
+    cells = [cell.strip() for cell in holdout.strip("│").split("│")]
+    assert cells == ["demo-002", "demo-001/r0", "0.3530", "0.3490", "0.3490", "0.3130"] + [
+        "nostalgia, complexity",
+        "120",
+        "promote",
+        "31.4",
+    ]
+    assert [cell.strip() for cell in human.strip("│").split("│")] == [
+        "demo-002",
         "1.1190",
         "1.0430",
         "1.0430",
         "1.1090",
     ]
+    assert max(len(line) for line in out.splitlines() if line.startswith(("┏", "│", "└", "┃"))) <= 120
 
 
 def test_the_demo_ends_saying_where_the_report_is_and_how_to_open_it(capsys, files) -> None:
