@@ -40,6 +40,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
             "KOTONE_STATE_STORE": "hf",
             "KOTONE_HF_STATE_REPO": STATE_REPO,
             "KOTONE_WANDB_MODE": "disabled",
+            "KOTONE_CAMPAIGN_SIZE": "1",  # one training job per cycle: what is tested here is where state lives
             "HF_ENDPOINT": hub.url,
             "HF_TOKEN": TOKEN,
         }
