@@ -268,10 +268,11 @@ class CycleRunner:
         self._execute("cycle_job", cycle_id)
         deadline = start + timeout_s
         shown, shown_at = "", 0.0
-        while not self.artifacts.has(cycle_id, PromotionDecisionDoc):
+        # One listing of the cycle's files per poll: with the state in an HF repo each look is a request.
+        while f"{PromotionDecisionDoc.NAME}.json" not in (names := self.artifacts.names(cycle_id)):
             if time.monotonic() > deadline:
                 raise CycleFailedError(f"cycle {cycle_id} did not finish within {timeout_s:.0f}s")
-            state = self.waiting_state(cycle_id)
+            state = self.waiting_state(cycle_id, names)
             now = time.monotonic()
             if state != shown or (self.heartbeat_s is not None and now - shown_at >= self.heartbeat_s):
                 self.progress(f"[{cycle_id}] {state} ({now - start:.0f} s)")
@@ -288,12 +289,14 @@ class CycleRunner:
                 self._wait_launched(run.run_id, cycle_id)
         return self.report(cycle_id, wall_s=time.monotonic() - start)
 
-    def waiting_state(self, cycle_id: str) -> str:
-        """The cycle's stage and its training jobs' stages, for the progress line while it waits."""
+    def waiting_state(self, cycle_id: str, names: set[str] | None = None) -> str:
+        """The cycle's stage and its training jobs' stages, for the progress line while it waits (``names``: the
+        cycle's files, when the caller has just listed them)."""
         from kotone_pipeline.cycle.polling import cycle_job_ids
         from kotone_pipeline.cycle.steps import STAGES
 
-        stage = next((s for s in reversed(STAGES) if self.artifacts.has(cycle_id, s)), "created")
+        names = self.artifacts.names(cycle_id) if names is None else names
+        stage = next((s for s in reversed(STAGES) if f"{s}.json" in names), "created")
         if stage != "training_submission":
             return f"stage {stage}"
         backend_resource = self.resources["job_backend"]

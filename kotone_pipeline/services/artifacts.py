@@ -93,6 +93,10 @@ class CycleArtifacts:
         """The cycles the store holds files of."""
         return self.store.folders("cycles")
 
+    def names(self, cycle_id: str) -> set[str]:
+        """The names of a cycle's files directly in its folder, from one listing."""
+        return {name for name in self.store.list_files(self.cycle_key(cycle_id)) if "/" not in name}
+
     def files_by_cycle(self) -> dict[str, set[str]]:
         """Each cycle's files (names relative to its folder), from one listing of the store: what the sensor
         reads every tick, without one request per cycle."""

@@ -2,9 +2,10 @@
 
 Every pod of a deployment reaches the Hub, so cycle documents and the champion registry kept in a repo need
 no ReadWriteMany volume. Each write is a commit, so the repo's history is the state's audit trail. A read
-first asks for the branch's head commit and then reads at that commit, so the files read together belong
-to one commit. ``update`` commits with ``parent_commit`` = the commit it read: the Hub refuses the commit
-(HTTP 412) when someone else committed in between, and ``update`` reads again and asks ``change`` again.
+takes the branch's file as it is now (one request); ``update`` first asks for the head commit and reads
+every key at that commit, so what it decides on belongs to one commit. It commits with ``parent_commit`` =
+the commit it read: the Hub refuses the commit (HTTP 412) when someone else committed in between, and
+``update`` reads again and asks ``change`` again.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 BRANCH = "main"
 UPDATE_ATTEMPTS = 8
+_READY_REPOS: set[tuple[str, str, str]] = set()  # (endpoint, type, id) of the repos this process created or found
 
 
 class HfRepoStateStore(StateStore):
@@ -66,13 +68,14 @@ class HfRepoStateStore(StateStore):
         self.api = api or HfApi(endpoint=self.endpoint, token=self._token)
         self.retry = retry or RetryPolicy()
         self.redact = Redactor([self._token, *env_secrets().values()])
-        self._repo_ready = False
         install_request_timeout(self.retry.request_timeout_s)
 
     # -- StateStore ---------------------------------------------------------------------------------------
 
     def read(self, key: str) -> bytes | None:
-        return self._read_at(key, self.head())
+        # One request: the branch's file as of now. ``update`` pins its reads to one commit instead.
+        self._ensure_repo()  # so that a 404 means "no such file", not "no such repo"
+        return self._read_at(key, BRANCH)
 
     def write(self, key: str, data: bytes) -> None:
         # One writer per document, and the same bytes written twice is the same state: safe to retry.
@@ -80,6 +83,7 @@ class HfRepoStateStore(StateStore):
 
     def exists(self, key: str) -> bool:
         path = self._path(key)
+        self._ensure_repo()
         found = self._call(
             f"look up {path}",
             lambda: self.api.get_paths_info(self.repo_id, [path], repo_type=self.repo_type, revision=BRANCH),
@@ -236,12 +240,14 @@ class HfRepoStateStore(StateStore):
         )
 
     def _ensure_repo(self) -> None:
-        if not self._repo_ready:
+        # Once per process and repo: resources build a new store for every step.
+        ready = (self.endpoint, self.repo_type, self.repo_id)
+        if ready not in _READY_REPOS:
             self._call(
                 f"create {self.repo_id}",
                 lambda: self.api.create_repo(self.repo_id, repo_type=self.repo_type, private=True, exist_ok=True),
             )
-            self._repo_ready = True
+            _READY_REPOS.add(ready)
 
     def _path(self, key: str) -> str:
         check_key(key)
