@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +52,14 @@ class DevServer:
 
 @contextmanager
 def kotone_dev(
-    home: Path, log_path: Path, env: Mapping[str, str] | None = None, ready_s: float = 180
+    home: Path,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    ready_s: float = 180,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[DevServer]:
-    """Start `kotone dev` for KOTONE_HOME=home and wait for its "ready" line (the UI answers, code loaded)."""
+    """Start `kotone dev` for KOTONE_HOME=home and wait for its "ready" line (the UI answers, code loaded);
+    stopped afterwards unless the test stopped it."""
     port = free_port()
     run_env = {**os.environ, "KOTONE_HOME": str(home), **(env or {})}
     run_env.pop("DAGSTER_HOME", None)  # `kotone dev` derives it from KOTONE_HOME
@@ -66,6 +71,7 @@ def kotone_dev(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=preexec_fn,
     )
     server = DevServer(proc, port, log_path)
     try:
@@ -76,9 +82,11 @@ def kotone_dev(
         assert READY_LINE in server.log(), server.log()[-3000:]
         yield server
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
         try:
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass  # the test stopped it, and its whole group is gone
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)

@@ -7,6 +7,7 @@ watcher (``python -I``, stdlib only) prints the URL once the UI answers and its 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,8 @@ def dev(
     sys.stdout.flush()
     sys.stderr.flush()
     os.chdir(home)
+    # dagster dev stops on SIGTERM only when SIGINT is not ignored (see sigint_default_in_child).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.execve(command[0], command, env)
 
 

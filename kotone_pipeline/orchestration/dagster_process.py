@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kotone_pipeline.services.home import kotone_home
@@ -59,3 +60,21 @@ def code_location_loaded(url: str, timeout_s: float = 5.0) -> bool:
     except (OSError, ValueError, KeyError, TypeError):  # not up yet, or not a Dagster UI
         return False
     return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
+
+
+def sigint_default_in_child() -> Callable[[], None]:
+    """For Popen's ``preexec_fn`` (with ``kotone dev``'s exec, see ``cli/dev.py``): SIGINT back to its default
+    action in the child.
+
+    ``dagster dev`` maps SIGTERM onto SIGINT's handler (so that Kubernetes can stop it). A shell without job
+    control starts ``cmd &`` with SIGINT ignored, and an ignored signal stays ignored across exec: ``dagster
+    dev`` then ignored SIGTERM too, and neither ``kill`` nor our own parent-death signal could stop it."""
+    import ctypes
+
+    libc_signal = ctypes.CDLL(None, use_errno=True).signal  # looked up before the fork, as in parent_death.py
+    sig_dfl = 0
+
+    def preexec() -> None:
+        libc_signal(signal.SIGINT, sig_dfl)
+
+    return preexec

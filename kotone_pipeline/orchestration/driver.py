@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,6 +31,7 @@ from kotone_pipeline.orchestration.dagster_process import (
     code_location_loaded,
     dagster_command,
     dev_env,
+    sigint_default_in_child,
 )
 from kotone_pipeline.services.parent_death import dies_with_parent
 from kotone_pipeline.settings import load_settings
@@ -119,7 +120,7 @@ class DagsterDriver:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # stopped as one process group, with its daemon and code server
                 # Dies with this command (SIGTERM: it then stops its webserver, daemon and code server).
-                preexec_fn=dies_with_parent(signal.SIGTERM),
+                preexec_fn=_stoppable_child(),
             )
         self.started_here = True
         deadline = time.monotonic() + self.ready_timeout_s
@@ -187,3 +188,16 @@ class DagsterDriver:
             dg.RunsFilter(job_name="validation_job", tags={"dagster/partition": partition_key})
         )
         return list(reversed(list(runs)))
+
+
+def _stoppable_child() -> Callable[[], None]:
+    """``dagster dev`` stops on SIGTERM even when this command was started with SIGINT ignored, and gets
+    SIGTERM when this command dies."""
+    sigint_default, dies = sigint_default_in_child(), dies_with_parent(signal.SIGTERM)
+
+    def preexec() -> None:
+        sigint_default()
+        if dies is not None:
+            dies()
+
+    return preexec
