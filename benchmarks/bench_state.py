@@ -68,6 +68,7 @@ def _promotions(registry_factory: object) -> float:
 def run(repeats: int = 3) -> dict[str, float]:
     import os
     import tempfile
+    from unittest.mock import patch
 
     import huggingface_hub.constants
     from huggingface_hub import set_client_factory
@@ -79,10 +80,8 @@ def run(repeats: int = 3) -> dict[str, float]:
 
     huggingface_hub.constants.HF_HUB_DISABLE_XET = True
     local, hf, requests, commits = [], [], [], []
-    saved = {k: os.environ.get(k) for k in ("HF_TOKEN", "HF_ENDPOINT")}
     try:
-        with HubStandIn({TOKEN: USER}) as hub:
-            os.environ.update({"HF_TOKEN": TOKEN, "HF_ENDPOINT": hub.url})
+        with HubStandIn({TOKEN: USER}) as hub, patch.dict(os.environ, {"HF_TOKEN": TOKEN, "HF_ENDPOINT": hub.url}):
             for i in range(max(1, repeats)):
                 local.append(_cycle({}))
                 hub.clear_requests()
@@ -98,11 +97,6 @@ def run(repeats: int = 3) -> dict[str, float]:
             with tempfile.TemporaryDirectory() as folder:
                 promote_local = _promotions(lambda: ChampionRegistry(Path(folder)))
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         set_client_factory(hf_http.default_client_factory)
     hf_s, local_s = statistics.median(hf), statistics.median(local)
     return {

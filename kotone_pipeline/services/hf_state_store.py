@@ -94,31 +94,31 @@ class HfRepoStateStore(StateStore):
         return self.head()  # any commit may have changed the file; reading it again is one request more
 
     def folders(self, prefix: str) -> list[str]:
-        path = self._path(prefix) if prefix else self.prefix
-        self._ensure_repo()
-
-        def listing() -> list[str]:
-            try:
-                entries = self.api.list_repo_tree(
-                    self.repo_id, path_in_repo=path or None, repo_type=self.repo_type, revision=BRANCH
-                )
-                return sorted(e.path.rsplit("/", 1)[-1] for e in entries if isinstance(e, RepoFolder))
-            except EntryNotFoundError:
-                return []
-
-        return self._call(f"list {path or '/'}", listing)
+        return sorted(
+            e.path.rsplit("/", 1)[-1] for e in self._tree(prefix, recursive=False) if isinstance(e, RepoFolder)
+        )
 
     def list_files(self, prefix: str) -> list[str]:
         path = self._path(prefix) if prefix else self.prefix
+        start = len(path) + 1 if path else 0
+        return sorted(e.path[start:] for e in self._tree(prefix, recursive=True) if not isinstance(e, RepoFolder))
+
+    def _tree(self, prefix: str, *, recursive: bool) -> list[Any]:
+        """The entries under ``prefix`` on the branch (none when the folder does not exist)."""
+        path = self._path(prefix) if prefix else self.prefix
         self._ensure_repo()
 
-        def listing() -> list[str]:
+        def listing() -> list[Any]:
             try:
-                entries = self.api.list_repo_tree(
-                    self.repo_id, path_in_repo=path or None, recursive=True, repo_type=self.repo_type, revision=BRANCH
+                return list(
+                    self.api.list_repo_tree(
+                        self.repo_id,
+                        path_in_repo=path or None,
+                        recursive=recursive,
+                        repo_type=self.repo_type,
+                        revision=BRANCH,
+                    )
                 )
-                start = len(path) + 1 if path else 0
-                return sorted(e.path[start:] for e in entries if not isinstance(e, RepoFolder))
             except EntryNotFoundError:
                 return []
 
