@@ -21,8 +21,7 @@ from kotone_pipeline.services.datasets import DatasetStore
 from kotone_pipeline.services.home import kotone_home
 from kotone_pipeline.services.jobs import JobBackend
 from kotone_pipeline.services.request_log import RequestLog
-from kotone_pipeline.services.state_places import REGISTRY_PREFIX
-from kotone_pipeline.services.state_store import open_state_store
+from kotone_pipeline.services.state_places import REGISTRY_PREFIX, open_state_store
 from kotone_pipeline.services.tracker import Tracker, tracker_mode_from_env, wandb_host
 from kotone_pipeline.services.wandb_tracker import tracker_from_env
 from kotone_pipeline.settings import ConfigurationError, default, load_settings

@@ -7,10 +7,28 @@ from pathlib import Path
 from kotone_pipeline.services.artifacts import CycleArtifacts
 from kotone_pipeline.services.champion import ChampionRegistry
 from kotone_pipeline.services.lexicon_store import LexiconStore
-from kotone_pipeline.services.state_store import open_state_store
-from kotone_pipeline.settings import Settings, load_settings
+from kotone_pipeline.services.state_store import LocalStateStore, StateStore
+from kotone_pipeline.settings import ConfigurationError, Settings, load_settings
 
 REGISTRY_PREFIX = "registry"  # the registry's folder: under KOTONE_HOME, or in the state repo
+
+
+def open_state_store(
+    kind: str, root: Path, *, hf_repo: str = "", prefix: str = "", token: str | None = None, endpoint: str | None = None
+) -> StateStore:
+    """The store the settings name: ``local`` files under ``root``, or ``hf``: ``prefix`` in the repo ``hf_repo``."""
+    if kind == "local":
+        return LocalStateStore(root / prefix if prefix else root)
+    if kind == "hf":
+        if not hf_repo:
+            raise ConfigurationError(
+                "KOTONE_STATE_STORE=hf keeps cycle documents and the champion registry in a Hugging Face repo: "
+                "set KOTONE_HF_STATE_REPO (e.g. my-org/kotone-state)"
+            )
+        from kotone_pipeline.services.hf_state_store import HfRepoStateStore  # huggingface_hub only when used
+
+        return HfRepoStateStore(hf_repo, prefix=prefix, token=token, endpoint=endpoint)
+    raise ValueError(f"unknown state store {kind!r}: use 'local' or 'hf'")
 
 
 def cycle_artifacts(home: Path, settings: Settings | None = None) -> CycleArtifacts:

@@ -102,26 +102,6 @@ class StateStore(ABC):
         """The store in a few words, for messages (``/srv/kotone/registry``, ``hf dataset org/repo``)."""
 
 
-def open_state_store(
-    kind: str, root: Path, *, hf_repo: str = "", prefix: str = "", token: str | None = None, endpoint: str | None = None
-) -> StateStore:
-    """The store the settings name: ``local`` files under ``root``, or ``hf``: ``prefix`` in the repo ``hf_repo``."""
-    if kind == "local":
-        return LocalStateStore(root / prefix if prefix else root)
-    if kind == "hf":
-        if not hf_repo:
-            from kotone_pipeline.settings import ConfigurationError
-
-            raise ConfigurationError(
-                "KOTONE_STATE_STORE=hf keeps cycle documents and the champion registry in a Hugging Face repo: "
-                "set KOTONE_HF_STATE_REPO (e.g. my-org/kotone-state)"
-            )
-        from kotone_pipeline.services.hf_state_store import HfRepoStateStore
-
-        return HfRepoStateStore(hf_repo, prefix=prefix, token=token, endpoint=endpoint)
-    raise ValueError(f"unknown state store {kind!r}: use 'local' or 'hf'")
-
-
 class LocalStateStore(StateStore):
     """Files under ``root``, written atomically (temporary file, then rename); ``update`` under an
     ``flock`` on ``lock_name`` in ``root``, which needs a file system with working locks across clients

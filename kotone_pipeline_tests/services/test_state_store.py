@@ -11,13 +11,13 @@ import pytest
 
 from kotone_pipeline.services.champion import Champion, ChampionChangedError, ChampionRegistry
 from kotone_pipeline.services.hf_state_store import HfRepoStateStore
+from kotone_pipeline.services.state_places import open_state_store
 from kotone_pipeline.services.state_store import (
     LocalStateStore,
     StateStore,
     StateStoreError,
     Writes,
     check_key,
-    open_state_store,
 )
 from kotone_pipeline.settings import ConfigurationError
 from kotone_pipeline_tests.hf_standin.fixtures import FAST_RETRY, TOKEN, USER, hf_standin_fixture
