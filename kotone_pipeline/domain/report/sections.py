@@ -106,8 +106,11 @@ def _outputs(c: CycleEntry, home: str) -> Parts:
         f"model {model_id}{' (champion)' if model_id == c.champion_after else ''}: {_short_path(uri, home)}"
         for model_id, uri in c.models.items()
     ]
-    if "cycle_dir" in c.artifacts:
-        items.append(f"docs {_short_path(c.artifacts['cycle_dir'], home)}")
+    docs = c.artifacts.get("cycle_dir")
+    if docs and _http(docs):  # the state repo (KOTONE_STATE_STORE=hf): a link, not a wall of URL
+        return _join([*(_t(item) for item in items), [("docs in the state repo", docs)]])
+    if docs:
+        items.append(f"docs {_short_path(docs, home)}")
     return _t("; ".join(items) or "-")
 
 

@@ -269,3 +269,10 @@ def test_angle_brackets_in_markdown_text_are_shown_not_taken_for_tags(report: Re
     # Outside a code span the brackets are entities (a renderer shows "<email>"); inside one they stay typed.
     assert "decision reason: masked &lt;email&gt; in 2 requests; see `kotone-model:cycle-<x>`" in md
     assert "<email>" not in md
+
+
+def test_a_cycle_kept_in_the_state_repo_links_its_documents(report: Report) -> None:
+    url = "https://hub.example/datasets/org/kotone-state/blob/main/cycles/c1"
+    report.cycles[0].artifacts = {"cycle_dir": url}
+    row = _workflow_rows(to_markdown(report))["c1"]
+    assert f"[docs in the state repo]({url})" in row and f"docs {url}" not in row
