@@ -85,11 +85,19 @@ _OPENERS = ("hey!", "hi there,", "hello!", "yo,", "hiya,", "ok so")
 _PROJECTS = ("my indie game", "a little app", "our channel", "a small project", "my shop", "a client project")
 
 
+def _modified(rng: random.Random, templates: Sequence[str], m: Mention, f: str) -> str:
+    """``f`` in one of the modifier's ``templates``, but never one that spells another form of the same concept:
+    "hardcore" + "punk" is the plain form "hardcore punk", and a reader would rightly take it as plain."""
+    forms = {strip_article(form).casefold() for form in m.concept.en}
+    usable = [t for t in templates if strip_article(t.format(f=f)).casefold() not in forms] or list(templates)
+    return pick(rng, usable).format(f=f)
+
+
 def _adj_en(m: Mention, f: str, rng: random.Random) -> str:
     if m.modifier == "intensified":
-        return pick(rng, _EN_INTENS).format(f=f)
+        return _modified(rng, _EN_INTENS, m, f)
     if m.modifier == "hedged":
-        return pick(rng, _EN_HEDGE).format(f=f)
+        return _modified(rng, _EN_HEDGE, m, f)
     return f
 
 
@@ -152,7 +160,7 @@ def _parts_en(plan: Plan, rng: random.Random) -> _Parts:
             p.genre_tails.append(pick(rng, _EN_GENRE_HEDGE).format(f=f))
             p.adj_bare.append(f)
         else:
-            p.genres.append(pick(rng, _EN_GENRE_INTENS).format(f=f) if m.modifier == "intensified" else f)
+            p.genres.append(_modified(rng, _EN_GENRE_INTENS, m, f) if m.modifier == "intensified" else f)
             p.adj_bare.append(f)
     return p
 
