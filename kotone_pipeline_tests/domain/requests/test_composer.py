@@ -42,11 +42,12 @@ def test_the_same_seed_composes_the_same_request_and_another_seed_does_not():
     assert [COMPOSER.compose(rng_a).text for _ in range(20)] != [COMPOSER.compose(rng_b).text for _ in range(20)]
 
 
-@pytest.mark.parametrize("share", [0.0, 0.2, 0.5, 1.0])
-def test_the_japanese_share_is_honoured(share):
+@pytest.mark.parametrize(("share", "n"), [(0.0, 200), (0.2, 1500), (0.5, 1500), (1.0, 200)])
+def test_the_japanese_share_is_honoured(share, n):
+    # 0 and 1 are exact, so a few hundred requests show them; a share between needs 1500 for +-0.04.
     rng = random.Random(5)
-    langs = Counter(Composer(LEXICON, ja_share=share).compose(rng).plan.lang for _ in range(1500))
-    assert abs(langs["ja"] / 1500 - share) <= 0.04
+    langs = Counter(Composer(LEXICON, ja_share=share).compose(rng).plan.lang for _ in range(n))
+    assert abs(langs["ja"] / n - share) <= 0.04
 
 
 def test_requests_come_in_every_register_and_both_languages():
