@@ -110,10 +110,7 @@ class LexiconReader:
     @cached_property
     def _en_pattern(self) -> re.Pattern[str]:
         body = trie_alternation(self._en_index)
-        # A form ends at a word's end: not inside "very slow-moving" (which is "very" + "slow-moving"), though
-        # a hedge's suffix may follow it ("jazz-ish", "synth-y", "folk-inspired").
-        end = r"(?![\w]|-(?!(?:ish|y|flavoured|flavored|inspired)\b)\w)"
-        return re.compile(rf"(?<![\w-])({body})(?:s|es)?{end}", re.IGNORECASE)
+        return re.compile(rf"(?<![\w-])({body})(?:s|es)?(?![\w])", re.IGNORECASE)
 
     @cached_property
     def _ja_pattern(self) -> re.Pattern[str]:

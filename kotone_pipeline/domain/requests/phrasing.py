@@ -86,11 +86,13 @@ _PROJECTS = ("my indie game", "a little app", "our channel", "a small project", 
 
 
 def _modified(rng: random.Random, templates: Sequence[str], m: Mention, f: str) -> str:
-    """``f`` in one of the modifier's ``templates``, but never one that spells another form of the same concept:
-    "hardcore" + "punk" is the plain form "hardcore punk", and a reader would rightly take it as plain."""
-    forms = {strip_article(form).casefold() for form in m.concept.en}
-    usable = [t for t in templates if strip_article(t.format(f=f)).casefold() not in forms] or list(templates)
-    return pick(rng, usable).format(f=f)
+    """``f`` in one of the modifier's ``templates``, but never one that starts with another form of the same
+    concept: "hardcore" + "punk" is the plain form "hardcore punk", and "very" + "slow-moving" starts with the
+    plain form "very slow"; a reader (people's too) takes those as plain, so the label would be wrong."""
+    own = strip_article(f).casefold()
+    others = [form for form in (strip_article(x).casefold() for x in m.concept.en) if form != own]
+    usable = [t for t in templates if not strip_article(t.format(f=f)).casefold().startswith(tuple(others))]
+    return pick(rng, usable or list(templates)).format(f=f)
 
 
 def _adj_en(m: Mention, f: str, rng: random.Random) -> str:
