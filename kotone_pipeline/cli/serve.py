@@ -128,7 +128,7 @@ def serve(
 
     from kotone_pipeline.services.home import kotone_home
     from kotone_pipeline.services.request_log import RequestLog
-    from kotone_pipeline.services.state_places import champion_registry
+    from kotone_pipeline.services.state_places import StatePlace, champion_registry
     from kotone_pipeline.serving.app import create_app
     from kotone_pipeline.settings import load_settings
 
@@ -148,7 +148,7 @@ def serve(
     url = _url(sock)
     _log_to_stderr()
     app = create_app(
-        champion_registry(kotone_home(), settings),
+        champion_registry(kotone_home(), StatePlace.of(settings)),
         max_body_bytes=max_body_bytes,
         max_batch=max_batch,
         check_interval_s=check_interval,

@@ -21,7 +21,7 @@ from kotone_pipeline.services.datasets import DatasetStore
 from kotone_pipeline.services.home import kotone_home
 from kotone_pipeline.services.jobs import JobBackend
 from kotone_pipeline.services.request_log import RequestLog
-from kotone_pipeline.services.state_places import REGISTRY_PREFIX, open_state_store
+from kotone_pipeline.services.state_places import StatePlace, champion_registry, cycle_artifacts
 from kotone_pipeline.services.tracker import Tracker, tracker_mode_from_env, wandb_host
 from kotone_pipeline.services.wandb_tracker import tracker_from_env
 from kotone_pipeline.settings import ConfigurationError, default, load_settings
@@ -48,17 +48,7 @@ class KotoneHomeResource(dg.ConfigurableResource):
     hf_endpoint: str | None = None
 
     def artifacts(self) -> CycleArtifacts:
-        home = resolve_home(self.home)
-        if self.state_store == "local":
-            return CycleArtifacts(home)
-        store = open_state_store(
-            self.state_store,
-            home,
-            hf_repo=self.hf_state_repo,
-            token=secret_value(self.hf_token),
-            endpoint=self.hf_endpoint,
-        )
-        return CycleArtifacts(home, store)
+        return cycle_artifacts(resolve_home(self.home), _place(self))
 
     def request_log(self) -> RequestLog:
         """The log of served requests and people's reviews (``kotone serve`` and ``kotone review`` write it)."""
@@ -153,18 +143,14 @@ class ChampionRegistryResource(dg.ConfigurableResource):
     hf_endpoint: str | None = None
 
     def get_registry(self) -> ChampionRegistry:
-        home = resolve_home(self.home)
-        if self.state_store == "local":
-            return ChampionRegistry(CycleArtifacts(home).registry_dir)
-        store = open_state_store(
-            self.state_store,
-            home,
-            hf_repo=self.hf_state_repo,
-            prefix=REGISTRY_PREFIX,
-            token=secret_value(self.hf_token),
-            endpoint=self.hf_endpoint,
-        )
-        return ChampionRegistry(store)
+        return champion_registry(resolve_home(self.home), _place(self))
+
+
+def _place(resource: KotoneHomeResource | ChampionRegistryResource) -> StatePlace:
+    """The state store a resource names (the token is read from the environment only now)."""
+    return StatePlace(
+        resource.state_store, resource.hf_state_repo, secret_value(resource.hf_token), resource.hf_endpoint
+    )
 
 
 def dagster_wandb_login(api_key: str, host: str) -> dict[str, Any]:

@@ -182,10 +182,6 @@ class CycleArtifacts:
         self.store.write(self.key(cycle_id, name), text.encode("utf-8"))
         return self.location(cycle_id, name)
 
-    def read_text(self, cycle_id: str, name: str) -> str | None:
-        data = self.store.read(self.key(cycle_id, name))
-        return None if data is None else data.decode("utf-8", errors="replace")
-
     # --- a run's downloaded outputs ---------------------------------------------------------------
     def keep_files(self, cycle_id: str, folder: str, names: Iterable[str]) -> None:
         """Copy the local files ``folder/name`` that exist into a remote store, so that a run on another

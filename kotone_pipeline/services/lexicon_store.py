@@ -48,7 +48,7 @@ class LexiconStore:
 
     def __init__(self, home: Path | None = None, store: StateStore | None = None) -> None:
         if store is None:
-            store = LocalStateStore((home if home is not None else kotone_home()) / LEXICON_DIR, ".lexicon.lock")
+            store = LocalStateStore(home if home is not None else kotone_home()).sub(LEXICON_DIR)  # as beside()
         self.store = store
 
     @classmethod

@@ -18,7 +18,7 @@ from huggingface_hub.utils import _http as hf_http
 from kotone_pipeline.cycle.documents import EvalSummaryDoc, PromotionDecisionDoc
 from kotone_pipeline.definitions import build_definitions
 from kotone_pipeline.orchestration.runner import CycleRunner
-from kotone_pipeline.services.state_places import champion_registry, cycle_artifacts
+from kotone_pipeline.services.state_places import StatePlace, champion_registry, cycle_artifacts
 from kotone_pipeline.settings import load_settings
 from kotone_pipeline_tests.hf_standin.fixtures import TOKEN, USER
 from kotone_pipeline_tests.hf_standin.server import HubStandIn
@@ -53,15 +53,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
                 local_after_c1 = sorted(str(p.relative_to(home)) for p in (home / "cycles").rglob("*") if p.is_file())
                 shutil.rmtree(home / "cycles")  # a fresh pod: nothing of c1 on this machine but the job folders
                 second = runner.run_cycle("c2", timeout_s=240)
-                settings = load_settings(env)
+                place = StatePlace.of(load_settings(env))
                 yield SimpleNamespace(
                     hub=hub,
                     home=home,
                     first=first,
                     second=second,
                     local_after_c1=local_after_c1,
-                    arts=cycle_artifacts(home, settings),
-                    registry=champion_registry(home, settings),
+                    arts=cycle_artifacts(home, place),
+                    registry=champion_registry(home, place),
                     files=HfApi(endpoint=hub.url, token=TOKEN).list_repo_files(STATE_REPO, repo_type="dataset"),
                 )
         finally:

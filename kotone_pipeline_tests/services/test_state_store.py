@@ -11,7 +11,7 @@ import pytest
 
 from kotone_pipeline.services.champion import Champion, ChampionChangedError, ChampionRegistry
 from kotone_pipeline.services.hf_state_store import HfRepoStateStore
-from kotone_pipeline.services.state_places import open_state_store
+from kotone_pipeline.services.state_places import StatePlace
 from kotone_pipeline.services.state_store import (
     LocalStateStore,
     StateStore,
@@ -175,5 +175,6 @@ def test_a_token_without_access_is_named_without_its_value(hf_standin: HubStandI
 
 def test_the_hf_store_needs_its_repo(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="KOTONE_HF_STATE_REPO"):
-        open_state_store("hf", tmp_path)
-    assert isinstance(open_state_store("local", tmp_path, prefix="registry"), LocalStateStore)
+        StatePlace("hf").store(tmp_path)
+    local = StatePlace().store(tmp_path, prefix="registry")
+    assert isinstance(local, LocalStateStore) and local.root == tmp_path / "registry"
